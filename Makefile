@@ -1,0 +1,100 @@
+# sqlite-ops: the front door. `make help` lists every target.
+#
+# Settings pass through as make or environment variables and default to paths
+# inside this checkout, so everything works with no set-up:
+#   make backup DB_PATH=/dashboard/data/dashboard.db BACKUP_DIR=/dashboard/data/backups
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+DB_PATH ?= $(CURDIR)/data/dashboard.db
+BACKUP_DIR ?= $(CURDIR)/data/backups
+MIGRATIONS_DIR ?= $(CURDIR)/migrations
+export DB_PATH BACKUP_DIR MIGRATIONS_DIR
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+BASH_FILES := lib/common.sh scripts/backup_database.sh scripts/restore_database.sh \
+	scripts/maintain_database.sh .ci/run $(wildcard tests/bats/*.bash tests/bats/*.bats \
+	tests/perf/*.sh tests/*.sh docs/examples/*.sh)
+
+.PHONY: help setup test test-fast test-slow lint bats pytest demo migrate status rollback \
+	backup restore verify list-backups drill maintain metrics bench soak docs clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+setup: $(STAMP) ## create .venv with the pinned dev/test dependencies (fast when nothing changed)
+
+lint: setup ## shellcheck every bash file, ruff every Python file
+	@$(VENV)/bin/shellcheck -x $(filter-out $(wildcard tests/bats/*.bats),$(BASH_FILES))
+	@$(VENV)/bin/shellcheck -x -s bash $(wildcard tests/bats/*.bats)
+	@$(VENV)/bin/ruff check --quiet lib tests scripts/migrate scripts/db_metrics
+	@echo "lint: shellcheck and ruff clean"
+
+bats: setup ## the bash-layer tests
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/bats --jobs 2 --no-parallelize-within-files tests/bats
+
+pytest: setup ## the Python tests (fast suite)
+	@$(PY) -m pytest -q -m "not slow" tests/python
+
+test: setup lint bats pytest ## everything CI runs: setup, lint, bats, pytest
+
+test-slow: setup ## the slow proof suites: seeded kill -9 trials, long concurrency runs
+	@$(PY) -m pytest -q -m slow tests/python
+
+demo: ## walk through the whole toolkit on data/dashboard.db
+	@bash tests/demo.sh
+
+migrate: ## apply pending migrations (runs on every deploy)
+	@scripts/migrate up
+
+status: ## show applied / pending / edited migrations
+	@scripts/migrate status
+
+rollback: ## roll back the newest migration (STEPS=n for more)
+	@scripts/migrate down --steps $${STEPS:-1}
+
+backup: ## take a verified backup of DB_PATH into BACKUP_DIR
+	@scripts/backup_database.sh
+
+restore: ## restore BACKUP=<file|latest> over DB_PATH (asks first; YES=1 to skip)
+	@test -n "$${BACKUP:-}" || { echo "make restore: set BACKUP=<backup file> or BACKUP=latest" >&2; exit 2; }
+	@scripts/restore_database.sh $${YES:+--yes} "$$BACKUP"
+
+verify: ## verify the latest backup (BACKUP=<file> for another)
+	@scripts/restore_database.sh --verify "$${BACKUP:-latest}"
+
+list-backups: ## list backups, newest first
+	@scripts/restore_database.sh --list
+
+drill: ## restore the latest backup into a temp file, verify it, remove it
+	@scripts/restore_database.sh --drill
+
+maintain: ## routine maintenance (TASKS="check analyze" for a subset)
+	@scripts/maintain_database.sh $${TASKS:-all}
+
+metrics: ## print database metrics in Prometheus format
+	@scripts/db_metrics
+
+docs: ## regenerate docs/schema.md from the migrations
+	@$(PYTHON) -m sqlite_ops.schema_docs --migrations "$(MIGRATIONS_DIR)" --output docs/schema.md
+
+bench: setup ## benchmarks: ratios against cp, naive backup, bare python start-up
+	@bash tests/perf/run_all.sh
+
+soak: setup ## long mixed-load run (DURATION=seconds, default 600)
+	@$(PY) tests/perf/soak.py --duration $${DURATION:-600}
+
+clean: ## remove the venv, caches and the demo data
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,478 @@
+# shellcheck shell=bash
+# lib/common.sh: what every sqlite-ops bash script shares.
+#
+# Sourced, never executed. A script sets PROG, sources this file, and gets:
+# exit codes, logging, die, configuration with the contract's precedence,
+# the shared lock, temp files cleaned up on every exit path, safe sqlite3
+# invocation, SQL quoting, atomic publishing and .prom writing.
+#
+# Nothing here runs at source time except `umask 077` and variable defaults,
+# so tests can source it and call one function.
+
+umask 077
+
+# ---------------------------------------------------------------------------
+# Exit codes (the contract)
+# ---------------------------------------------------------------------------
+
+# shellcheck disable=SC2034 # used by the scripts that source this file
+readonly EX_OK=0 EX_VERIFY=3 EX_INTEGRITY=4
+readonly EX_FAIL=1 EX_USAGE=2 EX_BUSY=75
+
+SQLITE_OPS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=${PROG:-sqlite-ops}
+QUIET=${QUIET:-0}
+
+# ---------------------------------------------------------------------------
+# Logging: timestamped lines on stderr; stdout is for results only
+# ---------------------------------------------------------------------------
+
+_log() {
+  local level=$1
+  shift
+  local line
+  line="$(date -u +%Y-%m-%dT%H:%M:%SZ) $PROG: $level: $*"
+  printf '%s\n' "$line" >&2
+  if [[ ${LOG_SYSLOG:-0} == 1 ]] && command -v logger >/dev/null 2>&1; then
+    logger -t "$PROG" -- "$level: $*" || true
+  fi
+}
+
+log_info() { [[ $QUIET == 1 ]] || _log info "$@"; }
+log_warn() { _log warning "$@"; }
+
+# die CODE MESSAGE: one line on stderr, starting with the script's name.
+die() {
+  local code=$1
+  shift
+  printf '%s: %s\n' "$PROG" "$*" >&2
+  if [[ ${LOG_SYSLOG:-0} == 1 ]] && command -v logger >/dev/null 2>&1; then
+    logger -t "$PROG" -- "error: $*" || true
+  fi
+  exit "$code"
+}
+
+usage_error() { die "$EX_USAGE" "$* (see --help)"; }
+
+# ---------------------------------------------------------------------------
+# Help, printed from the script's own header comment block
+# ---------------------------------------------------------------------------
+
+# show_help FILE: print the comment block after the shebang, without '# '.
+show_help() {
+  local line
+  while IFS= read -r line; do
+    [[ $line == '#!'* ]] && continue
+    [[ $line == '#'* ]] || break
+    line=${line#\#}
+    printf '%s\n' "${line# }"
+  done <"$1"
+}
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+
+# require_tool COMMAND PACKAGE
+require_tool() {
+  command -v "$1" >/dev/null 2>&1 ||
+    die "$EX_FAIL" "'$1' is not installed; install the '$2' package (apt-get install $2)"
+}
+
+# ---------------------------------------------------------------------------
+# Configuration: flag > environment > config file (read as data) > default
+# ---------------------------------------------------------------------------
+
+declare -gA SOPS_FLAGS=()
+declare -gA SOPS_FILE=()
+
+# set_flag KEY OPTION VALUE: record a command-line value; usage error if missing.
+set_flag() {
+  [[ $# -ge 3 && -n $3 ]] || usage_error "$2 needs a value"
+  SOPS_FLAGS[$1]=$3
+}
+
+# config_file_path: the file the contract says to read, or nothing.
+config_file_path() {
+  if [[ -n ${SOPS_FLAGS[CONFIG]:-} ]]; then
+    printf '%s\n' "${SOPS_FLAGS[CONFIG]}"
+  elif [[ -n ${SQLITE_OPS_CONFIG:-} ]]; then
+    printf '%s\n' "$SQLITE_OPS_CONFIG"
+  elif [[ -f /etc/sqlite-ops.conf ]]; then
+    printf '%s\n' /etc/sqlite-ops.conf
+  fi
+}
+
+# config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
+config_load() {
+  local file=$1 raw line key value n=0
+  [[ -r $file ]] || usage_error "cannot read config file $file"
+  while IFS= read -r raw || [[ -n $raw ]]; do
+    n=$((n + 1))
+    line=${raw#"${raw%%[![:space:]]*}"}
+    line=${line%"${line##*[![:space:]]}"}
+    [[ -z $line || $line == '#'* ]] && continue
+    line=${line#export }
+    [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]] ||
+      usage_error "config file $file line $n: expected KEY=value"
+    key=${BASH_REMATCH[1]}
+    value=${BASH_REMATCH[2]}
+    if [[ ${#value} -ge 2 && ${value:0:1} == "${value: -1}" && ${value:0:1} == [\"\'] ]]; then
+      value=${value:1:${#value}-2}
+    fi
+    SOPS_FILE[$key]=$value
+  done <"$file"
+}
+
+# config_init: load the config file once flags are parsed.
+config_init() {
+  local file
+  file=$(config_file_path)
+  [[ -z $file ]] || config_load "$file"
+}
+
+# cfg KEY DEFAULT: print the setting with the contract's precedence.
+cfg() {
+  local key=$1 default=${2-}
+  if [[ -n ${SOPS_FLAGS[$key]+x} ]]; then
+    printf '%s\n' "${SOPS_FLAGS[$key]}"
+  elif [[ -n ${!key:-} ]]; then
+    printf '%s\n' "${!key}"
+  elif [[ -n ${SOPS_FILE[$key]+x} ]]; then
+    printf '%s\n' "${SOPS_FILE[$key]}"
+  else
+    printf '%s\n' "$default"
+  fi
+}
+
+# require_uint NAME VALUE
+require_uint() {
+  [[ $2 =~ ^[0-9]+$ ]] || usage_error "$1 must be a whole number, not '$2'"
+}
+
+# default_compression: zstd when installed, else gzip.
+default_compression() {
+  if command -v zstd >/dev/null 2>&1; then echo zstd; else echo gzip; fi
+}
+
+# parse_common_option ARGS...: handles the options every script shares.
+# Sets SOPS_SHIFT to the number of arguments consumed (0: not ours).
+# shellcheck disable=SC2034 # SOPS_SHIFT is read by the caller
+parse_common_option() {
+  SOPS_SHIFT=2
+  case $1 in
+    --db) set_flag DB_PATH "$@" ;;
+    --dir) set_flag BACKUP_DIR "$@" ;;
+    --config) set_flag CONFIG "$@" ;;
+    --metrics-dir) set_flag METRICS_DIR "$@" ;;
+    --migrations) set_flag MIGRATIONS_DIR "$@" ;;
+    --lock-timeout) set_flag LOCK_TIMEOUT "$@" ;;
+    --quiet | -q) QUIET=1 SOPS_SHIFT=1 ;;
+    *) SOPS_SHIFT=0 ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------
+# Paths and files
+# ---------------------------------------------------------------------------
+
+# abs_path PATH: absolute form without resolving symlinks; never starts with '-'.
+abs_path() {
+  case $1 in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s/%s\n' "$PWD" "$1" ;;
+  esac
+}
+
+# is_sqlite_file PATH: true when the file starts with the SQLite 3 header.
+is_sqlite_file() {
+  [[ -f $1 && -r $1 ]] || return 1
+  local magic
+  magic=$(head -c 15 -- "$1" 2>/dev/null | tr -d '\0') || return 1
+  [[ $magic == "SQLite format 3" ]]
+}
+
+# require_database PATH: exit 2 unless PATH is a readable SQLite file.
+require_database() {
+  [[ -e $1 ]] || die "$EX_USAGE" "database not found: $1 (set --db or DB_PATH)"
+  [[ -f $1 ]] || die "$EX_USAGE" "not a regular file: $1"
+  [[ -r $1 ]] || die "$EX_USAGE" "cannot read $1: permission denied"
+  is_sqlite_file "$1" || die "$EX_USAGE" "not an SQLite database: $1"
+}
+
+# file_size PATH
+file_size() { stat -c %s -- "$1"; }
+
+# sha256_of PATH: the hex digest only.
+sha256_of() {
+  local sum
+  sum=$(sha256sum -- "$1") || return 1
+  printf '%s\n' "${sum%% *}"
+}
+
+# free_bytes DIR: bytes available to an unprivileged writer in DIR's file system.
+free_bytes() {
+  df -P -B1 -- "$1" | awk 'NR==2 {print $4}'
+}
+
+# ---------------------------------------------------------------------------
+# Temp files: created next to their destination, removed on every exit path
+# ---------------------------------------------------------------------------
+
+declare -ga SOPS_TEMPS=()
+declare -ga SOPS_EXIT_HOOKS=()
+
+_sops_on_exit() {
+  local rc=$? hook path
+  for hook in "${SOPS_EXIT_HOOKS[@]}"; do
+    "$hook" "$rc" || true
+  done
+  for path in "${SOPS_TEMPS[@]}"; do
+    [[ -n $path ]] && rm -rf -- "$path"
+  done
+  return "$rc"
+}
+
+_sops_on_signal() {
+  local sig=$1
+  trap - "$sig"
+  log_warn "interrupted by SIG$sig; nothing was published"
+  exit $((128 + $(kill -l "$sig")))
+}
+
+# install_traps: call once from main(); cleanup runs on exit, INT, TERM, HUP.
+install_traps() {
+  trap _sops_on_exit EXIT
+  local sig
+  for sig in INT TERM HUP; do
+    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
+    trap "_sops_on_signal $sig" "$sig"
+  done
+}
+
+# on_exit FUNCTION: run FUNCTION EXIT_CODE when the script exits.
+on_exit() { SOPS_EXIT_HOOKS+=("$1"); }
+
+# temp_beside VAR DEST: set VAR to a new private temp path in DEST's directory,
+# removed on exit unless published. (Not called as $(...): the registration
+# must happen in this shell.) The name starts with '.<dest name>.tmp.' so a
+# later run can sweep what a killed run left.
+temp_beside() {
+  local -n _temp_var=$1
+  local dest=$2 dir base
+  dir=$(dirname -- "$dest")
+  base=$(basename -- "$dest")
+  _temp_var=$(mktemp -- "$dir/.$base.tmp.XXXXXX") || die "$EX_FAIL" "cannot create a temp file in $dir"
+  SOPS_TEMPS+=("$_temp_var")
+}
+
+# temp_dir_in VAR DIR: set VAR to a private temp directory inside DIR, removed on exit.
+temp_dir_in() {
+  local -n _temp_var=$1
+  _temp_var=$(mktemp -d -- "$2/.sqlite-ops.tmp.XXXXXX") ||
+    die "$EX_FAIL" "cannot create a temp directory in $2"
+  SOPS_TEMPS+=("$_temp_var")
+}
+
+# forget_temp PATH: it was published; do not remove it on exit.
+forget_temp() {
+  local i
+  for i in "${!SOPS_TEMPS[@]}"; do
+    [[ ${SOPS_TEMPS[$i]} == "$1" ]] && SOPS_TEMPS[i]=''
+  done
+  return 0
+}
+
+# sweep_temps DIR: remove temp files a killed run left in DIR. Only call while
+# holding the lock, so none of them can belong to a run still going.
+sweep_temps() {
+  find "$1" -maxdepth 1 -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
+}
+
+# publish_atomic TMP DEST [no-clobber]: fsync TMP, rename it to DEST, fsync the
+# directory. With no-clobber an existing DEST is an error, never overwritten.
+publish_atomic() {
+  local tmp=$1 dest=$2 mode=${3:-}
+  sync -- "$tmp" || die "$EX_FAIL" "cannot fsync $tmp"
+  if [[ $mode == no-clobber ]]; then
+    ln -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
+    rm -f -- "$tmp"
+  else
+    mv -f -T -- "$tmp" "$dest" || die "$EX_FAIL" "cannot rename $tmp to $dest"
+  fi
+  forget_temp "$tmp"
+  sync -- "$(dirname -- "$dest")" || die "$EX_FAIL" "cannot fsync directory of $dest"
+}
+
+# ensure_private_dir DIR: create DIR (0700) if missing; refuse a non-directory.
+ensure_private_dir() {
+  if [[ -e $1 && ! -d $1 ]]; then
+    die "$EX_USAGE" "not a directory: $1"
+  fi
+  if [[ ! -d $1 ]]; then
+    (umask 077 && mkdir -p -- "$1") || die "$EX_FAIL" "cannot create directory $1"
+  fi
+  [[ -w $1 ]] || die "$EX_FAIL" "cannot write to $1: permission denied"
+}
+
+# ---------------------------------------------------------------------------
+# The lock: one per database, shared by backup, restore, maintenance and migrate
+# ---------------------------------------------------------------------------
+
+# lock_path_for DB: the lock file beside the database (same as lib/sqlite_ops).
+lock_path_for() { printf '%s.sqlite-ops.lock\n' "$(abs_path "$1")"; }
+
+# lock_acquire DB TIMEOUT WHAT: exit 75 when another run holds it past TIMEOUT.
+# A run started by a parent that holds this lock (SQLITE_OPS_LOCK_HELD) skips it.
+lock_acquire() {
+  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder
+  path=$(lock_path_for "$db")
+  [[ ${SQLITE_OPS_LOCK_HELD:-} == "$path" ]] && return 0
+  require_tool flock util-linux
+  exec {SOPS_LOCK_FD}<>"$path" || die "$EX_FAIL" "cannot open lock file $path"
+  if ! flock -w "$timeout" "$SOPS_LOCK_FD"; then
+    holder=$(head -c 200 -- "$path" 2>/dev/null | tr -d '\n')
+    die "$EX_BUSY" "another sqlite-ops run holds the lock on $db${holder:+ (pid $holder)}; retry later or set LOCK_TIMEOUT to wait"
+  fi
+  printf '%s %s\n' "$$" "$what" >"$path"
+  export SQLITE_OPS_LOCK_HELD=$path
+}
+
+# ---------------------------------------------------------------------------
+# sqlite3, safely
+# ---------------------------------------------------------------------------
+
+SQLITE_BUSY_TIMEOUT_MS=${SQLITE_BUSY_TIMEOUT_MS:-5000}
+
+# db_arg PATH: a path the sqlite3 CLI cannot mistake for an option or a URI.
+db_arg() {
+  case $1 in
+    /*) printf '%s\n' "$1" ;;
+    *) printf './%s\n' "$1" ;;
+  esac
+}
+
+# sqlite DB [SQL...]: the sqlite3 CLI with no rc file, stopping at the first
+# error, with a busy timeout. SQL comes as arguments or on stdin; the database
+# path is an argument, never spliced into SQL.
+sqlite() {
+  local db
+  db=$(db_arg "$1")
+  shift
+  sqlite3 -batch -bail -noheader -init /dev/null -cmd ".timeout $SQLITE_BUSY_TIMEOUT_MS" "$db" "$@"
+}
+
+# sqlite_ro DB [SQL...]: the same, read-only.
+sqlite_ro() {
+  local db
+  db=$(db_arg "$1")
+  shift
+  sqlite3 -batch -bail -noheader -readonly -init /dev/null -cmd ".timeout $SQLITE_BUSY_TIMEOUT_MS" "$db" "$@"
+}
+
+# sql_quote VALUE: VALUE as an SQL string literal ('it''s').
+sql_quote() {
+  local s=${1//\'/\'\'}
+  printf "'%s'\n" "$s"
+}
+
+# sql_ident NAME: NAME as a quoted SQL identifier ("Order ""Details""").
+sql_ident() {
+  local s=${1//\"/\"\"}
+  printf '"%s"\n' "$s"
+}
+
+# pragma_ok DB PRAGMA: run an integrity pragma; true only for the single line
+# 'ok' (the CLI can print error rows and still exit 0). Rows go to stdout.
+pragma_ok() {
+  local out
+  out=$(sqlite_ro "$1" "PRAGMA $2;" 2>&1) || {
+    printf '%s\n' "${out:-sqlite3 failed}"
+    return 1
+  }
+  [[ $out == ok ]] && return 0
+  printf '%s\n' "$out"
+  return 1
+}
+
+# foreign_keys_ok DB: true when PRAGMA foreign_key_check returns no rows.
+foreign_keys_ok() {
+  local out
+  out=$(sqlite_ro "$1" "PRAGMA foreign_key_check;" 2>&1) || {
+    printf '%s\n' "${out:-sqlite3 failed}"
+    return 1
+  }
+  [[ -z $out ]] && return 0
+  printf '%s\n' "$out"
+  return 1
+}
+
+# table_names DB: user tables, one per line (names may hold spaces and quotes,
+# never newlines in practice; sqlite_* internals excluded).
+table_names() {
+  sqlite_ro "$1" "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name;"
+}
+
+# ---------------------------------------------------------------------------
+# Python helpers in lib/sqlite_ops
+# ---------------------------------------------------------------------------
+
+# py_ops MODULE ARGS...: run a module of lib/sqlite_ops with the standard library only.
+py_ops() {
+  local module=$1
+  shift
+  PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m "sqlite_ops.$module" "$@"
+}
+
+# ---------------------------------------------------------------------------
+# Prometheus textfile output
+# ---------------------------------------------------------------------------
+
+# prom_label_escape VALUE: escape \, " and newline for a label value.
+prom_label_escape() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  printf '%s\n' "$s"
+}
+
+# prom_write DIR FILE_NAME: write stdin to DIR/FILE_NAME atomically (the
+# node_exporter textfile collector must never read a half-written file).
+# A failure here is reported but never fails the operation itself.
+prom_write() {
+  local dir=$1 name=$2 tmp
+  if ! mkdir -p -- "$dir" 2>/dev/null; then
+    log_warn "cannot create metrics directory $dir; metrics not written"
+    return 0
+  fi
+  tmp=$(mktemp -- "$dir/.$name.tmp.XXXXXX" 2>/dev/null) || {
+    log_warn "cannot write metrics to $dir"
+    return 0
+  }
+  SOPS_TEMPS+=("$tmp")
+  cat >"$tmp"
+  chmod 0644 -- "$tmp"
+  mv -f -T -- "$tmp" "$dir/$name" || log_warn "cannot publish metrics file $dir/$name"
+  forget_temp "$tmp"
+}
+
+# ---------------------------------------------------------------------------
+# Small formatting helpers
+# ---------------------------------------------------------------------------
+
+# human_bytes N
+human_bytes() {
+  awk -v b="$1" 'BEGIN {
+    split("B KiB MiB GiB TiB", u, " "); i = 1
+    while (b >= 1024 && i < 5) { b /= 1024; i++ }
+    printf (i == 1 ? "%d %s\n" : "%.1f %s\n"), b, u[i]
+  }'
+}
+
+# now_epoch: seconds since the epoch, with fractions.
+now_epoch() { date +%s.%N; }
+
+# elapsed_since START: seconds (3 decimals) since START from now_epoch.
+elapsed_since() {
+  awk -v a="$1" -v b="$(now_epoch)" 'BEGIN { printf "%.3f\n", b - a }'
+}

@@ -1,0 +1,193 @@
+"""What every sqlite-ops Python command shares: exit codes, configuration, the lock.
+
+The bash scripts get the same things from ``lib/common.sh``; the two halves agree
+on the contract: the same configuration keys and precedence, the same exit codes,
+and the same lock file beside the database, so a migration never overlaps a
+backup, a restore or a maintenance run.
+
+Kept import-light on purpose: ``migrate up`` runs on every deploy and its no-op
+must cost little more than starting Python.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+
+# Exit codes from the contract.
+EX_OK = 0
+EX_FAIL = 1
+EX_USAGE = 2
+EX_VERIFY = 3
+EX_INTEGRITY = 4
+EX_BUSY = 75
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DEFAULTS = {
+    "DB_PATH": "/dashboard/data/dashboard.db",
+    "BACKUP_DIR": "/dashboard/data/backups",
+    "RETENTION_DAYS": "30",
+    "KEEP_MIN": "7",
+    "MIGRATIONS_DIR": str(REPO_ROOT / "migrations"),
+    "METRICS_DIR": "",
+    "LOCK_TIMEOUT": "0",
+}
+
+SYSTEM_CONFIG = "/etc/sqlite-ops.conf"
+
+# Environment variable through which a parent run tells a child run that it
+# already holds the lock (``migrate up`` runs ``backup_database.sh``).
+LOCK_HELD_ENV = "SQLITE_OPS_LOCK_HELD"
+
+
+class OpsError(Exception):
+    """An expected failure: one line for the user and a contract exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read shell-style ``KEY=value`` lines as data; never executes anything.
+
+    Blank lines and ``#`` comments are skipped, an optional ``export`` is
+    ignored, and one layer of matching single or double quotes is removed.
+    """
+    values: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OpsError(EX_USAGE, f"cannot read config file {path}: {exc.strerror}") from None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise OpsError(EX_USAGE, f"config file {path} line {number}: expected KEY=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+class Settings:
+    """Configuration with the contract's precedence: flag > environment > file > default."""
+
+    def __init__(self, flags: dict[str, str | None], config_path: str | None = None) -> None:
+        self._flags = {k: v for k, v in flags.items() if v is not None}
+        path = config_path or os.environ.get("SQLITE_OPS_CONFIG")
+        if path:
+            self._file = parse_config_file(path)
+        elif os.path.exists(SYSTEM_CONFIG):
+            self._file = parse_config_file(SYSTEM_CONFIG)
+        else:
+            self._file = {}
+
+    def get(self, key: str, default: str | None = None) -> str:
+        if key in self._flags:
+            return self._flags[key]
+        env = os.environ.get(key)
+        if env:
+            return env
+        if key in self._file:
+            return self._file[key]
+        if default is not None:
+            return default
+        return DEFAULTS.get(key, "")
+
+    def get_int(self, key: str) -> int:
+        value = self.get(key)
+        try:
+            return int(value)
+        except ValueError:
+            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}") from None
+
+
+def lock_path_for(db_path: str | os.PathLike[str]) -> str:
+    """The one lock file every sqlite-ops run on this database takes."""
+    return os.path.abspath(os.fspath(db_path)) + ".sqlite-ops.lock"
+
+
+class OpsLock:
+    """An exclusive ``flock`` on the database's lock file (the same one ``flock(1)`` takes).
+
+    ``timeout`` seconds to wait; 0 fails at once. A run whose parent already holds
+    the lock (``SQLITE_OPS_LOCK_HELD``) does not take it again.
+    """
+
+    def __init__(
+        self, db_path: str | os.PathLike[str], timeout: float = 0, what: str = "run"
+    ) -> None:
+        self.path = lock_path_for(db_path)
+        self.timeout = timeout
+        self.what = what
+        self._fd: int | None = None
+
+    def __enter__(self) -> OpsLock:
+        if os.environ.get(LOCK_HELD_ENV) == self.path:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            message = f"cannot create lock file {self.path}: {exc.strerror}"
+            raise OpsError(EX_FAIL, message) from None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise OpsError(
+                        EX_BUSY,
+                        f"another sqlite-ops run holds the lock on {self.path}{holder}; "
+                        "retry later or set LOCK_TIMEOUT to wait",
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {self.what}\n".encode())
+        self._fd = fd
+        os.environ[LOCK_HELD_ENV] = self.path
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.environ.pop(LOCK_HELD_ENV, None)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    return f" (pid {text})" if text else ""
+
+
+def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file starts with the SQLite 3 header string."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def fail(prog: str, error: OpsError) -> int:
+    """Print an expected failure as one line on stderr and return its exit code."""
+    print(f"{prog}: {error.message}", file=sys.stderr)
+    return error.code

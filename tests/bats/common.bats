@@ -1,0 +1,276 @@
+#!/usr/bin/env bats
+# Tests for lib/common.sh: each helper the scripts share.
+
+# shellcheck disable=SC2030,SC2031 # every @test runs in its own subshell on purpose
+load helpers
+
+setup() {
+  common_setup
+  PROG=testprog
+  # shellcheck source=lib/common.sh
+  source "$REPO_ROOT/lib/common.sh"
+}
+
+@test "umask is 077 after sourcing: new files are private" {
+  touch "$WORK/f"
+  assert_equal "$(file_mode "$WORK/f")" 600 "mode"
+}
+
+@test "die prints one line prefixed with the program name and exits with the code" {
+  run --separate-stderr die 3 "checksum mismatch"
+  assert_status 3
+  assert_equal "$stderr" "testprog: checksum mismatch"
+  assert_equal "$output" ""
+}
+
+@test "log_info is silenced by QUIET=1; warnings are not" {
+  run --separate-stderr bash -c "QUIET=1; PROG=p; source '$REPO_ROOT/lib/common.sh'; log_info hello; log_warn careful"
+  assert_status 0
+  [[ $stderr != *hello* ]]
+  assert_contains "$stderr" "p: warning: careful"
+}
+
+@test "log lines are timestamped UTC" {
+  run --separate-stderr log_info "started"
+  [[ $stderr =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z\ testprog:\ info:\ started$ ]]
+}
+
+@test "show_help prints the header comment block of a script" {
+  printf '%s\n' '#!/usr/bin/env bash' '# Summary: does a thing' '#' '# Usage: thing [--x]' '' 'echo body' >"$WORK/s"
+  run show_help "$WORK/s"
+  assert_equal "$output" $'Summary: does a thing\n\nUsage: thing [--x]'
+}
+
+@test "config precedence: flag > environment > config file > default" {
+  printf 'DB_PATH=/from/file\nKEEP_MIN="9"\nRETENTION_DAYS=12\n' >"$WORK/conf"
+  SOPS_FLAGS[CONFIG]="$WORK/conf"
+  SOPS_FLAGS[DB_PATH]=/from/flag
+  export KEEP_MIN=5
+  config_init
+  assert_equal "$(cfg DB_PATH /default)" /from/flag
+  assert_equal "$(cfg KEEP_MIN 7)" 5
+  assert_equal "$(cfg RETENTION_DAYS 30)" 12
+  assert_equal "$(cfg COMPRESS gzip)" gzip
+}
+
+@test "the config file is read as data, never executed" {
+  # shellcheck disable=SC2016 # the command substitutions must stay unexpanded
+  printf 'DB_PATH=$(touch %s/pwned)\nBACKUP_DIR=`touch %s/pwned2`\n' "$WORK" "$WORK" >"$WORK/conf"
+  config_load "$WORK/conf"
+  [[ ! -e $WORK/pwned && ! -e $WORK/pwned2 ]]
+  assert_equal "${SOPS_FILE[DB_PATH]}" "\$(touch $WORK/pwned)"
+}
+
+@test "a malformed config line is a usage error naming the line" {
+  printf 'KEEP_MIN=3\nthis is not a setting\n' >"$WORK/conf"
+  run --separate-stderr config_load "$WORK/conf"
+  assert_status 2
+  assert_contains "$stderr" "line 2"
+}
+
+@test "SQLITE_OPS_CONFIG names the config file when no --config is given" {
+  printf 'BACKUP_DIR=/b\n' >"$WORK/conf"
+  SQLITE_OPS_CONFIG="$WORK/conf"
+  config_init
+  assert_equal "$(cfg BACKUP_DIR /d)" /b
+}
+
+@test "set_flag refuses an option without a value" {
+  run --separate-stderr set_flag DB_PATH --db
+  assert_status 2
+  assert_contains "$stderr" "--db needs a value"
+}
+
+@test "parse_common_option consumes shared options and leaves others" {
+  parse_common_option --db /x/y.db
+  assert_equal "$SOPS_SHIFT" 2
+  assert_equal "${SOPS_FLAGS[DB_PATH]}" /x/y.db
+  parse_common_option --quiet
+  assert_equal "$SOPS_SHIFT" 1
+  assert_equal "$QUIET" 1
+  parse_common_option --bogus
+  assert_equal "$SOPS_SHIFT" 0
+}
+
+@test "sql_quote doubles single quotes; the result is a literal, not code" {
+  make_db "$WORK/t.db" 3
+  local evil="x'; DROP TABLE devices; --"
+  run sqlite "$WORK/t.db" "SELECT $(sql_quote "$evil");"
+  assert_status 0
+  assert_equal "$output" "$evil"
+  assert_equal "$(count_rows "$WORK/t.db" devices)" 3
+}
+
+@test "sql_ident quotes identifiers with spaces and quotes" {
+  sqlite "$WORK/t.db" "CREATE TABLE $(sql_ident 'Order "Details"')(x); INSERT INTO $(sql_ident 'Order "Details"') VALUES (1);"
+  assert_equal "$(sqlite "$WORK/t.db" "SELECT count(*) FROM $(sql_ident 'Order "Details"');")" 1
+}
+
+@test "sqlite ignores the user's ~/.sqliterc" {
+  make_db "$WORK/t.db" 2
+  printf '.mode json\n.headers on\n' >"$WORK/.sqliterc"
+  HOME=$WORK run sqlite "$WORK/t.db" "SELECT count(*) FROM devices;"
+  assert_equal "$output" 2
+}
+
+@test "sqlite opens a relative path that looks like an option or a URI as a file" {
+  cd "$WORK"
+  make_db "./-x.db" 1
+  make_db "./file:y.db" 1
+  run sqlite "-x.db" "SELECT count(*) FROM devices;"
+  assert_equal "$output" 1
+  run sqlite "file:y.db" "SELECT count(*) FROM devices;"
+  assert_equal "$output" 1
+}
+
+@test "sqlite stops at the first failing statement (-bail)" {
+  make_db "$WORK/t.db" 1
+  run sqlite "$WORK/t.db" "INSERT INTO nope VALUES (1);" "INSERT INTO devices(device_ip) VALUES ('x');"
+  [[ $status -ne 0 ]]
+  assert_equal "$(count_rows "$WORK/t.db" devices)" 1
+}
+
+@test "is_sqlite_file: accepts a database, refuses text, empty and missing files" {
+  make_db "$WORK/t.db" 1
+  printf 'hello\n' >"$WORK/text"
+  : >"$WORK/empty"
+  is_sqlite_file "$WORK/t.db"
+  run ! is_sqlite_file "$WORK/text"
+  run ! is_sqlite_file "$WORK/empty"
+  run ! is_sqlite_file "$WORK/missing"
+}
+
+@test "require_database: exit 2 for a missing or non-SQLite file" {
+  printf 'hello\n' >"$WORK/text"
+  run --separate-stderr require_database "$WORK/missing"
+  assert_status 2
+  assert_contains "$stderr" "database not found"
+  run --separate-stderr require_database "$WORK/text"
+  assert_status 2
+  assert_contains "$stderr" "not an SQLite database"
+}
+
+@test "pragma_ok is true only for the single line 'ok'" {
+  make_db "$WORK/t.db" 50
+  pragma_ok "$WORK/t.db" integrity_check
+  # Break an index: make it claim another column, so table and index disagree.
+  sqlite3 "$WORK/t.db" "CREATE INDEX by_host ON devices(hostname);"
+  sqlite3 "$WORK/t.db" "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql='CREATE INDEX by_host ON devices(device_ip)' WHERE name='by_host';" >/dev/null
+  run sqlite3 "$WORK/t.db" "PRAGMA integrity_check;"
+  assert_status 0 # the CLI exits 0 while printing error rows
+  run pragma_ok "$WORK/t.db" integrity_check
+  assert_status 1
+  [[ -n $output && $output != ok ]]
+}
+
+@test "foreign_keys_ok reports orphan rows" {
+  make_db "$WORK/t.db" 5
+  foreign_keys_ok "$WORK/t.db"
+  sqlite3 "$WORK/t.db" "PRAGMA foreign_keys=OFF; DELETE FROM devices WHERE id=2;"
+  run foreign_keys_ok "$WORK/t.db"
+  assert_status 1
+  assert_contains "$output" "services"
+}
+
+@test "table_names lists user tables including awkward names, not sqlite_ internals" {
+  make_db "$WORK/t.db" 1
+  sqlite3 "$WORK/t.db" "CREATE TABLE \"Order Details\"(x); ANALYZE;"
+  run table_names "$WORK/t.db"
+  assert_equal "$output" $'Order Details\ndevices\nservices'
+}
+
+@test "temp_beside creates a private file next to the destination, removed on exit" {
+  run bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out.db'; echo \"\$t\"; [[ -f \$t ]]"
+  assert_status 0
+  [[ $output == "$WORK/.out.db.tmp."* ]]
+  [[ ! -e $output ]]
+}
+
+@test "temps are removed when the script is killed by TERM" {
+  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out'; echo \"\$t\" >'$WORK/name'; sleep 30 & wait" &
+  local pid=$!
+  for _ in $(seq 50); do [[ -s $WORK/name ]] && break; sleep 0.1; done
+  kill -TERM "$pid"
+  wait "$pid" || true
+  [[ ! -e $(cat "$WORK/name") ]]
+}
+
+@test "publish_atomic renames into place; no-clobber never overwrites" {
+  printf 'new\n' >"$WORK/tmp1"
+  publish_atomic "$WORK/tmp1" "$WORK/final"
+  assert_equal "$(cat "$WORK/final")" new
+  [[ ! -e $WORK/tmp1 ]]
+  printf 'other\n' >"$WORK/tmp2"
+  run --separate-stderr publish_atomic "$WORK/tmp2" "$WORK/final" no-clobber
+  assert_status 1
+  assert_equal "$(cat "$WORK/final")" new
+}
+
+@test "sweep_temps removes leftovers of killed runs and nothing else" {
+  touch "$WORK/.a.db.zst.tmp.abc123" "$WORK/keep.db.zst" "$WORK/notes.txt"
+  sweep_temps "$WORK"
+  [[ ! -e $WORK/.a.db.zst.tmp.abc123 && -e $WORK/keep.db.zst && -e $WORK/notes.txt ]]
+}
+
+@test "ensure_private_dir creates 0700 whatever the caller's umask" {
+  umask 000
+  ensure_private_dir "$WORK/backups/deep"
+  assert_equal "$(file_mode "$WORK/backups/deep")" 700
+}
+
+@test "lock_acquire: a second holder gets exit 75 at once" {
+  make_db "$WORK/t.db" 1
+  flock "$WORK/t.db.sqlite-ops.lock" sleep 5 &
+  local holder=$!
+  sleep 0.3
+  run --separate-stderr lock_acquire "$WORK/t.db" 0 test
+  kill "$holder"
+  assert_status 75
+  assert_contains "$stderr" "holds the lock"
+}
+
+@test "lock_acquire waits up to the timeout, then takes the freed lock" {
+  make_db "$WORK/t.db" 1
+  flock "$WORK/t.db.sqlite-ops.lock" sleep 1 &
+  sleep 0.2
+  run lock_acquire "$WORK/t.db" 10 test
+  assert_status 0
+}
+
+@test "lock_acquire is skipped when the parent already holds this lock" {
+  make_db "$WORK/t.db" 1
+  flock "$WORK/t.db.sqlite-ops.lock" sleep 3 &
+  local holder=$!
+  sleep 0.2
+  SQLITE_OPS_LOCK_HELD="$WORK/t.db.sqlite-ops.lock" run lock_acquire "$WORK/t.db" 0 test
+  kill "$holder"
+  assert_status 0
+}
+
+@test "the lock file is the same one the Python side takes" {
+  run python3 -c "import sys; sys.path.insert(0, '$REPO_ROOT/lib'); from sqlite_ops.common import lock_path_for; print(lock_path_for('$WORK/t.db'))"
+  assert_equal "$output" "$(lock_path_for "$WORK/t.db")"
+}
+
+@test "require_tool names the package to install" {
+  run --separate-stderr require_tool no-such-tool-xyz some-package
+  assert_status 1
+  assert_contains "$stderr" "install the 'some-package' package"
+}
+
+@test "prom_label_escape escapes backslash, quote and newline" {
+  run prom_label_escape $'a"b\\c\nd'
+  assert_equal "$output" 'a\"b\\c\nd'
+}
+
+@test "prom_write publishes a complete, readable file and leaves no temp" {
+  printf 'sqlite_x 1\n' | prom_write "$WORK/m" test.prom
+  assert_equal "$(cat "$WORK/m/test.prom")" "sqlite_x 1"
+  assert_equal "$(file_mode "$WORK/m/test.prom")" 644
+  assert_equal "$(find "$WORK/m" -name '.*tmp*' | wc -l)" 0
+}
+
+@test "human_bytes" {
+  assert_equal "$(human_bytes 512)" "512 B"
+  assert_equal "$(human_bytes 1572864)" "1.5 MiB"
+}

@@ -1,0 +1,77 @@
+# shellcheck shell=bash
+# Shared helpers for the bats suites. Each test builds its own world in
+# $BATS_TEST_TMPDIR; nothing here depends on another test's leftovers.
+
+bats_require_minimum_version 1.5.0
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SCRIPTS="$REPO_ROOT/scripts"
+export REPO_ROOT SCRIPTS
+
+# The real-world corpus lives beside the repository, never inside it.
+CORPUS_DIR=${SQLITE_OPS_CORPUS:-$REPO_ROOT/../shared/data}
+
+# common_setup: an isolated environment for one test.
+common_setup() {
+  export WORK="$BATS_TEST_TMPDIR/w"
+  mkdir -p "$WORK"
+  # No settings leak in from the machine running the tests.
+  unset DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR \
+    LOCK_TIMEOUT SQLITE_OPS_LOCK_HELD LOG_SYSLOG
+  export SQLITE_OPS_CONFIG=/dev/null
+  export TZ=UTC
+}
+
+# make_db PATH [ROWS] [JOURNAL_MODE]: a small database with two related tables.
+make_db() {
+  local db=$1 rows=${2:-100} mode=${3:-wal}
+  sqlite3 -batch -bail "$db" >/dev/null <<SQL
+PRAGMA journal_mode=$mode;
+CREATE TABLE devices(id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL UNIQUE, hostname TEXT);
+CREATE TABLE services(id INTEGER PRIMARY KEY,
+  device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE, port INTEGER);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $rows)
+INSERT INTO devices(id, device_ip, hostname) SELECT i, '10.0.' || (i / 256) || '.' || (i % 256), 'host-' || i FROM n;
+INSERT INTO services(device_id, port) SELECT id, 22 FROM devices;
+SQL
+}
+
+# count_rows DB TABLE
+count_rows() {
+  sqlite3 -batch "$1" "SELECT count(*) FROM \"$2\";"
+}
+
+# corpus_or_skip FILE: the path of a corpus file, or skip the test saying why.
+corpus_or_skip() {
+  local path="$CORPUS_DIR/$1"
+  [[ -f $path ]] || skip "real-world corpus not found at $CORPUS_DIR (set SQLITE_OPS_CORPUS)"
+  printf '%s\n' "$path"
+}
+
+# assert_equal ACTUAL EXPECTED [WHAT]
+assert_equal() {
+  if [[ $1 != "$2" ]]; then
+    printf 'expected %s: %q\n     got: %q\n' "${3:-value}" "$2" "$1" >&2
+    return 1
+  fi
+}
+
+# assert_contains HAYSTACK NEEDLE
+assert_contains() {
+  if [[ $1 != *"$2"* ]]; then
+    printf 'expected to find: %q\n in: %q\n' "$2" "$1" >&2
+    return 1
+  fi
+}
+
+# assert_status EXPECTED: check bats' $status, showing $output on failure.
+# shellcheck disable=SC2154 # status and output are set by bats' run
+assert_status() {
+  if [[ $status -ne $1 ]]; then
+    printf 'expected exit %s, got %s; output:\n%s\n' "$1" "$status" "$output" >&2
+    return 1
+  fi
+}
+
+# file_mode PATH: octal permission bits.
+file_mode() { stat -c %a -- "$1"; }
