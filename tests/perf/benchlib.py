@@ -1,0 +1,143 @@
+"""Shared pieces of the benchmarks: test databases, timing, peak memory, tables.
+
+Benchmarks print ratios against baselines measured in the same run (``cp`` of
+the same file, the naive ``.backup`` + ``gzip``, bare ``python3`` start-up).
+They assert nothing about wall-clock time.
+
+Databases are built once and cached in ``$SQLITE_OPS_BENCH_DIR`` (default: a
+folder in the system temp directory), never inside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import resource
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+BENCH_DIR = Path(
+    os.environ.get("SQLITE_OPS_BENCH_DIR", Path(tempfile.gettempdir()) / "sqlite-ops-bench")
+)
+
+BENCH_SCHEMA = """
+CREATE TABLE devices(id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL, hostname TEXT,
+                     vendor TEXT, notes TEXT, last_seen TEXT NOT NULL);
+CREATE INDEX devices_ip ON devices(device_ip);
+CREATE INDEX devices_last_seen ON devices(last_seen DESC);
+"""
+
+
+def bench_db(size_mb: int, journal_mode: str = "wal") -> Path:
+    """A database of about ``size_mb`` MiB, built once and reused across runs."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"bench_{size_mb}mb_{journal_mode}.db"
+    if path.exists():
+        return path
+    tmp = path.with_name(path.name + ".building")
+    for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        stale.unlink(missing_ok=True)
+    rnd = random.Random(size_mb)
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode={journal_mode}")
+    conn.executescript(BENCH_SCHEMA)
+    target = size_mb * 1024 * 1024
+    next_id = 0
+    while tmp.stat().st_size + _size(f"{tmp}-wal") < target:
+        rows = []
+        for _ in range(20000):
+            next_id += 1
+            ip = f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(256)}"
+            # Half random text, half repetitive: compresses like real data does.
+            notes = "".join(rnd.choice("abcdefghij klmnop") for _ in range(rnd.randrange(40, 160)))
+            rows.append((ip, f"host-{next_id}", rnd.choice(["Cisco", "HP", "Dell"]), notes,
+                         f"2026-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 29):02d}"))
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO devices(device_ip, hostname, vendor, notes, last_seen) VALUES (?,?,?,?,?)",
+            rows,
+        )
+        conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    if journal_mode == "wal":
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    os.replace(tmp, path)
+    return path
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def run_timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run a command; (wall seconds, peak RSS of the children in KiB). Raises on failure."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def peak_rss_kib(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Peak RSS of one command and its children, in a fresh process (flat-memory check)."""
+    probe = (
+        "import resource, subprocess, sys;"
+        "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(["python3", "-c", probe, *cmd], env=env, check=True,
+                         capture_output=True, text=True)
+    return int(out.stdout.strip())
+
+
+def median_time(cmd: list[str], runs: int = 5, env: dict[str, str] | None = None,
+                before=None) -> float:
+    """Median wall time of ``runs`` runs; ``before()`` is called untimed before each."""
+    times = []
+    for _ in range(runs):
+        if before:
+            before()
+        times.append(run_timed(cmd, env)[0])
+    return statistics.median(times)
+
+
+def machine() -> str:
+    """One line describing the machine, for the tables in docs/performance.md."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    sqlite_cli = subprocess.run(["sqlite3", "--version"], capture_output=True, text=True)
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"sqlite3 CLI {sqlite_cli.stdout.split()[0] if sqlite_cli.stdout else '?'}")
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """A Markdown table, ready to paste into docs/performance.md."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(_cell(c) for c in row) + " |")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
