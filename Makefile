@@ -87,7 +87,7 @@ metrics: ## print database metrics in Prometheus format
 	@scripts/db_metrics
 
 docs: ## regenerate docs/schema.md from the migrations
-	@$(PYTHON) -m sqlite_ops.schema_docs --migrations "$(MIGRATIONS_DIR)" --output docs/schema.md
+	@PYTHONPATH=lib $(PYTHON) -m sqlite_ops.schema_docs --output docs/schema.md
 
 bench: setup ## benchmarks: ratios against cp, naive backup, bare python start-up
 	@bash tests/perf/run_all.sh

@@ -1,0 +1,144 @@
+"""The docs cannot drift from the code.
+
+* Every shell block marked ``<!-- runnable -->`` in the README and docs/ runs,
+  in order per document, against a temp database built by the migrations.
+  ``<!-- runnable: exit=N -->`` expects exit code N.
+* The ready-made examples in docs/examples/ name only scripts, flags,
+  configuration keys and metrics that exist, so a rename breaks this test, not
+  an operator's cron job or alert.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sqlite_ops.common import REPO_ROOT
+
+DOCS = sorted((REPO_ROOT / "docs").rglob("*.md")) + [REPO_ROOT / "README.md"]
+EXAMPLES = sorted(p for p in (REPO_ROOT / "docs" / "examples").rglob("*") if p.is_file())
+SCRIPTS = REPO_ROOT / "scripts"
+
+_BLOCK = re.compile(
+    r"<!-- runnable(?::\s*exit=(?P<exit>\d+))? -->\s*\n```(?:sh|bash|console)\n(?P<body>.*?)```",
+    re.S,
+)
+
+
+def runnable_blocks(doc: Path) -> list[tuple[int, str]]:
+    return [(int(m["exit"] or 0), m["body"]) for m in _BLOCK.finditer(doc.read_text())]
+
+
+def _world(tmp_path: Path) -> dict[str, str]:
+    """Environment for running doc commands: a migrated database with a few rows."""
+    db = tmp_path / "data" / "dashboard.db"
+    db.parent.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "TZ": "UTC",
+        "DB_PATH": str(db),
+        "BACKUP_DIR": str(tmp_path / "data" / "backups"),
+        "METRICS_DIR": str(tmp_path / "metrics"),
+        "MIGRATIONS_DIR": str(REPO_ROOT / "migrations"),
+        "SQLITE_OPS_CONFIG": "/dev/null",
+        "SCRATCH": str(tmp_path / "scratch"),
+    }
+    subprocess.run([str(SCRIPTS / "migrate"), "up", "--no-backup"], env=env, check=True,
+                   capture_output=True)
+    subprocess.run(
+        ["sqlite3", str(db),
+         "INSERT INTO devices(device_ip, last_seen) VALUES ('10.0.0.1', '2026-01-01T00:00:00Z'),"
+         " ('10.0.0.2', '2026-01-02T00:00:00Z');"],
+        check=True,
+    )
+    return env
+
+
+@pytest.mark.parametrize("doc", [d for d in DOCS if runnable_blocks(d)],
+                         ids=lambda d: str(d.relative_to(REPO_ROOT)))
+def test_runnable_blocks_in_docs_run(doc, tmp_path):
+    env = _world(tmp_path)
+    for expected, body in runnable_blocks(doc):
+        proc = subprocess.run(["bash", "-eo", "pipefail", "-c", body], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == expected, (
+            f"{doc.name}: block exited {proc.returncode}, expected {expected}:\n{body}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+
+
+def test_the_operations_guide_has_runnable_blocks():
+    guide = REPO_ROOT / "docs" / "operations" / "database-management.md"
+    assert len(runnable_blocks(guide)) >= 5
+
+
+def _help(script: str) -> str:
+    proc = subprocess.run([str(SCRIPTS / script), "--help"], capture_output=True, text=True,
+                          env={**os.environ, "SQLITE_OPS_CONFIG": "/dev/null"})
+    assert proc.returncode == 0, f"{script} --help failed: {proc.stderr}"
+    return proc.stdout
+
+
+_INVOCATION = re.compile(r"scripts/(?P<script>[A-Za-z_.]+)(?P<args>[^\n>|;&]*)")
+
+
+def example_invocations() -> list[tuple[str, str, str]]:
+    found = []
+    for path in EXAMPLES:
+        for m in _INVOCATION.finditer(path.read_text()):
+            found.append((path.name, m["script"], m["args"]))
+    return found
+
+
+def test_examples_invoke_only_existing_scripts_and_flags():
+    invocations = example_invocations()
+    assert invocations, "docs/examples should invoke the scripts"
+    helps: dict[str, str] = {}
+    for example, script, args in invocations:
+        assert (SCRIPTS / script).is_file() and os.access(SCRIPTS / script, os.X_OK), (
+            f"{example} runs scripts/{script}, which does not exist"
+        )
+        text = helps.setdefault(script, _help(script))
+        for flag in re.findall(r"(?<!\S)(--[a-z][a-z-]*)", args):
+            assert flag in text, f"{example}: scripts/{script} has no {flag} option"
+        for word in re.findall(r"(?<!\S)([a-z][a-z-]+)(?!\S)", args):
+            # bare words are sub-commands or tasks: they must appear in the help too
+            assert word in text, f"{example}: scripts/{script} does not know '{word}'"
+
+
+def _source_text() -> str:
+    parts = [p.read_text() for p in SCRIPTS.iterdir() if p.is_file()]
+    parts += [p.read_text() for p in (REPO_ROOT / "lib").rglob("*") if p.suffix in {".py", ".sh"}]
+    return "\n".join(parts)
+
+
+def test_example_configuration_keys_are_read_by_the_code():
+    source = _source_text()
+    conf = (REPO_ROOT / "docs" / "examples" / "sqlite-ops.conf").read_text()
+    keys = re.findall(r"^([A-Z_]+)=", conf, re.M)
+    assert keys
+    for key in keys:
+        assert re.search(rf"\b{key}\b", source), f"sqlite-ops.conf sets {key}, which no code reads"
+
+
+def test_example_environment_variables_are_read_by_the_code():
+    source = _source_text()
+    for path in EXAMPLES:
+        for key in re.findall(r"^Environment=([A-Z_]+)=", path.read_text(), re.M):
+            assert re.search(rf"\b{key}\b", source), f"{path.name} sets {key}, which nothing reads"
+
+
+def test_alert_rules_use_metrics_the_code_exports():
+    source = _source_text()
+    rules = [p for p in EXAMPLES if "alert" in p.name]
+    assert rules, "docs/examples should hold Prometheus alert rules"
+    for path in rules:
+        names = set(re.findall(r"\b(sqlite_[a-z_]+)\b", path.read_text()))
+        assert names
+        for name in names:
+            assert name in source, f"{path.name} uses {name}, which nothing exports"
