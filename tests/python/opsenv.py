@@ -1,0 +1,164 @@
+"""Helpers for the whole-toolkit proof suites: run the real scripts, build
+databases, run an application-like writer, compare databases by content.
+
+The proof suites (corpus, concurrency, fault injection, soak) drive the
+scripts exactly as cron, a deploy or an operator would: as subprocesses, with
+settings in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+CORPUS = Path(os.environ.get("SQLITE_OPS_CORPUS", REPO.parent / "shared" / "data"))
+
+CONTRACT_EXIT_CODES = {0, 1, 2, 3, 4, 75}
+
+
+def ops_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for the scripts: nothing leaks in from the machine."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp),
+        "TZ": "UTC",
+        "SQLITE_OPS_CONFIG": "/dev/null",
+        "MIGRATIONS_DIR": str(REPO / "migrations"),
+    }
+    env.update(extra)
+    return env
+
+
+def run(script: str, *args: str, env: dict[str, str], timeout: float = 120,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one of scripts/ and return the finished process (never raises on exit code)."""
+    return subprocess.run([str(SCRIPTS / script), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, input=input)
+
+
+def make_dashboard(db: Path, devices: int = 50, env: dict[str, str] | None = None) -> None:
+    """A dashboard database built by the shipped migrations, with some rows."""
+    env = env or ops_env(db.parent)
+    proc = run("migrate", "--db", str(db), "up", "--no-backup", env=env)
+    assert proc.returncode == 0, proc.stderr
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executemany(
+            "INSERT INTO devices(device_ip, hostname, last_seen) VALUES (?, ?, ?)",
+            [(f"10.1.{i // 256}.{i % 256}", f"host-{i}", "2026-01-01T00:00:00Z")
+             for i in range(devices)],
+        )
+        conn.execute(
+            "INSERT INTO services(device_id, port, protocol) SELECT id, 22, 'tcp' FROM devices"
+        )
+    conn.close()
+
+
+def content_digest(db: Path) -> str:
+    """SHA3 of the database's content (schema and rows), ignoring header bookkeeping."""
+    proc = subprocess.run(["sqlite3", "-init", "/dev/null", "-readonly", str(db), ".sha3sum"],
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
+
+
+def schema_of(db: Path) -> list[tuple[str, str, str]]:
+    """Every schema object (tables, indexes, views, triggers) with its SQL."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT type, name, coalesce(sql, '') FROM sqlite_schema ORDER BY type, name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def row_counts(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )]
+        return {n: conn.execute(f'SELECT count(*) FROM "{n.replace(chr(34), chr(34) * 2)}"')
+                .fetchone()[0] for n in names}
+    finally:
+        conn.close()
+
+
+def integrity_ok(db: Path) -> bool:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+
+
+@dataclass
+class Writer:
+    """An application writing ``rate`` commits per second into table ``app_log``.
+
+    Every committed sequence number is remembered, so a test can prove that no
+    acknowledged write was lost. Writes that hit SQLITE_BUSY are retried, as a
+    real application with a busy timeout would.
+    """
+
+    db: Path
+    rate: float = 100.0
+    committed: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        conn = sqlite3.connect(self.db, timeout=30)
+        conn.execute("CREATE TABLE IF NOT EXISTS app_log(seq INTEGER PRIMARY KEY, at REAL)")
+        conn.commit()
+        conn.close()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        seq = 0
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                seq += 1
+                while not self._stop.is_set():
+                    try:
+                        conn.execute("INSERT INTO app_log(seq, at) VALUES (?, ?)",
+                                     (seq, time.time()))
+                        self.committed.append(seq)
+                        break
+                    except sqlite3.OperationalError as exc:  # busy beyond the timeout
+                        self.errors.append(str(exc))
+                        time.sleep(0.01)
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        finally:
+            conn.close()
+
+    def missing(self) -> list[int]:
+        """Committed sequence numbers not in the database now."""
+        conn = sqlite3.connect(self.db, timeout=30)
+        try:
+            present = {r[0] for r in conn.execute("SELECT seq FROM app_log")}
+        finally:
+            conn.close()
+        return [s for s in self.committed if s not in present]

@@ -1,0 +1,176 @@
+"""kill -9 at random moments of backup, restore, migrate and maintenance.
+
+Each trial starts the real script in its own process group, kills the whole
+group with SIGKILL after a seeded random delay (as a power cut, an OOM kill
+of the cgroup or a systemd timeout would), and then checks what an operator
+cares about:
+
+* the database passes integrity_check and holds exactly the before-state or
+  the after-state, nothing in between;
+* no partial backup is ever published under a final name;
+* the next run succeeds and leaves no temp files behind.
+
+The fast suite (``make test``) runs a few seeded trials of each; the slow
+suite (``make test-slow``) runs 20 of each.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from opsenv import SCRIPTS, content_digest, integrity_ok, make_dashboard, ops_env, run
+
+from sqlite_ops.catalog import list_backups
+
+FAST_SEEDS = [1, 2, 3]
+SLOW_SEEDS = list(range(100, 120))
+
+
+def _kill_at_random(cmd: list[str], env: dict[str, str], seed: int, span: float) -> int | None:
+    """Start cmd, SIGKILL its process group after a seeded delay in [0, span).
+    Returns the exit code if it finished first, else None."""
+    delay = random.Random(seed).uniform(0, span)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        return proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+
+
+def _duration(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.monotonic()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.monotonic() - start
+
+
+def _temp_files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob(".*tmp*")] if directory.exists() else []
+
+
+def _world(tmp_path: Path, devices: int = 20000) -> tuple[Path, dict[str, str]]:
+    db = tmp_path / "app db.db"
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"))
+    make_dashboard(db, devices=devices, env=env)
+    return db, env
+
+
+def _backup_trial(tmp_path: Path, seed: int) -> None:
+    db, env = _world(tmp_path)
+    before = content_digest(db)
+    cmd = [str(SCRIPTS / "backup_database.sh"), "--quiet", "--compress", "gzip"]
+    span = _duration(cmd, env) * 1.2
+    # Start from one good backup, which a killed run must never damage.
+    first = list_backups(tmp_path / "backups", "app db")
+    assert len(first) == 1
+    time.sleep(1.1)  # backup names have one-second resolution
+    _kill_at_random(cmd, env, seed, span)
+
+    assert integrity_ok(db) and content_digest(db) == before, "backup changed the database"
+    for backup in list_backups(tmp_path / "backups", "app db"):
+        # A file under a final name is complete: it verifies against its manifest.
+        proc = run("restore_database.sh", "--verify", str(backup.path), env=env)
+        assert proc.returncode == 0, f"partial backup published: {backup.path.name}"
+    time.sleep(1.1)
+    proc = run("backup_database.sh", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert _temp_files(tmp_path / "backups") == []
+
+
+def _restore_trial(tmp_path: Path, seed: int) -> None:
+    db, env = _world(tmp_path)
+    proc = run("backup_database.sh", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    backup_state = content_digest(db)
+    conn_cmd = ["sqlite3", str(db),
+                "DELETE FROM services; UPDATE devices SET hostname = 'changed after backup';"]
+    subprocess.run(conn_cmd, check=True)
+    current_state = content_digest(db)
+    assert current_state != backup_state
+    cmd = [str(SCRIPTS / "restore_database.sh"), "--yes", "--quiet", "latest"]
+    # The restore's own duration: measured on a scratch copy of the same world.
+    span = _duration([str(SCRIPTS / "restore_database.sh"), "--verify", "latest"], env) * 2.5
+    _kill_at_random(cmd, env, seed, span)
+
+    assert integrity_ok(db)
+    assert content_digest(db) in (current_state, backup_state), "restore left a mixed state"
+    proc = run("restore_database.sh", "--yes", "--quiet", "latest", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert content_digest(db) == backup_state
+    assert _temp_files(tmp_path / "backups") == []
+    assert _temp_files(db.parent) == []
+
+
+def _migrate_trial(tmp_path: Path, seed: int) -> None:
+    db, env = _world(tmp_path)
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    for src in (SCRIPTS.parent / "migrations").glob("0*"):
+        (migrations / src.name).write_bytes(src.read_bytes())
+    (migrations / "003_copy_devices.sql").write_text(
+        "-- migrate:up\n"
+        "CREATE TABLE device_copy(id INTEGER PRIMARY KEY, ip TEXT, host TEXT);\n"
+        "INSERT INTO device_copy SELECT id, device_ip, hostname FROM devices;\n"
+        "CREATE INDEX device_copy_ip ON device_copy(ip);\n"
+        "UPDATE devices SET notes = 'migrated';\n"
+        "-- migrate:down\nDROP TABLE device_copy;\n"
+    )
+    env = {**env, "MIGRATIONS_DIR": str(migrations)}
+    cmd = [str(SCRIPTS / "migrate"), "up", "--no-backup"]
+    before = content_digest(db)
+    scratch = tmp_path / "scratch.db"
+    scratch.write_bytes(db.read_bytes())
+    span = _duration([*cmd, "--db", str(scratch)], env) * 1.2
+    after = content_digest(scratch)
+    _kill_at_random(cmd, env, seed, span)
+
+    assert integrity_ok(db)
+    assert content_digest(db) in (before, after), "migration left a half-applied state"
+    proc = run("migrate", "up", "--no-backup", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert content_digest(db) == after
+
+
+def _maintain_trial(tmp_path: Path, seed: int) -> None:
+    db, env = _world(tmp_path)
+    subprocess.run(["sqlite3", str(db), "DELETE FROM services WHERE id % 2 = 0;"], check=True)
+    before = content_digest(db)
+    cmd = [str(SCRIPTS / "maintain_database.sh"), "--quiet", "--force", "check", "vacuum"]
+    scratch_env = {**env, "DB_PATH": str(tmp_path / "scratch.db")}
+    (tmp_path / "scratch.db").write_bytes(db.read_bytes())
+    span = _duration(cmd, scratch_env) * 1.2
+    _kill_at_random(cmd, env, seed, span)
+
+    assert integrity_ok(db)
+    assert content_digest(db) == before, "maintenance changed the data"
+    proc = run("maintain_database.sh", "--quiet", "check", env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+TRIALS = {
+    "backup": _backup_trial,
+    "restore": _restore_trial,
+    "migrate": _migrate_trial,
+    "maintain": _maintain_trial,
+}
+
+
+@pytest.mark.parametrize("seed", FAST_SEEDS)
+@pytest.mark.parametrize("operation", sorted(TRIALS))
+def test_kill_9_fast(operation, seed, tmp_path):
+    TRIALS[operation](tmp_path, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS)
+@pytest.mark.parametrize("operation", sorted(TRIALS))
+def test_kill_9_seeded_trials(operation, seed, tmp_path):
+    TRIALS[operation](tmp_path, seed)
