@@ -55,7 +55,8 @@ def _rounds(tmp_path: Path, rounds: int) -> None:
                     proc.kill()
                     pytest.fail(f"{name} did not finish in 120 s: deadlock?")
                 outcomes.setdefault(name, []).append(proc.returncode)
-                assert proc.returncode in (0, 75), f"round {n}: {name} exited {proc.returncode}: {err}"
+                code = proc.returncode
+                assert code in (0, 75), f"round {n}: {name} exited {code}: {err}"
     assert writer.committed, "the writer should have committed rows"
     assert writer.missing() == [], "acknowledged writes were lost"
     assert integrity_ok(db)
