@@ -1,0 +1,635 @@
+"""Metrics of one SQLite database, for Prometheus (text format) or as JSON.
+
+:func:`collect` reads a database and returns a :class:`Report`; :func:`render_prometheus`
+and :func:`render_json` print it; :func:`write_textfile` publishes it for the
+node_exporter textfile collector; :func:`health` answers ``GET /health``.
+
+Cheap and harmless by default, because a scrape runs every few seconds against a
+database an application is using:
+
+* one read-only connection (``file:...?mode=ro``, path percent-encoded), in
+  autocommit mode (no transaction is held between statements) with a short busy
+  timeout, so a scrape never blocks the application and never writes;
+* no full-table scans: row counts are estimates from ``sqlite_stat1`` unless
+  ``exact_counts``; table and index sizes (``dbstat`` reads every page) only
+  with ``table_sizes``; the queries of ``queries.sql`` are only planned
+  (``EXPLAIN QUERY PLAN``), and executed and timed only with ``time_queries``;
+* "is a write lock held" is read with ``fcntl(F_GETLK)`` on SQLite's lock bytes,
+  which asks the kernel about locks without taking one (a ``BEGIN IMMEDIATE``
+  probe would take the write lock for an instant and could make a writer without
+  a busy timeout fail);
+* imports beyond the standard library's ``sqlite3`` happen where they are used.
+
+Every sample carries a ``db`` label: the database file name without its
+extension, the same ``<name>`` the backup files and the ``.prom`` files carry.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+
+from .common import EX_BUSY, EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError, is_sqlite_file
+
+# name: (type, help). The reference table in docs/operations/maintenance-monitoring.md
+# lists the same names.
+METRICS: dict[str, tuple[str, str]] = {
+    "sqlite_info": ("gauge", "Always 1; labels carry the path, journal mode and SQLite version."),
+    "sqlite_file_size_bytes": ("gauge", "Size of the database file."),
+    "sqlite_wal_size_bytes": ("gauge", "Size of the -wal file (0 when there is none)."),
+    "sqlite_page_size_bytes": ("gauge", "Page size."),
+    "sqlite_pages": ("gauge", "Pages in the database (PRAGMA page_count)."),
+    "sqlite_freelist_pages": ("gauge", "Unused pages a VACUUM would give back."),
+    "sqlite_freelist_ratio": ("gauge", "Freelist pages as a fraction of all pages."),
+    "sqlite_table_rows_estimate": (
+        "gauge", "Rows per table as of the last ANALYZE (sqlite_stat1); tables without "
+        "statistics are absent."),
+    "sqlite_table_rows": ("gauge", "Exact rows per table (only with --exact-counts)."),
+    "sqlite_table_size_bytes": ("gauge", "Bytes of a table's b-tree (dbstat; --table-sizes)."),
+    "sqlite_index_size_bytes": ("gauge", "Bytes of an index's b-tree (dbstat; --table-sizes)."),
+    "sqlite_index_has_stats": ("gauge", "1 when ANALYZE has statistics for the index."),
+    "sqlite_index_used_by_queries": (
+        "gauge", "How many of the checked queries use the index (EXPLAIN QUERY PLAN); "
+        "0 means none of them does."),
+    "sqlite_queries_checked": ("gauge", "Queries read from the queries file and planned."),
+    "sqlite_query_duration_seconds": (
+        "gauge", "Median run time of a query from the queries file (--time-queries)."),
+    "sqlite_open_processes": (
+        "gauge", "Processes with the database, its -wal or its -shm open (/proc scan)."),
+    "sqlite_write_lock_held": ("gauge", "1 when a connection holds the write lock right now."),
+    "sqlite_schema_migration_version": ("gauge", "Highest applied migration version."),
+    "sqlite_schema_drift": ("gauge", "1 when the schema differs from migrations/schema.sql."),
+    "sqlite_backup_latest_timestamp_seconds": (
+        "gauge", "Time of the newest backup in the backup directory (from its name)."),
+    "sqlite_backup_latest_verified_timestamp_seconds": (
+        "gauge", "Time of the newest backup whose manifest says verified."),
+    "sqlite_backup_catalog_files": ("gauge", "Backup files of this database in the directory."),
+    "sqlite_backup_catalog_verified_files": (
+        "gauge", "Backup files of this database with a verified manifest."),
+    "sqlite_metrics_scrape_duration_seconds": ("gauge", "How long collecting these took."),
+}
+
+# SQLite's lock bytes (os_unix.c): the write lock of a rollback-journal database
+# is the RESERVED byte of the database file; in WAL mode it is the first lock
+# slot of the -shm file.
+RESERVED_BYTE = 0x40000000 + 1
+WAL_WRITE_LOCK_BYTE = 120
+
+DEFAULT_QUERY_RUNS = 3
+DEFAULT_QUERY_TIME_LIMIT = 2.0  # seconds per query run; a slower run is cut short
+BUSY_TIMEOUT = 1.0
+
+
+class Options:
+    """What to collect beyond the cheap default."""
+
+    def __init__(self, *, exact_counts: bool = False, table_sizes: bool = False,
+                 queries_file: str | None = None, time_queries: bool = False,
+                 query_runs: int = DEFAULT_QUERY_RUNS,
+                 query_time_limit: float = DEFAULT_QUERY_TIME_LIMIT,
+                 migrations_dir: str | None = None, backup_dir: str | None = None,
+                 busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.exact_counts = exact_counts
+        self.table_sizes = table_sizes
+        self.queries_file = queries_file
+        self.time_queries = time_queries
+        self.query_runs = query_runs
+        self.query_time_limit = query_time_limit
+        self.migrations_dir = migrations_dir
+        self.backup_dir = backup_dir
+        self.busy_timeout = busy_timeout
+
+
+class Report:
+    """Samples by metric name, plus notes on what was skipped and why."""
+
+    def __init__(self, db_path: str, name: str) -> None:
+        self.db_path = db_path
+        self.name = name
+        self.samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        self.notes: list[str] = []
+        self.schema_version: int | None = None
+        self.drift: list[str] | None = None
+
+    def add(self, metric: str, value: float, **labels: str) -> None:
+        if metric not in METRICS:
+            raise KeyError(f"undocumented metric {metric}")
+        self.samples.setdefault(metric, []).append(({"db": self.name, **labels}, value))
+
+    def value(self, metric: str, **labels: str) -> float | None:
+        """The value of one sample (for tests and /health), or None."""
+        for sample_labels, value in self.samples.get(metric, []):
+            if all(sample_labels.get(k) == v for k, v in labels.items()):
+                return value
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Opening the database
+# ---------------------------------------------------------------------------
+
+
+def db_name(db_path: str) -> str:
+    """The database's name: its file name without extension, the rule of
+    ``catalog.db_name`` (not imported here: it costs a third of a scrape)."""
+    return os.path.splitext(os.path.basename(db_path))[0]
+
+
+def readonly_uri(path: str) -> str:
+    """``file:`` URI opening ``path`` read-only; every special character percent-encoded."""
+    from urllib.parse import quote
+
+    return "file:" + quote(os.path.abspath(path), safe="/") + "?mode=ro"
+
+
+def require_database(path: str) -> None:
+    """OpsError(2) unless ``path`` is a readable SQLite database file."""
+    if not os.path.exists(path):
+        raise OpsError(EX_USAGE, f"database not found: {path} (set --db or DB_PATH)")
+    if not os.path.isfile(path):
+        raise OpsError(EX_USAGE, f"not a regular file: {path}")
+    if not os.access(path, os.R_OK):
+        raise OpsError(EX_USAGE, f"cannot read {path}: permission denied")
+    if not is_sqlite_file(path):
+        raise OpsError(EX_USAGE, f"not an SQLite database: {path}")
+
+
+def connect_readonly(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+    """A read-only, autocommit connection that waits at most ``busy_timeout`` seconds."""
+    conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout,
+                           isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def database_error(path: str, exc: sqlite3.Error) -> OpsError:
+    """The contract's exit code for an SQLite error: busy 75, damaged 4, else 1."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return OpsError(EX_BUSY, f"{path} is locked: {text}; retry later")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return OpsError(EX_INTEGRITY, f"cannot read {path}: {text} (run maintain_database.sh "
+                                      "check)")
+    return OpsError(EX_FAIL, f"cannot read {path}: {text}")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------------------
+# Collecting
+# ---------------------------------------------------------------------------
+
+
+def collect(db_path: str, options: Options | None = None) -> Report:
+    """Every metric of the database at ``db_path``; OpsError when it cannot be read."""
+    options = options or Options()
+    started = time.perf_counter()
+    require_database(db_path)
+    report = Report(db_path, db_name(db_path))
+    # Lock probes and the /proc scan come before our own connection exists:
+    # closing a probe descriptor would drop any POSIX lock this process held.
+    collect_processes(report)
+    collect_write_lock(report)
+    try:
+        conn = connect_readonly(db_path, options.busy_timeout)
+    except sqlite3.Error as exc:
+        raise database_error(db_path, exc) from None
+    try:
+        collect_file(report, conn)
+        tables, indexes = schema_objects(conn)
+        collect_rows(report, conn, tables, options.exact_counts)
+        collect_index_stats(report, conn, indexes)
+        if options.table_sizes:
+            collect_sizes(report, conn, tables, indexes)
+        queries = read_queries(options.queries_file, report)
+        if queries:
+            collect_query_plans(report, conn, queries, indexes)
+            if options.time_queries:
+                collect_query_times(report, conn, queries, options)
+        collect_schema_version(report, conn)
+    except sqlite3.Error as exc:
+        raise database_error(db_path, exc) from None
+    finally:
+        conn.close()
+    collect_drift(report, options.migrations_dir)
+    collect_backups(report, options.backup_dir)
+    report.add("sqlite_metrics_scrape_duration_seconds", round(time.perf_counter() - started, 6))
+    return report
+
+
+def collect_file(report: Report, conn: sqlite3.Connection) -> None:
+    path = report.db_path
+    page_count, page_size, freelist = conn.execute(
+        "SELECT page_count, page_size, freelist_count FROM pragma_page_count(), "
+        "pragma_page_size(), pragma_freelist_count()").fetchone()
+    journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    try:
+        wal_bytes = os.stat(path + "-wal").st_size
+    except OSError:
+        wal_bytes = 0
+    report.add("sqlite_info", 1, path=os.path.abspath(path), journal_mode=journal_mode,
+               sqlite_version=sqlite3.sqlite_version)
+    report.add("sqlite_file_size_bytes", os.stat(path).st_size)
+    report.add("sqlite_wal_size_bytes", wal_bytes)
+    report.add("sqlite_page_size_bytes", page_size)
+    report.add("sqlite_pages", page_count)
+    report.add("sqlite_freelist_pages", freelist)
+    report.add("sqlite_freelist_ratio", round(freelist / page_count, 6) if page_count else 0.0)
+
+
+def schema_objects(conn: sqlite3.Connection) -> tuple[list[str], dict[str, str]]:
+    """(user table names, {index name: its table}); SQLite's internal ones excluded."""
+    tables: list[str] = []
+    indexes: dict[str, str] = {}
+    for kind, name, table in conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index') "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"):
+        if kind == "table":
+            tables.append(name)
+        else:
+            indexes[name] = table
+    return tables, indexes
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
+
+
+def stat1_rows(conn: sqlite3.Connection) -> list[tuple[str, str | None, str]]:
+    if not has_table(conn, "sqlite_stat1"):
+        return []
+    return conn.execute("SELECT tbl, idx, stat FROM sqlite_stat1").fetchall()
+
+
+def collect_rows(report: Report, conn: sqlite3.Connection, tables: list[str],
+                 exact: bool) -> None:
+    estimates: dict[str, int] = {}
+    for table, _index, stat in stat1_rows(conn):
+        try:
+            rows = int((stat or "").split()[0])
+        except (IndexError, ValueError):
+            continue
+        estimates[table] = max(rows, estimates.get(table, 0))
+    missing = []
+    for table in tables:
+        if table in estimates:
+            report.add("sqlite_table_rows_estimate", estimates[table], table=table)
+        else:
+            missing.append(table)
+    if missing:
+        report.notes.append(f"{len(missing)} tables have no statistics (run "
+                            "maintain_database.sh analyze): no row estimate for them")
+    if exact:
+        for table in tables:
+            try:
+                count = conn.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()[0]
+            except sqlite3.OperationalError as exc:  # e.g. a virtual table's module missing
+                report.notes.append(f"cannot count rows of {table!r}: {exc}")
+                continue
+            report.add("sqlite_table_rows", count, table=table)
+
+
+def collect_index_stats(report: Report, conn: sqlite3.Connection,
+                        indexes: dict[str, str]) -> None:
+    analysed = {index for _table, index, _stat in stat1_rows(conn) if index}
+    for index, table in indexes.items():
+        report.add("sqlite_index_has_stats", int(index in analysed), table=table, index=index)
+
+
+def collect_sizes(report: Report, conn: sqlite3.Connection, tables: list[str],
+                  indexes: dict[str, str]) -> None:
+    """Bytes per b-tree from dbstat (reads every page: opt-in)."""
+    if sqlite3.sqlite_version_info >= (3, 31, 0):
+        sql = "SELECT name, pgsize FROM dbstat WHERE aggregate = TRUE"
+    else:
+        sql = "SELECT name, sum(pgsize) FROM dbstat GROUP BY name"
+    try:
+        sizes = dict(conn.execute(sql).fetchall())
+    except sqlite3.OperationalError as exc:
+        report.notes.append(f"table sizes skipped: dbstat is not available ({exc})")
+        return
+    for table in tables:
+        if table in sizes:
+            report.add("sqlite_table_size_bytes", sizes[table], table=table)
+    for index, table in indexes.items():
+        if index in sizes:
+            report.add("sqlite_index_size_bytes", sizes[index], table=table, index=index)
+
+
+def read_queries(path: str | None, report: Report) -> list[str]:
+    """Queries from ``path``: one per line; blank lines and ``--`` comments skipped."""
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        report.notes.append(f"no queries file {path}: index usage not checked")
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OpsError(EX_USAGE, f"cannot read queries file {path}: {exc}") from None
+    return [line.strip() for line in lines
+            if line.strip() and not line.lstrip().startswith("--")]
+
+
+def plan_uses(detail: str, index: str) -> bool:
+    """True when a query-plan line names ``index`` (names may hold spaces or parens)."""
+    marker = f"INDEX {index}"
+    return detail.endswith(marker) or f"{marker} (" in detail
+
+
+def collect_query_plans(report: Report, conn: sqlite3.Connection, queries: list[str],
+                        indexes: dict[str, str]) -> None:
+    uses = dict.fromkeys(indexes, 0)
+    planned = 0
+    for query in queries:
+        try:
+            details = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}")]
+        except sqlite3.Error as exc:
+            report.notes.append(f"cannot plan query {query!r}: {exc}")
+            continue
+        planned += 1
+        for index in indexes:
+            if any(plan_uses(detail, index) for detail in details):
+                uses[index] += 1
+    report.add("sqlite_queries_checked", planned)
+    for index, table in indexes.items():
+        report.add("sqlite_index_used_by_queries", uses[index], table=table, index=index)
+
+
+def collect_query_times(report: Report, conn: sqlite3.Connection, queries: list[str],
+                        options: Options) -> None:
+    """Median of ``query_runs`` runs of each query; a run past the limit is cut short."""
+    for query in queries:
+        times = []
+        for _ in range(max(options.query_runs, 1)):
+            deadline = time.perf_counter() + options.query_time_limit
+            conn.set_progress_handler(lambda end=deadline: time.perf_counter() > end, 10000)
+            started = time.perf_counter()
+            try:
+                for _row in conn.execute(query):
+                    pass
+            except sqlite3.OperationalError as exc:
+                if "interrupted" in str(exc):
+                    report.notes.append(f"query cut short after {options.query_time_limit}s: "
+                                        f"{query!r}")
+                else:
+                    report.notes.append(f"cannot run query {query!r}: {exc}")
+                times = []
+                break
+            finally:
+                conn.set_progress_handler(None, 0)
+            times.append(time.perf_counter() - started)
+        if times:
+            times.sort()
+            report.add("sqlite_query_duration_seconds", round(times[len(times) // 2], 6),
+                       query=query)
+
+
+def collect_schema_version(report: Report, conn: sqlite3.Connection) -> None:
+    if not has_table(conn, "schema_migrations"):
+        return
+    version = conn.execute(
+        "SELECT max(CAST(version AS INTEGER)) FROM schema_migrations").fetchone()[0]
+    if version is not None:
+        report.schema_version = int(version)
+        report.add("sqlite_schema_migration_version", report.schema_version)
+
+
+def collect_drift(report: Report, migrations_dir: str | None) -> None:
+    """Drift against ``<migrations_dir>/schema.sql``, by the migration manager's comparison."""
+    if not migrations_dir:
+        return
+    if not os.path.isfile(os.path.join(migrations_dir, "schema.sql")):
+        report.notes.append(f"no schema.sql in {migrations_dir}: schema drift not checked")
+        return
+    from .migration_manager import Migrator
+
+    try:
+        report.drift = Migrator(report.db_path, migrations_dir).check_schema()
+    except OpsError as exc:
+        report.notes.append(f"schema drift not checked: {exc.message}")
+        return
+    report.add("sqlite_schema_drift", int(bool(report.drift)))
+
+
+def collect_backups(report: Report, backup_dir: str | None) -> None:
+    if not backup_dir:
+        return
+    if not os.path.isdir(backup_dir):
+        report.notes.append(f"no backup directory {backup_dir}: backup metrics skipped")
+        return
+    from .catalog import list_backups
+
+    backups = list_backups(backup_dir, report.name)
+    verified = [b for b in backups if b.verified]
+    report.add("sqlite_backup_catalog_files", len(backups))
+    report.add("sqlite_backup_catalog_verified_files", len(verified))
+    if backups:
+        report.add("sqlite_backup_latest_timestamp_seconds", backups[0].created_at)
+    if verified:
+        report.add("sqlite_backup_latest_verified_timestamp_seconds", verified[0].created_at)
+
+
+# ---------------------------------------------------------------------------
+# Who has the database open, and is a write lock held (no locks taken)
+# ---------------------------------------------------------------------------
+
+
+def companion_paths(db_path: str) -> set[str]:
+    real = os.path.realpath(db_path)
+    return {real, real + "-wal", real + "-shm", real + "-journal"}
+
+
+def count_open_processes(paths: set[str], proc: str = "/proc") -> tuple[int, int]:
+    """(processes with one of ``paths`` open, processes we were not allowed to inspect)."""
+    me = str(os.getpid())
+    found = hidden = 0
+    for pid in os.listdir(proc):
+        if not pid.isdigit() or pid == me:
+            continue
+        fd_dir = f"{proc}/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except PermissionError:
+            hidden += 1
+            continue
+        except OSError:  # the process ended meanwhile
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") in paths:
+                    found += 1
+                    break
+            except OSError:
+                continue
+    return found, hidden
+
+
+def collect_processes(report: Report) -> None:
+    if not os.path.isdir("/proc/self/fd"):
+        report.notes.append("no /proc: open processes not counted")
+        return
+    found, hidden = count_open_processes(companion_paths(report.db_path))
+    report.add("sqlite_open_processes", found)
+    if hidden:
+        report.notes.append(f"{hidden} processes of other users could not be inspected "
+                            "(run as the application's user or root to count them)")
+
+
+def lock_held(path: str, offset: int) -> bool | None:
+    """True when another process holds a POSIX lock on byte ``offset`` of ``path``.
+
+    F_GETLK only asks; it never takes a lock. None when the file does not exist.
+    Must not run while this process holds SQLite locks on ``path``: closing the
+    descriptor would release them (POSIX lock semantics).
+    """
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        # struct flock on Linux: short l_type, short l_whence, off_t l_start,
+        # off_t l_len, pid_t l_pid (+ padding).
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
+def write_lock_held(db_path: str) -> bool:
+    """A writer is active: the WAL write lock (-shm) or the RESERVED byte is held."""
+    return bool(lock_held(db_path + "-shm", WAL_WRITE_LOCK_BYTE)
+                or lock_held(db_path, RESERVED_BYTE))
+
+
+def collect_write_lock(report: Report) -> None:
+    try:
+        report.add("sqlite_write_lock_held", int(write_lock_held(report.db_path)))
+    except OSError as exc:
+        report.notes.append(f"write lock not probed: {exc}")
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def escape_label(value: str) -> str:
+    """A label value in the text exposition format: \\, " and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                  and abs(value) < 1e15):
+        return str(int(value))
+    return repr(float(value))
+
+
+def render_prometheus(report: Report) -> str:
+    lines = [f"# {note}" for note in _comment_safe(report.notes)]
+    for metric, samples in report.samples.items():
+        kind, text = METRICS[metric]
+        lines.append(f"# HELP {metric} {text}")
+        lines.append(f"# TYPE {metric} {kind}")
+        for labels, value in samples:
+            body = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
+            lines.append(f"{metric}{{{body}}} {format_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _comment_safe(notes: Iterable[str]) -> list[str]:
+    # A note becomes a comment line; it must not look like HELP/TYPE or span lines.
+    return [" ".join(("note: " + note).split()) for note in notes]
+
+
+def render_json(report: Report) -> str:
+    import json
+
+    metrics: dict[str, list[dict[str, object]]] = {}
+    for metric, samples in report.samples.items():
+        metrics[metric] = [{"labels": labels, "value": value} for labels, value in samples]
+    return json.dumps({
+        "db": report.name,
+        "path": os.path.abspath(report.db_path),
+        "schema_version": report.schema_version,
+        "schema_drift": report.drift,
+        "notes": report.notes,
+        "metrics": metrics,
+    }, indent=2, ensure_ascii=False) + "\n"
+
+
+def textfile_name(name: str) -> str:
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in name)
+    return f"sqlite_ops_{safe}.prom"
+
+
+def write_textfile(directory: str, name: str, text: str) -> str:
+    """Publish ``text`` as ``<directory>/sqlite_ops_<name>.prom`` (temp file, fsync, rename)."""
+    import tempfile
+
+    target = os.path.join(directory, textfile_name(name))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{textfile_name(name)}.tmp.")
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot write metrics to {directory}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise OpsError(EX_FAIL, f"cannot publish {target}: {exc.strerror}") from None
+    return target
+
+
+# ---------------------------------------------------------------------------
+# Health
+# ---------------------------------------------------------------------------
+
+
+def health(db_path: str, quick_check: bool = False,
+           busy_timeout: float = BUSY_TIMEOUT) -> tuple[bool, dict[str, object]]:
+    """(healthy, details): the database opens read-only and its schema parses;
+    with ``quick_check`` also ``PRAGMA quick_check`` is exactly ``ok`` (reads every page)."""
+    info: dict[str, object] = {"db": os.path.abspath(db_path)}
+    try:
+        require_database(db_path)
+        conn = connect_readonly(db_path, busy_timeout)
+        try:
+            info["tables"] = conn.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
+            info["journal_mode"] = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if quick_check:
+                rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+                info["quick_check"] = rows[:10]
+                if rows != ["ok"]:
+                    info["status"] = "error"
+                    info["error"] = "quick_check found a problem"
+                    return False, info
+        finally:
+            conn.close()
+    except OpsError as exc:
+        info.update(status="error", error=exc.message)
+        return False, info
+    except sqlite3.Error as exc:
+        info.update(status="error", error=database_error(db_path, exc).message)
+        return False, info
+    info["status"] = "ok"
+    return True, info

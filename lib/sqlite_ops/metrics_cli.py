@@ -1,0 +1,157 @@
+"""``db_metrics``: print, publish or serve the metrics of one SQLite database.
+
+    db_metrics [--db PATH] [--config FILE] [--format prometheus|json]
+               [--exact-counts] [--table-sizes] [--queries FILE]
+               [--time-queries] [--query-runs N] [--textfile DIR]
+               [--dir BACKUP_DIR] [--migrations DIR]
+    db_metrics serve [--listen 127.0.0.1:9560] [same options]
+
+``serve`` answers ``GET /metrics`` (Prometheus text), ``GET /health`` (JSON; 200
+or 503; ``?quick_check=1`` adds PRAGMA quick_check) and 404 elsewhere, bound to
+127.0.0.1 unless told otherwise. Settings: flag > environment > config file >
+default (DB_PATH, BACKUP_DIR, MIGRATIONS_DIR, METRICS_LISTEN).
+
+Exit codes: 0 done, 1 failed, 2 usage (bad option, missing or non-SQLite
+database), 4 the database is damaged, 75 the database stayed locked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .common import EX_FAIL, EX_OK, EX_USAGE, OpsError, Settings, fail
+from .metrics import DEFAULT_QUERY_RUNS, Options, collect, render_json, render_prometheus
+
+PROG = "db_metrics"
+DEFAULT_LISTEN = "127.0.0.1:9560"
+
+
+def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Metrics of an SQLite database for Prometheus.",
+        epilog="Exit codes: 0 done, 1 failed, 2 usage, 4 damaged database, 75 locked.")
+    parser.add_argument("command", nargs="?", choices=["serve"],
+                        help="serve: answer GET /metrics and GET /health over HTTP")
+    parser.add_argument("--db", help="the database (DB_PATH)")
+    parser.add_argument("--config", help="KEY=value settings file")
+    parser.add_argument("--format", choices=["prometheus", "json"], default="prometheus")
+    parser.add_argument("--exact-counts", action="store_true",
+                        help="count rows with SELECT count(*) (full scans) instead of "
+                             "sqlite_stat1 estimates")
+    parser.add_argument("--table-sizes", action="store_true",
+                        help="bytes per table and index from dbstat (reads every page)")
+    parser.add_argument("--queries", metavar="FILE",
+                        help="queries to plan, one per line (default: "
+                             "MIGRATIONS_DIR/queries.sql when present)")
+    parser.add_argument("--time-queries", action="store_true",
+                        help="also run each query and report the median time")
+    parser.add_argument("--query-runs", type=int, default=DEFAULT_QUERY_RUNS, metavar="N",
+                        help=f"runs per timed query (default {DEFAULT_QUERY_RUNS})")
+    parser.add_argument("--textfile", metavar="DIR",
+                        help="write DIR/sqlite_ops_<name>.prom atomically instead of stdout")
+    parser.add_argument("--dir", metavar="BACKUP_DIR", help="backup directory (BACKUP_DIR)")
+    parser.add_argument("--migrations", metavar="DIR", help="migrations (MIGRATIONS_DIR)")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help=f"serve: address (METRICS_LISTEN, default {DEFAULT_LISTEN})")
+    return parser
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]):
+    parser = build_parser()
+    parser.error = _raise_usage  # one line and exit 2, from main()
+    args = parser.parse_args(argv)
+    if args.query_runs < 1:
+        raise UsageError("--query-runs must be at least 1")
+    return args
+
+
+def _raise_usage(message: str) -> None:
+    raise UsageError(message)
+
+
+def options_from(args, settings: Settings) -> Options:
+    migrations = settings.get("MIGRATIONS_DIR")
+    queries = args.queries
+    if queries is not None and not os.path.isfile(queries):
+        raise OpsError(EX_USAGE, f"queries file not found: {queries}")
+    if queries is None and migrations:
+        queries = os.path.join(migrations, "queries.sql")
+    return Options(exact_counts=args.exact_counts, table_sizes=args.table_sizes,
+                   queries_file=queries, time_queries=args.time_queries,
+                   query_runs=args.query_runs, migrations_dir=migrations,
+                   backup_dir=settings.get("BACKUP_DIR"))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise OpsError(EX_USAGE, f"--listen needs HOST:PORT, not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def render(report, fmt: str) -> str:
+    return render_json(report) if fmt == "json" else render_prometheus(report)
+
+
+def run_once(db_path: str, args, options: Options) -> int:
+    report = collect(db_path, options)
+    text = render(report, args.format)
+    if args.textfile:
+        from .metrics import write_textfile
+
+        print(write_textfile(args.textfile, report.name, render_prometheus(report)))
+    else:
+        sys.stdout.write(text)
+    return EX_OK
+
+
+def serve(db_path: str, address: tuple[str, int], options: Options) -> int:
+    """Answer /metrics and /health until interrupted."""
+    from .metrics_server import make_server
+
+    try:
+        server = make_server(db_path, address, options)
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot listen on {address[0]}:{address[1]}: "
+                                f"{exc.strerror}") from None
+    host, port = server.server_address[:2]
+    print(f"Listening on http://{host}:{port}/metrics", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EX_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        settings = Settings({
+            "DB_PATH": args.db, "BACKUP_DIR": args.dir, "MIGRATIONS_DIR": args.migrations,
+            "METRICS_LISTEN": args.listen}, args.config)
+        db_path = settings.get("DB_PATH")
+        options = options_from(args, settings)
+        if args.command == "serve":
+            address = parse_listen(settings.get("METRICS_LISTEN", DEFAULT_LISTEN))
+            return serve(db_path, address, options)
+        return run_once(db_path, args, options)
+    except UsageError as exc:
+        print(f"{PROG}: {exc} (see --help)", file=sys.stderr)
+        return EX_USAGE
+    except OpsError as exc:
+        return fail(PROG, exc)
+    except BrokenPipeError:
+        return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

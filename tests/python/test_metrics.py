@@ -1,0 +1,341 @@
+"""Tests for lib/sqlite_ops/metrics.py: what a scrape reports, checked against the database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sqlite_ops import metrics
+from sqlite_ops.common import REPO_ROOT, OpsError
+
+CORPUS = Path(os.environ.get("SQLITE_OPS_CORPUS", REPO_ROOT.parent / "shared" / "data"))
+
+ODD_NAMES = ["Order Details", 'we"ird\\name', "two\nlines", "naïve tablé"]
+
+
+def corpus_file(name: str) -> Path:
+    path = CORPUS / name
+    if not path.is_file():
+        pytest.skip(f"real-world corpus not found at {CORPUS} (set SQLITE_OPS_CORPUS)")
+    return path
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def make_db(path: Path, rows: int = 50, journal_mode: str = "wal") -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode = {journal_mode}")
+    conn.execute("PRAGMA synchronous = off")
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, kind TEXT)")
+    conn.execute("CREATE INDEX idx_devices_ip ON devices (ip)")
+    conn.execute("CREATE INDEX idx_devices_kind ON devices (kind)")
+    conn.executemany("INSERT INTO devices (ip, kind) VALUES (?, ?)",
+                     [(f"10.0.0.{i}", "router" if i % 2 else "server") for i in range(rows)])
+    for n, name in enumerate(ODD_NAMES, 1):
+        conn.execute(f"CREATE TABLE {q(name)} (a INTEGER, b TEXT)")
+        conn.execute(f"CREATE INDEX {q('ix ' + name)} ON {q(name)} (a)")
+        conn.executemany(f"INSERT INTO {q(name)} VALUES (?, ?)", [(i, "x") for i in range(n * 7)])
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+def families(text: str) -> dict[str, list]:
+    """{metric name: [(labels, value)]} as Prometheus' own parser reads the text."""
+    parsed: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            parsed.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return parsed
+
+
+def by_label(parsed: dict[str, list], metric: str, label: str) -> dict[str, float]:
+    return {labels[label]: value for labels, value in parsed.get(metric, [])}
+
+
+def scrape(db: Path, **options) -> dict[str, list]:
+    return families(metrics.render_prometheus(metrics.collect(str(db), metrics.Options(**options))))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return make_db(tmp_path / "dash.db")
+
+
+def test_file_figures_match_the_database(db: Path) -> None:
+    parsed = scrape(db)
+    conn = sqlite3.connect(db)
+    page_count, page_size, freelist = conn.execute(
+        "SELECT * FROM pragma_page_count(), pragma_page_size(), pragma_freelist_count()"
+    ).fetchone()
+    assert parsed["sqlite_pages"] == [({"db": "dash"}, page_count)]
+    assert parsed["sqlite_page_size_bytes"][0][1] == page_size
+    assert parsed["sqlite_freelist_pages"][0][1] == freelist
+    assert parsed["sqlite_file_size_bytes"][0][1] == db.stat().st_size
+    assert parsed["sqlite_wal_size_bytes"][0][1] == os.stat(f"{db}-wal").st_size
+    info = parsed["sqlite_info"][0][0]
+    assert info["journal_mode"] == "wal" and info["path"] == str(db)
+    conn.close()
+
+
+def test_exact_counts_match_count_star_and_odd_names_survive_escaping(db: Path) -> None:
+    rows = by_label(scrape(db, exact_counts=True), "sqlite_table_rows", "table")
+    conn = sqlite3.connect(db)
+    for name in ["devices", *ODD_NAMES]:
+        assert rows[name] == conn.execute(f"SELECT count(*) FROM {q(name)}").fetchone()[0]
+    assert set(rows) == {"devices", *ODD_NAMES}
+
+
+def test_estimates_come_from_sqlite_stat1_and_no_counting_by_default(db: Path) -> None:
+    parsed = scrape(db)
+    assert "sqlite_table_rows" not in parsed
+    assert "sqlite_table_rows_estimate" not in parsed  # never analysed yet
+    sqlite3.connect(db).execute("ANALYZE").connection.close()
+    estimates = by_label(scrape(db), "sqlite_table_rows_estimate", "table")
+    assert estimates["devices"] == 50
+    assert estimates["Order Details"] == 7 and estimates["two\nlines"] == 21
+
+
+def test_index_statistics_before_and_after_analyze(db: Path) -> None:
+    stats = by_label(scrape(db), "sqlite_index_has_stats", "index")
+    assert stats == {"idx_devices_ip": 0, "idx_devices_kind": 0,
+                     **{"ix " + n: 0 for n in ODD_NAMES}}
+    sqlite3.connect(db).execute("ANALYZE").connection.close()
+    stats = by_label(scrape(db), "sqlite_index_has_stats", "index")
+    assert set(stats.values()) == {1}
+
+
+def test_index_usage_from_query_plans(db: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.sql"
+    queries.write_text(textwrap.dedent("""\
+        -- a comment line, then a blank one
+
+        SELECT id FROM devices WHERE ip = '10.0.0.7';
+        SELECT b FROM "Order Details" WHERE a = 3;
+        SELECT * FROM devices WHERE ip > '10.0.0.1' ORDER BY ip;
+        SELECT nonsense FROM nowhere;
+        """))
+    parsed = scrape(db, queries_file=str(queries))
+    used = by_label(parsed, "sqlite_index_used_by_queries", "index")
+    assert used["idx_devices_ip"] == 2
+    assert used["ix Order Details"] == 1
+    assert used["idx_devices_kind"] == 0
+    assert parsed["sqlite_queries_checked"][0][1] == 3
+    assert "sqlite_query_duration_seconds" not in parsed  # timing is opt-in
+
+
+def test_plan_uses_matches_whole_index_names_only() -> None:
+    detail = "SEARCH t USING INDEX idx_ab (a=?)"
+    assert metrics.plan_uses(detail, "idx_ab")
+    assert not metrics.plan_uses(detail, "idx_a")
+    assert metrics.plan_uses("SCAN t USING COVERING INDEX my (odd) idx", "my (odd) idx")
+
+
+def test_query_timing_reports_a_median_and_cuts_slow_queries(db: Path, tmp_path: Path) -> None:
+    queries = tmp_path / "queries.sql"
+    slow = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+            "SELECT count(*) FROM n;")
+    queries.write_text(f"SELECT count(*) FROM devices;\n{slow}\n")
+    report = metrics.collect(str(db), metrics.Options(
+        queries_file=str(queries), time_queries=True, query_runs=3, query_time_limit=0.2))
+    parsed = families(metrics.render_prometheus(report))
+    times = by_label(parsed, "sqlite_query_duration_seconds", "query")
+    assert list(times) == ["SELECT count(*) FROM devices;"]
+    assert 0 < times["SELECT count(*) FROM devices;"] < 1
+    assert any("cut short" in note for note in report.notes)
+
+
+def test_table_and_index_sizes_from_dbstat(db: Path) -> None:
+    parsed = scrape(db, table_sizes=True)
+    tables = by_label(parsed, "sqlite_table_size_bytes", "table")
+    indexes = by_label(parsed, "sqlite_index_size_bytes", "index")
+    conn = sqlite3.connect(db)
+    expected = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
+    assert tables == {name: expected[name] for name in ["devices", *ODD_NAMES]}
+    assert indexes["ix Order Details"] == expected["ix Order Details"]
+    assert "sqlite_table_size_bytes" not in scrape(db)  # opt-in
+
+
+def test_a_scrape_changes_nothing(tmp_path: Path) -> None:
+    db = make_db(tmp_path / "dash.db", journal_mode="delete")
+    before = hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns
+    scrape(db, exact_counts=True, table_sizes=True)
+    assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dash.db"]
+
+
+@pytest.mark.parametrize("name", ["with space.db", "what?mode=rw.db", "hash#tag.db",
+                                  "it's \"quoted\".db", "100%.db", "ünï.db"])
+def test_paths_with_uri_characters_open_the_right_file_read_only(tmp_path: Path,
+                                                                 name: str) -> None:
+    db = make_db(tmp_path / name, rows=3, journal_mode="delete")
+    conn = metrics.connect_readonly(str(db))
+    assert conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 3
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_schema_version_is_the_highest_applied_migration(db: Path) -> None:
+    report = metrics.collect(str(db))
+    assert report.schema_version is None
+    assert json.loads(metrics.render_json(report))["schema_version"] is None
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT)")
+    conn.executemany("INSERT INTO schema_migrations VALUES (?, 'x')", [(1,), (2,), (10,)])
+    conn.close()
+    parsed = scrape(db)
+    assert parsed["sqlite_schema_migration_version"][0][1] == 10
+
+
+def test_schema_drift_against_the_shipped_migrations(tmp_path: Path) -> None:
+    db = tmp_path / "dash.db"
+    migrations = REPO_ROOT / "migrations"
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "migrate"), "--db", str(db),
+                    "--migrations", str(migrations), "up", "--no-backup"],
+                   check=True, capture_output=True)
+    parsed = scrape(db, migrations_dir=str(migrations))
+    assert parsed["sqlite_schema_drift"][0][1] == 0
+    sqlite3.connect(db).execute("CREATE INDEX hotfix ON devices (hostname)").connection.close()
+    report = metrics.collect(str(db), metrics.Options(migrations_dir=str(migrations)))
+    assert report.value("sqlite_schema_drift") == 1
+    assert any("hotfix" in line for line in report.drift or [])
+
+
+def test_no_schema_file_means_no_drift_metric(db: Path, tmp_path: Path) -> None:
+    report = metrics.collect(str(db), metrics.Options(migrations_dir=str(tmp_path)))
+    assert report.value("sqlite_schema_drift") is None
+    assert any("schema drift not checked" in n for n in report.notes)
+
+
+def test_backup_freshness_from_the_catalog(db: Path, tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for stamp, verified in [("20240101_000000", True), ("20240102_000000", False)]:
+        path = backups / f"dash_{stamp}.db"
+        path.write_bytes(b"x" * 10)
+        manifest = {"verified": verified, "size_bytes": 10}
+        (backups / f"{path.name}.manifest.json").write_text(json.dumps(manifest))
+    (backups / "other_20250101_000000.db").write_bytes(b"x")
+    parsed = scrape(db, backup_dir=str(backups))
+    assert parsed["sqlite_backup_catalog_files"][0][1] == 2
+    assert parsed["sqlite_backup_catalog_verified_files"][0][1] == 1
+    assert parsed["sqlite_backup_latest_timestamp_seconds"][0][1] == 1704153600
+    assert parsed["sqlite_backup_latest_verified_timestamp_seconds"][0][1] == 1704067200
+
+
+def hold(db: Path, sql: str) -> subprocess.Popen:
+    """Another process that runs ``sql`` on ``db``, says 'ready' and waits (at most 20 s)."""
+    code = textwrap.dedent("""\
+        import sqlite3, sys, time
+        conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+        for statement in sys.argv[2].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(db), sql], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def release(proc: subprocess.Popen) -> None:
+    proc.communicate("\n", timeout=20)
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_write_lock_held_is_seen_without_taking_it(tmp_path: Path, journal_mode: str) -> None:
+    db = make_db(tmp_path / "dash.db", journal_mode=journal_mode)
+    assert scrape(db)["sqlite_write_lock_held"][0][1] == 0
+    writer = hold(db, "BEGIN IMMEDIATE; INSERT INTO devices (ip) VALUES ('x')")
+    try:
+        assert scrape(db)["sqlite_write_lock_held"][0][1] == 1
+    finally:
+        release(writer)
+    assert scrape(db)["sqlite_write_lock_held"][0][1] == 0
+
+
+def test_open_processes_are_counted(db: Path) -> None:
+    assert scrape(db)["sqlite_open_processes"][0][1] == 0
+    readers = [hold(db, "SELECT count(*) FROM devices") for _ in range(2)]
+    try:
+        assert scrape(db)["sqlite_open_processes"][0][1] == 2
+    finally:
+        for reader in readers:
+            release(reader)
+
+
+def test_missing_and_non_sqlite_files_are_usage_errors(tmp_path: Path) -> None:
+    with pytest.raises(OpsError) as missing:
+        metrics.collect(str(tmp_path / "nope.db"))
+    assert missing.value.code == 2 and "database not found" in missing.value.message
+    (tmp_path / "text.db").write_text("hello")
+    with pytest.raises(OpsError) as text:
+        metrics.collect(str(tmp_path / "text.db"))
+    assert text.value.code == 2 and "not an SQLite database" in text.value.message
+
+
+def test_a_damaged_database_is_exit_4(tmp_path: Path) -> None:
+    db = tmp_path / "broken.db"
+    shutil.copyfile(corpus_file("corrupt/chinook_rootswap.sqlite"), db)
+    with pytest.raises(OpsError) as damaged:
+        metrics.collect(str(db))
+    assert damaged.value.code == 4 and "malformed" in damaged.value.message
+
+
+def test_northwind_order_details(tmp_path: Path) -> None:
+    db = tmp_path / "northwind.sqlite"
+    shutil.copyfile(corpus_file("northwind.sqlite"), db)
+    rows = by_label(scrape(db, exact_counts=True), "sqlite_table_rows", "table")
+    conn = sqlite3.connect(db)
+    assert rows["Order Details"] == conn.execute(
+        'SELECT count(*) FROM "Order Details"').fetchone()[0] > 0
+    assert len(rows) == conn.execute(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
+    ).fetchone()[0]
+
+
+def test_textfile_is_published_atomically(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "textfile"
+    text = metrics.render_prometheus(metrics.collect(str(db)))
+    path = metrics.write_textfile(str(out), "dash", text)
+    assert path == str(out / "sqlite_ops_dash.prom")
+    assert Path(path).read_text() == text
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert [p.name for p in out.iterdir()] == ["sqlite_ops_dash.prom"]
+    assert metrics.textfile_name('we"ird/..\nname') == "sqlite_ops_we_ird_.._name.prom"
+
+
+def test_json_carries_the_same_samples(db: Path) -> None:
+    data = json.loads(metrics.render_json(metrics.collect(str(db), metrics.Options(
+        exact_counts=True))))
+    assert data["db"] == "dash"
+    rows = {s["labels"]["table"]: s["value"] for s in data["metrics"]["sqlite_table_rows"]}
+    assert rows["two\nlines"] == 21
+
+
+def test_health(db: Path, tmp_path: Path) -> None:
+    ok, info = metrics.health(str(db), quick_check=True)
+    assert ok and info["status"] == "ok" and info["quick_check"] == ["ok"]
+    ok, info = metrics.health(str(tmp_path / "nope.db"))
+    assert not ok and info["status"] == "error" and "not found" in info["error"]
+    broken = tmp_path / "broken.db"
+    shutil.copyfile(corpus_file("corrupt/corruptN_1.sqlite"), broken)
+    ok, info = metrics.health(str(broken), quick_check=True)
+    assert not ok and info["status"] == "error"

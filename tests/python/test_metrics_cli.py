@@ -1,0 +1,120 @@
+"""Tests for lib/sqlite_ops/metrics_cli.py: the db_metrics command, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sqlite_ops import metrics_cli
+from sqlite_ops.common import REPO_ROOT
+
+DB_METRICS = REPO_ROOT / "scripts" / "db_metrics"
+
+
+def make_db(path: Path) -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.execute('CREATE TABLE "Order Details" (id INTEGER PRIMARY KEY, qty INTEGER)')
+    conn.execute("BEGIN")
+    conn.executemany('INSERT INTO "Order Details" (qty) VALUES (?)', [(i,) for i in range(12)])
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(DB_METRICS), *args], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, **(env or {})})
+
+
+def samples(text: str) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return make_db(tmp_path / "shop.db")
+
+
+def test_prints_prometheus_text_with_exact_counts(db: Path) -> None:
+    result = run("--db", str(db), "--exact-counts")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    rows = samples(result.stdout)["sqlite_table_rows"]
+    assert rows == [({"db": "shop", "table": "Order Details"}, 12)]
+
+
+def test_json_format(db: Path) -> None:
+    result = run("--db", str(db), "--format", "json")
+    assert result.returncode == 0
+    data = json.loads(result.stdout)
+    assert data["db"] == "shop" and data["schema_version"] is None
+    assert data["metrics"]["sqlite_file_size_bytes"][0]["value"] == db.stat().st_size
+
+
+def test_db_path_from_config_file_and_flag_precedence(db: Path, tmp_path: Path) -> None:
+    config = tmp_path / "ops.conf"
+    config.write_text(f"DB_PATH={db}\n")
+    assert run("--config", str(config)).returncode == 0
+    result = run("--config", str(config), "--db", str(tmp_path / "other.db"))
+    assert result.returncode == 2
+    env_result = run("--config", str(config), env={"DB_PATH": str(tmp_path / "env.db")})
+    assert env_result.returncode == 2 and "env.db" in env_result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--db", "{tmp}/missing.db"], "database not found"),
+    (["--db", "{tmp}/text.db"], "not an SQLite database"),
+    (["--db", "{db}", "--format", "xml"], "invalid choice"),
+    (["--db", "{db}", "--bogus"], "unrecognized arguments"),
+    (["--db", "{db}", "--queries", "{tmp}/none.sql"], "queries file not found"),
+    (["serve", "--db", "{db}", "--listen", "nowhere"], "--listen needs HOST:PORT"),
+])
+def test_usage_errors_are_one_line_and_exit_2(db: Path, tmp_path: Path, args: list[str],
+                                              message: str) -> None:
+    (tmp_path / "text.db").write_text("not a database")
+    result = run(*[a.format(tmp=tmp_path, db=db) for a in args])
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("db_metrics: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_textfile_writes_the_prom_file_and_prints_its_path(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "textfile"
+    result = run("--db", str(db), "--textfile", str(out))
+    assert result.returncode == 0
+    assert result.stdout == f"{out / 'sqlite_ops_shop.prom'}\n"
+    assert samples((out / "sqlite_ops_shop.prom").read_text())["sqlite_pages"][0][1] > 0
+
+
+def test_listen_address_parsing() -> None:
+    assert metrics_cli.parse_listen(metrics_cli.DEFAULT_LISTEN) == ("127.0.0.1", 9560)
+    assert metrics_cli.parse_listen(":9999") == ("127.0.0.1", 9999)
+    assert metrics_cli.parse_listen("[::1]:80") == ("::1", 80)
+
+
+def test_serve_command_prints_its_address_and_answers(db: Path) -> None:
+    proc = subprocess.Popen([sys.executable, str(DB_METRICS), "serve", "--db", str(db),
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("Listening on http://127.0.0.1:")
+        url = line.split()[-1].replace("/metrics", "/health")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert json.loads(response.read())["status"] == "ok"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
