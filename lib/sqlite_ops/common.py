@@ -15,7 +15,6 @@ import fcntl
 import os
 import sys
 import time
-from pathlib import Path
 
 # Exit codes from the contract.
 EX_OK = 0
@@ -25,14 +24,25 @@ EX_VERIFY = 3
 EX_INTEGRITY = 4
 EX_BUSY = 75
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The checkout (or install) root, as a string; ``REPO_ROOT`` (a pathlib.Path) is
+# computed on first use so that importing this module does not import pathlib.
+REPO_ROOT_STR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+def __getattr__(name: str) -> object:
+    if name == "REPO_ROOT":
+        from pathlib import Path
+
+        return Path(REPO_ROOT_STR)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULTS = {
     "DB_PATH": "/dashboard/data/dashboard.db",
     "BACKUP_DIR": "/dashboard/data/backups",
     "RETENTION_DAYS": "30",
     "KEEP_MIN": "7",
-    "MIGRATIONS_DIR": str(REPO_ROOT / "migrations"),
+    "MIGRATIONS_DIR": os.path.join(REPO_ROOT_STR, "migrations"),
     "METRICS_DIR": "",
     "LOCK_TIMEOUT": "0",
 }
@@ -61,7 +71,8 @@ def parse_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """
     values: dict[str, str] = {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except OSError as exc:
         raise OpsError(EX_USAGE, f"cannot read config file {path}: {exc.strerror}") from None
     for number, raw in enumerate(text.splitlines(), 1):
