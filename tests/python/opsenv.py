@@ -8,6 +8,7 @@ settings in the environment.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -67,6 +68,40 @@ def content_digest(db: Path) -> str:
     proc = subprocess.run(["sqlite3", "-init", "/dev/null", "-readonly", str(db), ".sha3sum"],
                           capture_output=True, text=True, check=True)
     return proc.stdout.strip()
+
+
+def data_digest(db: Path, exclude: tuple[str, ...] = ("schema_migrations",)) -> str:
+    """SHA-256 over the schema and every row of every table but ``exclude``.
+
+    For comparing states across a migration, whose bookkeeping table records
+    run-dependent values (applied_at, execution_ms).
+    """
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    digest = hashlib.sha256()
+    try:
+        objects = conn.execute(
+            "SELECT type, name, coalesce(sql, '') FROM sqlite_schema "
+            "WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name"
+        ).fetchall()
+        for kind, name, sql in objects:
+            if name in exclude:
+                continue
+            digest.update(repr((kind, name, sql)).encode())
+            if kind == "table":
+                quoted = '"' + name.replace('"', '""') + '"'
+                for row in conn.execute(f"SELECT * FROM {quoted} ORDER BY rowid"):
+                    digest.update(repr(row).encode())
+    finally:
+        conn.close()
+    return digest.hexdigest()
+
+
+def applied_versions(db: Path) -> list[int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    finally:
+        conn.close()
 
 
 def schema_of(db: Path) -> list[tuple[str, str, str]]:
