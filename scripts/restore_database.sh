@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# Summary: verify a backup, then restore it without losing anything
+#
+# Usage: restore_database.sh --list [--json]
+#        restore_database.sh --verify [--force] BACKUP|latest
+#        restore_database.sh [--yes] [--force] [--to PATH] BACKUP|latest
+#        restore_database.sh --drill
+#        restore_database.sh --help
+#
+# BACKUP is a path, or a file name in BACKUP_DIR (or in BACKUP_DIR/pre-restore);
+# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR.
+#
+# A restore, step by step (it stops at the first problem, saying what changed):
+#   1. verify: SHA-256 against the manifest, decompress once into a work file
+#      beside the database, PRAGMA integrity_check exactly "ok", an empty
+#      foreign_key_check, row counts equal to the manifest. Nothing is touched
+#      when this fails (exit 3). A backup whose schema version is newer than
+#      the newest migration in MIGRATIONS_DIR is refused unless --force.
+#   2. show the backup's time and row counts next to the current database's,
+#      and ask (on a terminal, unless --yes; with no terminal and no --yes it
+#      refuses, exit 2).
+#   3. safety backup of the current database into BACKUP_DIR/pre-restore/ (with
+#      backup_database.sh; when the database is too damaged for that, a raw
+#      copy of its files into pre-restore/<name>_<time>.raw/).
+#   4. replace: the verified work file is copied INTO the live database with
+#      SQLite's backup API, so processes that have it open see the restored
+#      data on their next read and no old -wal/-journal is ever applied; WAL
+#      stays WAL. A missing database (or one SQLite cannot open) is replaced by
+#      renaming the work file into place after moving stale -wal/-shm/-journal
+#      files aside, and only when no process has it open (else exit 75).
+#   5. check the result (quick_check, row counts) and print a receipt with the
+#      command that undoes the restore (restoring the safety backup).
+#
+#   --list             backups newest first (time, age, size, schema version,
+#                      tables, rows, whether manifest and checksum check out),
+#                      then the pre-restore safety backups
+#   --json             with --list: the same as JSON
+#   --verify           verify only; changes nothing
+#   --yes              do not ask; with --to, allows replacing an existing PATH
+#   --force            accept a backup without a manifest (internal checks
+#                      only), or one with a schema newer than the migrations
+#   --to PATH          restore into PATH (drills, inspecting an old state); the
+#                      database itself is not touched; no safety backup
+#   --drill            restore `latest` into a temp file, check it, remove it;
+#                      with METRICS_DIR, record the time it took
+#   --db PATH          the database (DB_PATH; default /dashboard/data/dashboard.db)
+#   --dir DIR          where backups live (BACKUP_DIR; default /dashboard/data/backups)
+#   --migrations DIR   migration files (MIGRATIONS_DIR; default <repo>/migrations)
+#   --metrics-dir DIR  write sqlite_ops_restore_<name>.prom there (METRICS_DIR)
+#   --lock-timeout N   wait up to N seconds for another run's lock (LOCK_TIMEOUT; 0)
+#   --config FILE      KEY=value settings (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
+#   --quiet            only warnings, errors and results
+#
+# --verify and --drill decompress into TMPDIR (default /tmp). The incident
+# runbook is docs/operations/restore.md.
+#
+# Exit codes:
+#   0   done
+#   1   failed; the message says what changed (normally nothing)
+#   2   usage error; backup or directory not found; no terminal and no --yes;
+#       backup schema newer than the migrations (--force to override)
+#   3   the backup failed verification (corrupt, truncated, tampered with, or
+#       no manifest): nothing was changed
+#   4   the restored database failed its check (the safety backup is kept)
+#   75  busy: another run holds the lock, or processes hold the database so it
+#       cannot be replaced safely (they are named); nothing was changed
+
+set -euo pipefail
+
+PROG=restore_database.sh
+SELF=$(readlink -f -- "${BASH_SOURCE[0]}")
+# shellcheck source=lib/common.sh
+source "$(dirname -- "$SELF")/../lib/common.sh"
+
+# ---------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------
+
+ACTION=restore YES=0 FORCE=0 JSON=0 TO='' SPEC=''
+
+# set_action NAME: --list, --verify and --drill exclude each other.
+set_action() {
+  [[ $ACTION == restore || $ACTION == "$1" ]] || usage_error "--$ACTION and --$1 do not go together"
+  ACTION=$1
+}
+
+parse_args() {
+  local -a rest=()
+  while [[ $# -gt 0 ]]; do
+    parse_common_option "$@"
+    if [[ $SOPS_SHIFT -gt 0 ]]; then
+      shift "$SOPS_SHIFT"
+      continue
+    fi
+    case $1 in
+      --list) set_action list && shift ;;
+      --verify) set_action verify && shift ;;
+      --drill) set_action drill && shift ;;
+      --json) JSON=1 && shift ;;
+      --yes | -y) YES=1 && shift ;;
+      --force) FORCE=1 && shift ;;
+      --to) set_flag TO "$@" && TO=${SOPS_FLAGS[TO]} && shift 2 ;;
+      -h | --help) show_help "$SELF" && exit "$EX_OK" ;;
+      --) shift && rest+=("$@") && break ;;
+      -*) usage_error "unknown option '$1'" ;;
+      *) rest+=("$1") && shift ;;
+    esac
+  done
+  [[ ${#rest[@]} -le 1 ]] || usage_error "one backup at a time, got: ${rest[*]}"
+  SPEC=${rest[0]:-}
+  check_args
+}
+
+# check_args: the combinations the usage allows.
+check_args() {
+  [[ $JSON == 0 || $ACTION == list ]] || usage_error "--json goes with --list"
+  [[ -z $TO || $ACTION == restore ]] || usage_error "--to goes with a restore, not --$ACTION"
+  case $ACTION in
+    list | drill) [[ -z $SPEC ]] || usage_error "--$ACTION takes no backup argument" ;;
+    *) [[ -n $SPEC ]] || usage_error "name a backup (a file, or 'latest'); see --list" ;;
+  esac
+}
+
+# load_settings: resolve every setting once (flag > env > config > default).
+load_settings() {
+  config_init
+  DB=$(abs_path "$(cfg DB_PATH /dashboard/data/dashboard.db)")
+  BACKUP_ROOT=$(abs_path "$(cfg BACKUP_DIR /dashboard/data/backups)")
+  PRE_DIR=$BACKUP_ROOT/pre-restore
+  MIGRATIONS=$(cfg MIGRATIONS_DIR "$SQLITE_OPS_ROOT/migrations")
+  METRICS=$(cfg METRICS_DIR '')
+  TIMEOUT=$(cfg LOCK_TIMEOUT 0)
+  require_uint LOCK_TIMEOUT "$TIMEOUT"
+  require_tool python3 python3
+  NAME=$(py_ops catalog name -- "$DB") || exit
+  NAME=${NAME%/}
+  STAMP=$(date -u +%Y%m%d_%H%M%S)
+}
+
+# ---------------------------------------------------------------------------
+# Steps shared by verify, restore and drill
+# ---------------------------------------------------------------------------
+
+# resolve_backup: BACKUP becomes the absolute path SPEC names.
+resolve_backup() {
+  BACKUP=$(py_ops restore resolve --dir "$BACKUP_ROOT" --db "$DB" -- "$SPEC") || exit
+  BACKUP=${BACKUP%/}
+}
+
+# work_dir_beside TARGET: WORK_DIR becomes a private temp directory beside
+# TARGET (same file system, so the verified file can be renamed into place),
+# after sweeping what a killed run left there. Call with the lock held.
+work_dir_beside() {
+  local dir
+  dir=$(dirname -- "$1")
+  [[ -d $dir ]] || usage_error "directory $dir does not exist; create it (owned by the application's user) and retry"
+  sweep_temps_matching "$dir" ".$(glob_escape "$(basename -- "$1")").tmp.*"
+  temp_dir_beside WORK_DIR "$1"
+  REPORT=$WORK_DIR/report.json
+}
+
+# work_dir_in_tmp: WORK_DIR in TMPDIR, for --verify and --drill.
+work_dir_in_tmp() {
+  temp_dir_in WORK_DIR "${TMPDIR:-/tmp}"
+  REPORT=$WORK_DIR/report.json
+}
+
+# verify_backup [OPTION...]: decompress BACKUP into the work dir and prove it
+# sound; the report it writes is what the later steps restore. Exit 3 if not.
+verify_backup() {
+  local -a extra=("$@")
+  [[ $FORCE == 1 ]] && extra+=(--force)
+  log_info "verifying $BACKUP"
+  py_ops restore verify --work "$WORK_DIR/restore.db" --report "$REPORT" \
+    --migrations "$MIGRATIONS" "${extra[@]}" -- "$BACKUP" || exit
+}
+
+# replace_database TARGET ASIDE_DIR: put the verified content into TARGET, then
+# check the result: quick_check and row counts (exit 4 when wrong).
+replace_database() {
+  log_info "restoring into $1"
+  py_ops restore apply --report "$REPORT" --target "$1" --aside "$2" \
+    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" || exit
+}
+
+# ---------------------------------------------------------------------------
+# Restore: confirmation and the safety backup
+# ---------------------------------------------------------------------------
+
+# can_confirm: refuse at once when nobody can be asked and --yes is missing.
+can_confirm() {
+  [[ $YES == 1 || -t 0 ]] ||
+    die "$EX_USAGE" "refusing to restore over $DB without confirmation: no terminal to ask on; check the backup with --verify, then pass --yes"
+}
+
+# confirm: on a terminal, the operator types yes.
+confirm() {
+  [[ $YES == 1 ]] && return 0
+  local answer=''
+  printf '\nReplace %s with this backup? A safety backup of it is taken first. Type yes to continue: ' "$DB" >&2
+  read -r answer || true
+  case ${answer,,} in
+    y | yes) ;;
+    *) die "$EX_FAIL" "restore cancelled; nothing was changed" ;;
+  esac
+}
+
+SAFETY='' RAW_COPY=''
+
+# take_safety_backup: a verified backup of the current database into PRE_DIR
+# (outside BACKUP_DIR's root, so `latest` never picks it); a raw copy of its
+# files when it is too damaged for that. Sets SAFETY or RAW_COPY.
+take_safety_backup() {
+  if [[ ! -e $DB ]]; then
+    log_warn "$DB does not exist: there is nothing to keep; restoring into a new file"
+    return 0
+  fi
+  ensure_private_dir "$PRE_DIR"
+  local script=${SQLITE_OPS_BACKUP_SCRIPT:-$SQLITE_OPS_ROOT/scripts/backup_database.sh} out rc=0
+  log_info "safety backup of $DB into $PRE_DIR"
+  # Its metrics go to the work dir: they would describe pre-restore/, not BACKUP_DIR.
+  out=$("$script" --db "$DB" --dir "$PRE_DIR" --metrics-dir "$WORK_DIR/metrics" --quiet) || rc=$?
+  case $rc in
+    0)
+      out=${out##*Backup completed: } # the last line; the path may hold newlines
+      [[ $out == /* && -f $out ]] || die "$EX_FAIL" "the safety backup did not report its file; nothing was changed"
+      SAFETY=$out
+      log_info "safety backup: $SAFETY"
+      ;;
+    2 | 3 | 4) raw_copy ;;
+    *) die "$EX_FAIL" "the safety backup of $DB failed (backup_database.sh exit $rc, see above); nothing was changed" ;;
+  esac
+}
+
+# raw_copy: copy the damaged database and its -wal/-journal as they are.
+raw_copy() {
+  local file
+  RAW_COPY=$PRE_DIR/${NAME}_$STAMP.raw
+  mkdir -m 700 -- "$RAW_COPY" || die "$EX_FAIL" "cannot create $RAW_COPY; nothing was changed"
+  for file in "$DB" "$DB-wal" "$DB-journal"; do
+    [[ -e $file ]] || continue
+    cp -p -- "$file" "$RAW_COPY/" || die "$EX_FAIL" "cannot copy $file into $RAW_COPY; nothing was changed"
+  done
+  sync -- "$RAW_COPY" "$RAW_COPY"/* || die "$EX_FAIL" "cannot fsync $RAW_COPY; nothing was changed"
+  log_warn "$DB is too damaged for a verified backup: its files were copied as they are into $RAW_COPY"
+}
+
+# print_receipt TARGET: what was restored, the safety backup, how to undo.
+print_receipt() {
+  local undo=''
+  if [[ -n $SAFETY ]]; then
+    undo=$(printf '%q ' "$SELF" --db "$DB" --yes "$SAFETY")
+  fi
+  py_ops restore receipt --report "$REPORT" --target "$1" --safety "$SAFETY" \
+    --raw-copy "$RAW_COPY" --undo "${undo% }" --seconds "$(elapsed_since "$START")" \
+    --migrations "$MIGRATIONS"
+}
+
+# keep_safety_note EXIT_CODE: after a failure, say where the safety backup is.
+keep_safety_note() {
+  [[ $1 != 0 ]] || return 0
+  [[ -z $SAFETY ]] || log_warn "the safety backup taken before this attempt is kept: $SAFETY (restore it with: $PROG --db $(printf '%q' "$DB") --yes $(printf '%q' "$SAFETY"))"
+  [[ -z $RAW_COPY ]] || log_warn "the raw copy of the old database is kept in $RAW_COPY"
+}
+
+# ---------------------------------------------------------------------------
+# Metrics (node_exporter textfile collector)
+# ---------------------------------------------------------------------------
+
+# write_metrics METRIC=VALUE...: merge into METRICS_DIR/sqlite_ops_restore_<name>.prom.
+write_metrics() {
+  [[ -n $METRICS ]] || return 0
+  local file="sqlite_ops_restore_$NAME.prom" item text
+  local -a sets=()
+  for item in "$@"; do sets+=(--set "$item"); done
+  text=$(py_ops restore prom --existing "$METRICS/$file" --name "$NAME" "${sets[@]}") ||
+    return 0
+  printf '%s\n' "$text" | prom_write "$METRICS" "$file"
+}
+
+# drill_metrics EXIT_CODE: on exit of --drill, success or not.
+drill_metrics() {
+  if [[ $1 == 0 ]]; then
+    write_metrics "sqlite_restore_drill_last_success_timestamp_seconds=$(date +%s)" \
+      "sqlite_restore_drill_duration_seconds=$(elapsed_since "$START")" \
+      sqlite_restore_drill_last_run_success=1
+  else
+    write_metrics sqlite_restore_drill_last_run_success=0
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# The actions
+# ---------------------------------------------------------------------------
+
+action_list() {
+  local -a json=()
+  [[ $JSON == 0 ]] || json=(--json)
+  py_ops restore list --dir "$BACKUP_ROOT" --db "$DB" "${json[@]}"
+}
+
+action_verify() {
+  resolve_backup
+  work_dir_in_tmp
+  verify_backup --announce
+}
+
+action_drill() {
+  on_exit drill_metrics
+  SPEC=latest
+  resolve_backup
+  work_dir_in_tmp
+  verify_backup
+  replace_database "$WORK_DIR/drill.db" "$WORK_DIR/aside"
+  printf 'Drill passed: %s verified, restored into a temp file and checked in %s s (removed)\n' \
+    "$BACKUP" "$(elapsed_since "$START")"
+}
+
+action_restore_to() {
+  local target
+  target=$(abs_path "$TO")
+  [[ $target != "$DB" ]] || usage_error "--to names the database itself; leave --to out to restore it"
+  [[ ! -e $target || $YES == 1 ]] ||
+    usage_error "refusing to overwrite existing $target; pass --yes to replace it"
+  [[ ! -e $target || -f $target ]] || usage_error "not a regular file: $target"
+  [[ -d $(dirname -- "$target") ]] || usage_error "directory $(dirname -- "$target") does not exist"
+  lock_acquire "$target" "$TIMEOUT" restore
+  work_dir_beside "$target"
+  resolve_backup
+  verify_backup
+  replace_database "$target" "$target.stale.$STAMP"
+  print_receipt "$target"
+}
+
+action_restore() {
+  local -a PLAN=(--plan "$DB") # which backup, its time, its rows against the current ones
+  [[ $QUIET == 1 && $YES == 1 ]] && PLAN=()
+  can_confirm
+  [[ -d $(dirname -- "$DB") ]] ||
+    usage_error "directory $(dirname -- "$DB") does not exist; create it (owned by the application's user) and retry"
+  lock_acquire "$DB" "$TIMEOUT" restore
+  work_dir_beside "$DB"
+  resolve_backup
+  verify_backup --enforce-schema "${PLAN[@]}"
+  confirm
+  on_exit keep_safety_note
+  take_safety_backup
+  replace_database "$DB" "${RAW_COPY:-$PRE_DIR/${NAME}_$STAMP.raw}"
+  print_receipt "$DB"
+  write_metrics "sqlite_restore_last_success_timestamp_seconds=$(date +%s)" \
+    "sqlite_restore_last_duration_seconds=$(elapsed_since "$START")"
+}
+
+main() {
+  START=$(now_epoch)
+  parse_args "$@"
+  load_settings
+  install_traps
+  case $ACTION in
+    list) action_list ;;
+    verify) action_verify ;;
+    drill) action_drill ;;
+    restore) if [[ -n $TO ]]; then action_restore_to; else action_restore; fi ;;
+  esac
+}
+
+[[ ${BASH_SOURCE[0]} == "$0" ]] && main "$@"

@@ -1,0 +1,579 @@
+#!/usr/bin/env bats
+# Tests for scripts/restore_database.sh: each test builds its own database and
+# backups (with the real backup_database.sh) in $BATS_TEST_TMPDIR.
+
+# shellcheck disable=SC2030,SC2031 # every @test runs in its own subshell on purpose
+load helpers
+
+RESTORE="$SCRIPTS/restore_database.sh"
+
+setup() {
+  common_setup
+  export DB_PATH="$WORK/app.db" BACKUP_DIR="$WORK/backups" MIGRATIONS_DIR="$WORK/migrations"
+  mkdir -p "$MIGRATIONS_DIR"
+}
+
+teardown() {
+  local pid
+  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+
+BG_PIDS=()
+
+# backup_now: a verified backup of DB_PATH with the real script; prints its path.
+backup_now() {
+  local out
+  out=$("$SCRIPTS/backup_database.sh" --quiet "$@") || return
+  printf '%s\n' "${out##*Backup completed: }"
+}
+
+# content DB: a digest of the database's content (ignores header bookkeeping).
+content() { sqlite3 -readonly "$1" .sha3sum; }
+
+# backup_content BACKUP: the content digest of a (compressed) backup file.
+backup_content() {
+  local tmp="$BATS_TEST_TMPDIR/decompressed.db"
+  rm -f "$tmp"
+  case $1 in
+    *.zst) zstd -q -d -c -- "$1" >"$tmp" ;;
+    *.gz) gzip -d -c -- "$1" >"$tmp" ;;
+    *) cp -- "$1" "$tmp" ;;
+  esac
+  content "$tmp"
+}
+
+# add_rows DB N: N more devices (and services) committed normally.
+add_rows() {
+  sqlite3 "$1" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
+    INSERT INTO devices(device_ip) SELECT 'new-' || i || '-' || random() FROM n;"
+}
+
+# crash_with_wal DB N: commit N rows and a new table into the WAL, then die
+# without checkpointing, leaving a -wal file holding them (a crashed writer).
+crash_with_wal() {
+  python3 - "$1" "$2" <<'PY'
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint=0")
+conn.execute("BEGIN")
+for i in range(int(sys.argv[2])):
+    conn.execute("INSERT INTO devices(device_ip) VALUES (?)", (f"after-backup-{i}",))
+conn.execute("CREATE TABLE written_after_backup(x)")
+conn.execute("COMMIT")
+os._exit(0)
+PY
+  [[ -s $1-wal ]]
+}
+
+# write_manifest FILE: a manifest that matches FILE (a plain database) exactly,
+# as backup_database.sh would write it; for wrapping corpus files as backups.
+write_manifest() {
+  python3 - "$1" <<'PY'
+import hashlib, json, os, sys
+path = sys.argv[1]
+digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+size = os.path.getsize(path)
+json.dump({"format": 1, "file": os.path.basename(path), "created_at": "2026-01-01T00:00:00Z",
+           "sha256": digest, "db_sha256": digest, "size_bytes": size, "db_size_bytes": size,
+           "compression": "none", "journal_mode": "delete", "page_size": 4096,
+           "schema_version": None, "tables": {}, "verified": True},
+          open(path + ".manifest.json", "w"))
+PY
+}
+
+# ---------------------------------------------------------------------------
+# Interface
+# ---------------------------------------------------------------------------
+
+@test "--help prints the header: summary, usage and exit codes" {
+  run "$RESTORE" --help
+  assert_status 0
+  assert_contains "$output" "Summary: verify a backup, then restore it"
+  assert_contains "$output" "restore_database.sh --verify [--force] BACKUP|latest"
+  assert_contains "$output" "75  busy"
+}
+
+@test "usage errors exit 2 with one line naming the problem" {
+  run --separate-stderr "$RESTORE"
+  assert_status 2
+  assert_contains "$stderr" "restore_database.sh: name a backup"
+  run --separate-stderr "$RESTORE" --json latest
+  assert_status 2
+  run --separate-stderr "$RESTORE" --list --verify latest
+  assert_status 2
+  run --separate-stderr "$RESTORE" --bogus latest
+  assert_status 2
+  assert_contains "$stderr" "unknown option '--bogus'"
+  run --separate-stderr "$RESTORE" --verify no_such_backup.db.zst
+  assert_status 2
+  assert_contains "$stderr" "backup not found"
+}
+
+# ---------------------------------------------------------------------------
+# --list
+# ---------------------------------------------------------------------------
+
+@test "--list: newest first, manifest-less files listed as unverified, tampered flagged, pre-restore apart" {
+  make_db "$DB_PATH" 10
+  old=$(backup_now)
+  add_rows "$DB_PATH" 5
+  new=$(backup_now)
+  cp "$new" "$BACKUP_DIR/app_20200101_000000.db.zst" # no manifest
+  printf 'x' >>"$old"                                # tampered: checksum and size
+  mkdir -p "$BACKUP_DIR/pre-restore"
+  DB_PATH="$DB_PATH" "$SCRIPTS/backup_database.sh" --dir "$BACKUP_DIR/pre-restore" --quiet >/dev/null
+
+  run --separate-stderr "$RESTORE" --list
+  assert_status 0
+  # The sections: main backups first, newest first, then the pre-restore ones.
+  main_part=${output%%Pre-restore*}
+  pre_part=${output#*Pre-restore}
+  [[ ${main_part%%"${old##*/}"*} == *"${new##*/}"* ]] # new listed before old
+  assert_contains "$main_part" "* ${new##*/}"
+  assert_contains "$main_part" "app_20200101_000000.db.zst"
+  assert_contains "$main_part" "no manifest (unverified)"
+  assert_contains "$main_part" "size differs from manifest"
+  assert_contains "$pre_part" "app_"
+  [[ $pre_part != *"(none)"* ]]
+
+  run --separate-stderr "$RESTORE" --list --json
+  assert_status 0
+  kinds=$(python3 -c 'import json,sys; print(",".join(b["kind"] for b in json.load(sys.stdin)["backups"]))' <<<"$output")
+  assert_equal "$kinds" "backup,backup,backup,pre-restore"
+  latest=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["latest"])' <<<"$output")
+  assert_equal "$latest" "$new"
+}
+
+# ---------------------------------------------------------------------------
+# --verify, and pitfall 3: bad backups are rejected before anything is touched
+# ---------------------------------------------------------------------------
+
+@test "--verify latest: exit 0, says what it checked, changes nothing" {
+  make_db "$DB_PATH" 50
+  backup_now >/dev/null
+  before=$(sha256sum <"$DB_PATH")
+  listing=$(ls -A "$BACKUP_DIR")
+  run --separate-stderr "$RESTORE" --verify latest
+  assert_status 0
+  assert_contains "$output" "Backup verified:"
+  assert_contains "$output" "integrity_check ok"
+  assert_contains "$output" "row counts match the manifest"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  assert_equal "$(ls -A "$BACKUP_DIR")" "$listing"
+}
+
+# refused_without_change BACKUP WHY: a restore of BACKUP exits 3 saying WHY,
+# and the live database, its directory and the backup directory are untouched.
+refused_without_change() {
+  local before
+  before=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$RESTORE" --yes "$1"
+  assert_status 3
+  assert_contains "$stderr" "$2"
+  assert_contains "$stderr" "nothing was changed"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before" "live database"
+  [[ ! -e $BACKUP_DIR/pre-restore ]]
+  assert_equal "$(find "$WORK" -maxdepth 1 -name '.*tmp*' | wc -l)" 0 "temp files left"
+}
+
+@test "a truncated backup is rejected with exit 3; the live database is untouched" {
+  make_db "$DB_PATH" 2000
+  b=$(backup_now)
+  truncate -s $(($(stat -c %s "$b") / 2)) "$b"
+  refused_without_change "$b" "truncated or replaced"
+}
+
+@test "a bit-flipped backup is rejected with exit 3 (checksum mismatch)" {
+  make_db "$DB_PATH" 2000
+  b=$(backup_now)
+  printf '\xff' | dd of="$b" bs=1 seek=200 conv=notrunc status=none
+  refused_without_change "$b" "checksum mismatch"
+}
+
+@test "a tampered backup (rows changed, re-compressed, same size) is rejected with exit 3" {
+  make_db "$DB_PATH" 100 delete
+  b=$(backup_now --compress none)
+  sqlite3 "$b" "UPDATE devices SET hostname = 'evil' WHERE id = 1;"
+  refused_without_change "$b" "checksum mismatch"
+}
+
+@test "a manifest with edited row counts is rejected with exit 3" {
+  make_db "$DB_PATH" 100
+  b=$(backup_now)
+  sed -i 's/"devices": 100/"devices": 101/' "$b.manifest.json"
+  grep -q '"devices": 101' "$b.manifest.json"
+  refused_without_change "$b" "row counts differ from its manifest: devices has 100 rows, manifest says 101"
+}
+
+@test "a backup without a manifest: exit 3 'no manifest' unless --force" {
+  make_db "$DB_PATH" 100
+  b=$(backup_now)
+  rm "$b.manifest.json"
+  refused_without_change "$b" "no manifest"
+  run --separate-stderr "$RESTORE" --verify --force "$b"
+  assert_status 0
+  assert_contains "$stderr" "completeness unproven"
+}
+
+@test "corrupt corpus files: --verify --force exits 3 naming the problem" {
+  local f name
+  f=$(corpus_or_skip corrupt/chef_corrupt.sqlite)
+  run --separate-stderr "$RESTORE" --verify "$f"
+  assert_status 3
+  assert_contains "$stderr" "no manifest"
+  for name in chef_corrupt chef_badforeignkey corruptN_1 chinook_truncated chinook_badmagic \
+    chinook_rootswap chinook_header_pagecount; do
+    f=$(corpus_or_skip "corrupt/$name.sqlite")
+    run --separate-stderr "$RESTORE" --verify --force "$f"
+    assert_status 3
+    [[ $stderr == *"integrity_check failed"* || $stderr == *"foreign_key_check failed"* ||
+      $stderr == *"not an SQLite database"* || $stderr == *"neither an SQLite"* ]]
+  done
+}
+
+@test "corrupt corpus files wrapped as backups with a matching manifest: restore refused, exit 3" {
+  local name i=0 b
+  make_db "$DB_PATH" 100
+  mkdir -p "$BACKUP_DIR"
+  for name in chef_corrupt chef_badforeignkey chinook_rootswap chinook_truncated; do
+    b="$BACKUP_DIR/app_20260101_00000$((i++)).db"
+    cp "$(corpus_or_skip "corrupt/$name.sqlite")" "$b"
+    chmod 600 "$b"
+    write_manifest "$b"
+    refused_without_change "$b" "check failed"
+  done
+}
+
+# ---------------------------------------------------------------------------
+# Restore
+# ---------------------------------------------------------------------------
+
+@test "restore latest: rows restored, safety backup in pre-restore/, receipt; its undo command works" {
+  make_db "$DB_PATH" 100
+  b=$(backup_now)
+  add_rows "$DB_PATH" 50
+  before=$(content "$DB_PATH")
+
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  assert_equal "$(count_rows "$DB_PATH" devices)" 100
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+  assert_contains "$output" "Restore completed: $DB_PATH"
+  assert_contains "$output" "backup restored: $b"
+  assert_contains "$output" "time taken:"
+  safety=$(sed -n 's/^  safety backup: *//p' <<<"$output")
+  [[ $safety == "$BACKUP_DIR/pre-restore/app_"*.db.* && -f $safety ]]
+
+  # Undo: the printed command, as printed (the safety backup lives outside
+  # BACKUP_DIR's root and is accepted by path).
+  undo=$(sed -n 's/^  undo with: *//p' <<<"$output")
+  assert_contains "$undo" "--yes"
+  eval "run --separate-stderr $undo"
+  assert_status 0
+  assert_equal "$(content "$DB_PATH")" "$before"
+  assert_equal "$(count_rows "$DB_PATH" devices)" 150
+  # `latest` still means the real backup, never a pre-restore state.
+  run --separate-stderr "$RESTORE" --verify latest
+  assert_contains "$output" "Backup verified: $b"
+}
+
+@test "without a terminal and without --yes: exit 2, nothing touched, no safety backup" {
+  make_db "$DB_PATH" 100
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 5
+  before=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$RESTORE" latest </dev/null
+  assert_status 2
+  assert_contains "$stderr" "pass --yes"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  [[ ! -e $BACKUP_DIR/pre-restore ]]
+}
+
+@test "on a terminal it shows the plan and asks: 'no' changes nothing, 'yes' restores" {
+  command -v script >/dev/null || skip "script(1) (util-linux) is needed to fake a terminal"
+  make_db "$DB_PATH" 100
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 5
+  before=$(sha256sum <"$DB_PATH")
+  run bash -c 'printf "no\n" | script -qec "$1 latest" /dev/null' _ "$RESTORE"
+  assert_status 1
+  assert_contains "$output" "Restore plan for $DB_PATH"
+  assert_contains "$output" "Type yes to continue"
+  assert_contains "$output" "restore cancelled; nothing was changed"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  [[ ! -e $BACKUP_DIR/pre-restore ]]
+  run bash -c 'printf "yes\n" | script -qec "$1 latest" /dev/null' _ "$RESTORE"
+  assert_status 0
+  assert_equal "$(count_rows "$DB_PATH" devices)" 100
+}
+
+@test "pitfall 1: a leftover -wal of the old database is never applied (backup API path)" {
+  make_db "$DB_PATH" 100 wal
+  b=$(backup_now)
+  crash_with_wal "$DB_PATH" 40
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  assert_equal "$(count_rows "$DB_PATH" devices)" 100
+  assert_equal "$(sqlite3 "$DB_PATH" "SELECT count(*) FROM sqlite_schema WHERE name = 'written_after_backup'")" 0
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+  # ...and nothing was lost: the safety backup holds the rows from the -wal.
+  safety=$(sed -n 's/^  safety backup: *//p' <<<"$output")
+  zstd -q -d -c "$safety" >"$WORK/safety.db"
+  assert_equal "$(count_rows "$WORK/safety.db" devices)" 140
+}
+
+@test "pitfall 1: database file lost but its -wal/-shm left: they are moved aside, never applied" {
+  make_db "$DB_PATH" 100 wal
+  b=$(backup_now)
+  crash_with_wal "$DB_PATH" 40
+  rm "$DB_PATH"
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+  assert_equal "$(count_rows "$DB_PATH" devices)" 100
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" wal
+  [[ ! -e $DB_PATH-journal ]]
+  aside=$(find "$BACKUP_DIR/pre-restore" -name 'app.db-wal')
+  [[ -s $aside ]]
+  assert_contains "$output" "moved aside:"
+}
+
+@test "pitfall 2: an app with an open connection (rollback journal) sees the restored rows on its next read" {
+  make_db "$DB_PATH" 100 delete
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 50
+  python3 - "$DB_PATH" "$WORK" <<'PY' &
+import os, sqlite3, sys, time
+db, work = sys.argv[1:]
+conn = sqlite3.connect(db, isolation_level=None)
+before = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+open(os.path.join(work, "ready"), "w").close()
+while not os.path.exists(os.path.join(work, "go")):
+    time.sleep(0.02)
+after = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+open(os.path.join(work, "seen"), "w").write(f"{before} {after} {check}\n")
+PY
+  BG_PIDS+=($!)
+  for _ in $(seq 100); do [[ -e $WORK/ready ]] && break; sleep 0.05; done
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  touch "$WORK/go"
+  wait "${BG_PIDS[0]}"
+  assert_equal "$(cat "$WORK/seen")" "150 100 ok"
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" delete
+}
+
+@test "pitfall 2: an app keeping a WAL database open while the restore runs sees the restored rows" {
+  make_db "$DB_PATH" 100 wal
+  b=$(backup_now)
+  add_rows "$DB_PATH" 50
+  python3 - "$DB_PATH" "$WORK" <<'PY' &
+import os, sqlite3, sys, time
+db, work = sys.argv[1:]
+conn = sqlite3.connect(db, isolation_level=None)
+seen = [conn.execute("SELECT count(*) FROM devices").fetchone()[0]]
+open(os.path.join(work, "ready"), "w").close()
+while not os.path.exists(os.path.join(work, "go")):
+    conn.execute("SELECT count(*) FROM devices").fetchone()  # keeps reading during the restore
+    time.sleep(0.01)
+seen.append(conn.execute("SELECT count(*) FROM devices").fetchone()[0])
+seen.append(conn.execute("PRAGMA integrity_check").fetchone()[0])
+conn.execute("INSERT INTO devices(device_ip) VALUES ('written-after-restore')")
+open(os.path.join(work, "seen"), "w").write(" ".join(map(str, seen)) + "\n")
+PY
+  BG_PIDS+=($!)
+  for _ in $(seq 100); do [[ -e $WORK/ready ]] && break; sleep 0.05; done
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  touch "$WORK/go"
+  wait "${BG_PIDS[0]}"
+  assert_equal "$(cat "$WORK/seen")" "150 100 ok"
+  assert_equal "$(count_rows "$DB_PATH" devices)" 101
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA integrity_check')" ok
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" wal
+}
+
+@test "pitfall 2: a damaged database held open by a process: exit 75 naming it, nothing replaced" {
+  make_db "$DB_PATH" 100 delete
+  backup_now >/dev/null
+  printf 'this is not a database header' | dd of="$DB_PATH" bs=1 conv=notrunc status=none
+  before=$(sha256sum <"$DB_PATH")
+  # A process holding the file open (fd 3), doing nothing with it.
+  bash -c 'exec 3<"$1"; exec sleep 60' holder "$DB_PATH" &
+  BG_PIDS+=($!)
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 75
+  assert_contains "$stderr" "pid ${BG_PIDS[0]} (sleep 60)"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  # The damaged file was kept as a raw copy before anything else happened.
+  assert_equal "$(sha256sum <"$(find "$BACKUP_DIR/pre-restore" -path '*.raw/app.db')")" "$before"
+}
+
+@test "a damaged database (backup_database.sh refuses it) is kept as a raw copy, then restored" {
+  make_db "$DB_PATH" 100 delete
+  b=$(backup_now)
+  printf 'this is not a database header' | dd of="$DB_PATH" bs=1 conv=notrunc status=none
+  damaged=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  assert_contains "$stderr" "too damaged for a verified backup"
+  assert_contains "$output" "raw copy:"
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+  raw=$(find "$BACKUP_DIR/pre-restore" -path '*.raw/app.db')
+  assert_equal "$(sha256sum <"$raw")" "$damaged"
+  run --separate-stderr "$RESTORE" --list
+  assert_contains "$output" "raw copy of a damaged database"
+}
+
+@test "pitfall 4: journal mode is preserved (WAL stays WAL, rollback stays rollback)" {
+  make_db "$DB_PATH" 20 wal
+  backup_now >/dev/null
+  "$RESTORE" --yes latest >/dev/null 2>&1
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" wal
+
+  export DB_PATH="$WORK/rollback.db"
+  make_db "$DB_PATH" 20 delete
+  backup_now >/dev/null
+  "$RESTORE" --yes latest >/dev/null 2>&1
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" delete
+}
+
+@test "pitfall 5: another run holds the lock: exit 75, nothing touched" {
+  make_db "$DB_PATH" 100
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 5
+  before=$(sha256sum <"$DB_PATH")
+  flock "$DB_PATH.sqlite-ops.lock" sleep 30 &
+  BG_PIDS+=($!)
+  for _ in $(seq 50); do
+    flock -n "$DB_PATH.sqlite-ops.lock" true || break
+    sleep 0.05
+  done
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 75
+  assert_contains "$stderr" "holds the lock"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  [[ ! -e $BACKUP_DIR/pre-restore ]]
+}
+
+@test "a backup with a different page size is restored into a WAL database" {
+  sqlite3 "$WORK/big.db" "PRAGMA page_size=8192; VACUUM;"
+  export DB_PATH="$WORK/big.db"
+  make_db "$DB_PATH" 100 wal
+  b=$(backup_now)
+  export DB_PATH="$WORK/app.db"
+  make_db "$DB_PATH" 30 wal
+  run --separate-stderr "$RESTORE" --yes "$b"
+  assert_status 0
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA page_size')" 8192
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" wal
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+}
+
+@test "schema newer than the newest migration: refused (exit 2) unless --force; older: says make migrate" {
+  make_db "$DB_PATH" 10
+  sqlite3 "$DB_PATH" "CREATE TABLE schema_migrations(version INTEGER PRIMARY KEY, description TEXT NOT NULL,
+    checksum TEXT NOT NULL, applied_at TEXT NOT NULL, execution_ms INTEGER);
+    INSERT INTO schema_migrations VALUES (1, 'a', 'x', 'now', 1), (2, 'b', 'y', 'now', 1);"
+  backup_now >/dev/null
+  touch "$MIGRATIONS_DIR/001_a.sql"
+  before=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 2
+  assert_contains "$stderr" "schema version 2, newer than the newest migration (1)"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  run --separate-stderr "$RESTORE" --yes --force latest
+  assert_status 0
+
+  touch "$MIGRATIONS_DIR/002_b.sql" "$MIGRATIONS_DIR/010_c.py"
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  assert_contains "$output" "older than the newest migration (10): run \`make migrate\`"
+}
+
+@test "--to PATH restores into another file; the live database is untouched; an existing PATH needs --yes" {
+  make_db "$DB_PATH" 100 wal
+  b=$(backup_now)
+  add_rows "$DB_PATH" 5
+  before=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$RESTORE" --to "$WORK/copy.db" latest </dev/null
+  assert_status 0
+  assert_equal "$(content "$WORK/copy.db")" "$(backup_content "$b")"
+  assert_equal "$(sqlite3 "$WORK/copy.db" 'PRAGMA journal_mode')" wal
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  [[ ! -e $BACKUP_DIR/pre-restore ]]
+
+  echo precious >"$WORK/other.db"
+  run --separate-stderr "$RESTORE" --to "$WORK/other.db" latest
+  assert_status 2
+  assert_contains "$stderr" "refusing to overwrite existing $WORK/other.db"
+  assert_equal "$(cat "$WORK/other.db")" precious
+  run --separate-stderr "$RESTORE" --yes --to "$WORK/copy.db" latest
+  assert_status 0
+}
+
+@test "--drill restores latest into a temp file, removes it, and writes the drill metrics" {
+  make_db "$DB_PATH" 100
+  backup_now >/dev/null
+  export TMPDIR="$WORK/tmp"
+  mkdir -p "$TMPDIR"
+  run --separate-stderr "$RESTORE" --drill --metrics-dir "$WORK/metrics"
+  assert_status 0
+  assert_contains "$output" "Drill passed:"
+  prom="$WORK/metrics/sqlite_ops_restore_app.prom"
+  grep -Eq '^sqlite_restore_drill_last_success_timestamp_seconds\{db="app"\} [0-9]+$' "$prom"
+  grep -Eq '^sqlite_restore_drill_duration_seconds\{db="app"\} [0-9.]+$' "$prom"
+  grep -q '^sqlite_restore_drill_last_run_success{db="app"} 1$' "$prom"
+  assert_equal "$(ls -A "$TMPDIR")" ""
+
+  # A failing drill keeps the last success time and reports the failure.
+  stamp=$(grep '^sqlite_restore_drill_last_success' "$prom")
+  b=$(ls "$BACKUP_DIR"/app_*.db.zst)
+  printf 'x' | dd of="$b" bs=1 seek=100 conv=notrunc status=none
+  run --separate-stderr "$RESTORE" --drill --metrics-dir "$WORK/metrics"
+  assert_status 3
+  grep -q '^sqlite_restore_drill_last_run_success{db="app"} 0$' "$prom"
+  assert_equal "$(grep '^sqlite_restore_drill_last_success' "$prom")" "$stamp"
+}
+
+@test "paths with spaces, quotes and newlines" {
+  dir="$WORK/it's a \"dir\""$'\n'"x"
+  mkdir -p "$dir"
+  export DB_PATH="$dir/my db's.db" BACKUP_DIR="$dir/back ups"
+  make_db "$DB_PATH" 100
+  b=$(backup_now)
+  add_rows "$DB_PATH" 3
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  assert_equal "$(count_rows "$DB_PATH" devices)" 100
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+  run --separate-stderr "$RESTORE" --verify "${b##*/}"
+  assert_status 0
+}
+
+@test "a failing safety backup stops the restore: exit 1, nothing changed" {
+  make_db "$DB_PATH" 100
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 5
+  before=$(sha256sum <"$DB_PATH")
+  printf '#!/bin/sh\necho "backup_database.sh: disk full" >&2\nexit 1\n' >"$WORK/failing-backup"
+  chmod +x "$WORK/failing-backup"
+  SQLITE_OPS_BACKUP_SCRIPT="$WORK/failing-backup" run --separate-stderr "$RESTORE" --yes latest
+  assert_status 1
+  assert_contains "$stderr" "safety backup of $DB_PATH failed"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+}
+
+@test "restore and metrics: sqlite_restore_last_success_timestamp_seconds is written beside the drill's" {
+  make_db "$DB_PATH" 10
+  backup_now >/dev/null
+  export METRICS_DIR="$WORK/metrics"
+  "$RESTORE" --drill >/dev/null 2>&1
+  "$RESTORE" --yes latest >/dev/null 2>&1
+  prom="$METRICS_DIR/sqlite_ops_restore_app.prom"
+  grep -q '^sqlite_restore_last_success_timestamp_seconds{db="app"} ' "$prom"
+  grep -q '^sqlite_restore_drill_last_run_success{db="app"} 1$' "$prom"
+  # The safety backup did not overwrite the main backup metrics with pre-restore/ ones.
+  [[ ! -e $METRICS_DIR/sqlite_ops_backup_app.prom ]]
+}

@@ -1,0 +1,383 @@
+"""Tests for lib/sqlite_ops/restore.py: the library directly, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sqlite_ops import catalog, restore
+from sqlite_ops.common import EX_BUSY, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
+
+BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
+
+
+def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096) -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size={page_size}")
+    conn.execute(f"PRAGMA journal_mode={mode}")
+    conn.execute("CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL)")
+    conn.execute("CREATE TABLE services(id INTEGER PRIMARY KEY, "
+                 "device_id INTEGER NOT NULL REFERENCES devices(id), port INTEGER)")
+    conn.executemany("INSERT INTO devices(ip) VALUES (?)", [(f"10.0.0.{i}",) for i in range(rows)])
+    conn.execute("INSERT INTO services(device_id, port) SELECT id, 22 FROM devices")
+    conn.close()
+    return path
+
+
+def count(path: Path, table: str = "devices") -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+    finally:
+        conn.close()
+
+
+def content(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def take_backup(db: Path, backup_dir: Path, compress: str = "zstd") -> Path:
+    """A real backup, made by scripts/backup_database.sh."""
+    env = dict(os.environ, SQLITE_OPS_CONFIG=os.devnull)
+    proc = subprocess.run([str(BACKUP_SCRIPT), "--db", str(db), "--dir", str(backup_dir),
+                           "--compress", compress, "--quiet"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return Path(proc.stdout.rsplit("Backup completed: ", 1)[1].rstrip("\n"))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """One real backup per module (taking one costs most of a second); copied per test."""
+    base = tmp_path_factory.mktemp("template")
+    db = make_db(base / "app.db")
+    return db, take_backup(db, base / "backups")
+
+
+@pytest.fixture
+def world(tmp_path, template):
+    """Each test's own database (WAL, 50 devices) and a verified backup of it."""
+    db = tmp_path / "app.db"
+    shutil.copyfile(template[0], db)
+    (tmp_path / "backups").mkdir()
+    backup = tmp_path / "backups" / template[1].name
+    for suffix in ("", catalog.MANIFEST_SUFFIX):
+        shutil.copyfile(f"{template[1]}{suffix}", f"{backup}{suffix}")
+    return db, backup, tmp_path
+
+
+# ---------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------
+
+
+def test_newest_migration_is_the_highest_number_of_sql_and_py_files(tmp_path):
+    for name in ("001_init.sql", "002_x.py", "010_later.sql", "999_notes.txt", "README.md",
+                 "abc_x.sql"):
+        (tmp_path / name).write_text("")
+    assert restore.newest_migration(tmp_path) == 10
+    assert restore.newest_migration(tmp_path / "missing") is None
+    assert restore.newest_migration(None) is None
+
+
+def test_compare_counts_names_the_differences():
+    assert restore.compare_counts({"a": 1, "b": 2}, {"a": 1, "b": 2}) is None
+    text = restore.compare_counts({"a": 1, "gone": 3}, {"a": 2, "extra": 0})
+    assert "a has 2 rows, manifest says 1" in text
+    assert "table extra is not in the manifest" in text
+    assert "table gone is missing" in text
+
+
+def test_sniff_compression(tmp_path, world):
+    db, backup, _ = world
+    assert restore.sniff_compression(backup) == "zstd"
+    assert restore.sniff_compression(db) == "none"
+    (tmp_path / "junk").write_bytes(b"hello")
+    assert restore.sniff_compression(tmp_path / "junk") is None
+
+
+def test_prom_text_merges_with_the_existing_file_and_escapes_the_label():
+    first = restore.prom_text(None, 'we"ird', {"sqlite_restore_drill_last_run_success": 1})
+    assert 'sqlite_restore_drill_last_run_success{db="we\\"ird"} 1' in first
+    second = restore.prom_text(first, 'we"ird', {
+        "sqlite_restore_last_success_timestamp_seconds": 1700000000})
+    assert "sqlite_restore_drill_last_run_success" in second
+    assert "sqlite_restore_last_success_timestamp_seconds" in second
+    assert second.count("# TYPE") == 2
+    with pytest.raises(OpsError):
+        restore.prom_text(None, "x", {"not_ours": 1})
+
+
+# ---------------------------------------------------------------------------
+# resolve
+# ---------------------------------------------------------------------------
+
+
+def test_latest_is_the_newest_verified_backup_never_a_pre_restore_one(world):
+    db, backup, tmp_path = world
+    pre = tmp_path / "backups" / restore.PRE_RESTORE_DIR
+    take_backup(db, pre)  # newer, but a safety backup
+    assert restore.resolve_backup("latest", tmp_path / "backups", db) == backup
+    # A newer file without a manifest is not "verified": latest skips it.
+    (backup.parent / "app_29990101_000000.db.zst").write_bytes(backup.read_bytes())
+    assert restore.resolve_backup("latest", tmp_path / "backups", db) == backup
+
+
+def test_resolve_accepts_a_file_name_a_pre_restore_name_and_any_path(world):
+    db, backup, tmp_path = world
+    root = tmp_path / "backups"
+    assert restore.resolve_backup(backup.name, root, db) == backup
+    safety = take_backup(db, root / restore.PRE_RESTORE_DIR)
+    assert restore.resolve_backup(safety.name, root, db) == safety
+    assert restore.resolve_backup(str(safety), tmp_path / "elsewhere", db) == safety
+    with pytest.raises(OpsError) as err:
+        restore.resolve_backup("nope.db.zst", root, db)
+    assert err.value.code == EX_USAGE
+    with pytest.raises(OpsError) as err:
+        restore.resolve_backup("latest", tmp_path / "empty", db)
+    assert err.value.code == EX_USAGE
+
+
+# ---------------------------------------------------------------------------
+# verify
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", ["zstd", "gzip", "none"])
+def test_verify_a_good_backup_leaves_its_database_in_the_work_file(tmp_path, compress):
+    db = make_db(tmp_path / "app.db", rows=30)
+    backup = take_backup(db, tmp_path / "backups", compress)
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    assert report.tables == {"devices": 30, "services": 30}
+    assert report.compression == compress
+    assert report.journal_mode == "wal"
+    assert content(tmp_path / "work.db") == content(db)
+
+
+def test_verify_rejects_edited_row_counts(world):
+    _, backup, tmp_path = world
+    manifest_path = Path(f"{backup}{catalog.MANIFEST_SUFFIX}")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["tables"]["devices"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db")
+    assert err.value.code == EX_VERIFY
+    assert "devices has 50 rows, manifest says 51" in err.value.message
+
+
+def test_verify_rejects_a_changed_file_with_a_checksum_mismatch(world):
+    _, backup, tmp_path = world
+    data = bytearray(backup.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    backup.write_bytes(bytes(data))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db")
+    assert err.value.code == EX_VERIFY
+    assert "checksum mismatch" in err.value.message
+
+
+def test_verify_without_a_manifest_needs_force(world):
+    _, backup, tmp_path = world
+    Path(f"{backup}{catalog.MANIFEST_SUFFIX}").unlink()
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db")
+    assert err.value.code == EX_VERIFY
+    assert "no manifest" in err.value.message
+    report = restore.verify_backup(backup, tmp_path / "work.db", force=True)
+    assert report.has_manifest is False
+    assert any("completeness unproven" in w for w in report.warnings)
+
+
+def test_verify_rejects_a_broken_foreign_key_even_with_force(tmp_path):
+    db = make_db(tmp_path / "bad.db", mode="delete")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(db, tmp_path / "work.db", force=True)
+    assert err.value.code == EX_VERIFY
+    assert "foreign_key_check failed" in err.value.message
+
+
+def test_check_schema_refuses_newer_and_notes_older(world, tmp_path):
+    _, backup, _ = world
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "003_x.sql").write_text("")
+    report.schema_version = 4
+    with pytest.raises(OpsError) as err:
+        restore.check_schema(report, str(migrations), force=False)
+    assert err.value.code == EX_USAGE
+    assert "newer than the newest migration (3)" in err.value.message
+    assert "--force" in restore.check_schema(report, str(migrations), force=True)
+    report.schema_version = 1
+    assert "make migrate" in restore.check_schema(report, str(migrations), force=False)
+
+
+# ---------------------------------------------------------------------------
+# apply
+# ---------------------------------------------------------------------------
+
+
+def _verified(world):
+    db, backup, tmp_path = world
+    return restore.verify_backup(backup, tmp_path / "work.db")
+
+
+def test_restore_into_a_wal_database_that_a_reader_keeps_open(world):
+    db, _, tmp_path = world
+    report = _verified(world)
+    wanted = content(Path(report.work))
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.executemany("INSERT INTO devices(ip) VALUES (?)", [("late",)] * 5)
+    assert reader.execute("SELECT count(*) FROM devices").fetchone()[0] == 55
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "backup-api"
+    assert applied["journal_mode"] == "wal"
+    assert reader.execute("SELECT count(*) FROM devices").fetchone()[0] == 50
+    reader.close()
+    assert content(db) == wanted
+    restore.check_restored(str(db), report.tables)
+
+
+def test_a_rollback_journal_database_stays_in_rollback_mode(tmp_path):
+    db = make_db(tmp_path / "app.db", mode="delete")
+    backup = take_backup(db, tmp_path / "backups")
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    restore.set_journal_mode(report.work, "wal")  # the backup API copies this header
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["journal_mode"] == "delete"
+    assert not Path(f"{db}-wal").exists()
+
+
+def test_page_size_change_into_a_wal_database(tmp_path):
+    source = make_db(tmp_path / "src.db", page_size=8192)
+    backup = take_backup(source, tmp_path / "backups")
+    db = make_db(tmp_path / "app.db", rows=5, page_size=4096)
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["journal_mode"] == "wal"
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 8192
+    conn.close()
+    assert count(db) == 50
+
+
+def test_page_size_change_refused_while_another_connection_has_the_wal_open(tmp_path):
+    source = make_db(tmp_path / "src.db", page_size=8192)
+    backup = take_backup(source, tmp_path / "backups")
+    db = make_db(tmp_path / "app.db", rows=5, page_size=4096)
+    other = sqlite3.connect(db)
+    other.execute("SELECT 1 FROM devices").fetchall()
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    before = db.read_bytes()
+    with pytest.raises(OpsError) as err:
+        restore.apply_restore(report, str(db), str(tmp_path / "aside"), busy_ms=200)
+    other.close()
+    assert err.value.code == EX_BUSY
+    assert "page size" in err.value.message
+    assert db.read_bytes() == before
+
+
+def test_a_held_lock_gives_busy_quickly_instead_of_retrying_forever(world):
+    db, _, tmp_path = world
+    report = _verified(world)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(OpsError) as err:
+        restore.apply_restore(report, str(db), str(tmp_path / "aside"), busy_ms=300)
+    writer.execute("ROLLBACK")
+    writer.close()
+    assert err.value.code == EX_BUSY
+    assert time.monotonic() - started < 5
+    assert count(db) == 50
+
+
+def test_missing_database_is_placed_with_stale_companions_moved_aside(world):
+    db, _, tmp_path = world
+    report = _verified(world)
+    wanted = content(Path(report.work))
+    db.unlink()
+    Path(f"{db}-wal").write_bytes(b"stale wal frames")
+    Path(f"{db}-journal").write_bytes(b"stale journal")
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "rename"
+    assert applied["journal_mode"] == "wal"  # the manifest's journal mode
+    assert (tmp_path / "aside" / "app.db-wal").read_bytes() == b"stale wal frames"
+    assert not Path(f"{db}-journal").exists()
+    assert content(db) == wanted
+
+
+def test_placement_refused_while_a_process_has_the_file_open(world):
+    db, _, tmp_path = world
+    report = _verified(world)
+    db.write_bytes(b"not a database at all" * 100)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; f = open(sys.argv[1], 'rb'); "
+                               "print('ready', flush=True); time.sleep(30)", str(db)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        found, _ = restore.holders([str(db)])
+        assert holder.pid in [pid for pid, _ in found]
+        with pytest.raises(OpsError) as err:
+            restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+        assert err.value.code == EX_BUSY
+        assert f"pid {holder.pid}" in err.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert db.read_bytes() == b"not a database at all" * 100
+
+
+def test_check_restored_fails_on_wrong_counts(world):
+    db, _, _ = world
+    with pytest.raises(OpsError) as err:
+        restore.check_restored(str(db), {"devices": 1, "services": 50})
+    assert err.value.code == 4
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"), SQLITE_OPS_CONFIG=os.devnull)
+    return subprocess.run([sys.executable, "-m", "sqlite_ops.restore", *args], env=env,
+                          capture_output=True, text=True)
+
+
+def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
+    proc = run_cli("verify", "--work", str(tmp_path / "w.db"), "--report",
+                   str(tmp_path / "r.json"), str(tmp_path / "missing.db.zst"))
+    assert proc.returncode == EX_USAGE
+    assert proc.stderr.startswith("restore_database.sh: backup not found")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_cli_list_json(world):
+    db, backup, tmp_path = world
+    proc = run_cli("list", "--json", "--dir", str(tmp_path / "backups"), "--db", str(db))
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    assert data["latest"] == str(backup)
+    (entry,) = data["backups"]
+    assert entry["status"] == "ok" and entry["checksum_ok"] is True
+    assert entry["tables"] == {"devices": 50, "services": 50}
