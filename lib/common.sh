@@ -41,11 +41,13 @@ _log() {
 log_info() { [[ $QUIET == 1 ]] || _log info "$@"; }
 log_warn() { _log warning "$@"; }
 
-# die CODE MESSAGE: one line on stderr, starting with the script's name.
+# die CODE MESSAGE: one line on stderr, starting with the script's name
+# (a newline inside MESSAGE, say from a path, is shown as \n).
 die() {
   local code=$1
   shift
-  printf '%s: %s\n' "$PROG" "$*" >&2
+  local message=$*
+  printf '%s: %s\n' "$PROG" "${message//$'\n'/\\n}" >&2
   if [[ ${LOG_SYSLOG:-0} == 1 ]] && command -v logger >/dev/null 2>&1; then
     logger -t "$PROG" -- "error: $*" || true
   fi
@@ -475,4 +477,43 @@ now_epoch() { date +%s.%N; }
 # elapsed_since START: seconds (3 decimals) since START from now_epoch.
 elapsed_since() {
   awk -v a="$1" -v b="$(now_epoch)" 'BEGIN { printf "%.3f\n", b - a }'
+}
+
+# ---------------------------------------------------------------------------
+# Added by backup_database.sh: sweeping only one database's temp files
+# ---------------------------------------------------------------------------
+
+# glob_escape STRING: STRING with the glob characters \ * ? [ escaped, so it
+# matches only itself in `find -name` or [[ == ]].
+glob_escape() {
+  local s=${1//\\/\\\\}
+  s=${s//\*/\\*}
+  s=${s//\?/\\?}
+  s=${s//\[/\\[}
+  printf '%s\n' "$s"
+}
+
+# sweep_temps_matching DIR GLOB: like sweep_temps, but only the leftovers whose
+# name matches GLOB (runs for other databases sharing DIR are left alone). Only
+# call while holding the lock.
+sweep_temps_matching() {
+  find "$1" -maxdepth 1 -name "$2" -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------
+# Added by restore_database.sh: a temp directory named after its destination
+# ---------------------------------------------------------------------------
+
+# temp_dir_beside VAR DEST: set VAR to a new private temp directory in DEST's
+# directory, named '.<dest name>.tmp.XXXXXX' (so sweep_temps_matching can
+# remove what a killed run left for this DEST only), removed on exit. For work
+# files that grow companions (-wal, -shm, -journal) which must go with them.
+temp_dir_beside() {
+  local -n _temp_var=$1
+  local dir base
+  dir=$(dirname -- "$2")
+  base=$(basename -- "$2")
+  _temp_var=$(mktemp -d -- "$dir/.$base.tmp.XXXXXX") ||
+    die "$EX_FAIL" "cannot create a temp directory in $dir"
+  SOPS_TEMPS+=("$_temp_var")
 }

@@ -200,5 +200,7 @@ def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
 
 def fail(prog: str, error: OpsError) -> int:
     """Print an expected failure as one line on stderr and return its exit code."""
-    print(f"{prog}: {error.message}", file=sys.stderr)
+    # One line, whatever the message holds (a path may contain a newline).
+    message = error.message.replace("\n", "\\n")
+    print(f"{prog}: {message}", file=sys.stderr)
     return error.code

@@ -413,7 +413,9 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         raise _bad(path, "the decompressed database's SHA-256 differs from its manifest's")
     integrity = found.get("integrity", [])
     if integrity != ["ok"]:
-        shown = "; ".join(integrity[:3]) if integrity else "no result"
+        # One result row can hold several lines ("*** in database main ***\n...").
+        lines = [line for row in integrity for line in row.splitlines() if line.strip()]
+        shown = "; ".join(lines[:3]) if lines else "no result"
         raise _bad(path, f"PRAGMA integrity_check failed: {shown}")
     if "error" in found:
         raise _bad(path, f"cannot be read: {found['error']}")

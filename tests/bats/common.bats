@@ -23,6 +23,12 @@ setup() {
   assert_equal "$output" ""
 }
 
+@test "die keeps the error on one line even when the message holds a newline" {
+  run --separate-stderr die 2 $'database not found: /data/odd\nname.db'
+  assert_status 2
+  assert_equal "$stderr" 'testprog: database not found: /data/odd\nname.db'
+}
+
 @test "log_info is silenced by QUIET=1; warnings are not" {
   run --separate-stderr bash -c "QUIET=1; PROG=p; source '$REPO_ROOT/lib/common.sh'; log_info hello; log_warn careful"
   assert_status 0
@@ -273,4 +279,33 @@ setup() {
 @test "human_bytes" {
   assert_equal "$(human_bytes 512)" "512 B"
   assert_equal "$(human_bytes 1572864)" "1.5 MiB"
+}
+
+@test "temp_dir_beside: a private directory named after DEST, removed on exit, sweepable" {
+  mkdir -p "$WORK/d ir"
+  run bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps
+    temp_dir_beside t '$WORK/d ir/my db.sqlite'; touch \"\$t/work.db-wal\"; printf '%s\n' \"\$t\"; stat -c %a \"\$t\""
+  assert_status 0
+  [[ ${lines[0]} == "$WORK/d ir/.my db.sqlite.tmp."* ]]
+  assert_equal "${lines[1]}" 700 "mode"
+  [[ ! -e ${lines[0]} ]]
+  mkdir "$WORK/d ir/.my db.sqlite.tmp.abc123" "$WORK/d ir/.other.db.tmp.abc123"
+  sweep_temps_matching "$WORK/d ir" ".$(glob_escape "my db.sqlite").tmp.*"
+  [[ ! -e "$WORK/d ir/.my db.sqlite.tmp.abc123" ]]
+  [[ -e "$WORK/d ir/.other.db.tmp.abc123" ]]
+}
+
+@test "glob_escape: the escaped name matches only itself" {
+  local name='a*b?[c]\d'
+  # shellcheck disable=SC2053 # the right-hand side is a glob on purpose
+  [[ $name == $(glob_escape "$name") ]]
+  # shellcheck disable=SC2053
+  [[ 'aXbY[c]\d' != $(glob_escape "$name") ]]
+}
+
+@test "sweep_temps_matching removes only the matching leftovers" {
+  touch "$WORK/.mine_1.db.tmp.abc" "$WORK/.other_1.db.tmp.abc" "$WORK/mine_1.db"
+  sweep_temps_matching "$WORK" ".$(glob_escape mine)_*"
+  [[ ! -e $WORK/.mine_1.db.tmp.abc ]]
+  [[ -e $WORK/.other_1.db.tmp.abc && -e $WORK/mine_1.db ]]
 }
