@@ -16,12 +16,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_FORMAT = 1  # the manifest's "format" field; bump on incompatible changes
 EXTENSIONS = {"": "none", ".zst": "zstd", ".gz": "gzip"}
 SUFFIX_FOR = {"none": "", "zstd": ".zst", "gzip": ".gz"}
 
@@ -162,3 +164,171 @@ def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> Non
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+# ---------------------------------------------------------------------------
+# Retention
+# ---------------------------------------------------------------------------
+
+DAY = 86400
+FUTURE_SKEW = 3600  # seconds a backup's name may be ahead of this clock
+
+
+@dataclass
+class PrunePlan:
+    """What retention would remove, and why the rest stays."""
+
+    prune: list[Backup]
+    keep: list[Backup]
+    reason: str  # one line, for the log
+
+
+def plan_prune(
+    backups: list[Backup],
+    now: float,
+    retention_days: int,
+    keep_min: int,
+    assume_new_verified: bool = False,
+) -> PrunePlan:
+    """Which of ``backups`` (one database's, from ``list_backups``) may be pruned.
+
+    The rules (the contract's):
+      * age comes from the time in the file name, never from mtime;
+      * the newest ``keep_min`` verified backups are never pruned;
+      * when the newest verified backup is older than ``retention_days``
+        (backups have been failing), nothing is pruned;
+      * otherwise a backup older than ``retention_days`` is pruned;
+      * a backup named more than an hour in the future is never pruned and does
+        not count as a verified backup for the two rules above.
+
+    ``assume_new_verified`` counts one more verified backup taken ``now``
+    (what a run would have published: used by ``--dry-run``).
+    """
+    ordered = sorted(backups, key=lambda b: (b.created_at, b.path.name), reverse=True)
+    cutoff = now - retention_days * DAY
+    # A backup dated in the future (a clock was wrong) is never pruned, but it
+    # must not vouch for freshness nor take a KEEP_MIN place either.
+    verified = [b for b in ordered if b.verified and b.created_at <= now + FUTURE_SKEW]
+    newest_verified = now if assume_new_verified else (
+        verified[0].created_at if verified else None)
+    if newest_verified is None:
+        return PrunePlan([], ordered, "no verified backup: keeping everything")
+    if newest_verified < cutoff:
+        return PrunePlan([], ordered, f"the newest verified backup is older than "
+                                      f"{retention_days} days: keeping everything")
+    protected_count = max(keep_min - (1 if assume_new_verified else 0), 0)
+    protected = {id(b) for b in verified[:protected_count]}
+    prune = [b for b in ordered if id(b) not in protected and b.created_at < cutoff]
+    keep = [b for b in ordered if b not in prune]
+    return PrunePlan(prune, keep, f"{len(prune)} older than {retention_days} days "
+                                  f"beyond the newest {keep_min} verified")
+
+
+def orphan_manifests(backup_dir: str | os.PathLike[str], name: str, before: float) -> list[Path]:
+    """Manifests of this database whose backup file is gone, named older than ``before``."""
+    directory = Path(backup_dir)
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        if not entry.name.endswith(MANIFEST_SUFFIX):
+            continue
+        parsed = parse_backup_name(entry.name[: -len(MANIFEST_SUFFIX)])
+        if parsed is None or parsed[0] != name or parsed[1] >= before:
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        if not (directory / entry.name[: -len(MANIFEST_SUFFIX)]).exists():
+            found.append(directory / entry.name)
+    return sorted(found)
+
+
+def remove_backup(backup: Backup) -> None:
+    """Remove a backup file, then its manifest (a crash in between leaves an orphan
+    manifest, which the next prune removes)."""
+    backup.path.unlink(missing_ok=True)
+    backup.manifest_path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# CLI (used by backup_database.sh): prune, stats
+# ---------------------------------------------------------------------------
+
+
+def _cli_prune(args: Any) -> int:
+    """Apply (or with --dry-run, show) retention; one result line per file on stdout."""
+    now = time.time()
+    backups = list_backups(args.dir, args.name)
+    plan = plan_prune(backups, now, args.retention_days, args.keep,
+                      assume_new_verified=args.dry_run)
+    orphans = orphan_manifests(args.dir, args.name, now - args.retention_days * DAY)
+    verb = "Would prune" if args.dry_run else "Pruned"
+    for backup in plan.prune:
+        if not args.dry_run:
+            remove_backup(backup)
+        print(f"{verb}: {backup.path}")
+    for orphan in orphans:
+        if not args.dry_run:
+            orphan.unlink(missing_ok=True)
+        print(f"{verb}: {orphan} (a manifest without its backup)")
+    if not args.dry_run and (plan.prune or orphans):
+        _fsync_dir(args.dir)
+    print(f"Retention: {plan.reason}")
+    return 0
+
+
+def _cli_stats(args: Any) -> int:
+    """``key value`` lines for the backup metrics."""
+    now = time.time()
+    backups = list_backups(args.dir, args.name)
+    verified = [b for b in backups if b.verified]
+    newest = verified[0] if verified else None
+    print(f"count {len(backups)}")
+    print(f"verified_count {len(verified)}")
+    print(f"oldest_age_seconds {max(now - backups[-1].created_at, 0.0) if backups else 0:.0f}")
+    print(f"newest_verified_created {newest.created_at if newest else 0:.0f}")
+    print(f"newest_verified_size_bytes {newest.size_bytes if newest else 0}")
+    return 0
+
+
+def _cli_name(args: Any) -> int:
+    # The trailing "/" keeps a name ending in a newline intact through $(...).
+    sys.stdout.write(db_name(args.db) + "/\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.catalog")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prune", help="apply the retention rules to one database's backups")
+    p.add_argument("dir")
+    p.add_argument("name")
+    p.add_argument("--retention-days", type=int, required=True)
+    p.add_argument("--keep", type=int, required=True)
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=_cli_prune)
+    p = sub.add_parser("name", help="the name this database's backups carry")
+    p.add_argument("db")
+    p.set_defaults(func=_cli_name)
+    p = sub.add_parser("stats", help="numbers for the backup metrics")
+    p.add_argument("dir")
+    p.add_argument("name")
+    p.set_defaults(func=_cli_stats)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

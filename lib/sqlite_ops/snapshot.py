@@ -1,0 +1,372 @@
+"""Online snapshots of a live SQLite database, and the files a backup publishes.
+
+``backup_database.sh`` orchestrates a backup (lock, checks, publish, prune) and
+calls this module for the steps a shell cannot do well:
+
+``copy SOURCE DEST``
+    A consistent copy of a live database through SQLite's online backup API in
+    ONE step (``sqlite3_backup_step(-1)``). One step holds a single read
+    transaction for the whole copy, so writes by other connections cannot
+    restart it: it completes under any write load (the sqlite3 CLI's
+    ``.backup`` copies 100 pages per step and starts over whenever another
+    connection commits in between, so under steady writes it never finishes).
+    The copy is left in rollback-journal (DELETE) mode so it is one
+    self-contained file; the source's journal mode is reported so a restore can
+    put it back.
+
+``pack SNAPSHOT OUT --compression zstd|gzip|none``
+    Streams the snapshot through the compressor into OUT, hashing the
+    uncompressed and the compressed stream on the way: each file is read once.
+
+``manifest SNAPSHOT ...``
+    Prints the manifest JSON: row counts per table, schema version, plus the
+    facts gathered by ``copy`` and ``pack``.
+
+Standard library only. Expected failures print one line on stderr and exit
+with the contract's code (1 failed, 2 usage, 4 the database is corrupt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from sqlite_ops.catalog import MANIFEST_FORMAT
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError, fail
+
+PROG = "backup_database.sh"
+CHUNK = 1 << 20  # 1 MiB: flat memory whatever the database size
+
+# Compressor command lines. Level 1 is what the benchmark chose (see
+# docs/operations/backup.md): higher levels cost several times the time for a
+# few percent of size.
+COMPRESSORS = {
+    "zstd": ["zstd", "-1", "-T0", "-q", "-c"],
+    "gzip": ["gzip", "-1", "-c"],
+}
+COMPRESSOR_PACKAGE = {"zstd": "zstd", "gzip": "gzip"}
+
+# SQLite result codes that mean "the database file itself is damaged".
+_CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
+
+
+# ---------------------------------------------------------------------------
+# copy: the online snapshot
+# ---------------------------------------------------------------------------
+
+
+def _ro_uri(path: str | os.PathLike[str]) -> str:
+    """A read-only URI for any path (quotes, spaces, '?', '#', newlines)."""
+    absolute = os.path.abspath(os.fspath(path))
+    return "file:" + urllib.parse.quote(absolute) + "?mode=ro"
+
+
+def _classify(exc: sqlite3.Error, what: str) -> OpsError:
+    text = str(exc)
+    lowered = text.lower()
+    if any(word in lowered for word in _CORRUPT_WORDS):
+        return OpsError(EX_INTEGRITY, f"{what}: the database is corrupt ({text}); nothing was "
+                                      "published; run maintain_database.sh check")
+    if "disk is full" in lowered or "disk i/o error" in lowered:
+        return OpsError(EX_FAIL, f"{what}: {text} (is the backup directory's file system full?)")
+    if "locked" in lowered or "busy" in lowered:
+        return OpsError(EX_FAIL, f"{what}: {text} (a writer held it past the busy timeout)")
+    return OpsError(EX_FAIL, f"{what}: {text}")
+
+
+def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
+                  busy_timeout_ms: int = 5000) -> dict[str, Any]:
+    """Copy the live database ``source`` into ``dest`` consistently, in one step.
+
+    ``dest`` may exist and be empty (a private temp file made by the caller);
+    anything in it is replaced. Returns the source's ``journal_mode``,
+    ``page_size`` and the SQLite library version that made the copy.
+
+    In WAL mode writers keep committing during the copy (the copy reads one
+    snapshot; checkpoints simply cannot pass it until it ends). In
+    rollback-journal mode the copy holds a shared lock, so a writer waits for
+    it to finish: writers must use a busy timeout longer than the copy takes.
+    """
+    try:
+        src = sqlite3.connect(_ro_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
+                              isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _classify(exc, f"cannot open {source}") from None
+    try:
+        dst = sqlite3.connect(os.fspath(dest), isolation_level=None)
+        try:
+            # The copy is a scratch file until it is verified and renamed; the
+            # caller fsyncs what it publishes, so no journal and no syncs here.
+            dst.execute("PRAGMA journal_mode=OFF")
+            dst.execute("PRAGMA synchronous=OFF")
+            # No mmap on the source: it would save ~15% of the copy but count
+            # the whole database in the process's resident memory.
+            mode = src.execute("PRAGMA journal_mode").fetchone()[0]
+            page_size = src.execute("PRAGMA page_size").fetchone()[0]
+            src.backup(dst)  # pages=-1: the whole database in one step
+        except sqlite3.Error as exc:
+            raise _classify(exc, f"snapshot of {source} failed") from None
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    _make_self_contained(dest)
+    return {"journal_mode": str(mode).lower(), "page_size": int(page_size),
+            "sqlite_version": sqlite3.sqlite_version}
+
+
+def _make_self_contained(path: str | os.PathLike[str]) -> None:
+    """Leave the copy in DELETE mode: the backup API keeps a WAL source's header
+    bytes, and a file that says WAL would grow -wal/-shm files when opened."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    if len(header) == 20 and header[18:20] == b"\x01\x01":
+        return
+    conn = sqlite3.connect(os.fspath(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+    except sqlite3.Error as exc:
+        raise _classify(exc, "cannot finish the snapshot") from None
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# pack: compress and hash in one pass
+# ---------------------------------------------------------------------------
+
+
+def compressor_command(compression: str) -> list[str]:
+    """The command for a codec; OpsError when the tool is not installed."""
+    if compression not in COMPRESSORS:
+        raise OpsError(EX_USAGE, f"unknown compression {compression!r} (zstd, gzip or none)")
+    command = list(COMPRESSORS[compression])
+    if shutil.which(command[0]) is None:
+        package = COMPRESSOR_PACKAGE[compression]
+        raise OpsError(EX_FAIL, f"'{command[0]}' is not installed; install the '{package}' "
+                                f"package (apt-get install {package}) or use --compress none")
+    return command
+
+
+def _hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
+         compression: str) -> dict[str, Any]:
+    """Compress ``snapshot`` into ``out`` (or just hash it for ``none``).
+
+    Returns ``sha256`` and ``size_bytes`` of ``out``, ``db_sha256`` and
+    ``db_size_bytes`` of the snapshot. ``out`` is fsynced. For ``none``,
+    ``out`` must be the snapshot itself (it is published as is).
+
+    The compressor reads the snapshot itself (no copy through a pipe) while a
+    thread hashes it; the compressed stream is hashed as it is written. The
+    snapshot was just written, so both reads come from the page cache.
+    """
+    if compression == "none":
+        if os.path.abspath(os.fspath(out)) != os.path.abspath(os.fspath(snapshot)):
+            shutil.copyfile(snapshot, out)
+        digest, size = _hash_file(out)
+        _fsync_path(out)
+        return {"sha256": digest, "size_bytes": size, "db_sha256": digest, "db_size_bytes": size}
+
+    command = [*compressor_command(compression), "--", os.fspath(snapshot)]
+    source: dict[str, Any] = {}
+
+    def hash_source() -> None:
+        try:
+            source["digest"], source["size"] = _hash_file(snapshot)
+        except OSError as exc:
+            source["error"] = exc
+
+    hasher = threading.Thread(target=hash_source, daemon=True)
+    out_digest, out_size = hashlib.sha256(), 0
+    with open(out, "wb") as dst:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout and proc.stderr
+        hasher.start()
+        try:
+            while block := proc.stdout.read(CHUNK):
+                out_digest.update(block)
+                out_size += len(block)
+                dst.write(block)
+            dst.flush()
+            os.fsync(dst.fileno())
+        except OSError as exc:
+            proc.kill()
+            raise OpsError(EX_FAIL, f"cannot write {out}: {exc.strerror}") from None
+        finally:
+            stderr = proc.stderr.read().decode(errors="replace").strip()
+            proc.wait()
+            hasher.join()
+    if proc.returncode != 0:
+        detail = stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}"
+        raise OpsError(EX_FAIL, f"{command[0]} failed: {detail}")
+    if "error" in source:
+        raise OpsError(EX_FAIL, f"cannot read {snapshot}: {source['error'].strerror}")
+    return {"sha256": out_digest.hexdigest(), "size_bytes": out_size,
+            "db_sha256": source["digest"], "db_size_bytes": source["size"]}
+
+
+def _fsync_path(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------
+# manifest: what the snapshot holds
+# ---------------------------------------------------------------------------
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
+    """Row counts per table, page size and schema version of a snapshot."""
+    conn = sqlite3.connect(_ro_uri(snapshot), uri=True, isolation_level=None)
+    try:
+        names = [row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+        tables = {name: conn.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0]
+                  for name in names}
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        version = schema_version(conn)
+    except sqlite3.Error as exc:
+        raise _classify(exc, f"cannot read the snapshot {snapshot}") from None
+    finally:
+        conn.close()
+    return {"tables": tables, "page_size": page_size, "schema_version": version}
+
+
+def schema_version(conn: sqlite3.Connection) -> int | None:
+    """max(version) of schema_migrations when it has an integer version column, else None."""
+    columns = {row[1]: (row[2] or "").upper()
+               for row in conn.execute("PRAGMA table_info(schema_migrations)")}
+    if "INT" not in columns.get("version", ""):
+        return None
+    value = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+    return value if isinstance(value, int) else None
+
+
+def iso_utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: float,
+                   file_name: str, name: str, compression: str, duration: float,
+                   facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest of one backup (field names are the contract's)."""
+    manifest: dict[str, Any] = {}
+    for fact in facts:
+        manifest.update(fact)
+    manifest.update(describe(snapshot))
+    manifest.update({
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "file": file_name,
+        "source": os.path.abspath(source),
+        "created_at": iso_utc(created),
+        "compression": compression,
+        "duration_seconds": round(duration, 3),
+        "verified": True,
+    })
+    missing = [key for key in REQUIRED_FIELDS if key not in manifest]
+    if missing:
+        raise OpsError(EX_FAIL, f"internal error: manifest lacks {', '.join(missing)}")
+    return manifest
+
+
+REQUIRED_FIELDS = (
+    "source", "created_at", "sha256", "db_sha256", "size_bytes", "db_size_bytes", "page_size",
+    "journal_mode", "sqlite_version", "schema_version", "tables", "compression",
+    "duration_seconds", "verified", "format", "file", "name",
+)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("not a JSON object")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.snapshot",
+                                     description="Snapshot, pack and describe SQLite backups.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("copy", help="consistent online copy in one backup-API step")
+    p.add_argument("source")
+    p.add_argument("dest")
+    p.add_argument("--busy-timeout-ms", type=int, default=5000)
+    p = sub.add_parser("pack", help="compress and hash in one pass")
+    p.add_argument("snapshot")
+    p.add_argument("out")
+    p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
+    p = sub.add_parser("manifest", help="print the manifest JSON of a snapshot")
+    p.add_argument("snapshot")
+    p.add_argument("--source", required=True)
+    p.add_argument("--created", type=float, required=True)
+    p.add_argument("--file", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--facts", type=_json_object, action="append", default=[])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "copy":
+            result = take_snapshot(args.source, args.dest, args.busy_timeout_ms)
+        elif args.command == "pack":
+            result = pack(args.snapshot, args.out, args.compression)
+        else:
+            result = build_manifest(
+                args.snapshot, source=args.source, created=args.created, file_name=args.file,
+                name=args.name, compression=args.compression, duration=args.duration,
+                facts=args.facts)
+            json.dump(result, sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+            return 0
+    except OpsError as exc:
+        return fail(PROG, exc)
+    except OSError as exc:
+        return fail(PROG, OpsError(EX_FAIL, f"{exc.filename or args.command}: {exc.strerror}"))
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

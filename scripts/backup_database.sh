@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Summary: take a verified, compressed online backup of an SQLite database
+#
+# Usage: backup_database.sh [--db PATH] [--dir DIR] [--retention-days N] [--keep N]
+#                           [--compress zstd|gzip|none] [--dry-run] [--quiet]
+#                           [--lock-timeout N] [--metrics-dir DIR] [--config FILE]
+#        backup_database.sh --help
+#
+# Takes a consistent snapshot of the live database while other processes keep
+# writing (SQLite's online backup API in one step), checks it (PRAGMA
+# quick_check must say exactly "ok"), counts the rows of every table,
+# compresses it, and publishes DIR/<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz] with
+# a sidecar <same>.manifest.json (checksums, sizes, row counts, schema
+# version). Nothing appears under a final name unless it is complete, verified
+# and fsynced. Then prunes old backups of this database and prints
+# "Backup completed: <path>" as the last line on stdout.
+#
+# Retention: only this database's own backup files are ever removed; the
+# newest KEEP_MIN verified backups are always kept; a backup is pruned when
+# the time in its name is more than RETENTION_DAYS ago; and nothing at all is
+# pruned when the newest verified backup is itself older than RETENTION_DAYS.
+#
+#   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
+#   --dir DIR            where backups live, created 0700 (BACKUP_DIR)
+#   --retention-days N   prune backups older than N days (RETENTION_DAYS; 30)
+#   --keep N             never prune the newest N verified backups (KEEP_MIN; 7)
+#   --compress CODEC     zstd, gzip or none (COMPRESS; zstd when installed, else gzip)
+#   --dry-run            take no backup and remove nothing: list what pruning
+#                        would remove if this run's backup succeeded
+#   --lock-timeout N     wait up to N seconds for another run's lock (LOCK_TIMEOUT; 0)
+#   --metrics-dir DIR    write sqlite_ops_backup_<name>.prom there (METRICS_DIR)
+#   --config FILE        KEY=value settings file (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
+#   --quiet              only warnings and errors on stderr
+#
+# Exit codes:
+#   0   backup published (and pruned)
+#   1   failed: nothing was published, earlier backups are untouched
+#   2   usage error, missing database, not an SQLite database
+#   4   the database failed its integrity check: nothing was published
+#   75  another backup, restore, migration or maintenance run holds the lock
+
+set -euo pipefail
+
+PROG=backup_database.sh
+SELF=$(readlink -f -- "${BASH_SOURCE[0]}")
+# shellcheck source=lib/common.sh
+source "$(dirname -- "$SELF")/../lib/common.sh"
+
+# ---------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------
+
+DRY_RUN=0
+
+parse_args() {
+  while [[ $# -gt 0 ]]; do
+    parse_common_option "$@"
+    if [[ $SOPS_SHIFT -gt 0 ]]; then
+      shift "$SOPS_SHIFT"
+      continue
+    fi
+    case $1 in
+      --retention-days) set_flag RETENTION_DAYS "$@" && shift 2 ;;
+      --keep) set_flag KEEP_MIN "$@" && shift 2 ;;
+      --compress) set_flag COMPRESS "$@" && shift 2 ;;
+      --dry-run) DRY_RUN=1 && shift ;;
+      -h | --help) show_help "$SELF" && exit "$EX_OK" ;;
+      *) usage_error "unknown argument '$1'" ;;
+    esac
+  done
+}
+
+# load_settings: resolve every setting once (flag > env > config > default).
+load_settings() {
+  config_init
+  SRC_DB=$(abs_path "$(cfg DB_PATH /dashboard/data/dashboard.db)")
+  DEST_DIR=$(abs_path "$(cfg BACKUP_DIR /dashboard/data/backups)")
+  RETENTION=$(cfg RETENTION_DAYS 30)
+  KEEP=$(cfg KEEP_MIN 7)
+  TIMEOUT=$(cfg LOCK_TIMEOUT 0)
+  METRICS=$(cfg METRICS_DIR '')
+  COMPRESSION=$(cfg COMPRESS "$(default_compression)")
+  require_uint RETENTION_DAYS "$RETENTION"
+  require_uint KEEP_MIN "$KEEP"
+  require_uint LOCK_TIMEOUT "$TIMEOUT"
+  case $COMPRESSION in
+    zstd) require_tool zstd zstd ;;
+    gzip) require_tool gzip gzip ;;
+    none) ;;
+    *) usage_error "COMPRESS must be zstd, gzip or none, not '$COMPRESSION'" ;;
+  esac
+  NAME=$(py_ops catalog name -- "$SRC_DB") || exit
+  NAME=${NAME%/} # the catalog's rule; "/" guards a trailing newline
+}
+
+# ---------------------------------------------------------------------------
+# The backup, step by step
+# ---------------------------------------------------------------------------
+
+# The <YYYYmmdd_HHMMSS> of a backup name, as a glob: exactly 8 + 6 digits, so
+# the sweep for `dashboard` never matches `dashboard_2_...` files.
+STAMP_GLOB='[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]_[0-9][0-9][0-9][0-9][0-9][0-9]'
+
+# stamp_taken STAMP: true when any backup of this database already uses STAMP.
+stamp_taken() {
+  local base="$DEST_DIR/${NAME}_$1.db" ext
+  for ext in '' .zst .gz; do
+    [[ -e $base$ext || -e $base$ext.manifest.json ]] && return 0
+  done
+  return 1
+}
+
+# choose_stamp: set CREATED (epoch) and STAMP, waiting for the next second when
+# a backup already has this one (two runs in one second never overwrite).
+choose_stamp() {
+  local tries=0
+  while :; do
+    CREATED=$(date -u +%s)
+    STAMP=$(date -u -d "@$CREATED" +%Y%m%d_%H%M%S)
+    stamp_taken "$STAMP" || return 0
+    ((++tries < 30)) || die "$EX_FAIL" "a backup named ${NAME}_$STAMP already exists in $DEST_DIR"
+    sleep 0.1
+  done
+}
+
+# warn_if_shared DIR: backups hold the same data as the database.
+warn_if_shared() {
+  local mode
+  mode=$(stat -c %a -- "$1") || return 0
+  ((8#$mode & 8#077)) || return 0
+  log_warn "$1 is readable by other users (mode $mode); consider chmod 700"
+}
+
+# check_free_space: fail early, with a clear message, when the snapshot cannot fit.
+check_free_space() {
+  local need=0 have
+  need=$(file_size "$SRC_DB")
+  [[ -f $SRC_DB-wal ]] && need=$((need + $(file_size "$SRC_DB-wal")))
+  have=$(free_bytes "$DEST_DIR") || return 0
+  [[ -z $have || $have -ge $need ]] ||
+    die "$EX_FAIL" "not enough free space in $DEST_DIR: need about $(human_bytes "$need"), have $(human_bytes "$have"); nothing was changed"
+}
+
+# take_snapshot DEST: the consistent online copy; prints the source's facts (JSON).
+# A copy killed by a signal (OOM killer, SIGBUS on an I/O error) is exit 1.
+take_snapshot() {
+  local rc=0
+  py_ops snapshot copy --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" -- "$SRC_DB" "$1" || rc=$?
+  ((rc <= 128)) || die "$EX_FAIL" "the snapshot process was killed by signal $((rc - 128)); nothing was published"
+  return "$rc"
+}
+
+# start_quick_check SNAPSHOT RESULT_FILE: PRAGMA quick_check in the background
+# (it only reads the private snapshot), so it overlaps compression. Sets CHECK_PID.
+start_quick_check() {
+  pragma_ok "$1" quick_check >"$2" &
+  CHECK_PID=$!
+}
+
+# finish_quick_check RESULT_FILE: exit 4 unless quick_check said exactly "ok".
+finish_quick_check() {
+  local problems
+  if ! wait "$CHECK_PID"; then
+    problems=$(grep -v -m 2 -- '^\*\*\* in database' "$1" | paste -s -d ' ')
+    die "$EX_INTEGRITY" "$SRC_DB failed PRAGMA quick_check (${problems:-no result}); nothing was published; run maintain_database.sh check"
+  fi
+}
+
+# pack_snapshot SNAPSHOT OUT: compress and hash in one pass; prints JSON.
+pack_snapshot() {
+  py_ops snapshot pack --compression "$COMPRESSION" -- "$1" "$2"
+}
+
+# write_manifest SNAPSHOT FILE_NAME OUT FACTS...: the manifest JSON into OUT.
+write_manifest() {
+  local snapshot=$1 file=$2 out=$3 fact
+  shift 3
+  local -a facts=()
+  for fact in "$@"; do facts+=(--facts "$fact"); done
+  py_ops snapshot manifest --source "$SRC_DB" --created "$CREATED" --file "$file" \
+    --name "$NAME" --compression "$COMPRESSION" --duration "$(elapsed_since "$START")" \
+    "${facts[@]}" -- "$snapshot" >"$out"
+}
+
+# backup: snapshot, verify, pack, manifest, publish. Sets PUBLISHED.
+backup() {
+  local ext='' snapshot packed manifest check final source_facts pack_facts
+  case $COMPRESSION in zstd) ext=.zst ;; gzip) ext=.gz ;; esac
+  choose_stamp
+  final="$DEST_DIR/${NAME}_$STAMP.db$ext"
+
+  if [[ $COMPRESSION == none ]]; then
+    temp_beside snapshot "$final"
+    packed=$snapshot
+  else
+    temp_beside snapshot "$DEST_DIR/${NAME}_$STAMP.db"
+    temp_beside packed "$final"
+  fi
+  temp_beside manifest "$final.manifest.json"
+  temp_beside check "$final.check"
+
+  log_info "snapshot of $SRC_DB"
+  source_facts=$(take_snapshot "$snapshot") || exit
+  log_info "snapshot taken ($(human_bytes "$(file_size "$snapshot")")); checking it and packing with $COMPRESSION"
+  start_quick_check "$snapshot" "$check"
+  pack_facts=$(pack_snapshot "$snapshot" "$packed") || exit
+  finish_quick_check "$check"
+  write_manifest "$snapshot" "${final##*/}" "$manifest" "$source_facts" "$pack_facts" || exit
+  [[ $snapshot == "$packed" ]] || rm -f -- "$snapshot"
+
+  publish_atomic "$packed" "$final" no-clobber
+  publish_atomic "$manifest" "$final.manifest.json"
+  PUBLISHED=$final
+  log_info "published $final ($(human_bytes "$(file_size "$final")")) in $(elapsed_since "$START") s"
+}
+
+# prune [--dry-run]: apply the retention rules to this database's backups;
+# prints one line per file pruned (or, with --dry-run, that would be).
+prune() {
+  py_ops catalog prune --retention-days "$RETENTION" --keep "$KEEP" "$@" -- "$DEST_DIR" "$NAME"
+}
+
+# prune_and_log: prune after a published backup; results go to the log.
+prune_and_log() {
+  local lines line
+  if ! lines=$(prune); then
+    log_warn "pruning failed; the backup itself was published"
+    return 0
+  fi
+  while IFS= read -r line; do
+    log_info "$line"
+  done <<<"$lines"
+}
+
+# ---------------------------------------------------------------------------
+# Metrics (node_exporter textfile collector), written on success and failure
+# ---------------------------------------------------------------------------
+
+METRICS_ARMED=0
+
+# write_metrics EXIT_CODE: called on exit once the settings are known.
+write_metrics() {
+  local rc=$1 label key value
+  [[ $METRICS_ARMED == 1 && -n $METRICS && $rc != "$EX_BUSY" ]] || return 0
+  local -A stat=([count]=0 [oldest_age_seconds]=0 [newest_verified_created]=0 [newest_verified_size_bytes]=0)
+  if [[ -d $DEST_DIR ]]; then
+    while read -r key value; do
+      stat[$key]=$value
+    done < <(py_ops catalog stats -- "$DEST_DIR" "$NAME" 2>/dev/null || true)
+  fi
+  label="db=\"$(prom_label_escape "$NAME")\""
+  {
+    prom_gauge sqlite_backup_last_success_timestamp_seconds "$label" "${stat[newest_verified_created]}" \
+      "Time (from its name) of the newest verified backup."
+    prom_gauge sqlite_backup_last_duration_seconds "$label" "$(elapsed_since "$START")" \
+      "Duration of the last backup run, successful or not."
+    prom_gauge sqlite_backup_last_size_bytes "$label" "${stat[newest_verified_size_bytes]}" \
+      "Size of the newest verified backup file."
+    prom_gauge sqlite_backup_count "$label" "${stat[count]}" "Backup files of this database in the backup directory."
+    prom_gauge sqlite_backup_oldest_age_seconds "$label" "${stat[oldest_age_seconds]}" "Age of the oldest backup file."
+    prom_gauge sqlite_backup_last_run_success "$label" "$([[ $rc == 0 ]] && echo 1 || echo 0)" \
+      "1 when the last backup run succeeded, else 0."
+  } | prom_write "$METRICS" "sqlite_ops_backup_$NAME.prom"
+}
+
+# prom_gauge NAME LABELS VALUE HELP: one gauge in the text exposition format.
+prom_gauge() {
+  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$4" "$1" "$1" "$2" "$3"
+}
+
+# ---------------------------------------------------------------------------
+
+main() {
+  START=$(now_epoch)
+  parse_args "$@"
+  load_settings
+  install_traps
+  if [[ $DRY_RUN == 1 ]]; then
+    require_database "$SRC_DB"
+    prune --dry-run
+    return 0
+  fi
+  METRICS_ARMED=1
+  on_exit write_metrics
+  require_database "$SRC_DB"
+  ensure_private_dir "$DEST_DIR"
+  warn_if_shared "$DEST_DIR"
+  lock_acquire "$SRC_DB" "$TIMEOUT" backup
+  sweep_temps_matching "$DEST_DIR" ".$(glob_escape "$NAME")_$STAMP_GLOB.db*.tmp.*"
+  check_free_space
+  backup
+  prune_and_log
+  printf 'Backup completed: %s\n' "$PUBLISHED"
+}
+
+# Run unless sourced (tests source the script to call one function); the if
+# form keeps `source` returning 0 under set -e.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

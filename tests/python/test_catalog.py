@@ -1,0 +1,230 @@
+"""Tests for sqlite_ops.catalog: backup names, listing, manifests, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sqlite_ops import catalog
+from sqlite_ops.common import REPO_ROOT
+
+DAY = 86400
+NOW = 1_800_000_000.0
+
+
+def stamp(epoch: float) -> str:
+    return time.strftime("%Y%m%d_%H%M%S", time.gmtime(epoch))
+
+
+def fake_backup(directory: Path, name: str, epoch: float, verified: bool = True,
+                ext: str = ".gz", manifest: bool = True) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}_{stamp(epoch)}.db{ext}"
+    path.write_bytes(b"backup")
+    if manifest:
+        (directory / (path.name + catalog.MANIFEST_SUFFIX)).write_text(
+            json.dumps({"verified": verified, "size_bytes": 6}))
+    return path
+
+
+# --- names ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/data/dashboard.db", "dashboard"),
+    ("dashboard.sqlite3", "dashboard"),
+    ("/x/archive.2024.db", "archive.2024"),
+    ("/x/noext", "noext"),
+    ("/x/.hidden", ".hidden"),
+    ("/x/it's a\nname.db", "it's a\nname"),
+])
+def test_db_name(path, name):
+    assert catalog.db_name(path) == name
+
+
+def test_backup_file_name_round_trips_through_parse():
+    for codec in ("zstd", "gzip", "none"):
+        file_name = catalog.backup_file_name("dash_old", NOW, codec)
+        assert catalog.parse_backup_name(file_name) == ("dash_old", NOW, codec)
+
+
+@pytest.mark.parametrize("file_name", [
+    "dashboard_20240101_000000.db.bak",
+    "dashboard_20240101_000000.sql",
+    "dashboard_2024010_000000.db",
+    "dashboard_20241301_000000.db",  # month 13
+    ".dashboard_20240101_000000.db.gz.tmp.abc",
+    "dashboard_20240101_000000.db.gz.manifest.json",
+    "README.txt",
+])
+def test_parse_backup_name_refuses_what_is_not_ours(file_name):
+    assert catalog.parse_backup_name(file_name) is None
+
+
+def test_parse_backup_name_separates_similar_databases():
+    assert catalog.parse_backup_name("dashboard_old_20240101_000000.db.zst")[0] == "dashboard_old"
+    assert catalog.parse_backup_name("dashboard_20240101_000000.db.zst")[0] == "dashboard"
+
+
+# --- listing -------------------------------------------------------------------
+
+
+def test_list_backups_newest_first_only_this_database(tmp_path):
+    old = fake_backup(tmp_path, "dashboard", NOW - 2 * DAY)
+    new = fake_backup(tmp_path, "dashboard", NOW - DAY, ext=".zst")
+    fake_backup(tmp_path, "dashboard_old", NOW)
+    (tmp_path / "notes.txt").write_text("x")
+    found = catalog.list_backups(tmp_path, "dashboard")
+    assert [b.path for b in found] == [new, old]
+    assert all(b.verified for b in found)
+    assert found[0].compression == "zstd" and found[0].created_at == NOW - DAY
+    assert len(catalog.list_backups(tmp_path)) == 3
+    assert catalog.list_backups(tmp_path / "missing", "dashboard") == []
+
+
+def test_verified_needs_a_manifest_that_matches_the_size(tmp_path):
+    no_manifest = fake_backup(tmp_path, "d", NOW - 3 * DAY, manifest=False)
+    unverified = fake_backup(tmp_path, "d", NOW - 2 * DAY, verified=False)
+    resized = fake_backup(tmp_path, "d", NOW - DAY)
+    resized.write_bytes(b"truncated!")
+    states = {b.path: b.verified for b in catalog.list_backups(tmp_path, "d")}
+    assert states == {no_manifest: False, unverified: False, resized: False}
+
+
+def test_age_comes_from_the_name_not_mtime(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW - 40 * DAY)
+    os.utime(path, (NOW, NOW))
+    assert catalog.list_backups(tmp_path, "d")[0].created_at == NOW - 40 * DAY
+
+
+def test_write_json_atomic_is_private_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "m.json"
+    catalog.write_json_atomic(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert (target.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_checksum_ok(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW)
+    manifest = path.with_name(path.name + catalog.MANIFEST_SUFFIX)
+    manifest.write_text(json.dumps({"verified": True, "size_bytes": 6,
+                                    "sha256": catalog.sha256_file(path)}))
+    assert catalog.list_backups(tmp_path, "d")[0].checksum_ok()
+    path.write_bytes(b"BACKUP")
+    assert not catalog.list_backups(tmp_path, "d")[0].checksum_ok()
+
+
+# --- retention -----------------------------------------------------------------
+
+
+def plan(tmp_path: Path, retention: int = 30, keep: int = 2, **kw) -> catalog.PrunePlan:
+    return catalog.plan_prune(catalog.list_backups(tmp_path, "d"), NOW, retention, keep, **kw)
+
+
+def test_prunes_only_older_than_retention_beyond_keep_min(tmp_path):
+    paths = {d: fake_backup(tmp_path, "d", NOW - d * DAY) for d in (1, 10, 40, 50, 60)}
+    result = plan(tmp_path, keep=2)
+    assert sorted(b.path for b in result.prune) == sorted([paths[40], paths[50], paths[60]])
+
+
+def test_keep_min_protects_old_verified_backups(tmp_path):
+    paths = {d: fake_backup(tmp_path, "d", NOW - d * DAY) for d in (1, 40, 50, 60)}
+    result = plan(tmp_path, keep=3)
+    assert [b.path for b in result.prune] == [paths[60]]
+
+
+def test_unverified_backups_do_not_count_towards_keep_min(tmp_path):
+    fake_backup(tmp_path, "d", NOW - DAY)
+    unverified = fake_backup(tmp_path, "d", NOW - 35 * DAY, verified=False)
+    kept = fake_backup(tmp_path, "d", NOW - 40 * DAY)
+    result = plan(tmp_path, keep=2)
+    assert [b.path for b in result.prune] == [unverified]
+    assert kept in [b.path for b in result.keep]
+
+
+def test_nothing_is_pruned_when_the_newest_verified_backup_is_stale(tmp_path):
+    fake_backup(tmp_path, "d", NOW - 31 * DAY)
+    fake_backup(tmp_path, "d", NOW - 90 * DAY)
+    fake_backup(tmp_path, "d", NOW - DAY, verified=False)
+    result = plan(tmp_path, keep=0)
+    assert result.prune == [] and "keeping everything" in result.reason
+
+
+def test_nothing_is_pruned_without_any_verified_backup(tmp_path):
+    fake_backup(tmp_path, "d", NOW - 90 * DAY, verified=False)
+    assert plan(tmp_path, keep=0).prune == []
+
+
+def test_dry_run_assumes_the_new_backup(tmp_path):
+    old = fake_backup(tmp_path, "d", NOW - 60 * DAY)
+    # Alone it is the newest verified (and stale): kept. With this run's backup: pruned.
+    assert plan(tmp_path, keep=1).prune == []
+    assert [b.path for b in plan(tmp_path, keep=1, assume_new_verified=True).prune] == [old]
+
+
+def test_future_dated_backups_are_never_pruned_and_do_not_vouch(tmp_path):
+    future = fake_backup(tmp_path, "d", NOW + 5 * DAY)
+    recent = fake_backup(tmp_path, "d", NOW - DAY)
+    stale = fake_backup(tmp_path, "d", NOW - 40 * DAY)
+    assert [b.path for b in plan(tmp_path, retention=30, keep=0).prune] == [stale]
+    recent.unlink()
+    # The newest believable verified backup is 40 days old: keep everything.
+    assert plan(tmp_path, retention=30, keep=0).prune == []
+    assert future.exists() and stale.exists()
+
+
+def test_orphan_manifests(tmp_path):
+    gone = fake_backup(tmp_path, "d", NOW - 40 * DAY)
+    gone.unlink()
+    fake_backup(tmp_path, "d", NOW - 50 * DAY)
+    other = fake_backup(tmp_path, "d_old", NOW - 40 * DAY)
+    other.unlink()
+    found = catalog.orphan_manifests(tmp_path, "d", NOW - 30 * DAY)
+    assert found == [gone.with_name(gone.name + catalog.MANIFEST_SUFFIX)]
+
+
+# --- CLI -----------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
+    return subprocess.run([sys.executable, "-m", "sqlite_ops.catalog", *args],
+                          capture_output=True, text=True, env=env, check=True)
+
+
+def test_cli_prune_removes_file_and_manifest(tmp_path):
+    now = time.time()
+    fake_backup(tmp_path, "d", now - DAY)
+    old = fake_backup(tmp_path, "d", now - 40 * DAY)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    dry = cli("prune", "--retention-days", "30", "--keep", "1", "--dry-run", "--",
+              str(tmp_path), "d")
+    assert f"Would prune: {old}" in dry.stdout and old.exists()
+    real = cli("prune", "--retention-days", "30", "--keep", "1", "--", str(tmp_path), "d")
+    assert f"Pruned: {old}" in real.stdout
+    assert not old.exists() and not old.with_name(old.name + catalog.MANIFEST_SUFFIX).exists()
+    assert notes.exists()
+
+
+def test_cli_name_survives_a_trailing_newline():
+    assert cli("name", "--", "/x/odd\n.db").stdout == "odd\n/\n"
+
+
+def test_cli_stats(tmp_path):
+    now = time.time()
+    fake_backup(tmp_path, "d", now - 10 * DAY)
+    newest = fake_backup(tmp_path, "d", now - DAY)
+    fake_backup(tmp_path, "d", now - 100, verified=False)
+    lines = cli("stats", "--", str(tmp_path), "d").stdout.splitlines()
+    stats = dict(line.split() for line in lines)
+    assert stats["count"] == "3" and stats["verified_count"] == "2"
+    assert abs(float(stats["oldest_age_seconds"]) - 10 * DAY) < 5
+    assert stats["newest_verified_created"] == str(int(catalog.parse_backup_name(newest.name)[1]))

@@ -1,0 +1,219 @@
+"""Tests for sqlite_ops.snapshot: the one-step online copy, pack and manifest."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sqlite_ops import snapshot
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, REPO_ROOT, OpsError
+
+
+def make_db(path: Path, rows: int = 100, mode: str = "wal") -> Path:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode={mode}")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute('CREATE TABLE "Order ""Details"""(x)')
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t(v) VALUES (?)", [(f"row {i}",) for i in range(rows)])
+    conn.execute("COMMIT")
+    conn.execute('INSERT INTO "Order ""Details""" VALUES (1)')
+    conn.close()
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_copy_is_complete_and_self_contained(tmp_path):
+    src = make_db(tmp_path / "live.db", 500)
+    dest = tmp_path / "snap.db"
+    dest.touch()
+    facts = snapshot.take_snapshot(src, dest)
+    assert facts["journal_mode"] == "wal"
+    assert facts["page_size"] == 4096
+    assert facts["sqlite_version"] == sqlite3.sqlite_version
+    assert dest.read_bytes()[18:20] == b"\x01\x01"  # rollback-journal header
+    conn = sqlite3.connect(dest)
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 500
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+    assert not Path(f"{dest}-wal").exists() and not Path(f"{dest}-shm").exists()
+
+
+def test_copy_includes_uncheckpointed_wal_commits(tmp_path):
+    src = make_db(tmp_path / "live.db", 10)
+    holder = sqlite3.connect(src, isolation_level=None)
+    holder.execute("PRAGMA wal_autocheckpoint=0")
+    holder.execute("INSERT INTO t(v) SELECT v FROM t")
+    assert Path(f"{src}-wal").stat().st_size > 0
+    dest = tmp_path / "snap.db"
+    snapshot.take_snapshot(src, dest)
+    holder.close()
+    assert sqlite3.connect(dest).execute("SELECT count(*) FROM t").fetchone()[0] == 20
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_copy_completes_under_a_steady_writer(tmp_path, mode):
+    """One backup step holds one read transaction: commits cannot restart it."""
+    src = make_db(tmp_path / "live.db", 1, mode)
+    conn = sqlite3.connect(src, isolation_level=None)
+    conn.execute("CREATE TABLE big(b BLOB)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO big VALUES (randomblob(1000))", [()] * 8000)
+    conn.execute("COMMIT")
+    conn.close()
+    stop = threading.Event()
+    commits = [0]
+
+    def writer() -> None:
+        w = sqlite3.connect(src, timeout=30, isolation_level=None)
+        while not stop.is_set():
+            w.execute("INSERT INTO t(v) VALUES ('w')")
+            commits[0] += 1
+            time.sleep(0.003)
+        w.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        before = commits[0]
+        start = time.monotonic()
+        snapshot.take_snapshot(src, tmp_path / "snap.db")
+        took = time.monotonic() - start
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    assert took < 20
+    assert commits[0] > before  # the writer kept going around the copy
+    check = sqlite3.connect(tmp_path / "snap.db")
+    assert check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert check.execute("SELECT count(*) FROM big").fetchone()[0] == 8000
+
+
+def test_copy_of_a_corrupt_database_is_an_integrity_error(tmp_path):
+    src = tmp_path / "bad.db"
+    src.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    with pytest.raises(OpsError) as info:
+        snapshot.take_snapshot(src, tmp_path / "snap.db")
+    assert info.value.code == EX_INTEGRITY
+
+
+def test_copy_opens_hostile_paths_as_files(tmp_path):
+    weird = tmp_path / "it's a ?x=1#frag\n'; DROP TABLE t; --"
+    weird.mkdir()
+    src = make_db(weird / "db%20name.db", 3)
+    dest = weird / "snap?.db"
+    snapshot.take_snapshot(src, dest)
+    assert sqlite3.connect(dest).execute("SELECT count(*) FROM t").fetchone()[0] == 3
+    assert sqlite3.connect(src).execute("SELECT count(*) FROM t").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "none"])
+def test_pack_hashes_both_streams(tmp_path, codec):
+    if codec == "zstd" and shutil.which("zstd") is None:
+        pytest.skip("zstd is not installed")
+    snap = make_db(tmp_path / "snap.db", 2000, "delete")
+    original = snap.read_bytes()
+    out = snap if codec == "none" else tmp_path / "out"
+    facts = snapshot.pack(snap, out, codec)
+    assert facts["sha256"] == sha(out)
+    assert facts["size_bytes"] == out.stat().st_size
+    assert facts["db_sha256"] == hashlib.sha256(original).hexdigest()
+    assert facts["db_size_bytes"] == len(original)
+    if codec == "gzip":
+        assert gzip.decompress(out.read_bytes()) == original
+    elif codec == "zstd":
+        plain = subprocess.run(["zstd", "-d", "-c", str(out)], capture_output=True, check=True)
+        assert plain.stdout == original
+        assert facts["size_bytes"] < len(original)
+
+
+def test_pack_reports_a_failing_compressor(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "gzip"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\ncat >/dev/null\necho 'gzip: No space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    snap = make_db(tmp_path / "snap.db", 100, "delete")
+    with pytest.raises(OpsError) as info:
+        snapshot.pack(snap, tmp_path / "out.gz", "gzip")
+    assert info.value.code == EX_FAIL
+    assert "No space left on device" in info.value.message
+
+
+def test_pack_names_the_package_of_a_missing_compressor(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(OpsError) as info:
+        snapshot.compressor_command("zstd")
+    assert "apt-get install zstd" in info.value.message
+
+
+def test_describe_counts_rows_of_awkward_table_names(tmp_path):
+    snap = make_db(tmp_path / "snap.db", 7, "delete")
+    facts = snapshot.describe(snap)
+    assert facts["tables"] == {"Order \"Details\"": 1, "t": 7}
+    assert facts["schema_version"] is None
+
+
+@pytest.mark.parametrize(
+    ("ddl", "rows", "expected"),
+    [
+        ("version INTEGER PRIMARY KEY, description TEXT", [(9, "a"), (10, "b"), (2, "c")], 10),
+        ("id INTEGER PRIMARY KEY, version TEXT", [(1, "9"), (2, "10")], None),
+        ("version INTEGER PRIMARY KEY, description TEXT", [], None),
+    ],
+)
+def test_schema_version(tmp_path, ddl, rows, expected):
+    conn = sqlite3.connect(tmp_path / "db.db")
+    conn.execute(f"CREATE TABLE schema_migrations({ddl})")
+    conn.executemany("INSERT INTO schema_migrations VALUES (?, ?)", rows)
+    assert snapshot.schema_version(conn) == expected
+
+
+def test_manifest_has_every_contract_field(tmp_path):
+    snap = make_db(tmp_path / "snap.db", 5, "delete")
+    manifest = snapshot.build_manifest(
+        snap, source="live.db", created=0, file_name="live_19700101_000000.db", name="live",
+        compression="none", duration=1.23456,
+        facts=[{"journal_mode": "wal", "sqlite_version": "3"},
+               {"sha256": "a", "db_sha256": "a", "size_bytes": 1, "db_size_bytes": 1}])
+    assert set(snapshot.REQUIRED_FIELDS) <= set(manifest)
+    assert manifest["created_at"] == "1970-01-01T00:00:00Z"
+    assert manifest["source"] == os.path.abspath("live.db")
+    assert manifest["verified"] is True and manifest["format"] == 1
+    assert manifest["duration_seconds"] == 1.235
+
+
+def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
+    proc = subprocess.run([sys.executable, "-m", "sqlite_ops.snapshot", "copy", str(bad),
+                           str(tmp_path / "s.db")], capture_output=True, text=True, env=env)
+    assert proc.returncode == EX_INTEGRITY
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("backup_database.sh: ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_copy_prints_facts_as_json(tmp_path):
+    src = make_db(tmp_path / "live.db", 3)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
+    proc = subprocess.run([sys.executable, "-m", "sqlite_ops.snapshot", "copy", "--", str(src),
+                           str(tmp_path / "s.db")], capture_output=True, text=True, env=env,
+                          check=True)
+    assert json.loads(proc.stdout)["journal_mode"] == "wal"
