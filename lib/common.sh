@@ -322,7 +322,8 @@ ensure_private_dir() {
 # ---------------------------------------------------------------------------
 
 # lock_path_for DB: the lock file beside the database (same as lib/sqlite_ops).
-lock_path_for() { printf '%s.sqlite-ops.lock\n' "$(abs_path "$1")"; }
+# Symlinks are resolved, so every path to one database finds the same lock.
+lock_path_for() { printf '%s.sqlite-ops.lock\n' "$(realpath -m -- "$1")"; }
 
 # lock_acquire DB TIMEOUT WHAT: exit 75 when another run holds it past TIMEOUT.
 # A run started by a parent that holds this lock (SQLITE_OPS_LOCK_HELD) skips it.

@@ -534,4 +534,6 @@ main() {
   return "$rc"
 }
 
-[[ ${BASH_SOURCE[0]} == "$0" ]] && main "$@"
+# Run unless sourced (tests source the script to call one function); the if
+# form keeps `source` returning 0 under set -e.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

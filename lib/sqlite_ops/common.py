@@ -127,7 +127,8 @@ class Settings:
 
 def lock_path_for(db_path: str | os.PathLike[str]) -> str:
     """The one lock file every sqlite-ops run on this database takes."""
-    return os.path.abspath(os.fspath(db_path)) + ".sqlite-ops.lock"
+    # Symlinks resolved: every path to one database finds the same lock.
+    return os.path.realpath(os.fspath(db_path)) + ".sqlite-ops.lock"
 
 
 class OpsLock:

@@ -258,6 +258,30 @@ setup() {
   assert_equal "$output" "$(lock_path_for "$WORK/t.db")"
 }
 
+@test "a database reached through a symlink shares its lock (bash and Python agree)" {
+  make_db "$WORK/real.db" 1
+  mkdir "$WORK/links"
+  ln -s "$WORK/real.db" "$WORK/links/alias.db"
+  assert_equal "$(lock_path_for "$WORK/links/alias.db")" "$WORK/real.db.sqlite-ops.lock"
+  run python3 -c "import sys; sys.path.insert(0, '$REPO_ROOT/lib'); from sqlite_ops.common import lock_path_for; print(lock_path_for('$WORK/links/alias.db'))"
+  assert_equal "$output" "$WORK/real.db.sqlite-ops.lock"
+  flock "$WORK/real.db.sqlite-ops.lock" sleep 3 &
+  local holder=$!
+  sleep 0.2
+  run --separate-stderr lock_acquire "$WORK/links/alias.db" 0 test
+  kill "$holder"
+  assert_status 75
+}
+
+@test "every script can be sourced without running, even under set -e" {
+  local script
+  for script in "$REPO_ROOT"/scripts/*.sh; do
+    run bash -c "set -euo pipefail; source '$script'; echo sourced"
+    assert_status 0
+    assert_equal "${lines[-1]}" sourced
+  done
+}
+
 @test "require_tool names the package to install" {
   run --separate-stderr require_tool no-such-tool-xyz some-package
   assert_status 1

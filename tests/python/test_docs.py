@@ -37,6 +37,7 @@ def _world(tmp_path: Path) -> dict[str, str]:
     """Environment for running doc commands: a migrated database with a few rows."""
     db = tmp_path / "data" / "dashboard.db"
     db.parent.mkdir()
+    (tmp_path / "scratch").mkdir()
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
