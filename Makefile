@@ -42,7 +42,7 @@ lint: setup ## shellcheck every bash file, ruff every Python file
 	@echo "lint: shellcheck and ruff clean"
 
 bats: setup ## the bash-layer tests
-	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/bats --jobs 2 --no-parallelize-within-files tests/bats
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/bats tests/bats
 
 pytest: setup ## the Python tests (fast suite)
 	@$(PY) -m pytest -q -m "not slow" tests/python
