@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlite_ops.common import fsync_path
+
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1  # the manifest's "format" field; bump on incompatible changes
 EXTENSIONS = {"": "none", ".zst": "zstd", ".gz": "gzip"}
@@ -159,11 +161,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> Non
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(target.parent)
 
 
 # ---------------------------------------------------------------------------
@@ -252,12 +250,6 @@ def remove_backup(backup: Backup) -> None:
     backup.manifest_path.unlink(missing_ok=True)
 
 
-def _fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -282,7 +274,7 @@ def _cli_prune(args: Any) -> int:
             orphan.unlink(missing_ok=True)
         print(f"{verb}: {orphan} (a manifest without its backup)")
     if not args.dry_run and (plan.prune or orphans):
-        _fsync_dir(args.dir)
+        fsync_path(args.dir)
     print(f"Retention: {plan.reason}")
     return 0
 

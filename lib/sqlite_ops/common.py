@@ -182,6 +182,28 @@ class OpsLock:
             self._fd = None
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as an SQL identifier: table names may hold spaces and quotes."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def readonly_uri(path: str | os.PathLike[str]) -> str:
+    """A ``file:`` URI opening ``path`` read-only, every special character
+    (space, quote, ``?``, ``#``, ``%``, newline) percent-encoded."""
+    from urllib.parse import quote  # lazily: the migrate no-op does not need it
+
+    return "file:" + quote(os.path.abspath(os.fspath(path)), safe="/") + "?mode=ro"
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """fsync a file or a directory by path (a directory after a rename in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _read_holder(fd: int) -> str:
     try:
         text = os.pread(fd, 200, 0).decode(errors="replace").strip()

@@ -31,7 +31,16 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from .common import EX_BUSY, EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError, is_sqlite_file
+from .common import (
+    EX_BUSY,
+    EX_FAIL,
+    EX_INTEGRITY,
+    EX_USAGE,
+    OpsError,
+    is_sqlite_file,
+    quote_ident,
+    readonly_uri,
+)
 
 # name: (type, help). The reference table in docs/operations/maintenance-monitoring.md
 # lists the same names.
@@ -137,12 +146,6 @@ def db_name(db_path: str) -> str:
     return os.path.splitext(os.path.basename(db_path))[0]
 
 
-def readonly_uri(path: str) -> str:
-    """``file:`` URI opening ``path`` read-only; every special character percent-encoded."""
-    from urllib.parse import quote
-
-    return "file:" + quote(os.path.abspath(path), safe="/") + "?mode=ro"
-
 
 def require_database(path: str) -> None:
     """OpsError(2) unless ``path`` is a readable SQLite database file."""
@@ -175,8 +178,6 @@ def database_error(path: str, exc: sqlite3.Error) -> OpsError:
     return OpsError(EX_FAIL, f"cannot read {path}: {text}")
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from .common import (
     OpsError,
     OpsLock,
     is_sqlite_file,
+    quote_ident,
+    readonly_uri,
 )
 
 TABLE = "schema_migrations"
@@ -363,8 +365,6 @@ class Applied:
         self.execution_ms = execution_ms
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
@@ -887,9 +887,8 @@ class Migrator:
         busy = max(float(self.lock_timeout), 5.0)
         try:
             if readonly:
-                uri = "file:" + self.db_path.replace("%", "%25").replace("?", "%3f").replace(
-                    "#", "%23") + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy)
+                conn = sqlite3.connect(readonly_uri(self.db_path), uri=True,
+                                       isolation_level=None, timeout=busy)
             else:
                 conn = sqlite3.connect(self.db_path, isolation_level=None, timeout=busy)
         except sqlite3.Error as exc:

@@ -46,7 +46,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -61,7 +60,10 @@ from sqlite_ops.common import (
     EX_VERIFY,
     OpsError,
     fail,
+    fsync_path,
     is_sqlite_file,
+    quote_ident,
+    readonly_uri,
 )
 from sqlite_ops.snapshot import schema_version
 
@@ -82,21 +84,9 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 # ---------------------------------------------------------------------------
 
 
-def _ro_uri(path: str | os.PathLike[str]) -> str:
-    """A read-only URI for any path (spaces, quotes, '?', '#', newlines)."""
-    return "file:" + urllib.parse.quote(os.path.abspath(os.fspath(path))) + "?mode=ro"
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
-
-def _fsync(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def human_bytes(size: float) -> str:
@@ -136,7 +126,7 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     names = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table' "
         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
-    return {name: conn.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0]
+    return {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
             for name in names}
 
 
@@ -674,9 +664,9 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str) -> dic
         except PermissionError:
             pass
     moved = _move_aside(target, aside_dir)
-    _fsync(work)
+    fsync_path(work)
     os.replace(work, target)
-    _fsync(os.path.dirname(os.path.abspath(target)))
+    fsync_path(os.path.dirname(os.path.abspath(target)))
     note = None if complete else ("other users' processes could not be checked for an open "
                                   "file; run as root to be sure")
     return {"method": "rename", "journal_mode": mode, "moved_aside": moved, "note": note}
@@ -708,7 +698,7 @@ def check_restored(target: str, expected: dict[str, int]) -> dict[str, int]:
     and the row counts confirm the content.
     """
     try:
-        conn = sqlite3.connect(_ro_uri(target), uri=True, isolation_level=None)
+        conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None)
         try:
             rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
             counts = table_counts(conn) if rows == ["ok"] else {}
@@ -735,7 +725,7 @@ def current_state(db: str) -> tuple[dict[str, int] | None, str | None, str | Non
     if not os.path.exists(db):
         return None, None, "does not exist"
     try:
-        conn = sqlite3.connect(_ro_uri(db), uri=True, isolation_level=None, timeout=5)
+        conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
         try:
             mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
             return table_counts(conn), mode, None

@@ -19,7 +19,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from .common import EX_OK, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError, fail
+from .common import EX_OK, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError, fail, quote_ident
 
 PROG = "schema_docs"
 
@@ -73,14 +73,14 @@ def _cell(text: object) -> str:
 def _column_notes(conn: sqlite3.Connection, table: str) -> dict[str, list[str]]:
     """Per column: primary key, unique, references (facts the pragmas expose)."""
     notes: dict[str, list[str]] = {}
-    for _, name, _, _, _, pk, _ in conn.execute(f"PRAGMA table_xinfo({_q(table)})"):
+    for _, name, _, _, _, pk, _ in conn.execute(f"PRAGMA table_xinfo({quote_ident(table)})"):
         if pk:
             notes.setdefault(name, []).append("primary key")
-    for _, index, unique, origin, _ in conn.execute(f"PRAGMA index_list({_q(table)})"):
-        cols = [r[2] for r in conn.execute(f"PRAGMA index_info({_q(index)})")]
+    for _, index, unique, origin, _ in conn.execute(f"PRAGMA index_list({quote_ident(table)})"):
+        cols = [r[2] for r in conn.execute(f"PRAGMA index_info({quote_ident(index)})")]
         if unique and origin == "u" and len(cols) == 1:
             notes.setdefault(cols[0], []).append("unique")
-    for row in conn.execute(f"PRAGMA foreign_key_list({_q(table)})"):
+    for row in conn.execute(f"PRAGMA foreign_key_list({quote_ident(table)})"):
         _, _, parent, src, dest, on_update, on_delete, _ = row
         text = f"references {parent}({dest})"
         if on_delete != "NO ACTION":
@@ -89,8 +89,6 @@ def _column_notes(conn: sqlite3.Connection, table: str) -> dict[str, list[str]]:
     return notes
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def render(conn: sqlite3.Connection, described: dict, source: str) -> str:
@@ -114,7 +112,7 @@ def render(conn: sqlite3.Connection, described: dict, source: str) -> str:
         out += ["|---|---|---|---|---|---|"]
         notes = _column_notes(conn, table)
         for _, name, ctype, notnull, default, pk, _ in conn.execute(
-            f"PRAGMA table_xinfo({_q(table)})"
+            f"PRAGMA table_xinfo({quote_ident(table)})"
         ):
             null = "no" if notnull or pk else "yes"
             out.append(
@@ -141,7 +139,7 @@ def _checks_and_indexes(conn: sqlite3.Connection, table: str) -> list[str]:
         out += ["", "Indexes:", ""]
         for name, _ in indexes:
             cols = []
-            for _, _, col, desc, _, key in conn.execute(f"PRAGMA index_xinfo({_q(name)})"):
+            for _, _, col, desc, _, key in conn.execute(f"PRAGMA index_xinfo({quote_ident(name)})"):
                 if key:
                     cols.append(f"{col} DESC" if desc else col)
             out.append(f"* `{name}` on ({', '.join(cols)})")

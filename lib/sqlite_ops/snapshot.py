@@ -38,11 +38,19 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 from sqlite_ops.catalog import MANIFEST_FORMAT
-from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError, fail
+from sqlite_ops.common import (
+    EX_FAIL,
+    EX_INTEGRITY,
+    EX_USAGE,
+    OpsError,
+    fail,
+    fsync_path,
+    quote_ident,
+    readonly_uri,
+)
 
 PROG = "backup_database.sh"
 CHUNK = 1 << 20  # 1 MiB: flat memory whatever the database size
@@ -64,11 +72,6 @@ _CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
 # copy: the online snapshot
 # ---------------------------------------------------------------------------
 
-
-def _ro_uri(path: str | os.PathLike[str]) -> str:
-    """A read-only URI for any path (quotes, spaces, '?', '#', newlines)."""
-    absolute = os.path.abspath(os.fspath(path))
-    return "file:" + urllib.parse.quote(absolute) + "?mode=ro"
 
 
 def _classify(exc: sqlite3.Error, what: str) -> OpsError:
@@ -98,7 +101,7 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     it to finish: writers must use a busy timeout longer than the copy takes.
     """
     try:
-        src = sqlite3.connect(_ro_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
+        src = sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
                               isolation_level=None)
     except sqlite3.Error as exc:
         raise _classify(exc, f"cannot open {source}") from None
@@ -184,7 +187,7 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
         if os.path.abspath(os.fspath(out)) != os.path.abspath(os.fspath(snapshot)):
             shutil.copyfile(snapshot, out)
         digest, size = _hash_file(out)
-        _fsync_path(out)
+        fsync_path(out)
         return {"sha256": digest, "size_bytes": size, "db_sha256": digest, "db_size_bytes": size}
 
     command = [*compressor_command(compression), "--", os.fspath(snapshot)]
@@ -226,12 +229,6 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
             "db_sha256": source["digest"], "db_size_bytes": source["size"]}
 
 
-def _fsync_path(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -239,18 +236,16 @@ def _fsync_path(path: str | os.PathLike[str]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
     """Row counts per table, page size and schema version of a snapshot."""
-    conn = sqlite3.connect(_ro_uri(snapshot), uri=True, isolation_level=None)
+    conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
     try:
         names = [row[0] for row in conn.execute(
             "SELECT name FROM sqlite_schema WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
-        tables = {name: conn.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0]
+        tables = {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
                   for name in names}
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         version = schema_version(conn)

@@ -13,6 +13,22 @@ from sqlite_ops.common import LOCK_HELD_ENV, REPO_ROOT
 SHIPPED_MIGRATIONS = REPO_ROOT / "migrations"
 
 
+# Every setting a sqlite-ops command reads from the environment.
+SETTINGS = ("DB_PATH", "BACKUP_DIR", "RETENTION_DAYS", "KEEP_MIN", "COMPRESS", "MIGRATIONS_DIR",
+            "METRICS_DIR", "LOCK_TIMEOUT", "VACUUM_THRESHOLD", "ANALYSIS_LIMIT", "METRICS_LISTEN",
+            "LOG_SYSLOG", LOCK_HELD_ENV, "SQLITE_OPS_BACKUP_SCRIPT", "SQLITE_OPS_CONFIG")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_settings(monkeypatch, tmp_path):
+    """Every test starts with no sqlite-ops setting from the machine or from `make`
+    (which exports DB_PATH and friends), and never the production BACKUP_DIR."""
+    for key in SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)
+    monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "backups"))
+
+
 @pytest.fixture
 def isolated_ops_env(monkeypatch, tmp_path):
     """No sqlite-ops setting leaks in from the machine running the suite; BACKUP_DIR is

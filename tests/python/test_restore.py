@@ -139,6 +139,7 @@ def test_resolve_accepts_a_file_name_a_pre_restore_name_and_any_path(world):
     db, backup, tmp_path = world
     root = tmp_path / "backups"
     assert restore.resolve_backup(backup.name, root, db) == backup
+    time.sleep(1.1)  # a safety backup named like a backup in the root would resolve there
     safety = take_backup(db, root / restore.PRE_RESTORE_DIR)
     assert restore.resolve_backup(safety.name, root, db) == safety
     assert restore.resolve_backup(str(safety), tmp_path / "elsewhere", db) == safety

@@ -1,0 +1,166 @@
+"""lib/sqlite_ops/common.py: configuration, the shared lock, and the small helpers."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from sqlite_ops import common
+from sqlite_ops.common import (
+    EX_BUSY,
+    EX_USAGE,
+    LOCK_HELD_ENV,
+    OpsError,
+    OpsLock,
+    Settings,
+    fail,
+    is_sqlite_file,
+    lock_path_for,
+    parse_config_file,
+    quote_ident,
+    readonly_uri,
+)
+
+
+def test_config_file_is_parsed_as_data(tmp_path):
+    conf = tmp_path / "ops.conf"
+    conf.write_text("# comment\n\nexport DB_PATH='/a b/c.db'\nKEEP_MIN=\"3\"\nX=$(rm -rf /)\n")
+    assert parse_config_file(conf) == {"DB_PATH": "/a b/c.db", "KEEP_MIN": "3",
+                                       "X": "$(rm -rf /)"}
+
+
+def test_malformed_config_line_is_a_usage_error(tmp_path):
+    conf = tmp_path / "ops.conf"
+    conf.write_text("KEEP_MIN=3\nnot a setting\n")
+    with pytest.raises(OpsError) as raised:
+        parse_config_file(conf)
+    assert raised.value.code == EX_USAGE and "line 2" in raised.value.message
+
+
+def test_precedence_flag_env_file_default(tmp_path, monkeypatch):
+    conf = tmp_path / "ops.conf"
+    conf.write_text("DB_PATH=/file.db\nKEEP_MIN=9\nRETENTION_DAYS=12\n")
+    monkeypatch.setenv("KEEP_MIN", "5")
+    monkeypatch.delenv("RETENTION_DAYS", raising=False)
+    monkeypatch.delenv("LOCK_TIMEOUT", raising=False)
+    settings = Settings({"DB_PATH": "/flag.db", "BACKUP_DIR": None}, str(conf))
+    assert settings.get("DB_PATH") == "/flag.db"
+    assert settings.get("KEEP_MIN") == "5"
+    assert settings.get("RETENTION_DAYS") == "12"
+    assert settings.get_int("LOCK_TIMEOUT") == 0
+
+
+def test_non_numeric_setting_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv("LOCK_TIMEOUT", "soon")
+    monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)
+    with pytest.raises(OpsError) as raised:
+        Settings({}).get_int("LOCK_TIMEOUT")
+    assert raised.value.code == EX_USAGE
+
+
+def test_lock_is_exclusive_while_held_and_free_after(tmp_path, monkeypatch):
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
+    db = tmp_path / "a.db"
+    probe = ["flock", "--nonblock", lock_path_for(db), "true"]
+    with OpsLock(db, what="first"):
+        assert subprocess.run(probe).returncode == 1  # the bash side sees it taken
+    assert subprocess.run(probe).returncode == 0
+
+
+def test_lock_held_by_another_process_gives_75_naming_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
+    db = tmp_path / "a.db"
+    holder = subprocess.Popen(["flock", lock_path_for(db), "sleep", "5"])
+    try:
+        for _ in range(50):
+            if os.path.exists(lock_path_for(db)):
+                break
+        with pytest.raises(OpsError) as raised:
+            with OpsLock(db, timeout=0.3):
+                pass
+        assert raised.value.code == EX_BUSY
+        assert "LOCK_TIMEOUT" in raised.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_child_of_a_lock_holder_does_not_deadlock(tmp_path, monkeypatch):
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
+    db = tmp_path / "a.db"
+    with OpsLock(db):
+        assert os.environ[LOCK_HELD_ENV] == lock_path_for(db)
+        with OpsLock(db):  # what a nested run (backup from migrate) does
+            pass
+    assert LOCK_HELD_ENV not in os.environ
+
+
+def test_symlinked_database_shares_the_lock(tmp_path):
+    real = tmp_path / "real.db"
+    real.touch()
+    (tmp_path / "links").mkdir()
+    alias = tmp_path / "links" / "alias.db"
+    alias.symlink_to(real)
+    assert lock_path_for(alias) == lock_path_for(real) == f"{real}.sqlite-ops.lock"
+
+
+@pytest.mark.parametrize("name", ["plain.db", "with space.db", "it's.db", "q?x#y%z.db",
+                                  "new\nline.db", "ünïcode.db"])
+def test_readonly_uri_opens_awkward_paths_read_only(tmp_path, name):
+    db = tmp_path / name
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(x)")
+    conn.commit()
+    conn.close()
+    ro = sqlite3.connect(readonly_uri(db), uri=True)
+    try:
+        assert ro.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.execute("INSERT INTO t VALUES (1)")
+    finally:
+        ro.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_quote_ident_handles_spaces_and_quotes():
+    conn = sqlite3.connect(":memory:")
+    name = 'Order "Details"'
+    conn.execute(f"CREATE TABLE {quote_ident(name)}(x)")
+    conn.execute(f"INSERT INTO {quote_ident(name)} VALUES (1)")
+    assert conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone() == (1,)
+
+
+def test_is_sqlite_file(tmp_path):
+    db = tmp_path / "a.db"
+    sqlite3.connect(db).execute("CREATE TABLE t(x)").connection.commit()
+    (tmp_path / "text").write_text("hello")
+    (tmp_path / "empty").touch()
+    assert is_sqlite_file(db)
+    assert not is_sqlite_file(tmp_path / "text")
+    assert not is_sqlite_file(tmp_path / "empty")
+    assert not is_sqlite_file(tmp_path / "missing")
+
+
+def test_fail_prints_one_line_even_with_a_newline(capsys):
+    code = fail("prog", OpsError(3, "bad backup /x/odd\nname.db"))
+    assert code == 3
+    assert capsys.readouterr().err == "prog: bad backup /x/odd\\nname.db\n"
+
+
+def test_repo_root_is_the_checkout():
+    assert (common.REPO_ROOT / "lib" / "sqlite_ops" / "common.py").is_file()
+    assert common.DEFAULTS["MIGRATIONS_DIR"] == str(common.REPO_ROOT / "migrations")
+
+
+def test_importing_common_stays_light():
+    """The migrate no-op imports common on every deploy: no pathlib, no urllib."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, 'lib'); import sqlite_ops.common;"
+         "print(sorted(m for m in ('pathlib', 'urllib.parse', 'json') if m in sys.modules))"],
+        cwd=common.REPO_ROOT, capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "[]"
