@@ -596,9 +596,8 @@ PY
 
 @test "pitfall 6: while another run holds the lock: exit 75 at once, or wait with LOCK_TIMEOUT" {
   make_db "$DB" 5
-  flock "$DB.sqlite-ops.lock" sleep 3 &
-  BG_PIDS="$!"
-  sleep 0.3
+  hold_lock "$DB.sqlite-ops.lock" 3
+  BG_PIDS="$HOLDER_PID"
   backup
   assert_status 75
   assert_contains "$stderr" "holds the lock"

@@ -226,30 +226,25 @@ setup() {
 
 @test "lock_acquire: a second holder gets exit 75 at once" {
   make_db "$WORK/t.db" 1
-  flock "$WORK/t.db.sqlite-ops.lock" sleep 5 &
-  local holder=$!
-  sleep 0.3
+  hold_lock "$WORK/t.db.sqlite-ops.lock" 5
   run --separate-stderr lock_acquire "$WORK/t.db" 0 test
-  kill "$holder"
+  kill "$HOLDER_PID"
   assert_status 75
   assert_contains "$stderr" "holds the lock"
 }
 
 @test "lock_acquire waits up to the timeout, then takes the freed lock" {
   make_db "$WORK/t.db" 1
-  flock "$WORK/t.db.sqlite-ops.lock" sleep 1 &
-  sleep 0.2
+  hold_lock "$WORK/t.db.sqlite-ops.lock" 1
   run lock_acquire "$WORK/t.db" 10 test
   assert_status 0
 }
 
 @test "lock_acquire is skipped when the parent already holds this lock" {
   make_db "$WORK/t.db" 1
-  flock "$WORK/t.db.sqlite-ops.lock" sleep 3 &
-  local holder=$!
-  sleep 0.2
+  hold_lock "$WORK/t.db.sqlite-ops.lock" 3
   SQLITE_OPS_LOCK_HELD="$WORK/t.db.sqlite-ops.lock" run lock_acquire "$WORK/t.db" 0 test
-  kill "$holder"
+  kill "$HOLDER_PID"
   assert_status 0
 }
 
@@ -265,11 +260,9 @@ setup() {
   assert_equal "$(lock_path_for "$WORK/links/alias.db")" "$WORK/real.db.sqlite-ops.lock"
   run python3 -c "import sys; sys.path.insert(0, '$REPO_ROOT/lib'); from sqlite_ops.common import lock_path_for; print(lock_path_for('$WORK/links/alias.db'))"
   assert_equal "$output" "$WORK/real.db.sqlite-ops.lock"
-  flock "$WORK/real.db.sqlite-ops.lock" sleep 3 &
-  local holder=$!
-  sleep 0.2
+  hold_lock "$WORK/real.db.sqlite-ops.lock" 3
   run --separate-stderr lock_acquire "$WORK/links/alias.db" 0 test
-  kill "$holder"
+  kill "$HOLDER_PID"
   assert_status 75
 }
 

@@ -75,3 +75,19 @@ assert_status() {
 
 # file_mode PATH: octal permission bits.
 file_mode() { stat -c %a -- "$1"; }
+
+# hold_lock LOCK_FILE SECONDS: another "run" holds the lock for SECONDS, in the
+# background (its pid in HOLDER_PID). Returns once the lock is really held, so
+# a test never races the holder's start.
+# shellcheck disable=SC2034 # HOLDER_PID is read by the calling test
+hold_lock() {
+  flock "$1" sleep "$2" &
+  HOLDER_PID=$!
+  local _
+  for _ in $(seq 200); do
+    flock --nonblock "$1" true || return 0
+    sleep 0.05
+  done
+  echo "hold_lock: the lock on $1 was never taken" >&2
+  return 1
+}

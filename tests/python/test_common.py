@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -76,9 +77,11 @@ def test_lock_held_by_another_process_gives_75_naming_it(tmp_path, monkeypatch):
     db = tmp_path / "a.db"
     holder = subprocess.Popen(["flock", lock_path_for(db), "sleep", "5"])
     try:
-        for _ in range(50):
-            if os.path.exists(lock_path_for(db)):
-                break
+        probe = ["flock", "--nonblock", lock_path_for(db), "true"]
+        deadline = time.monotonic() + 10
+        while subprocess.run(probe).returncode == 0:  # until the holder has it
+            assert time.monotonic() < deadline, "flock never took the lock"
+            time.sleep(0.05)
         with pytest.raises(OpsError) as raised:
             with OpsLock(db, timeout=0.3):
                 pass
