@@ -187,3 +187,63 @@ def test_kill_9_fast(operation, seed, tmp_path):
 @pytest.mark.parametrize("operation", sorted(TRIALS))
 def test_kill_9_seeded_trials(operation, seed, tmp_path):
     TRIALS[operation](tmp_path, seed)
+
+
+# ---------------------------------------------------------------------------
+# The world changing under a run: a read-only backup directory, a database
+# that disappears mid-backup.
+# ---------------------------------------------------------------------------
+
+
+def test_read_only_backup_directory_fails_cleanly(tmp_path):
+    """The backup directory mounted read-only (a bind mount in a private mount
+    namespace: as root, file modes alone would not stop a write)."""
+    db, env = _world(tmp_path, devices=500)
+    backups = tmp_path / "backups"
+    assert run("backup_database.sh", "--quiet", env=env).returncode == 0
+    before_files = sorted(p.name for p in backups.iterdir())
+    before_db = content_digest(db)
+    time.sleep(1.1)
+    script = ('mount --bind "$B" "$B" && mount -o remount,bind,ro "$B" || exit 99; '
+              'exec "$S" --quiet')
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        env={**env, "B": str(backups), "S": str(SCRIPTS / "backup_database.sh")},
+        capture_output=True, text=True, timeout=120,
+    )
+    if proc.returncode == 99 or "unshare failed" in proc.stderr:
+        pytest.skip(f"cannot mount read-only here: {proc.stderr.strip()}")
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("backup_database.sh: ") and str(backups) in last
+    assert "Backup completed" not in proc.stdout
+    assert sorted(p.name for p in backups.iterdir()) == before_files
+    assert content_digest(db) == before_db
+
+
+@pytest.mark.parametrize("seed", FAST_SEEDS)
+def test_database_disappearing_mid_backup(tmp_path, seed):
+    """The database (and its -wal/-shm) deleted at a random moment of a backup:
+    whatever is published verifies, nothing is left half-done, and the next run
+    says clearly that the database is gone."""
+    db, env = _world(tmp_path)
+    cmd = [str(SCRIPTS / "backup_database.sh"), "--quiet"]
+    span = _duration(cmd, env)
+    time.sleep(1.1)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(random.Random(seed).uniform(0, span))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1, 2), err
+    if proc.returncode:
+        assert err.strip().splitlines()[-1].startswith("backup_database.sh: ")
+    for backup in list_backups(tmp_path / "backups", "app db"):
+        verify = run("restore_database.sh", "--verify", str(backup.path), env=env)
+        assert verify.returncode == 0, f"{backup.path.name}: {verify.stderr}"
+    again = run("backup_database.sh", "--quiet", env=env)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines()[-1].startswith(
+        "backup_database.sh: database not found")
+    assert _temp_files(tmp_path / "backups") == []
