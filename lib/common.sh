@@ -126,11 +126,16 @@ config_load() {
   done <"$file"
 }
 
-# config_init: load the config file once flags are parsed.
+# config_init: load the config file once flags are parsed, and hand the same
+# file to every child run (a restore's safety backup, migrate's backup) so a
+# --config given here is not lost on the way.
 config_init() {
   local file
   file=$(config_file_path)
-  [[ -z $file ]] || config_load "$file"
+  [[ -z $file ]] || {
+    config_load "$file"
+    export SQLITE_OPS_CONFIG=$file
+  }
 }
 
 # cfg KEY DEFAULT: print the setting with the contract's precedence.
@@ -430,6 +435,26 @@ py_ops() {
 # ---------------------------------------------------------------------------
 # Prometheus textfile output
 # ---------------------------------------------------------------------------
+
+# db_name VAR DB: set VAR to the name this database's backups and metrics carry:
+# its file name without the extension (the catalog's rule, implemented once).
+db_name() {
+  local -n _name_var=$1
+  _name_var=$(py_ops catalog name -- "$2") || return 1
+  _name_var=${_name_var%/} # the catalog ends it with "/" so a trailing newline survives $(...)
+}
+
+# prom_file KIND NAME: sqlite_ops_<KIND>_<NAME>.prom, with characters a file
+# name should not hold replaced by "_" (the same file names db_metrics uses).
+prom_file() {
+  local LC_ALL=C
+  printf 'sqlite_ops_%s_%s.prom\n' "$1" "${2//[^A-Za-z0-9_.-]/_}"
+}
+
+# prom_gauge NAME LABELS VALUE HELP: one gauge in the text exposition format.
+prom_gauge() {
+  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$4" "$1" "$1" "$2" "$3"
+}
 
 # prom_label_escape VALUE: escape \, " and newline for a label value.
 prom_label_escape() {

@@ -51,6 +51,7 @@ source "$(dirname -- "$SELF")/../lib/common.sh"
 # ---------------------------------------------------------------------------
 
 DRY_RUN=0
+NAME='' # this database's backup name, set by load_settings
 
 parse_args() {
   while [[ $# -gt 0 ]]; do
@@ -65,7 +66,8 @@ parse_args() {
       --compress) set_flag COMPRESS "$@" && shift 2 ;;
       --dry-run) DRY_RUN=1 && shift ;;
       -h | --help) show_help "$SELF" && exit "$EX_OK" ;;
-      *) usage_error "unknown argument '$1'" ;;
+      -*) usage_error "unknown option '$1'" ;;
+      *) usage_error "unexpected argument '$1' (a path with spaces needs quotes)" ;;
     esac
   done
 }
@@ -89,8 +91,7 @@ load_settings() {
     none) ;;
     *) usage_error "COMPRESS must be zstd, gzip or none, not '$COMPRESSION'" ;;
   esac
-  NAME=$(py_ops catalog name -- "$SRC_DB") || exit
-  NAME=${NAME%/} # the catalog's rule; "/" guards a trailing newline
+  db_name NAME "$SRC_DB" || exit
 }
 
 # ---------------------------------------------------------------------------
@@ -217,7 +218,8 @@ backup() {
 # prune [--dry-run]: apply the retention rules to this database's backups;
 # prints one line per file pruned (or, with --dry-run, that would be).
 prune() {
-  py_ops catalog prune --retention-days "$RETENTION" --keep "$KEEP" "$@" -- "$DEST_DIR" "$NAME"
+  py_ops catalog prune --retention-days "$RETENTION" --keep "$KEEP" --source "$SRC_DB" "$@" \
+    -- "$DEST_DIR" "$NAME"
 }
 
 # prune_and_log: prune after a published backup; results go to the log.
@@ -246,7 +248,7 @@ write_metrics() {
   if [[ -d $DEST_DIR ]]; then
     while read -r key value; do
       stat[$key]=$value
-    done < <(py_ops catalog stats -- "$DEST_DIR" "$NAME" 2>/dev/null || true)
+    done < <(py_ops catalog stats --source "$SRC_DB" -- "$DEST_DIR" "$NAME" 2>/dev/null || true)
   fi
   label="db=\"$(prom_label_escape "$NAME")\""
   {
@@ -260,12 +262,7 @@ write_metrics() {
     prom_gauge sqlite_backup_oldest_age_seconds "$label" "${stat[oldest_age_seconds]}" "Age of the oldest backup file."
     prom_gauge sqlite_backup_last_run_success "$label" "$([[ $rc == 0 ]] && echo 1 || echo 0)" \
       "1 when the last backup run succeeded, else 0."
-  } | prom_write "$METRICS" "sqlite_ops_backup_$NAME.prom"
-}
-
-# prom_gauge NAME LABELS VALUE HELP: one gauge in the text exposition format.
-prom_gauge() {
-  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$4" "$1" "$1" "$2" "$3"
+  } | prom_write "$METRICS" "$(prom_file backup "$NAME")"
 }
 
 # ---------------------------------------------------------------------------

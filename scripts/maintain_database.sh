@@ -94,7 +94,7 @@ parse_args() {
       --dry-run) DRY_RUN=1 ;;
       --force) FORCE=1 ;;
       --) shift && break ;;
-      -*) usage_error "unknown option $1" ;;
+      -*) usage_error "unknown option '$1'" ;;
       *) add_task "$1" ;;
     esac
     shift
@@ -156,9 +156,11 @@ freelist_at_threshold() {
 }
 
 # sqlite_version_number: the CLI's SQLite version as an integer (3.40.1 -> 3040001).
+# Asked of the CLI itself, so no lock on the database can make it fail.
 sqlite_version_number() {
-  local major minor patch
-  IFS=. read -r major minor patch < <(sqlite_ro "$DB" "SELECT sqlite_version();")
+  local version major minor patch
+  version=$(sqlite3 --version) || return 1
+  IFS=. read -r major minor patch <<<"${version%% *}"
   printf '%d\n' $((major * 1000000 + minor * 1000 + ${patch:-0}))
 }
 
@@ -174,6 +176,15 @@ is_busy_error() {
 # Returns 0, EX_BUSY when the database stayed locked, or EX_FAIL.
 sql_run() {
   if SQL_OUT=$(sqlite "$DB" "$@" 2>&1); then
+    return 0
+  fi
+  if is_busy_error "$SQL_OUT"; then return "$EX_BUSY"; fi
+  return "$EX_FAIL"
+}
+
+# sql_read SQL...: the same, read-only.
+sql_read() {
+  if SQL_OUT=$(sqlite_ro "$DB" "$@" 2>&1); then
     return 0
   fi
   if is_busy_error "$SQL_OUT"; then return "$EX_BUSY"; fi
@@ -242,7 +253,12 @@ check_failed() {
 
 task_checkpoint() {
   local mode wal_bytes busy rc=0
-  mode=$(journal_mode)
+  sql_read "PRAGMA journal_mode;" || {
+    rc=$?
+    TASK_DETAIL="cannot read journal_mode: $SQL_OUT"
+    return "$rc"
+  }
+  mode=$SQL_OUT
   if [[ $mode != wal ]]; then
     TASK_SKIPPED=1
     TASK_DETAIL="journal_mode is $mode, not wal: nothing to checkpoint"
@@ -270,7 +286,10 @@ task_checkpoint() {
 
 task_analyze() {
   local version sql
-  version=$(sqlite_version_number)
+  version=$(sqlite_version_number) || {
+    TASK_DETAIL="cannot tell the SQLite version (sqlite3 --version failed)"
+    return "$EX_FAIL"
+  }
   if ((version >= 3046000)); then
     sql="PRAGMA analysis_limit=$ANALYSIS_LIMIT; PRAGMA optimize=0x10002;"
   elif ((version >= 3032000)); then
@@ -310,6 +329,7 @@ task_vacuum() {
   local percent before_bytes before_free rc=0
   if ! read_stats; then
     TASK_DETAIL="cannot read the page counts: $SQL_OUT"
+    is_busy_error "$SQL_OUT" && return "$EX_BUSY"
     return "$EX_FAIL"
   fi
   percent=$(freelist_percent)
@@ -440,26 +460,16 @@ print_summary() {
 # Metrics for the node_exporter textfile collector
 # ---------------------------------------------------------------------------
 
-# db_name: the database's name as backups and every .prom file carry it.
-db_name() {
-  local name
-  name=$(py_ops catalog name -- "$DB") || return 1
-  printf '%s\n' "${name%/}"
-}
-
-# metrics_file NAME
-metrics_file() { printf 'sqlite_ops_maintenance_%s.prom\n' "${1//[^A-Za-z0-9_.-]/_}"; }
-
 # write_metrics RC: on exit, publish this run's figures; tasks not run this time
 # keep their previous values from the file.
 write_metrics() {
   local rc=$1 name file label task now
   [[ -n $METRICS_DIR && -n $RUN_START ]] || return 0
-  name=$(db_name) || {
+  db_name name "$DB" || {
     log_warn "cannot name the database for its metrics; metrics not written"
     return 0
   }
-  file="$METRICS_DIR/$(metrics_file "$name")"
+  file="$METRICS_DIR/$(prom_file maintenance "$name")"
   label=$(prom_label_escape "$name")
   now=$(date +%s)
   local -A success=() seconds=()

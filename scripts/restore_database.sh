@@ -76,7 +76,7 @@ source "$(dirname -- "$SELF")/../lib/common.sh"
 # Settings
 # ---------------------------------------------------------------------------
 
-ACTION=restore YES=0 FORCE=0 JSON=0 TO='' SPEC=''
+ACTION=restore YES=0 FORCE=0 JSON=0 TO='' SPEC='' NAME=''
 
 # set_action NAME: --list, --verify and --drill exclude each other.
 set_action() {
@@ -132,8 +132,7 @@ load_settings() {
   TIMEOUT=$(cfg LOCK_TIMEOUT 0)
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   require_tool python3 python3
-  NAME=$(py_ops catalog name -- "$DB") || exit
-  NAME=${NAME%/}
+  db_name NAME "$DB" || exit
   STAMP=$(date -u +%Y%m%d_%H%M%S)
 }
 
@@ -227,7 +226,12 @@ take_safety_backup() {
       SAFETY=$out
       log_info "safety backup: $SAFETY"
       ;;
-    2 | 3 | 4) raw_copy ;;
+    # Only damage justifies a raw copy: quick_check failed (4), or the file is
+    # no longer recognisable as SQLite (2). Any other refusal (a configuration
+    # error, say) stops here: a raw cp of a healthy live database is no backup.
+    4) raw_copy ;;
+    2) is_sqlite_file "$DB" && die "$EX_FAIL" "the safety backup of $DB was refused (backup_database.sh exit 2, see above); nothing was changed"
+      raw_copy ;;
     *) die "$EX_FAIL" "the safety backup of $DB failed (backup_database.sh exit $rc, see above); nothing was changed" ;;
   esac
 }
@@ -245,21 +249,27 @@ raw_copy() {
   log_warn "$DB is too damaged for a verified backup: its files were copied as they are into $RAW_COPY"
 }
 
+# undo_command: the command that restores the safety backup, every path given
+# explicitly so it works as printed even in a shell without the config file.
+undo_command() {
+  local line
+  line=$(printf '%q ' "$SELF" --db "$DB" --dir "$BACKUP_ROOT" --yes "$SAFETY")
+  printf '%s\n' "${line% }"
+}
+
 # print_receipt TARGET: what was restored, the safety backup, how to undo.
 print_receipt() {
   local undo=''
-  if [[ -n $SAFETY ]]; then
-    undo=$(printf '%q ' "$SELF" --db "$DB" --yes "$SAFETY")
-  fi
+  [[ -z $SAFETY ]] || undo=$(undo_command)
   py_ops restore receipt --report "$REPORT" --target "$1" --safety "$SAFETY" \
-    --raw-copy "$RAW_COPY" --undo "${undo% }" --seconds "$(elapsed_since "$START")" \
+    --raw-copy "$RAW_COPY" --undo "$undo" --seconds "$(elapsed_since "$START")" \
     --migrations "$MIGRATIONS"
 }
 
 # keep_safety_note EXIT_CODE: after a failure, say where the safety backup is.
 keep_safety_note() {
   [[ $1 != 0 ]] || return 0
-  [[ -z $SAFETY ]] || log_warn "the safety backup taken before this attempt is kept: $SAFETY (restore it with: $PROG --db $(printf '%q' "$DB") --yes $(printf '%q' "$SAFETY"))"
+  [[ -z $SAFETY ]] || log_warn "the safety backup taken before this attempt is kept: $SAFETY (restore it with: $(undo_command))"
   [[ -z $RAW_COPY ]] || log_warn "the raw copy of the old database is kept in $RAW_COPY"
 }
 
@@ -270,7 +280,8 @@ keep_safety_note() {
 # write_metrics METRIC=VALUE...: merge into METRICS_DIR/sqlite_ops_restore_<name>.prom.
 write_metrics() {
   [[ -n $METRICS ]] || return 0
-  local file="sqlite_ops_restore_$NAME.prom" item text
+  local file item text
+  file=$(prom_file restore "$NAME")
   local -a sets=()
   for item in "$@"; do sets+=(--set "$item"); done
   text=$(py_ops restore prom --existing "$METRICS/$file" --name "$NAME" "${sets[@]}") ||
@@ -319,7 +330,9 @@ action_drill() {
 action_restore_to() {
   local target
   target=$(abs_path "$TO")
-  [[ $target != "$DB" ]] || usage_error "--to names the database itself; leave --to out to restore it"
+  # Any spelling of the same file (./db, a//db, a symlinked directory) counts.
+  [[ $target != "$DB" && ! $target -ef $DB && $(realpath -m -- "$target") != "$(realpath -m -- "$DB")" ]] ||
+    usage_error "--to names the database itself; leave --to out to restore it"
   [[ ! -e $target || $YES == 1 ]] ||
     usage_error "refusing to overwrite existing $target; pass --yes to replace it"
   [[ ! -e $target || -f $target ]] || usage_error "not a regular file: $target"

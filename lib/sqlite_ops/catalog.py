@@ -109,8 +109,37 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, 
     return data, None
 
 
-def list_backups(backup_dir: str | os.PathLike[str], name: str | None = None) -> list[Backup]:
-    """Backups in ``backup_dir`` (of database ``name`` when given), newest first."""
+def from_other_database(manifest: dict[str, Any] | None,
+                        source: str | os.PathLike[str]) -> bool:
+    """The manifest names a database other than ``source`` (symlinks resolved).
+    No manifest, or no ``source`` in it: unknown, not "other"."""
+    recorded = (manifest or {}).get("source")
+    return isinstance(recorded, str) and (
+        os.path.realpath(recorded) != os.path.realpath(os.fspath(source)))
+
+
+def list_backups(backup_dir: str | os.PathLike[str], name: str | None = None,
+                 source: str | os.PathLike[str] | None = None) -> list[Backup]:
+    """Backups in ``backup_dir`` (of database ``name`` when given), newest first.
+
+    Two databases can share a name (``/a/app.db`` and ``/b/app.db``, or
+    ``app.db`` and ``app.sqlite``), and so a backup directory. With ``source``,
+    backups whose manifest says they were taken from another database are left
+    out, so one database never restores or prunes the other's. A backup without
+    a readable manifest cannot say where it came from: it stays listed (as
+    unverified) and is never pruned.
+    """
+    return [b for b in _scan(backup_dir, name)
+            if source is None or not from_other_database(b.manifest, source)]
+
+
+def foreign_backups(backup_dir: str | os.PathLike[str], name: str,
+                    source: str | os.PathLike[str]) -> list[Backup]:
+    """Backups named like ``source``'s whose manifest names another database."""
+    return [b for b in _scan(backup_dir, name) if from_other_database(b.manifest, source)]
+
+
+def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
     directory = Path(backup_dir)
     try:
         entries = list(os.scandir(directory))
@@ -195,7 +224,8 @@ def plan_prune(
       * the newest ``keep_min`` verified backups are never pruned;
       * when the newest verified backup is older than ``retention_days``
         (backups have been failing), nothing is pruned;
-      * otherwise a backup older than ``retention_days`` is pruned;
+      * otherwise a backup older than ``retention_days`` is pruned, if it has a
+        manifest (a file without one cannot be proven ours);
       * a backup named more than an hour in the future is never pruned and does
         not count as a verified backup for the two rules above.
 
@@ -216,14 +246,18 @@ def plan_prune(
                                       f"{retention_days} days: keeping everything")
     protected_count = max(keep_min - (1 if assume_new_verified else 0), 0)
     protected = {id(b) for b in verified[:protected_count]}
-    prune = [b for b in ordered if id(b) not in protected and b.created_at < cutoff]
+    # A file without a manifest cannot be proven ours: never pruned.
+    prune = [b for b in ordered
+             if id(b) not in protected and b.created_at < cutoff and b.manifest is not None]
     keep = [b for b in ordered if b not in prune]
     return PrunePlan(prune, keep, f"{len(prune)} older than {retention_days} days "
                                   f"beyond the newest {keep_min} verified")
 
 
-def orphan_manifests(backup_dir: str | os.PathLike[str], name: str, before: float) -> list[Path]:
-    """Manifests of this database whose backup file is gone, named older than ``before``."""
+def orphan_manifests(backup_dir: str | os.PathLike[str], name: str, before: float,
+                     source: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Manifests of this database whose backup file is gone, named older than ``before``
+    (with ``source``: only those whose manifest names that database)."""
     directory = Path(backup_dir)
     try:
         entries = list(os.scandir(directory))
@@ -238,8 +272,11 @@ def orphan_manifests(backup_dir: str | os.PathLike[str], name: str, before: floa
             continue
         if not entry.is_file(follow_symlinks=False):
             continue
-        if not (directory / entry.name[: -len(MANIFEST_SUFFIX)]).exists():
-            found.append(directory / entry.name)
+        if (directory / entry.name[: -len(MANIFEST_SUFFIX)]).exists():
+            continue
+        if source is not None and from_other_database(read_manifest(entry.path)[0], source):
+            continue
+        found.append(directory / entry.name)
     return sorted(found)
 
 
@@ -260,10 +297,11 @@ def remove_backup(backup: Backup) -> None:
 def _cli_prune(args: Any) -> int:
     """Apply (or with --dry-run, show) retention; one result line per file on stdout."""
     now = time.time()
-    backups = list_backups(args.dir, args.name)
+    backups = list_backups(args.dir, args.name, args.source)
     plan = plan_prune(backups, now, args.retention_days, args.keep,
                       assume_new_verified=args.dry_run)
-    orphans = orphan_manifests(args.dir, args.name, now - args.retention_days * DAY)
+    orphans = orphan_manifests(args.dir, args.name, now - args.retention_days * DAY,
+                               args.source)
     verb = "Would prune" if args.dry_run else "Pruned"
     for backup in plan.prune:
         if not args.dry_run:
@@ -282,7 +320,7 @@ def _cli_prune(args: Any) -> int:
 def _cli_stats(args: Any) -> int:
     """``key value`` lines for the backup metrics."""
     now = time.time()
-    backups = list_backups(args.dir, args.name)
+    backups = list_backups(args.dir, args.name, args.source)
     verified = [b for b in backups if b.verified]
     newest = verified[0] if verified else None
     print(f"count {len(backups)}")
@@ -310,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retention-days", type=int, required=True)
     p.add_argument("--keep", type=int, required=True)
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--source", required=True, help="the database: other databases' are left alone")
     p.set_defaults(func=_cli_prune)
     p = sub.add_parser("name", help="the name this database's backups carry")
     p.add_argument("db")
@@ -317,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stats", help="numbers for the backup metrics")
     p.add_argument("dir")
     p.add_argument("name")
+    p.add_argument("--source", required=True, help="the database")
     p.set_defaults(func=_cli_stats)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -100,6 +100,8 @@ class Settings:
         path = config_path or os.environ.get("SQLITE_OPS_CONFIG")
         if path:
             self._file = parse_config_file(path)
+            # Child runs (migrate's backup) read the same file, not a stale one.
+            os.environ["SQLITE_OPS_CONFIG"] = path
         elif os.path.exists(SYSTEM_CONFIG):
             self._file = parse_config_file(SYSTEM_CONFIG)
         else:

@@ -427,7 +427,7 @@ def collect_backups(report: Report, backup_dir: str | None) -> None:
         return
     from .catalog import list_backups
 
-    backups = list_backups(backup_dir, report.name)
+    backups = list_backups(backup_dir, report.name, report.db_path)
     verified = [b for b in backups if b.verified]
     report.add("sqlite_backup_catalog_files", len(backups))
     report.add("sqlite_backup_catalog_verified_files", len(verified))

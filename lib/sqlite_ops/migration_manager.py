@@ -961,6 +961,8 @@ class Migrator:
             return self._dry_run_up(state, to, allow_out_of_order, result)
         if state == "missing":  # refuse a bad plan before creating anything
             self.plan_up({}, to, allow_out_of_order)
+            if notice:  # a mistyped --db must not pass unnoticed
+                notice(f"{self.db_path} does not exist: creating a new database")
             os.makedirs(os.path.dirname(os.path.abspath(self.db_path)), exist_ok=True)
         elif self._up_to_date(to, allow_out_of_order):
             # The deploy-time no-op: one query, no lock (a backup running now is

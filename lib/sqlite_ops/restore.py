@@ -156,12 +156,22 @@ def resolve_backup(spec: str, backup_dir: str | os.PathLike[str],
     """``latest`` (newest verified backup of this database) or a path or a file name."""
     root = Path(backup_dir)
     if spec == "latest":
+        require_backup_dir(root)
         name = catalog.db_name(db_path)
-        for backup in catalog.list_backups(root, name):
+        for backup in catalog.list_backups(root, name, db_path):
             if backup.verified:
                 return backup.path.absolute()
+        others = catalog.foreign_backups(root, name, db_path)
+        if others:
+            source = others[0].manifest.get("source")
+            raise OpsError(EX_USAGE, f"no verified backup of {db_path} in {root}; "
+                                     f"{len(others)} backup(s) named '{name}' there were taken "
+                                     f"from another database ({source}): name one explicitly "
+                                     "if that is the one you mean")
         raise OpsError(EX_USAGE, f"no verified backup of '{name}' in {root}; "
                                  "see --list, or name a backup file")
+    if spec.endswith(catalog.MANIFEST_SUFFIX):
+        spec = spec[: -len(catalog.MANIFEST_SUFFIX)]  # its manifest names the backup
     given = Path(spec)
     if "/" in spec:
         candidates = [given]
@@ -364,6 +374,11 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     warnings: list[str] = []
     if not path.is_file():
         raise OpsError(EX_USAGE, f"backup not found: {path}")
+    # What the file is decides first: "no manifest, pass --force" would be the
+    # wrong advice for a text file.
+    compression = sniff_compression(path)
+    if compression is None:
+        raise _bad(path, "not a backup: neither an SQLite database nor a zstd or gzip file")
     manifest, why = catalog.read_manifest(path.with_name(path.name + catalog.MANIFEST_SUFFIX))
     if manifest is not None:
         why = _manifest_problem(manifest)
@@ -380,9 +395,6 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     if manifest is not None and manifest.get("size_bytes") not in (None, size):
         raise _bad(path, f"the file is {size} bytes but its manifest says "
                          f"{manifest['size_bytes']}: truncated or replaced")
-    compression = sniff_compression(path)
-    if compression is None:
-        raise _bad(path, "neither an SQLite database nor a zstd or gzip file")
     if manifest is not None and manifest.get("compression", compression) != compression:
         raise _bad(path, f"its manifest says {manifest.get('compression')} but the file is "
                          f"{compression}")
@@ -860,12 +872,20 @@ def _raw_copies(directory: Path, name: str, now: float) -> list[dict[str, Any]]:
     return sorted(found, key=lambda e: e["created_at"], reverse=True)
 
 
+def require_backup_dir(root: Path) -> None:
+    """A mistyped backup directory is an error, never an empty list: at 3 a.m.
+    "(none)" reads as "every backup is gone"."""
+    if not root.is_dir():
+        raise OpsError(EX_USAGE, f"backup directory not found: {root} (check --dir or BACKUP_DIR)")
+
+
 def list_entries(backup_dir: str | os.PathLike[str], db_path: str) -> list[dict[str, Any]]:
     """Every backup of the database, newest first, then the pre-restore ones."""
     name, now, root = catalog.db_name(db_path), time.time(), Path(backup_dir)
-    entries = [_entry(b, "backup", now) for b in catalog.list_backups(root, name)]
+    entries = [_entry(b, "backup", now) for b in catalog.list_backups(root, name, db_path)]
     pre = root / PRE_RESTORE_DIR
-    pre_entries = [_entry(b, "pre-restore", now) for b in catalog.list_backups(pre, name)]
+    pre_entries = [_entry(b, "pre-restore", now)
+                   for b in catalog.list_backups(pre, name, db_path)]
     pre_entries += _raw_copies(pre, name, now)
     pre_entries.sort(key=lambda e: e["created_at"], reverse=True)
     return entries + pre_entries
@@ -879,6 +899,7 @@ def _latest_path(backup_dir: str, db_path: str) -> str | None:
 
 
 def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
+    require_backup_dir(Path(backup_dir))
     latest = _latest_path(backup_dir, db_path)
     if as_json:
         entries = list_entries(backup_dir, db_path)
@@ -893,11 +914,12 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
     root = Path(backup_dir)
     sections = [
         (f"Backups of '{name}' in {root} (newest first; `latest` is marked *):",
-         lambda: (_entry(b, "backup", now) for b in catalog.list_backups(root, name))),
+         lambda: (_entry(b, "backup", now)
+                  for b in catalog.list_backups(root, name, db_path))),
         (f"Pre-restore safety backups in {root / PRE_RESTORE_DIR} (taken before each "
          "restore; restore one by path to undo that restore):",
          lambda: sorted([_entry(b, "pre-restore", now) for b in
-                         catalog.list_backups(root / PRE_RESTORE_DIR, name)]
+                         catalog.list_backups(root / PRE_RESTORE_DIR, name, db_path)]
                         + _raw_copies(root / PRE_RESTORE_DIR, name, now),
                         key=lambda e: e["created_at"], reverse=True)),
     ]
@@ -921,6 +943,10 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
         if count == 0:
             print("  (none)")
         print()
+    others = catalog.foreign_backups(root, name, db_path)
+    if others:
+        print(f"Not listed: {len(others)} backup(s) named '{name}' in {root} taken from another "
+              f"database ({others[0].manifest.get('source')}); they are not this database's.")
     return EX_OK
 
 

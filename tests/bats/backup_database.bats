@@ -476,7 +476,7 @@ PY
   fake_backup dashboard "$(stamp_days_ago 1)" false # recent but unverified
   # The rule itself, through --dry-run (a real run would add a fresh backup):
   run --separate-stderr env PYTHONPATH="$REPO_ROOT/lib" python3 -m sqlite_ops.catalog prune \
-    --retention-days 30 --keep 0 -- "$DIR" dashboard
+    --retention-days 30 --keep 0 --source "$DB" -- "$DIR" dashboard
   assert_status 0
   [[ $output != *Pruned* ]]
   assert_contains "$output" "keeping everything"
@@ -666,4 +666,30 @@ PY
   assert_equal "$(grep '^sqlite_backup_last_success_timestamp_seconds' "$prom")" "$success" "kept"
   grep -q '^sqlite_backup_count{db="dashboard"} 1$' "$prom"
   assert_equal "$(find "$WORK/metrics" -name '.*' | wc -l)" 0 "temp files"
+}
+
+@test "two databases with the same name share a backup directory: neither prunes the other's" {
+  mkdir -p "$WORK/a" "$WORK/b"
+  make_db "$WORK/a/app.db" 5
+  make_db "$WORK/b/app.db" 7
+  # a's backups: old, and they are all a has (its backups have been failing).
+  run --separate-stderr "$BACKUP" --db "$WORK/a/app.db" --dir "$DIR" --quiet
+  assert_status 0
+  a_backup=${output##*Backup completed: }
+  old=$DIR/app_$(stamp_days_ago 40).db.zst
+  mv "$a_backup" "$old"
+  mv "$a_backup.manifest.json" "$old.manifest.json"
+  python3 - "$old.manifest.json" "$old" <<'PY'
+import json, os, sys
+m = json.load(open(sys.argv[1])); m["file"] = os.path.basename(sys.argv[2])
+json.dump(m, open(sys.argv[1], "w"))
+PY
+  # b backs up with keep 1 and retention 30 days: a's backup is not b's to prune.
+  for _ in 1 2; do
+    run --separate-stderr "$BACKUP" --db "$WORK/b/app.db" --dir "$DIR" --keep 1 --retention-days 30
+    assert_status 0
+    sleep 1
+  done
+  [[ -f $old && -f $old.manifest.json ]]
+  [[ $stderr != *"Pruned: $old"* ]]
 }

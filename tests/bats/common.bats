@@ -326,3 +326,12 @@ setup() {
   [[ ! -e $WORK/.mine_1.db.tmp.abc ]]
   [[ -e $WORK/.other_1.db.tmp.abc && -e $WORK/mine_1.db ]]
 }
+
+@test "db_name and prom_file: one rule for every script's backup and metrics file names" {
+  db_name n "/data/my db.sqlite"
+  assert_equal "$n" "my db"
+  db_name n "/data/dashboard.db"
+  assert_equal "$n" dashboard
+  assert_equal "$(prom_file backup "my db")" "sqlite_ops_backup_my_db.prom"
+  assert_equal "$(prom_file maintenance 'a"b/c')" "sqlite_ops_maintenance_a_b_c.prom"
+}

@@ -434,3 +434,27 @@ open(sys.argv[2], "w").write("ready\n"); time.sleep(20)' "$DB" "$WORK/ready" &
   assert_status 0
   [[ $(last_line "$output") =~ ^maintenance\ ok:\ .*:\ vacuum\ ok\;\ size\ [0-9.]+\ KiB\ -\>\ [0-9.]+\ KiB,\ freelist\ $free\ -\>\ 0\ pages\;\ [0-9.]+s$ ]]
 }
+
+@test "a database locked by the application: checkpoint and vacuum say busy (75), never 'ok' or 'skipped'" {
+  make_db "$DB" 50 delete
+  python3 - "$DB" "$WORK/locked" <<'PY' &
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+open(sys.argv[2], "w").close()
+time.sleep(20)
+PY
+  local holder=$!
+  for _ in $(seq 100); do [[ -e $WORK/locked ]] && break; sleep 0.05; done
+  export SQLITE_BUSY_TIMEOUT_MS=200
+  run --separate-stderr "$MAINTAIN" --db "$DB" --metrics-dir "$WORK/m" checkpoint
+  assert_status 75
+  [[ $output != *skipped* ]]
+  if grep -qs 'last_success_timestamp_seconds{.*task="checkpoint"' "$WORK/m"/*.prom; then
+    echo "a busy checkpoint was recorded as a success" >&2
+    return 1
+  fi
+  run --separate-stderr "$MAINTAIN" --db "$DB" --force vacuum
+  assert_status 75
+  kill "$holder"
+}

@@ -148,6 +148,17 @@ PY
 # --verify, and pitfall 3: bad backups are rejected before anything is touched
 # ---------------------------------------------------------------------------
 
+@test "a mistyped backup directory: --list and latest exit 2 saying so, never an empty list" {
+  make_db "$DB_PATH" 5
+  backup_now >/dev/null
+  run --separate-stderr "$RESTORE" --dir "$BACKUP_DIR-typo" --list
+  assert_status 2
+  assert_equal "$stderr" "restore_database.sh: backup directory not found: $BACKUP_DIR-typo (check --dir or BACKUP_DIR)"
+  run --separate-stderr "$RESTORE" --dir "$BACKUP_DIR-typo" --verify latest
+  assert_status 2
+  assert_contains "$stderr" "backup directory not found"
+}
+
 @test "--verify latest: exit 0, says what it checked, changes nothing" {
   make_db "$DB_PATH" 50
   backup_now >/dev/null
@@ -268,10 +279,14 @@ refused_without_change() {
   # BACKUP_DIR's root and is accepted by path).
   undo=$(sed -n 's/^  undo with: *//p' <<<"$output")
   assert_contains "$undo" "--yes"
-  eval "run --separate-stderr $undo"
+  assert_contains "$undo" "--dir"
+  # ...in a shell that has none of the settings: every path is in the command.
+  eval "run --separate-stderr env -u DB_PATH -u BACKUP_DIR $undo"
   assert_status 0
   assert_equal "$(content "$DB_PATH")" "$before"
   assert_equal "$(count_rows "$DB_PATH" devices)" 150
+  # The undo's own safety backup went beside the first, not to a default dir.
+  assert_equal "$(find "$BACKUP_DIR/pre-restore" -name 'app_*.db.*' ! -name '*.manifest.json' | wc -l)" 2
   # `latest` still means the real backup, never a pre-restore state.
   run --separate-stderr "$RESTORE" --verify latest
   assert_contains "$output" "Backup verified: $b"
@@ -576,4 +591,79 @@ PY
   grep -q '^sqlite_restore_drill_last_run_success{db="app"} 1$' "$prom"
   # The safety backup did not overwrite the main backup metrics with pre-restore/ ones.
   [[ ! -e $METRICS_DIR/sqlite_ops_backup_app.prom ]]
+}
+
+@test "--to naming the live database under another spelling is refused; nothing changes" {
+  make_db "$DB_PATH" 10
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 5
+  before=$(content "$DB_PATH")
+  mkdir "$WORK/alias"
+  ln -s "$(dirname "$DB_PATH")" "$WORK/alias/dir"
+  for spelling in "$(dirname "$DB_PATH")/./$(basename "$DB_PATH")" \
+    "$(dirname "$DB_PATH")//$(basename "$DB_PATH")" "$WORK/alias/dir/$(basename "$DB_PATH")"; do
+    run --separate-stderr "$RESTORE" --yes --to "$spelling" latest
+    assert_status 2
+    assert_contains "$stderr" "--to names the database itself"
+  done
+  assert_equal "$(content "$DB_PATH")" "$before"
+}
+
+@test "the safety backup uses the same --config as the restore; a config error is not 'damage'" {
+  make_db "$DB_PATH" 10
+  backup_now >/dev/null
+  add_rows "$DB_PATH" 5
+  before=$(content "$DB_PATH")
+  printf 'COMPRESS=xz\n' >"$WORK/stale.conf"
+  printf 'COMPRESS=gzip\n' >"$WORK/good.conf"
+  # The environment names a broken config; the command line names a good one.
+  SQLITE_OPS_CONFIG="$WORK/stale.conf" run --separate-stderr "$RESTORE" --config "$WORK/good.conf" --yes latest
+  assert_status 0
+  safety=$(sed -n 's/^  safety backup: *//p' <<<"$output")
+  [[ $safety == *.db.gz && -f $safety ]]
+  [[ -z $(find "$BACKUP_DIR/pre-restore" -name '*.raw') ]]
+  # With only the broken config, the restore stops before touching anything.
+  run --separate-stderr "$RESTORE" --yes latest  # restore again to have something to compare
+  add_rows "$DB_PATH" 3
+  before=$(content "$DB_PATH")
+  SQLITE_OPS_CONFIG="$WORK/stale.conf" run --separate-stderr "$RESTORE" --yes latest
+  [[ $status -ne 0 ]]
+  assert_equal "$(content "$DB_PATH")" "$before"
+  [[ -z $(find "$BACKUP_DIR/pre-restore" -name '*.raw') ]]
+}
+
+@test "two databases with the same name: 'latest' is always this database's own backup" {
+  mkdir -p "$WORK/other"
+  make_db "$DB_PATH" 10
+  mine=$(backup_now)
+  sleep 1
+  make_db "$WORK/other/app.db" 3
+  theirs=$(backup_now --db "$WORK/other/app.db")
+  [[ $theirs != "$mine" ]]
+  run --separate-stderr "$RESTORE" --verify latest
+  assert_status 0
+  assert_contains "$output" "Backup verified: $mine"
+  run --separate-stderr "$RESTORE" --list
+  assert_contains "$output" "Not listed: 1 backup(s) named 'app'"
+  [[ $output != *"$(basename "$theirs")"* ]]
+  # A database whose only backups are another's: refused, saying so.
+  mkdir -p "$WORK/third"
+  make_db "$WORK/third/app.db" 1
+  rm -f "$mine" "$mine.manifest.json"
+  run --separate-stderr "$RESTORE" --db "$WORK/third/app.db" --verify latest
+  assert_status 2
+  assert_contains "$stderr" "taken from another database"
+}
+
+@test "verifying a file that is not a backup says so; a manifest given by mistake means its backup" {
+  make_db "$DB_PATH" 5
+  b=$(backup_now)
+  printf 'meeting notes\n' >"$WORK/notes.txt"
+  run --separate-stderr "$RESTORE" --verify "$WORK/notes.txt"
+  assert_status 3
+  assert_contains "$stderr" "not a backup: neither an SQLite database nor a zstd or gzip file"
+  [[ $stderr != *--force* ]]
+  run --separate-stderr "$RESTORE" --verify "$b.manifest.json"
+  assert_status 0
+  assert_contains "$output" "Backup verified: $b"
 }

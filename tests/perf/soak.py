@@ -30,11 +30,13 @@ from opsenv import Writer, integrity_ok, make_dashboard, ops_env, run  # noqa: E
 from sqlite_ops.catalog import list_backups  # noqa: E402
 
 SCHEDULE = [
-    # (name, every seconds, script, args)
-    ("backup", 5.0, "backup_database.sh", ["--quiet"]),
-    ("restore drill", 60.0, "restore_database.sh", ["--drill", "--quiet"]),
-    ("maintenance", 30.0, "maintain_database.sh", ["--quiet", "check", "checkpoint", "analyze"]),
-    ("metrics", 2.0, "db_metrics", []),
+    # (name, every seconds, first run after seconds, script, args): as cron would,
+    # the first drill comes once there is a backup to drill with.
+    ("backup", 5.0, 0.0, "backup_database.sh", ["--quiet"]),
+    ("restore drill", 60.0, 10.0, "restore_database.sh", ["--drill", "--quiet"]),
+    ("maintenance", 30.0, 2.0, "maintain_database.sh",
+     ["--quiet", "check", "checkpoint", "analyze"]),
+    ("metrics", 2.0, 0.0, "db_metrics", []),
 ]
 
 
@@ -47,8 +49,10 @@ def soak(duration: float, work: Path) -> bool:
     failures: list[str] = []
     stop = threading.Event()
 
-    def every(name: str, period: float, script: str, args: list[str]) -> None:
-        next_at = time.monotonic()
+    def every(name: str, period: float, first: float, script: str, args: list[str]) -> None:
+        next_at = time.monotonic() + first
+        if stop.wait(first):
+            return
         while not stop.is_set():
             start = time.monotonic()
             proc = run(script, *args, env=env, timeout=300)

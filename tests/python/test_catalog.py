@@ -23,13 +23,15 @@ def stamp(epoch: float) -> str:
 
 
 def fake_backup(directory: Path, name: str, epoch: float, verified: bool = True,
-                ext: str = ".gz", manifest: bool = True) -> Path:
+                ext: str = ".gz", manifest: bool = True, source: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}_{stamp(epoch)}.db{ext}"
     path.write_bytes(b"backup")
     if manifest:
-        (directory / (path.name + catalog.MANIFEST_SUFFIX)).write_text(
-            json.dumps({"verified": verified, "size_bytes": 6}))
+        fields: dict = {"verified": verified, "size_bytes": 6}
+        if source is not None:
+            fields["source"] = source
+        (directory / (path.name + catalog.MANIFEST_SUFFIX)).write_text(json.dumps(fields))
     return path
 
 
@@ -205,10 +207,11 @@ def test_cli_prune_removes_file_and_manifest(tmp_path):
     old = fake_backup(tmp_path, "d", now - 40 * DAY)
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
-    dry = cli("prune", "--retention-days", "30", "--keep", "1", "--dry-run", "--",
-              str(tmp_path), "d")
+    dry = cli("prune", "--retention-days", "30", "--keep", "1", "--dry-run",
+              "--source", str(tmp_path / "d.db"), "--", str(tmp_path), "d")
     assert f"Would prune: {old}" in dry.stdout and old.exists()
-    real = cli("prune", "--retention-days", "30", "--keep", "1", "--", str(tmp_path), "d")
+    real = cli("prune", "--retention-days", "30", "--keep", "1",
+               "--source", str(tmp_path / "d.db"), "--", str(tmp_path), "d")
     assert f"Pruned: {old}" in real.stdout
     assert not old.exists() and not old.with_name(old.name + catalog.MANIFEST_SUFFIX).exists()
     assert notes.exists()
@@ -223,8 +226,45 @@ def test_cli_stats(tmp_path):
     fake_backup(tmp_path, "d", now - 10 * DAY)
     newest = fake_backup(tmp_path, "d", now - DAY)
     fake_backup(tmp_path, "d", now - 100, verified=False)
-    lines = cli("stats", "--", str(tmp_path), "d").stdout.splitlines()
+    lines = cli("stats", "--source", str(tmp_path / "d.db"), "--", str(tmp_path),
+                "d").stdout.splitlines()
     stats = dict(line.split() for line in lines)
     assert stats["count"] == "3" and stats["verified_count"] == "2"
     assert abs(float(stats["oldest_age_seconds"]) - 10 * DAY) < 5
     assert stats["newest_verified_created"] == str(int(catalog.parse_backup_name(newest.name)[1]))
+
+
+# --- two databases with one name --------------------------------------------------
+
+
+def test_another_databases_backups_are_neither_listed_nor_pruned(tmp_path):
+    now = time.time()
+    backups = tmp_path / "backups"
+    mine = fake_backup(backups, "app", now - 40 * DAY, source=str(tmp_path / "a" / "app.db"))
+    theirs = fake_backup(backups, "app", now - 41 * DAY, source=str(tmp_path / "b" / "app.db"))
+    fake_backup(backups, "app", now - DAY, source=str(tmp_path / "b" / "app.db"))
+    listed = catalog.list_backups(backups, "app", tmp_path / "a" / "app.db")
+    assert [b.path for b in listed] == [mine]
+    assert [b.path for b in catalog.foreign_backups(backups, "app", tmp_path / "a" / "app.db")][
+        -1] == theirs
+    # b's retention sees only b's backups: a's old one is not b's to prune.
+    plan = catalog.plan_prune(catalog.list_backups(backups, "app", tmp_path / "b" / "app.db"),
+                              now, 30, 1)
+    assert mine not in [b.path for b in plan.prune]
+    assert [b.path for b in plan.prune] == [theirs]
+
+
+def test_a_symlinked_path_to_the_same_database_is_the_same_source(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    now = time.time()
+    fake_backup(tmp_path / "bk", "app", now, source=str(tmp_path / "link" / "app.db"))
+    assert len(catalog.list_backups(tmp_path / "bk", "app", tmp_path / "real" / "app.db")) == 1
+
+
+def test_a_file_without_a_manifest_is_never_pruned(tmp_path):
+    now = time.time()
+    fake_backup(tmp_path, "d", now - DAY)
+    orphan_file = fake_backup(tmp_path, "d", now - 90 * DAY, manifest=False)
+    plan = catalog.plan_prune(catalog.list_backups(tmp_path, "d"), now, 30, 1)
+    assert orphan_file not in [b.path for b in plan.prune]

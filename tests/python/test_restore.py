@@ -73,8 +73,12 @@ def world(tmp_path, template):
     shutil.copyfile(template[0], db)
     (tmp_path / "backups").mkdir()
     backup = tmp_path / "backups" / template[1].name
-    for suffix in ("", catalog.MANIFEST_SUFFIX):
-        shutil.copyfile(f"{template[1]}{suffix}", f"{backup}{suffix}")
+    shutil.copyfile(template[1], backup)
+    # The copy is this test's database's backup: its manifest says so (backups
+    # of another database are not this one's `latest`).
+    manifest = json.loads(Path(f"{template[1]}{catalog.MANIFEST_SUFFIX}").read_text())
+    manifest["source"] = str(db)
+    Path(f"{backup}{catalog.MANIFEST_SUFFIX}").write_text(json.dumps(manifest))
     return db, backup, tmp_path
 
 
