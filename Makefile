@@ -41,10 +41,11 @@ lint: setup ## shellcheck every bash file, ruff every Python file
 	@$(VENV)/bin/ruff check --quiet lib tests scripts/migrate scripts/db_metrics
 	@echo "lint: shellcheck and ruff clean"
 
-bats: setup ## the bash-layer tests
+bats: setup ## the bash-layer tests (fails if it finds none)
+	@n=$$($(VENV)/bin/bats --count tests/bats); test "$$n" -gt 0 || { echo "bats: no tests found" >&2; exit 1; }
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/bats tests/bats
 
-pytest: setup ## the Python tests (fast suite)
+pytest: setup ## the Python tests (fast suite; pytest itself fails when it collects none)
 	@$(PY) -m pytest -q -m "not slow" tests/python
 
 test: setup lint bats pytest ## everything CI runs: setup, lint, bats, pytest
