@@ -210,13 +210,6 @@ require_database() {
 # file_size PATH
 file_size() { stat -c %s -- "$1"; }
 
-# sha256_of PATH: the hex digest only.
-sha256_of() {
-  local sum
-  sum=$(sha256sum -- "$1") || return 1
-  printf '%s\n' "${sum%% *}"
-}
-
 # free_bytes DIR: bytes available to an unprivileged writer in DIR's file system.
 free_bytes() {
   df -P -B1 -- "$1" | awk 'NR==2 {print $4}'
@@ -290,10 +283,35 @@ forget_temp() {
   return 0
 }
 
-# sweep_temps DIR: remove temp files a killed run left in DIR. Only call while
-# holding the lock, so none of them can belong to a run still going.
-sweep_temps() {
-  find "$1" -maxdepth 1 -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
+# glob_escape STRING: STRING with the glob characters \ * ? [ escaped, so it
+# matches only itself in `find -name` or [[ == ]].
+glob_escape() {
+  local s=${1//\\/\\\\}
+  s=${s//\*/\\*}
+  s=${s//\?/\\?}
+  s=${s//\[/\\[}
+  printf '%s\n' "$s"
+}
+
+# sweep_temps_matching DIR GLOB: remove the temp files ('.*.tmp.*') a killed run
+# left in DIR whose name matches GLOB, so the temps of another database sharing
+# DIR are left alone. Only call while holding the lock.
+sweep_temps_matching() {
+  find "$1" -maxdepth 1 -name "$2" -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
+}
+
+# temp_dir_beside VAR DEST: set VAR to a new private temp directory in DEST's
+# directory, named '.<dest name>.tmp.XXXXXX' (so sweep_temps_matching can
+# remove what a killed run left for this DEST only), removed on exit. For work
+# files that grow companions (-wal, -shm, -journal) which must go with them.
+temp_dir_beside() {
+  local -n _temp_var=$1
+  local dir base
+  dir=$(dirname -- "$2")
+  base=$(basename -- "$2")
+  _temp_var=$(mktemp -d -- "$dir/.$base.tmp.XXXXXX") ||
+    die "$EX_FAIL" "cannot create a temp directory in $dir"
+  SOPS_TEMPS+=("$_temp_var")
 }
 
 # publish_atomic TMP DEST [no-clobber]: fsync TMP, rename it to DEST, fsync the
@@ -415,12 +433,6 @@ foreign_keys_ok() {
   return 1
 }
 
-# table_names DB: user tables, one per line (names may hold spaces and quotes,
-# never newlines in practice; sqlite_* internals excluded).
-table_names() {
-  sqlite_ro "$1" "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name;"
-}
-
 # ---------------------------------------------------------------------------
 # Python helpers in lib/sqlite_ops
 # ---------------------------------------------------------------------------
@@ -503,43 +515,4 @@ now_epoch() { date +%s.%N; }
 # elapsed_since START: seconds (3 decimals) since START from now_epoch.
 elapsed_since() {
   awk -v a="$1" -v b="$(now_epoch)" 'BEGIN { printf "%.3f\n", b - a }'
-}
-
-# ---------------------------------------------------------------------------
-# Added by backup_database.sh: sweeping only one database's temp files
-# ---------------------------------------------------------------------------
-
-# glob_escape STRING: STRING with the glob characters \ * ? [ escaped, so it
-# matches only itself in `find -name` or [[ == ]].
-glob_escape() {
-  local s=${1//\\/\\\\}
-  s=${s//\*/\\*}
-  s=${s//\?/\\?}
-  s=${s//\[/\\[}
-  printf '%s\n' "$s"
-}
-
-# sweep_temps_matching DIR GLOB: like sweep_temps, but only the leftovers whose
-# name matches GLOB (runs for other databases sharing DIR are left alone). Only
-# call while holding the lock.
-sweep_temps_matching() {
-  find "$1" -maxdepth 1 -name "$2" -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
-}
-
-# ---------------------------------------------------------------------------
-# Added by restore_database.sh: a temp directory named after its destination
-# ---------------------------------------------------------------------------
-
-# temp_dir_beside VAR DEST: set VAR to a new private temp directory in DEST's
-# directory, named '.<dest name>.tmp.XXXXXX' (so sweep_temps_matching can
-# remove what a killed run left for this DEST only), removed on exit. For work
-# files that grow companions (-wal, -shm, -journal) which must go with them.
-temp_dir_beside() {
-  local -n _temp_var=$1
-  local dir base
-  dir=$(dirname -- "$2")
-  base=$(basename -- "$2")
-  _temp_var=$(mktemp -d -- "$dir/.$base.tmp.XXXXXX") ||
-    die "$EX_FAIL" "cannot create a temp directory in $dir"
-  SOPS_TEMPS+=("$_temp_var")
 }

@@ -178,13 +178,6 @@ setup() {
   assert_contains "$output" "services"
 }
 
-@test "table_names lists user tables including awkward names, not sqlite_ internals" {
-  make_db "$WORK/t.db" 1
-  sqlite3 "$WORK/t.db" "CREATE TABLE \"Order Details\"(x); ANALYZE;"
-  run table_names "$WORK/t.db"
-  assert_equal "$output" $'Order Details\ndevices\nservices'
-}
-
 @test "temp_beside creates a private file next to the destination, removed on exit" {
   run bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out.db'; echo \"\$t\"; [[ -f \$t ]]"
   assert_status 0
@@ -210,12 +203,6 @@ setup() {
   run --separate-stderr publish_atomic "$WORK/tmp2" "$WORK/final" no-clobber
   assert_status 1
   assert_equal "$(cat "$WORK/final")" new
-}
-
-@test "sweep_temps removes leftovers of killed runs and nothing else" {
-  touch "$WORK/.a.db.zst.tmp.abc123" "$WORK/keep.db.zst" "$WORK/notes.txt"
-  sweep_temps "$WORK"
-  [[ ! -e $WORK/.a.db.zst.tmp.abc123 && -e $WORK/keep.db.zst && -e $WORK/notes.txt ]]
 }
 
 @test "ensure_private_dir creates 0700 whatever the caller's umask" {
