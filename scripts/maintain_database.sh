@@ -298,31 +298,28 @@ task_analyze() {
   else
     sql="ANALYZE;"
   fi
+  sql_task "$sql" analyze "ran: $sql"
+}
+
+task_reindex() {
+  sql_task "REINDEX;" REINDEX "every index rebuilt"
+}
+
+# sql_task SQL WHAT DONE: a task that is one statement. Under --dry-run it
+# says what it would run; otherwise it runs SQL and sets TASK_DETAIL to DONE,
+# or to why WHAT failed (returning EX_BUSY or EX_FAIL).
+sql_task() {
+  local sql=$1 what=$2 done=$3 rc=0
   if ((DRY_RUN)); then
     TASK_DETAIL="would run: $sql"
     return 0
   fi
-  local rc=0
   sql_run "$sql" || rc=$?
   if ((rc != 0)); then
-    TASK_DETAIL="analyze failed: $SQL_OUT"
+    TASK_DETAIL="$what failed: $SQL_OUT"
     return "$rc"
   fi
-  TASK_DETAIL="ran: $sql"
-}
-
-task_reindex() {
-  if ((DRY_RUN)); then
-    TASK_DETAIL="would run REINDEX (every index rebuilt)"
-    return 0
-  fi
-  local rc=0
-  sql_run "REINDEX;" || rc=$?
-  if ((rc != 0)); then
-    TASK_DETAIL="REINDEX failed: $SQL_OUT"
-    return "$rc"
-  fi
-  TASK_DETAIL="every index rebuilt"
+  TASK_DETAIL=$done
 }
 
 task_vacuum() {
