@@ -207,8 +207,8 @@ require_database() {
   is_sqlite_file "$1" || die "$EX_USAGE" "not an SQLite database: $1"
 }
 
-# file_size PATH
-file_size() { stat -c %s -- "$1"; }
+# file_size PATH: bytes; fails quietly (the caller says what it means).
+file_size() { stat -c %s -- "$1" 2>/dev/null; }
 
 # free_bytes DIR: bytes available to an unprivileged writer in DIR's file system.
 free_bytes() {

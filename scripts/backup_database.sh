@@ -134,9 +134,11 @@ warn_if_shared() {
 
 # check_free_space: fail early, with a clear message, when the snapshot cannot fit.
 check_free_space() {
-  local need=0 have
-  need=$(file_size "$SRC_DB")
-  [[ -f $SRC_DB-wal ]] && need=$((need + $(file_size "$SRC_DB-wal")))
+  local need=0 wal=0 have
+  need=$(file_size "$SRC_DB") ||
+    die "$EX_USAGE" "database not found: $SRC_DB (it disappeared during the run); nothing was changed"
+  wal=$(file_size "$SRC_DB-wal") || wal=0
+  need=$((need + wal))
   have=$(free_bytes "$DEST_DIR") || return 0
   [[ -z $have || $have -ge $need ]] ||
     die "$EX_FAIL" "not enough free space in $DEST_DIR: need about $(human_bytes "$need"), have $(human_bytes "$have"); nothing was changed"
