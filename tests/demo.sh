@@ -16,7 +16,7 @@ export DB_PATH=${DB_PATH:-$ROOT/data/dashboard.db}
 export BACKUP_DIR=${BACKUP_DIR:-$ROOT/data/backups}
 export MIGRATIONS_DIR=${MIGRATIONS_DIR:-$ROOT/migrations}
 export METRICS_DIR=${METRICS_DIR:-$ROOT/data/metrics}
-SCRATCH="$ROOT/data/scratch"
+SCRATCH=${SCRATCH:-$(dirname -- "$DB_PATH")/scratch}
 export SQLITE_OPS_CONFIG=${SQLITE_OPS_CONFIG:-/dev/null}
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -143,3 +143,20 @@ def test_alert_rules_use_metrics_the_code_exports():
         assert names
         for name in names:
             assert name in source, f"{path.name} uses {name}, which nothing exports"
+
+
+def test_the_demo_runs_end_to_end_twice(tmp_path):
+    """The README's first command: `make demo` (tests/demo.sh), on paths of its
+    own, and again (it must be safe to re-run)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TZ": "UTC",
+           "DB_PATH": str(tmp_path / "data" / "dashboard.db"),
+           "BACKUP_DIR": str(tmp_path / "data" / "backups"),
+           "METRICS_DIR": str(tmp_path / "data" / "metrics")}
+    for run_number in (1, 2):
+        proc = subprocess.run(["bash", str(REPO_ROOT / "tests" / "demo.sh")], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"run {run_number}:\n{proc.stdout}\n{proc.stderr}"
+        assert "restored copy matches the live database" in proc.stdout
+        assert "8/8 metrics" in proc.stdout
+    backups = list((tmp_path / "data" / "backups").glob("dashboard_*.db.*"))
+    assert len([b for b in backups if not b.name.endswith(".manifest.json")]) == 2
