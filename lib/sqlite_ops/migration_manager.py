@@ -987,25 +987,33 @@ class Migrator:
                         on_backup(result.backup)
                 unadopted = layout == LAYOUT_NONE and bool(schema_objects(conn))
                 self._ensure_layout(conn, layout, result)
-                for m in plan:
-                    try:
-                        ms = apply_one(conn, m, "up")
-                    except MigrationFailed as exc:
-                        error = self._explain(exc, "up", result.applied, result.backup)
-                        if unadopted and not result.applied:
-                            error.message += ("; the database had tables but no migration "
-                                              "history: if it was made without migrations, "
-                                              "adopt it with 'migrate baseline V'")
-                        raise error from None
-                    except sqlite3.OperationalError as exc:
-                        raise _db_error(self.db_path, exc) from None
-                    if ms is not None:
-                        result.applied.append((m, ms))
-                    if progress:
-                        progress(m, ms)
+                hint = ("; the database had tables but no migration history: if it was made "
+                        "without migrations, adopt it with 'migrate baseline V'"
+                        if unadopted else "")
+                self._apply_plan(conn, plan, "up", result, progress, hint)
             finally:
                 conn.close()
         return result
+
+    def _apply_plan(self, conn: sqlite3.Connection, plan: list[Migration], direction: str,
+                    result: UpResult, progress: Callable | None, hint: str = "") -> None:
+        """Apply ``plan`` one migration at a time (each in its own transaction),
+        recording each in ``result``. A failure says which migration and how to
+        restore the backup; ``hint`` is added when nothing had been applied yet."""
+        for m in plan:
+            try:
+                ms = apply_one(conn, m, direction)
+            except MigrationFailed as exc:
+                error = self._explain(exc, direction, result.applied, result.backup)
+                if hint and not result.applied:
+                    error.message += hint
+                raise error from None
+            except sqlite3.OperationalError as exc:
+                raise _db_error(self.db_path, exc) from None
+            if ms is not None:
+                result.applied.append((m, ms))
+            if progress:
+                progress(m, ms)
 
     def _up_to_date(self, to: int | None, allow_out_of_order: bool) -> bool:
         """Nothing pending and nothing to upgrade (edited files still raise, exit 3)."""
@@ -1131,17 +1139,7 @@ class Migrator:
                     if on_backup:
                         on_backup(result.backup)
                 self._ensure_layout(conn, layout, result)
-                for m in result.planned:
-                    try:
-                        ms = apply_one(conn, m, "down")
-                    except MigrationFailed as exc:
-                        raise self._explain(exc, "down", result.applied, result.backup) from None
-                    except sqlite3.OperationalError as exc:
-                        raise _db_error(self.db_path, exc) from None
-                    if ms is not None:
-                        result.applied.append((m, ms))
-                    if progress:
-                        progress(m, ms)
+                self._apply_plan(conn, result.planned, "down", result, progress)
             finally:
                 conn.close()
         return result
