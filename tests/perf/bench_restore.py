@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import stat
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import REPO, SCRIPTS, bench_db, machine, print_table, run_timed  # noqa: E402
+from benchlib import (  # noqa: E402
+    REPO,
+    SCRIPTS,
+    bench_db,
+    machine,
+    median_time,
+    print_table,
+    run_timed,
+)
 
 sys.path.insert(0, str(REPO / "lib"))
 
@@ -46,15 +53,6 @@ def fresh_live(source: Path, live: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{live}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(source, live)
-
-
-def timed(cmd: list[str], env: dict[str, str], before=None, runs: int = 1) -> float:
-    times = []
-    for _ in range(runs):
-        if before:
-            before()
-        times.append(run_timed(cmd, env)[0])
-    return statistics.median(times)
 
 
 def stages(backup_file: Path, source: Path, work: Path) -> list[list[object]]:
@@ -99,19 +97,20 @@ def main() -> int:
         backup_file = sorted(backups.glob("live_*.db*[!n]"))[-1]
 
         copy = work / "copy.db"
-        cp_s = timed(["cp", str(source), str(copy)], env,
-                     before=lambda: copy.unlink(missing_ok=True), runs=max(3, runs))
+        cp_s = median_time(["cp", str(source), str(copy)], env=env,
+                           before=lambda: copy.unlink(missing_ok=True), runs=max(3, runs))
         copy.unlink(missing_ok=True)
         # cp does not fsync; a restore must (the file it places is durable).
-        cp_sync_s = timed(["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp", str(source), str(copy)],
-                          env, before=lambda: copy.unlink(missing_ok=True), runs=max(3, runs))
+        cp_sync = ["sh", "-c", 'cp "$1" "$2" && sync "$2"', "cp", str(source), str(copy)]
+        cp_sync_s = median_time(cp_sync, env=env, before=lambda: copy.unlink(missing_ok=True),
+                                runs=max(3, runs))
         copy.unlink(missing_ok=True)
 
-        verify_s = timed([RESTORE, "--verify", "latest"], env, runs=runs)
+        verify_s = median_time([RESTORE, "--verify", "latest"], env=env, runs=runs)
 
         target = work / "restored.db"
-        to_s = timed([RESTORE, "--quiet", "--to", str(target), "latest"], env,
-                      before=lambda: target.unlink(missing_ok=True), runs=runs)
+        to_s = median_time([RESTORE, "--quiet", "--to", str(target), "latest"], env=env,
+                           before=lambda: target.unlink(missing_ok=True), runs=runs)
         target.unlink(missing_ok=True)
 
         # The restore proper (verify + replace + check): the safety backup is
@@ -120,15 +119,15 @@ def main() -> int:
         stub.write_text(f"#!/bin/sh\necho 'Backup completed: {backup_file}'\n")
         stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
         stub_env = env_for(live, backups, SQLITE_OPS_BACKUP_SCRIPT=str(stub))
-        restore_s = timed([RESTORE, "--yes", "--quiet", "latest"], stub_env,
-                          before=lambda: fresh_live(source, live), runs=runs)
+        restore_s = median_time([RESTORE, "--yes", "--quiet", "latest"], env=stub_env,
+                                before=lambda: fresh_live(source, live), runs=runs)
 
-        full_s = timed([RESTORE, "--yes", "--quiet", "latest"], env,
-                       before=lambda: fresh_live(source, live), runs=runs)
+        full_s = median_time([RESTORE, "--yes", "--quiet", "latest"], env=env,
+                             before=lambda: fresh_live(source, live), runs=runs)
 
         metrics = work / "metrics"
-        drill_s = timed([RESTORE, "--drill", "--metrics-dir", str(metrics)],
-                        env_for(live, backups, TMPDIR=str(work)), runs=runs)
+        drill_s = median_time([RESTORE, "--drill", "--metrics-dir", str(metrics)],
+                             env=env_for(live, backups, TMPDIR=str(work)), runs=runs)
         prom = (metrics / "sqlite_ops_restore_live.prom").read_text()
         match = re.search(r"^sqlite_restore_drill_duration_seconds\{[^}]*\} (\S+)$", prom, re.M)
         drill_metric = float(match.group(1)) if match else float("nan")
