@@ -45,6 +45,11 @@ def backup_file_name(name: str, created: float, compression: str) -> str:
     return f"{name}_{stamp}.db{SUFFIX_FOR[compression]}"
 
 
+def iso_utc(epoch: float) -> str:
+    """ISO 8601 UTC to the second, as manifests and listings show times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 @dataclass
 class Backup:
     """One backup file and, when present and readable, its manifest."""
@@ -64,7 +69,7 @@ class Backup:
 
     @property
     def created_iso(self) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at))
+        return iso_utc(self.created_at)
 
     @property
     def verified(self) -> bool:

@@ -863,7 +863,7 @@ def _raw_copies(directory: Path, name: str, now: float) -> list[dict[str, Any]]:
         size = sum(os.path.getsize(os.path.join(entry.path, f)) for f in files)
         found.append({
             "kind": "raw-copy", "file": entry.name, "path": os.path.abspath(entry.path),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(parsed[1])),
+            "created_at": catalog.iso_utc(parsed[1]),
             "age_seconds": int(max(now - parsed[1], 0)), "size_bytes": size,
             "compression": "none", "schema_version": None, "tables": None, "rows": None,
             "manifest": False, "checksum_ok": None,

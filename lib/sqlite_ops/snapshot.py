@@ -37,10 +37,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
-from sqlite_ops.catalog import MANIFEST_FORMAT
+from sqlite_ops.catalog import MANIFEST_FORMAT, iso_utc
 from sqlite_ops.common import (
     EX_FAIL,
     EX_INTEGRITY,
@@ -264,10 +263,6 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
         return None
     value = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
     return value if isinstance(value, int) else None
-
-
-def iso_utc(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: float,
