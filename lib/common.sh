@@ -175,8 +175,22 @@ parse_common_option() {
     --migrations) set_flag MIGRATIONS_DIR "$@" ;;
     --lock-timeout) set_flag LOCK_TIMEOUT "$@" ;;
     --quiet | -q) QUIET=1 SOPS_SHIFT=1 ;;
+    -h | --help) show_help "$0" && exit "$EX_OK" ;;
     *) SOPS_SHIFT=0 ;;
   esac
+}
+
+# parse_options HANDLER ARGS...: the option loop every script shares. The
+# options all scripts take (above, and --help) are handled here; any other
+# argument goes to HANDLER ARGS..., which sets SOPS_SHIFT to how many it used.
+parse_options() {
+  local handler=$1
+  shift
+  while [[ $# -gt 0 ]]; do
+    parse_common_option "$@"
+    [[ $SOPS_SHIFT -gt 0 ]] || "$handler" "$@"
+    shift "$SOPS_SHIFT"
+  done
 }
 
 # ---------------------------------------------------------------------------

@@ -53,23 +53,19 @@ source "$(dirname -- "$SELF")/../lib/common.sh"
 DRY_RUN=0
 NAME='' # this database's backup name, set by load_settings
 
-parse_args() {
-  while [[ $# -gt 0 ]]; do
-    parse_common_option "$@"
-    if [[ $SOPS_SHIFT -gt 0 ]]; then
-      shift "$SOPS_SHIFT"
-      continue
-    fi
-    case $1 in
-      --retention-days) set_flag RETENTION_DAYS "$@" && shift 2 ;;
-      --keep) set_flag KEEP_MIN "$@" && shift 2 ;;
-      --compress) set_flag COMPRESS "$@" && shift 2 ;;
-      --dry-run) DRY_RUN=1 && shift ;;
-      -h | --help) show_help "$SELF" && exit "$EX_OK" ;;
-      -*) usage_error "unknown option '$1'" ;;
-      *) usage_error "unexpected argument '$1' (a path with spaces needs quotes)" ;;
-    esac
-  done
+parse_args() { parse_options backup_option "$@"; }
+
+# backup_option ARGS...: this script's own options (SOPS_SHIFT: how many used).
+backup_option() {
+  SOPS_SHIFT=1
+  case $1 in
+    --retention-days) set_flag RETENTION_DAYS "$@" && SOPS_SHIFT=2 ;;
+    --keep) set_flag KEEP_MIN "$@" && SOPS_SHIFT=2 ;;
+    --compress) set_flag COMPRESS "$@" && SOPS_SHIFT=2 ;;
+    --dry-run) DRY_RUN=1 ;;
+    -*) usage_error "unknown option '$1'" ;;
+    *) usage_error "unexpected argument '$1' (a path with spaces needs quotes)" ;;
+  esac
 }
 
 # load_settings: resolve every setting once (flag > env > config > default).

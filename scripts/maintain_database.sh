@@ -80,30 +80,25 @@ STAT_FILE_BYTES=0 STAT_PAGES=0 STAT_PAGE_SIZE=0 STAT_FREELIST=0
 # ---------------------------------------------------------------------------
 
 parse_args() {
-  while [[ $# -gt 0 ]]; do
-    parse_common_option "$@"
-    if [[ $SOPS_SHIFT -gt 0 ]]; then
-      shift "$SOPS_SHIFT"
-      continue
-    fi
-    case $1 in
-      --help | -h)
-        show_help "${BASH_SOURCE[0]}"
-        exit "$EX_OK"
-        ;;
-      --dry-run) DRY_RUN=1 ;;
-      --force) FORCE=1 ;;
-      --) shift && break ;;
-      -*) usage_error "unknown option '$1'" ;;
-      *) add_task "$1" ;;
-    esac
-    shift
-  done
-  while [[ $# -gt 0 ]]; do
-    add_task "$1"
-    shift
-  done
+  parse_options maintain_option "$@"
   [[ ${#TASKS[@]} -gt 0 ]] || add_task all
+}
+
+# maintain_option ARGS...: this script's own options and tasks (SOPS_SHIFT:
+# how many used). After `--` every argument is a task.
+maintain_option() {
+  SOPS_SHIFT=1
+  case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --force) FORCE=1 ;;
+    --)
+      local task
+      for task in "${@:2}"; do add_task "$task"; done
+      SOPS_SHIFT=$#
+      ;;
+    -*) usage_error "unknown option '$1'" ;;
+    *) add_task "$1" ;;
+  esac
 }
 
 # add_task NAME: validate NAME and append it (all expands; duplicates dropped).

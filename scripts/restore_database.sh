@@ -85,30 +85,28 @@ set_action() {
 }
 
 parse_args() {
-  local -a rest=()
-  while [[ $# -gt 0 ]]; do
-    parse_common_option "$@"
-    if [[ $SOPS_SHIFT -gt 0 ]]; then
-      shift "$SOPS_SHIFT"
-      continue
-    fi
-    case $1 in
-      --list) set_action list && shift ;;
-      --verify) set_action verify && shift ;;
-      --drill) set_action drill && shift ;;
-      --json) JSON=1 && shift ;;
-      --yes | -y) YES=1 && shift ;;
-      --force) FORCE=1 && shift ;;
-      --to) set_flag TO "$@" && TO=${SOPS_FLAGS[TO]} && shift 2 ;;
-      -h | --help) show_help "$SELF" && exit "$EX_OK" ;;
-      --) shift && rest+=("$@") && break ;;
-      -*) usage_error "unknown option '$1'" ;;
-      *) rest+=("$1") && shift ;;
-    esac
-  done
-  [[ ${#rest[@]} -le 1 ]] || usage_error "one backup at a time, got: ${rest[*]}"
-  SPEC=${rest[0]:-}
+  POSITIONAL=()
+  parse_options restore_option "$@"
+  [[ ${#POSITIONAL[@]} -le 1 ]] || usage_error "one backup at a time, got: ${POSITIONAL[*]}"
+  SPEC=${POSITIONAL[0]:-}
   check_args
+}
+
+# restore_option ARGS...: this script's own options (SOPS_SHIFT: how many used).
+restore_option() {
+  SOPS_SHIFT=1
+  case $1 in
+    --list) set_action list ;;
+    --verify) set_action verify ;;
+    --drill) set_action drill ;;
+    --json) JSON=1 ;;
+    --yes | -y) YES=1 ;;
+    --force) FORCE=1 ;;
+    --to) set_flag TO "$@" && TO=${SOPS_FLAGS[TO]} && SOPS_SHIFT=2 ;;
+    --) POSITIONAL+=("${@:2}") && SOPS_SHIFT=$# ;;
+    -*) usage_error "unknown option '$1'" ;;
+    *) POSITIONAL+=("$1") ;;
+  esac
 }
 
 # check_args: the combinations the usage allows.

@@ -98,6 +98,26 @@ setup() {
   assert_equal "$SOPS_SHIFT" 0
 }
 
+@test "parse_options: shared options here, the rest to the script's handler" {
+  seen=()
+  handler() {
+    SOPS_SHIFT=1
+    case $1 in
+      --keep) seen+=("keep=$2") && SOPS_SHIFT=2 ;;
+      --) seen+=("rest:${*:2}") && SOPS_SHIFT=$# ;;
+      *) seen+=("$1") ;;
+    esac
+  }
+  parse_options handler --db "/a b.db" --keep 3 task1 --quiet -- --not-an-option x
+  assert_equal "${SOPS_FLAGS[DB_PATH]}" "/a b.db"
+  assert_equal "$QUIET" 1
+  assert_equal "${seen[*]}" "keep=3 task1 rest:--not-an-option x"
+  printf '%s\n' '#!/usr/bin/env bash' '# Usage: x [--help]' >"$WORK/x"
+  run bash -c "source '$REPO_ROOT/lib/common.sh'; parse_options true --help" "$WORK/x"
+  assert_status 0
+  assert_equal "$output" "Usage: x [--help]"
+}
+
 @test "sql_quote doubles single quotes; the result is a literal, not code" {
   make_db "$WORK/t.db" 3
   local evil="x'; DROP TABLE devices; --"
