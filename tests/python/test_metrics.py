@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from promparse import prom_samples
 
 from sqlite_ops import metrics
 from sqlite_ops.common import REPO_ROOT, OpsError
@@ -53,21 +53,14 @@ def make_db(path: Path, rows: int = 50, journal_mode: str = "wal") -> Path:
     return path
 
 
-def families(text: str) -> dict[str, list]:
-    """{metric name: [(labels, value)]} as Prometheus' own parser reads the text."""
-    parsed: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            parsed.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return parsed
-
 
 def by_label(parsed: dict[str, list], metric: str, label: str) -> dict[str, float]:
     return {labels[label]: value for labels, value in parsed.get(metric, [])}
 
 
 def scrape(db: Path, **options) -> dict[str, list]:
-    return families(metrics.render_prometheus(metrics.collect(str(db), metrics.Options(**options))))
+    report = metrics.collect(str(db), metrics.Options(**options))
+    return prom_samples(metrics.render_prometheus(report))
 
 
 @pytest.fixture
@@ -151,7 +144,7 @@ def test_query_timing_reports_a_median_and_cuts_slow_queries(db: Path, tmp_path:
     queries.write_text(f"SELECT count(*) FROM devices;\n{slow}\n")
     report = metrics.collect(str(db), metrics.Options(
         queries_file=str(queries), time_queries=True, query_runs=3, query_time_limit=0.2))
-    parsed = families(metrics.render_prometheus(report))
+    parsed = prom_samples(metrics.render_prometheus(report))
     times = by_label(parsed, "sqlite_query_duration_seconds", "query")
     assert list(times) == ["SELECT count(*) FROM devices;"]
     assert 0 < times["SELECT count(*) FROM devices;"] < 1

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from promparse import prom_samples
 
 from sqlite_ops import metrics_cli
 from sqlite_ops.common import REPO_ROOT
@@ -35,13 +35,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env={**os.environ, **(env or {})})
 
 
-def samples(text: str) -> dict[str, list]:
-    found: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return found
-
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
@@ -52,7 +45,7 @@ def test_prints_prometheus_text_with_exact_counts(db: Path) -> None:
     result = run("--db", str(db), "--exact-counts")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    rows = samples(result.stdout)["sqlite_table_rows"]
+    rows = prom_samples(result.stdout)["sqlite_table_rows"]
     assert rows == [({"db": "shop", "table": "Order Details"}, 12)]
 
 
@@ -97,7 +90,7 @@ def test_textfile_writes_the_prom_file_and_prints_its_path(db: Path, tmp_path: P
     result = run("--db", str(db), "--textfile", str(out))
     assert result.returncode == 0
     assert result.stdout == f"{out / 'sqlite_ops_shop.prom'}\n"
-    assert samples((out / "sqlite_ops_shop.prom").read_text())["sqlite_pages"][0][1] > 0
+    assert prom_samples((out / "sqlite_ops_shop.prom").read_text())["sqlite_pages"][0][1] > 0
 
 
 def test_listen_address_parsing() -> None:

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from promparse import prom_samples
 
 from sqlite_ops.metrics import Options
 from sqlite_ops.metrics_server import make_server
@@ -25,13 +25,6 @@ def db(tmp_path: Path) -> Path:
     conn.close()
     return path
 
-
-def samples(text: str) -> dict[str, list]:
-    found: dict[str, list] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return found
 
 
 @pytest.fixture
@@ -59,7 +52,7 @@ def test_server_metrics_health_and_404(server, db: Path) -> None:
     assert server.server_address[0] == "127.0.0.1"
     status, kind, body = get(server, "/metrics")
     assert status == 200 and kind.startswith("text/plain; version=0.0.4")
-    assert samples(body)["sqlite_file_size_bytes"][0][1] == db.stat().st_size
+    assert prom_samples(body)["sqlite_file_size_bytes"][0][1] == db.stat().st_size
     status, kind, body = get(server, "/health")
     assert status == 200 and kind == "application/json"
     assert json.loads(body)["status"] == "ok"
