@@ -52,7 +52,7 @@
 #   --quiet            only warnings, errors and results
 #
 # --verify and --drill decompress into TMPDIR (default /tmp). The incident
-# runbook is docs/operations/restore.md.
+# runbook is in docs/operations/database-management.md.
 #
 # Exit codes:
 #   0   done

@@ -42,7 +42,7 @@ from .common import (
     readonly_uri,
 )
 
-# name: (type, help). The reference table in docs/operations/maintenance-monitoring.md
+# name: (type, help). The reference table in docs/operations/database-management.md (Monitoring)
 # lists the same names.
 METRICS: dict[str, tuple[str, str]] = {
     "sqlite_info": ("gauge", "Always 1; labels carry the path, journal mode and SQLite version."),

@@ -49,7 +49,7 @@ usage: migrate status [--json]
 
 One line per migration: applied (with time), pending, edited (applied, file
 changed since) or missing file (applied, file gone). --json prints the stable
-JSON document described in docs/operations/migrations.md. Read-only.
+JSON document described in docs/operations/database-management.md. Read-only.
 """,
     "up": """\
 usage: migrate up [--to V] [--dry-run] [--no-backup] [--allow-out-of-order]

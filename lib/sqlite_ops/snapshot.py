@@ -55,7 +55,7 @@ PROG = "backup_database.sh"
 CHUNK = 1 << 20  # 1 MiB: flat memory whatever the database size
 
 # Compressor command lines. Level 1 is what the benchmark chose (see
-# docs/operations/backup.md): higher levels cost several times the time for a
+# docs/operations/database-management.md): higher levels cost several times the time for a
 # few percent of size.
 COMPRESSORS = {
     "zstd": ["zstd", "-1", "-T0", "-q", "-c"],

@@ -118,6 +118,22 @@ def _source_text() -> str:
     return "\n".join(parts)
 
 
+def test_every_docs_path_named_in_code_and_docs_exists():
+    """A comment or help text pointing at a moved document sends the reader nowhere."""
+    texts = {p: p.read_text() for p in DOCS}
+    texts.update({p: p.read_text() for p in SCRIPTS.iterdir() if p.is_file()})
+    texts.update({p: p.read_text() for p in (REPO_ROOT / "lib").rglob("*")
+                  if p.suffix in {".py", ".sh"}})
+    texts[REPO_ROOT / "Makefile"] = (REPO_ROOT / "Makefile").read_text()
+    named = 0
+    for path, text in texts.items():
+        for ref in re.findall(r"\bdocs/[\w./-]*\w", text):
+            named += 1
+            where = path.relative_to(REPO_ROOT)
+            assert (REPO_ROOT / ref).exists(), f"{where} names {ref}, which does not exist"
+    assert named, "the code should point readers at docs/"
+
+
 def test_example_configuration_keys_are_read_by_the_code():
     source = _source_text()
     conf = (REPO_ROOT / "docs" / "examples" / "sqlite-ops.conf").read_text()
