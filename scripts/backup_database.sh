@@ -11,7 +11,8 @@
 # quick_check must say exactly "ok"), counts the rows of every table,
 # compresses it, and publishes DIR/<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz] with
 # a sidecar <same>.manifest.json (checksums, sizes, row counts, schema
-# version). Nothing appears under a final name unless it is complete, verified
+# version, foreign-key violations: copied as they are, with a warning, since a
+# restore of them will need --force). Nothing appears under a final name unless it is complete, verified
 # and fsynced. Then prunes old backups of this database and prints
 # "Backup completed: <path>" as the last line on stdout.
 #
@@ -181,6 +182,15 @@ write_manifest() {
     "${facts[@]}" -- "$snapshot" >"$out"
 }
 
+# warn_foreign_keys MANIFEST: foreign-key violations are copied as they are
+# (a backup never edits data); say so now, not first during an incident.
+warn_foreign_keys() {
+  local count
+  count=$(sed -n 's/^ *"foreign_key_violations": \([0-9]*\),*$/\1/p' -- "$1")
+  [[ ${count:-0} == 0 ]] ||
+    log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count rows point to missing parent rows); the backup keeps them as they are, so restoring it will need --force; maintain_database.sh check lists them"
+}
+
 # backup: snapshot, verify, pack, manifest, publish. Sets PUBLISHED.
 backup() {
   local ext='' snapshot packed manifest check final source_facts pack_facts
@@ -205,6 +215,7 @@ backup() {
   pack_facts=$(pack_snapshot "$snapshot" "$packed") || exit
   finish_quick_check "$check"
   write_manifest "$snapshot" "${final##*/}" "$manifest" "$source_facts" "$pack_facts" || exit
+  warn_foreign_keys "$manifest"
   [[ $snapshot == "$packed" ]] || rm -f -- "$snapshot"
 
   publish_atomic "$packed" "$final" no-clobber

@@ -204,6 +204,7 @@ class Report:
     journal_mode: str | None  # of the database the backup was taken from
     schema_version: int | None
     tables: dict[str, int]
+    fk_violations: int = 0  # accepted with --force; otherwise verification fails
     warnings: list[str] = field(default_factory=list)
     applied: dict[str, Any] = field(default_factory=dict)
 
@@ -325,7 +326,9 @@ def _contents(path: str, result: dict[str, Any]) -> None:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute(_MMAP).fetchall()
-            result["fk"] = conn.execute("PRAGMA foreign_key_check").fetchmany(5)
+            violations = conn.execute("PRAGMA foreign_key_check")
+            first = violations.fetchone()
+            result["fk"] = (0 if first is None else 1 + sum(1 for _ in violations), first)
             result["tables"] = table_counts(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             result["schema_version"] = schema_version(conn)
@@ -421,10 +424,15 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         raise _bad(path, f"PRAGMA integrity_check failed: {shown}")
     if "error" in found:
         raise _bad(path, f"cannot be read: {found['error']}")
-    if found["fk"]:
-        table, rowid, parent, _ = found["fk"][0]
-        raise _bad(path, f"PRAGMA foreign_key_check failed: row {rowid} of {table} points "
-                         f"to a missing {parent} row")
+    fk_violations, first = found["fk"]
+    if fk_violations:
+        what = foreign_key_problem(fk_violations, first)
+        if not force:
+            had = (manifest or {}).get("foreign_key_violations")
+            origin = (f"; the database already had {had} when the backup was taken (its "
+                      "manifest says so): its own state, not damage" if had else "")
+            raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is")
+        warnings.append(f"{what}; accepted as it is (--force)")
     tables: dict[str, int] = found["tables"]
     if manifest is not None:
         mismatch = compare_counts(manifest["tables"], tables)
@@ -435,7 +443,17 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         created_at=(manifest or {}).get("created_at"), compression=compression,
         sha256=file_sha, db_size_bytes=os.path.getsize(work), page_size=found["page_size"],
         journal_mode=(manifest or {}).get("journal_mode"),
-        schema_version=found["schema_version"], tables=tables, warnings=warnings)
+        schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
+        warnings=warnings)
+
+
+def foreign_key_problem(count: int, first: tuple[Any, ...]) -> str:
+    """One line on what PRAGMA foreign_key_check found: how many, and the first."""
+    table, rowid, parent, _ = first
+    row = "a row" if rowid is None else f"row {rowid}"
+    which = ("rows point to missing parent rows" if count > 1
+             else "row points to a missing parent row")
+    return f"PRAGMA foreign_key_check failed: {count} {which} (first: {row} of {table} -> {parent})"
 
 
 def compare_counts(expected: dict[str, Any], actual: dict[str, int]) -> str | None:
@@ -757,6 +775,19 @@ def _when(report: Report) -> str:
     return f"{report.created_at}, {human_age(time.time() - created)} ago"
 
 
+def _open_in(db: str) -> list[str]:
+    """Plan lines naming the processes that have ``db`` open, if any."""
+    found, _ = holders([db] + [db + s for s in COMPANIONS])
+    if not found:
+        return []
+    names = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return [f"  open in:  {names}{more}",
+            "            they read the restored data on their next query; anything they "
+            "write after the safety backup is in neither it nor the restored database: "
+            "stop writers first if you can"]
+
+
 def format_plan(report: Report, db: str) -> str:
     counts, mode, error = current_state(db)
     version = "-" if report.schema_version is None else report.schema_version
@@ -767,6 +798,7 @@ def format_plan(report: Report, db: str) -> str:
         f"  schema:   version {version}",
         f"  current:  {error}" if error else
         f"  current:  {human_bytes(os.path.getsize(db))}, {mode} mode",
+        *_open_in(db),
         "",
         f"  {'table':<30} {'backup':>12} {'current':>12}",
     ]
@@ -1021,10 +1053,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(format_plan(report, args.plan), file=sys.stderr)
     if args.announce:
         tables = len(report.tables)
+        fks = ("foreign_key_check clean" if not report.fk_violations
+               else f"{report.fk_violations} foreign-key violations accepted (--force)")
         print(f"Backup verified: {report.backup} ({_when(report)}; {tables} tables, "
               f"{report.rows} rows; schema version "
               f"{'-' if report.schema_version is None else report.schema_version}; "
-              f"integrity_check ok, foreign_key_check clean"
+              f"integrity_check ok, {fks}"
               f"{', row counts match the manifest' if report.has_manifest else ''})")
         for warning in report.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)

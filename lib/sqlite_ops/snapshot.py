@@ -238,7 +238,8 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
 
 
 def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
-    """Row counts per table, page size and schema version of a snapshot."""
+    """Row counts per table, page size, schema version and the number of rows
+    PRAGMA foreign_key_check reports, of a snapshot."""
     conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
     try:
         names = [row[0] for row in conn.execute(
@@ -248,11 +249,15 @@ def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
                   for name in names}
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         version = schema_version(conn)
+        # Recorded, not refused: a backup must copy the database as it is. A
+        # restore then knows the violations are the database's own, not damage.
+        violations = sum(1 for _ in conn.execute("PRAGMA foreign_key_check"))
     except sqlite3.Error as exc:
         raise _classify(exc, f"cannot read the snapshot {snapshot}") from None
     finally:
         conn.close()
-    return {"tables": tables, "page_size": page_size, "schema_version": version}
+    return {"tables": tables, "page_size": page_size, "schema_version": version,
+            "foreign_key_violations": violations}
 
 
 def schema_version(conn: sqlite3.Connection) -> int | None:
@@ -292,7 +297,7 @@ def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: fl
 REQUIRED_FIELDS = (
     "source", "created_at", "sha256", "db_sha256", "size_bytes", "db_size_bytes", "page_size",
     "journal_mode", "sqlite_version", "schema_version", "tables", "compression",
-    "duration_seconds", "verified", "format", "file", "name",
+    "duration_seconds", "verified", "format", "file", "name", "foreign_key_violations",
 )
 
 

@@ -226,20 +226,25 @@ refused_without_change() {
   assert_contains "$stderr" "completeness unproven"
 }
 
-@test "corrupt corpus files: --verify --force exits 3 naming the problem" {
+@test "corrupt corpus files: --verify --force exits 3 naming the damage; orphaned rows alone pass" {
   local f name
   f=$(corpus_or_skip corrupt/chef_corrupt.sqlite)
   run --separate-stderr "$RESTORE" --verify "$f"
   assert_status 3
   assert_contains "$stderr" "no manifest"
-  for name in chef_corrupt chef_badforeignkey corruptN_1 chinook_truncated chinook_badmagic \
+  for name in chef_corrupt corruptN_1 chinook_truncated chinook_badmagic \
     chinook_rootswap chinook_header_pagecount; do
     f=$(corpus_or_skip "corrupt/$name.sqlite")
     run --separate-stderr "$RESTORE" --verify --force "$f"
     assert_status 3
-    [[ $stderr == *"integrity_check failed"* || $stderr == *"foreign_key_check failed"* ||
-      $stderr == *"not an SQLite database"* || $stderr == *"neither an SQLite"* ]]
+    [[ $stderr == *"integrity_check failed"* || $stderr == *"not an SQLite database"* ||
+      $stderr == *"neither an SQLite"* ]]
   done
+  # Sound pages, orphaned rows: --force accepts it, and says what it accepted.
+  run --separate-stderr "$RESTORE" --verify --force "$(corpus_or_skip corrupt/chef_badforeignkey.sqlite)"
+  assert_status 0
+  assert_contains "$stderr" "foreign_key_check failed"
+  assert_contains "$stderr" "accepted as it is (--force)"
 }
 
 @test "corrupt corpus files wrapped as backups with a matching manifest: restore refused, exit 3" {
@@ -253,6 +258,26 @@ refused_without_change() {
     write_manifest "$b"
     refused_without_change "$b" "check failed"
   done
+}
+
+@test "a database with foreign-key violations: backed up as it is; restore needs --force and says why" {
+  make_db "$DB_PATH" 100
+  sqlite3 "$DB_PATH" 'DELETE FROM devices WHERE id <= 3' # foreign keys off: 3 orphaned services
+  run --separate-stderr "$SCRIPTS/backup_database.sh"
+  assert_status 0
+  assert_contains "$stderr" "fails PRAGMA foreign_key_check (3 rows point to missing parent rows)"
+  b=${output##*Backup completed: }
+  grep -q '"foreign_key_violations": 3' "$b.manifest.json"
+  add_rows "$DB_PATH" 5
+  refused_without_change latest "3 rows point to missing parent rows (first: row 1 of services -> devices); the database already had 3 when the backup was taken"
+  assert_contains "$stderr" "pass --force"
+  run --separate-stderr "$RESTORE" --yes --force latest
+  assert_status 0
+  assert_contains "$output" "accepted as it is (--force)"
+  assert_equal "$(count_rows "$DB_PATH" devices)" 97
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+  run --separate-stderr "$RESTORE" --drill --force
+  assert_status 0
 }
 
 # ---------------------------------------------------------------------------
@@ -401,6 +426,9 @@ PY
   for _ in $(seq 100); do [[ -e $WORK/ready ]] && break; sleep 0.05; done
   run --separate-stderr "$RESTORE" --yes latest
   assert_status 0
+  # The plan names the process, and warns that its writes from now on are lost.
+  assert_contains "$stderr" "open in:  pid ${BG_PIDS[0]} (python3"
+  assert_contains "$stderr" "stop writers first"
   touch "$WORK/go"
   wait "${BG_PIDS[0]}"
   assert_equal "$(cat "$WORK/seen")" "150 100 ok"

@@ -206,16 +206,26 @@ def test_verify_without_a_manifest_needs_force(world):
     assert any("completeness unproven" in w for w in report.warnings)
 
 
-def test_verify_rejects_a_broken_foreign_key_even_with_force(tmp_path):
+def test_verify_rejects_a_broken_foreign_key_unless_forced(tmp_path):
+    """Orphaned rows are the data's own state, not damage: refused by default
+    (the contract's empty foreign_key_check), accepted and reported with --force;
+    otherwise a database that has them could never be restored."""
     db = make_db(tmp_path / "bad.db", mode="delete")
     conn = sqlite3.connect(db)
-    conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
+    conn.executemany("INSERT INTO services(device_id, port) VALUES (?, 80)", [(998,), (999,)])
     conn.commit()
     conn.close()
+    backup = take_backup(db, tmp_path / "backups")
+    manifest = json.loads(Path(f"{backup}{catalog.MANIFEST_SUFFIX}").read_text())
+    assert manifest["foreign_key_violations"] == 2
     with pytest.raises(OpsError) as err:
-        restore.verify_backup(db, tmp_path / "work.db", force=True)
+        restore.verify_backup(backup, tmp_path / "work.db")
     assert err.value.code == EX_VERIFY
-    assert "foreign_key_check failed" in err.value.message
+    assert "foreign_key_check failed: 2 rows point to missing parent rows" in err.value.message
+    assert "already had 2 when the backup was taken" in err.value.message
+    report = restore.verify_backup(backup, tmp_path / "work2.db", force=True)
+    assert report.fk_violations == 2
+    assert any("accepted as it is (--force)" in w for w in report.warnings)
 
 
 def test_check_schema_refuses_newer_and_notes_older(world, tmp_path):
