@@ -8,9 +8,18 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+# Settings come from the command line or the environment. Without them, a
+# config file that sets anything (SQLITE_OPS_CONFIG, else /etc/sqlite-ops.conf)
+# means a configured machine: the scripts read it themselves, exactly as under
+# cron, so `make migrate` on a server migrates the server's database. Only
+# with no config file do the defaults point inside this checkout, so that
+# `make demo` works with no set-up.
+CONFIGURED := $(shell bash -c 'source lib/common.sh && config_init && [[ $${!SOPS_FILE[*]} ]] && echo yes' 2>/dev/null)
+ifeq ($(CONFIGURED),)
 DB_PATH ?= $(CURDIR)/data/dashboard.db
 BACKUP_DIR ?= $(CURDIR)/data/backups
 MIGRATIONS_DIR ?= $(CURDIR)/migrations
+endif
 export DB_PATH BACKUP_DIR MIGRATIONS_DIR
 
 VENV := .venv
@@ -68,12 +77,13 @@ rollback: ## roll back the newest migration (STEPS=n for more)
 backup: ## take a verified backup of DB_PATH into BACKUP_DIR
 	@scripts/backup_database.sh
 
-restore: ## restore BACKUP=<file|latest> over DB_PATH (asks first; YES=1 to skip)
+restore: ## restore BACKUP=<file|latest> over DB_PATH (asks first; YES=1 to skip; FORCE=1 = --force)
 	@test -n "$${BACKUP:-}" || { echo "make restore: set BACKUP=<backup file> or BACKUP=latest" >&2; exit 2; }
-	@scripts/restore_database.sh $${YES:+--yes} "$$BACKUP"
+	@test -n "$${YES:-}" -o -t 0 || { echo "make restore: refusing to restore over $${DB_PATH:-the configured database} without confirmation: no terminal to ask on; check the backup with make verify BACKUP=$$BACKUP, then add YES=1" >&2; exit 2; }
+	@scripts/restore_database.sh $${YES:+--yes} $${FORCE:+--force} "$$BACKUP"
 
 verify: ## verify the latest backup (BACKUP=<file> for another)
-	@scripts/restore_database.sh --verify "$${BACKUP:-latest}"
+	@scripts/restore_database.sh --verify $${FORCE:+--force} "$${BACKUP:-latest}"
 
 list-backups: ## list backups, newest first
 	@scripts/restore_database.sh --list
