@@ -267,6 +267,14 @@ def stat1_rows(conn: sqlite3.Connection) -> list[tuple[str, str | None, str]]:
     return conn.execute("SELECT tbl, idx, stat FROM sqlite_stat1").fetchall()
 
 
+def is_empty(conn: sqlite3.Connection, table: str) -> bool:
+    """The table has no row (reads at most one); False when it cannot be read."""
+    try:
+        return conn.execute(f"SELECT 1 FROM {quote_ident(table)} LIMIT 1").fetchone() is None
+    except sqlite3.OperationalError:  # e.g. a virtual table's module missing
+        return False
+
+
 def collect_rows(report: Report, conn: sqlite3.Connection, tables: list[str],
                  exact: bool) -> None:
     estimates: dict[str, int] = {}
@@ -278,6 +286,8 @@ def collect_rows(report: Report, conn: sqlite3.Connection, tables: list[str],
         estimates[table] = max(rows, estimates.get(table, 0))
     missing = []
     for table in tables:
+        if table not in estimates and is_empty(conn, table):
+            estimates[table] = 0  # ANALYZE records nothing for an empty table
         if table in estimates:
             report.add("sqlite_table_rows_estimate", estimates[table], table=table)
         else:

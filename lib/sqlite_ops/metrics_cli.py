@@ -31,7 +31,7 @@ def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Metrics of an SQLite database for Prometheus.",
+        prog=PROG, description="Metrics of an SQLite database for Prometheus.", allow_abbrev=False,
         epilog="Exit codes: 0 done, 1 failed, 2 usage, 4 damaged database, 75 locked.")
     parser.add_argument("command", nargs="?", choices=["serve"],
                         help="serve: answer GET /metrics and GET /health over HTTP")

@@ -102,6 +102,21 @@ def test_estimates_come_from_sqlite_stat1_and_no_counting_by_default(db: Path) -
     assert estimates["Order Details"] == 7 and estimates["two\nlines"] == 21
 
 
+def test_an_empty_table_is_an_estimate_of_zero_not_a_missing_statistic(db: Path) -> None:
+    """ANALYZE writes nothing for an empty table: "run analyze" would never go away."""
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE scans (id INTEGER PRIMARY KEY, at TEXT)")
+    conn.execute("CREATE INDEX idx_scans_at ON scans (at)")
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+    report = metrics.collect(str(db), metrics.Options())
+    estimates = by_label(prom_samples(metrics.render_prometheus(report)),
+                         "sqlite_table_rows_estimate", "table")
+    assert estimates["scans"] == 0 and estimates["devices"] == 50
+    assert not [note for note in report.notes if "no statistics" in note]
+
+
 def test_index_statistics_before_and_after_analyze(db: Path) -> None:
     stats = by_label(scrape(db), "sqlite_index_has_stats", "index")
     assert stats == {"idx_devices_ip": 0, "idx_devices_kind": 0,

@@ -72,6 +72,8 @@ def test_db_path_from_config_file_and_flag_precedence(db: Path, tmp_path: Path) 
     (["--db", "{tmp}/text.db"], "not an SQLite database"),
     (["--db", "{db}", "--format", "xml"], "invalid choice"),
     (["--db", "{db}", "--bogus"], "unrecognized arguments"),
+    # an abbreviation would be a guess: --text is not --textfile
+    (["--db", "{db}", "--text={tmp}"], "unrecognized arguments"),
     (["--db", "{db}", "--queries", "{tmp}/none.sql"], "queries file not found"),
     (["serve", "--db", "{db}", "--listen", "nowhere"], "--listen needs HOST:PORT"),
 ])
