@@ -477,9 +477,15 @@ prom_file() {
   printf 'sqlite_ops_%s_%s.prom\n' "$1" "${2//[^A-Za-z0-9_.-]/_}"
 }
 
+# prom_family NAME HELP: the HELP and TYPE lines of a gauge family.
+prom_family() {
+  printf '# HELP %s %s\n# TYPE %s gauge\n' "$1" "$2" "$1"
+}
+
 # prom_gauge NAME LABELS VALUE HELP: one gauge in the text exposition format.
 prom_gauge() {
-  printf '# HELP %s %s\n# TYPE %s gauge\n%s{%s} %s\n' "$1" "$4" "$1" "$1" "$2" "$3"
+  prom_family "$1" "$4"
+  printf '%s{%s} %s\n' "$1" "$2" "$3"
 }
 
 # prom_label_escape VALUE: escape \, " and newline for a label value.
@@ -508,6 +514,19 @@ prom_write() {
   chmod 0644 -- "$tmp"
   mv -f -T -- "$tmp" "$dir/$name" || log_warn "cannot publish metrics file $dir/$name"
   forget_temp "$tmp"
+}
+
+# prom_merge DIR FILE_NAME: publish stdin (this run's gauges; every family the
+# file holds declared with prom_family, samples optional) merged with the file
+# earlier runs left there: series this run did not produce keep their values
+# (lib/sqlite_ops/promfile.py). Like prom_write, it never fails the operation.
+prom_merge() {
+  local text
+  if ! text=$(py_ops promfile merge -- "$1/$2"); then
+    log_warn "cannot merge metrics into $1/$2; metrics not written"
+    return 0
+  fi
+  printf '%s\n' "$text" | prom_write "$1" "$2"
 }
 
 # ---------------------------------------------------------------------------

@@ -453,64 +453,34 @@ print_summary() {
 # ---------------------------------------------------------------------------
 
 # write_metrics RC: on exit, publish this run's figures; tasks not run this time
-# keep their previous values from the file.
+# keep their previous values from the file (prom_merge).
 write_metrics() {
-  local rc=$1 name file label task now
+  local rc=$1 name label task now
   [[ -n $METRICS_DIR && -n $RUN_START ]] || return 0
   db_name name "$DB" || {
     log_warn "cannot name the database for its metrics; metrics not written"
     return 0
   }
-  file="$METRICS_DIR/$(prom_file maintenance "$name")"
-  label=$(prom_label_escape "$name")
+  label="db=\"$(prom_label_escape "$name")\""
   now=$(date +%s)
-  local -A success=() seconds=()
-  local integrity=$INTEGRITY
-  read_previous_metrics "$file"
+  local -a done_tasks=()
   for task in "${!TASK_RESULT[@]}"; do
     # skipped means done: nothing was needed (no WAL, freelist below threshold)
-    [[ ${TASK_RESULT[$task]} == ok || ${TASK_RESULT[$task]} == skipped ]] || continue
-    success[$task]=$now
-    seconds[$task]=${TASK_SECONDS[$task]}
+    [[ ${TASK_RESULT[$task]} == ok || ${TASK_RESULT[$task]} == skipped ]] && done_tasks+=("$task")
   done
   {
-    printf '# HELP sqlite_maintenance_last_success_timestamp_seconds When each maintenance task last succeeded (or found nothing to do).\n'
-    printf '# TYPE sqlite_maintenance_last_success_timestamp_seconds gauge\n'
-    for task in "${!success[@]}"; do
-      printf 'sqlite_maintenance_last_success_timestamp_seconds{db="%s",task="%s"} %s\n' "$label" "$task" "${success[$task]}"
+    prom_family sqlite_maintenance_last_success_timestamp_seconds "When each maintenance task last succeeded (or found nothing to do)."
+    for task in "${done_tasks[@]}"; do
+      printf 'sqlite_maintenance_last_success_timestamp_seconds{%s,task="%s"} %s\n' "$label" "$task" "$now"
     done
-    printf '# HELP sqlite_maintenance_duration_seconds How long each task took when it last succeeded.\n'
-    printf '# TYPE sqlite_maintenance_duration_seconds gauge\n'
-    for task in "${!seconds[@]}"; do
-      printf 'sqlite_maintenance_duration_seconds{db="%s",task="%s"} %s\n' "$label" "$task" "${seconds[$task]}"
+    prom_family sqlite_maintenance_duration_seconds "How long each task took when it last succeeded."
+    for task in "${done_tasks[@]}"; do
+      printf 'sqlite_maintenance_duration_seconds{%s,task="%s"} %s\n' "$label" "$task" "${TASK_SECONDS[$task]}"
     done
-    if [[ -n $integrity ]]; then
-      printf '# HELP sqlite_integrity_ok 1 when the last check or quick-check passed, 0 when it found a problem.\n'
-      printf '# TYPE sqlite_integrity_ok gauge\n'
-      printf 'sqlite_integrity_ok{db="%s"} %s\n' "$label" "$integrity"
-    fi
-    printf '# HELP sqlite_maintenance_last_exit_code Exit code of the last maintenance run.\n'
-    printf '# TYPE sqlite_maintenance_last_exit_code gauge\n'
-    printf 'sqlite_maintenance_last_exit_code{db="%s"} %s\n' "$label" "$rc"
-  } | prom_write "$METRICS_DIR" "${file##*/}"
-}
-
-# read_previous_metrics FILE: fill the caller's success, seconds and integrity
-# from the last run's file (task label last on each line, written by us).
-read_previous_metrics() {
-  local line re_task='^sqlite_maintenance_(last_success_timestamp_seconds|duration_seconds)\{.*,task="([a-z-]+)"\} ([0-9.eE+-]+)$'
-  [[ -r $1 ]] || return 0
-  while IFS= read -r line; do
-    if [[ $line =~ $re_task ]]; then
-      if [[ ${BASH_REMATCH[1]} == duration_seconds ]]; then
-        seconds[${BASH_REMATCH[2]}]=${BASH_REMATCH[3]}
-      else
-        success[${BASH_REMATCH[2]}]=${BASH_REMATCH[3]}
-      fi
-    elif [[ -z $integrity && $line =~ ^sqlite_integrity_ok\{.*\}\ ([01])$ ]]; then
-      integrity=${BASH_REMATCH[1]}
-    fi
-  done <"$1"
+    prom_family sqlite_integrity_ok "1 when the last check or quick-check passed, 0 when it found a problem."
+    [[ -z $INTEGRITY ]] || printf 'sqlite_integrity_ok{%s} %s\n' "$label" "$INTEGRITY"
+    prom_gauge sqlite_maintenance_last_exit_code "$label" "$rc" "Exit code of the last maintenance run."
+  } | prom_merge "$METRICS_DIR" "$(prom_file maintenance "$name")"
 }
 
 # ---------------------------------------------------------------------------

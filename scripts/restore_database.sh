@@ -277,16 +277,28 @@ keep_safety_note() {
 # Metrics (node_exporter textfile collector)
 # ---------------------------------------------------------------------------
 
-# write_metrics METRIC=VALUE...: merge into METRICS_DIR/sqlite_ops_restore_<name>.prom.
+# The restore's gauges, name then help, in file order.
+RESTORE_METRICS=(
+  sqlite_restore_last_success_timestamp_seconds "Time of the last successful restore of this database."
+  sqlite_restore_last_duration_seconds "Duration of the last successful restore (verify, safety backup, replace, check)."
+  sqlite_restore_drill_last_success_timestamp_seconds "Time of the last successful restore drill."
+  sqlite_restore_drill_duration_seconds "Recovery time measured by the last successful drill (verify, restore, check)."
+  sqlite_restore_drill_last_run_success "1 when the last restore drill succeeded, else 0."
+)
+
+# write_metrics METRIC=VALUE...: set these in METRICS_DIR/sqlite_ops_restore_<name>.prom;
+# the others keep their values from earlier runs (prom_merge).
 write_metrics() {
   [[ -n $METRICS ]] || return 0
-  local file item text
-  file=$(prom_file restore "$NAME")
-  local -a sets=()
-  for item in "$@"; do sets+=(--set "$item"); done
-  text=$(py_ops restore prom --existing "$METRICS/$file" --name "$NAME" "${sets[@]}") ||
-    return 0
-  printf '%s\n' "$text" | prom_write "$METRICS" "$file"
+  local item name i label
+  local -A value=()
+  for item in "$@"; do value[${item%%=*}]=${item#*=}; done
+  label="db=\"$(prom_label_escape "$NAME")\""
+  for ((i = 0; i < ${#RESTORE_METRICS[@]}; i += 2)); do
+    name=${RESTORE_METRICS[i]}
+    prom_family "$name" "${RESTORE_METRICS[i + 1]}"
+    [[ -z ${value[$name]+x} ]] || printf '%s{%s} %s\n' "$name" "$label" "${value[$name]}"
+  done | prom_merge "$METRICS" "$(prom_file restore "$NAME")"
 }
 
 # drill_metrics EXIT_CODE: on exit of --drill, success or not.

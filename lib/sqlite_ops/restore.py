@@ -15,7 +15,6 @@ backup, metrics) and calls this module for the steps a shell cannot do well:
              then ``quick_check`` and row counts of the result
 ``receipt``  what was restored, where the safety backup is, how to undo it
 ``holders``  processes that have a database (or its -wal/-shm/-journal) open
-``prom``     the restore metrics, merged with those already in the .prom file
 
 How ``apply`` replaces a database. A live database is restored INTO, through
 SQLite's online backup API in one step: the copy is one write transaction on
@@ -983,45 +982,6 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------
-
-METRICS = {
-    "sqlite_restore_last_success_timestamp_seconds":
-        "Time of the last successful restore of this database.",
-    "sqlite_restore_last_duration_seconds":
-        "Duration of the last successful restore (verify, safety backup, replace, check).",
-    "sqlite_restore_drill_last_success_timestamp_seconds":
-        "Time of the last successful restore drill.",
-    "sqlite_restore_drill_duration_seconds":
-        "Recovery time measured by the last successful drill (verify, restore, check).",
-    "sqlite_restore_drill_last_run_success":
-        "1 when the last restore drill succeeded, else 0.",
-}
-
-
-def prom_text(existing: str | None, name: str, values: dict[str, float]) -> str:
-    """The restore .prom file: ``values`` set, other known metrics kept from ``existing``."""
-    label = name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    current: dict[str, str] = {}
-    for line in (existing or "").splitlines():
-        metric, _, rest = line.partition("{")
-        if metric in METRICS and "} " in rest:
-            current[metric] = rest.rsplit("} ", 1)[1].strip()
-    for metric, value in values.items():
-        if metric not in METRICS:
-            raise OpsError(EX_USAGE, f"unknown metric {metric}")
-        current[metric] = f"{value:.3f}".rstrip("0").rstrip(".") if isinstance(value, float) \
-            else str(value)
-    out = []
-    for metric, help_text in METRICS.items():
-        if metric in current:
-            out += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge",
-                    f'{metric}{{db="{label}"}} {current[metric]}']
-    return "\n".join(out) + "\n"
-
-
-# ---------------------------------------------------------------------------
 # CLI (used by restore_database.sh)
 # ---------------------------------------------------------------------------
 
@@ -1094,20 +1054,6 @@ def _cmd_holders(args: argparse.Namespace) -> int:
     return EX_OK if not found else EX_BUSY
 
 
-def _cmd_prom(args: argparse.Namespace) -> int:
-    try:
-        with open(args.existing, encoding="utf-8") as handle:
-            existing: str | None = handle.read()
-    except OSError:
-        existing = None
-    values: dict[str, float] = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        values[key] = float(value)
-    sys.stdout.write(prom_text(existing, args.name, values))
-    return EX_OK
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.restore",
                                      description="Verify and restore SQLite backups.")
@@ -1151,11 +1097,6 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("holders")
     p.add_argument("db")
     p.set_defaults(func=_cmd_holders)
-    p = sub.add_parser("prom")
-    p.add_argument("--existing", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="METRIC=VALUE")
-    p.set_defaults(func=_cmd_prom)
     return parser
 
 

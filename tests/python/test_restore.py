@@ -112,18 +112,6 @@ def test_sniff_compression(tmp_path, world):
     assert restore.sniff_compression(tmp_path / "junk") is None
 
 
-def test_prom_text_merges_with_the_existing_file_and_escapes_the_label():
-    first = restore.prom_text(None, 'we"ird', {"sqlite_restore_drill_last_run_success": 1})
-    assert 'sqlite_restore_drill_last_run_success{db="we\\"ird"} 1' in first
-    second = restore.prom_text(first, 'we"ird', {
-        "sqlite_restore_last_success_timestamp_seconds": 1700000000})
-    assert "sqlite_restore_drill_last_run_success" in second
-    assert "sqlite_restore_last_success_timestamp_seconds" in second
-    assert second.count("# TYPE") == 2
-    with pytest.raises(OpsError):
-        restore.prom_text(None, "x", {"not_ours": 1})
-
-
 # ---------------------------------------------------------------------------
 # resolve
 # ---------------------------------------------------------------------------
