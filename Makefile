@@ -88,8 +88,8 @@ verify: ## verify the latest backup (BACKUP=<file> for another)
 list-backups: ## list backups, newest first
 	@scripts/restore_database.sh --list
 
-drill: ## restore the latest backup into a temp file, verify it, remove it
-	@scripts/restore_database.sh --drill
+drill: ## restore the latest backup into a temp file, verify it, remove it (FORCE=1 = --force)
+	@scripts/restore_database.sh --drill $${FORCE:+--force}
 
 maintain: ## routine maintenance (TASKS="check analyze" for a subset)
 	@scripts/maintain_database.sh $${TASKS:-all}

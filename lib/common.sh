@@ -458,6 +458,15 @@ py_ops() {
   PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m "sqlite_ops.$module" "$@"
 }
 
+# manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
+# manifest records (0 when it records none; manifests are written one key per
+# line by sqlite_ops.snapshot).
+manifest_fk_violations() {
+  local count
+  count=$(sed -n 's/^ *"foreign_key_violations": \([0-9]*\),*$/\1/p' -- "$1" 2>/dev/null) || true
+  printf '%s\n' "${count:-0}"
+}
+
 # ---------------------------------------------------------------------------
 # Prometheus textfile output
 # ---------------------------------------------------------------------------

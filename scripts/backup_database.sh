@@ -186,8 +186,8 @@ write_manifest() {
 # (a backup never edits data); say so now, not first during an incident.
 warn_foreign_keys() {
   local count
-  count=$(sed -n 's/^ *"foreign_key_violations": \([0-9]*\),*$/\1/p' -- "$1")
-  [[ ${count:-0} == 0 ]] ||
+  count=$(manifest_fk_violations "$1")
+  [[ $count == 0 ]] ||
     log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count rows point to missing parent rows); the backup keeps them as they are, so restoring it will need --force; maintain_database.sh check lists them"
 }
 

@@ -399,7 +399,7 @@ PY
 
 @test "a corrupt database from the corpus: exit 4, nothing published" {
   local src
-  src=$(corpus_or_skip corrupt/chinook_rootswap.sqlite)
+  corpus_file src corrupt/chinook_rootswap.sqlite
   cp "$src" "$DB"
   backup
   assert_status 4

@@ -342,3 +342,8 @@ setup() {
   assert_equal "$(prom_file backup "my db")" "sqlite_ops_backup_my_db.prom"
   assert_equal "$(prom_file maintenance 'a"b/c')" "sqlite_ops_maintenance_a_b_c.prom"
 }
+
+@test "no test looks up the corpus inside \$(...), where skip fails instead of skipping" {
+  run grep -nE '\$\((corpus_file|corpus_copy)' "$REPO_ROOT"/tests/bats/*.bats
+  assert_status 1
+}

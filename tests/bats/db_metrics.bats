@@ -49,7 +49,7 @@ sample() {
 
 @test "northwind: the table named Order Details is labelled as is" {
   local src
-  src=$(corpus_or_skip northwind.sqlite)
+  corpus_file src northwind.sqlite
   cp "$src" "$WORK/northwind.sqlite"
   chmod u+w "$WORK/northwind.sqlite"
   run "$DB_METRICS" --db "$WORK/northwind.sqlite" --migrations "$WORK" --exact-counts
@@ -117,7 +117,7 @@ sample() {
 
 @test "a damaged database (corpus): exit 4, one line" {
   local src
-  src=$(corpus_or_skip corrupt/chinook_rootswap.sqlite)
+  corpus_file src corrupt/chinook_rootswap.sqlite
   cp "$src" "$WORK/broken.db"
   run --separate-stderr "$DB_METRICS" --db "$WORK/broken.db"
   assert_status 4

@@ -41,11 +41,13 @@ count_rows() {
   sqlite3 -batch "$1" "SELECT count(*) FROM \"$2\";"
 }
 
-# corpus_or_skip FILE: the path of a corpus file, or skip the test saying why.
-corpus_or_skip() {
-  local path="$CORPUS_DIR/$1"
+# corpus_file VAR FILE: set VAR to the path of a corpus file, or skip the test
+# saying why. Call it directly, never inside $(...): skip must run in the
+# test's own shell, or a machine without the corpus fails instead of skipping.
+corpus_file() {
+  local path="$CORPUS_DIR/$2"
   [[ -f $path ]] || skip "real-world corpus not found at $CORPUS_DIR (set SQLITE_OPS_CORPUS)"
-  printf '%s\n' "$path"
+  printf -v "$1" '%s' "$path"
 }
 
 # assert_equal ACTUAL EXPECTED [WHAT]

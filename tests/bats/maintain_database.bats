@@ -31,13 +31,14 @@ make_fragmented_db() {
   sqlite3 -batch "$1" "DELETE FROM services; DELETE FROM devices WHERE id > 100;"
 }
 
-# corpus_copy NAME: a writable copy of a corpus file in $WORK (the corpus is read-only).
+# corpus_copy VAR NAME: set VAR to a writable copy of a corpus file in $WORK
+# (the corpus is read-only); skips the test when the corpus is absent.
 corpus_copy() {
   local src
-  src=$(corpus_or_skip "$1") || return 1
+  corpus_file src "$2"
   cp -- "$src" "$WORK/corpus.db"
   chmod u+w "$WORK/corpus.db"
-  printf '%s\n' "$WORK/corpus.db"
+  printf -v "$1" '%s' "$WORK/corpus.db"
 }
 
 # last_line TEXT
@@ -104,7 +105,7 @@ last_line() { printf '%s\n' "$1" | tail -n 1; }
 
 @test "check: integrity_check rows with sqlite3 exit 0 still mean corrupt (exit 4, rows shown)" {
   local db
-  db=$(corpus_copy corrupt/corruptN_1.sqlite)
+  corpus_copy db corrupt/corruptN_1.sqlite
   # The pitfall: the CLI prints error rows and exits 0.
   run sqlite3 "$db" "PRAGMA integrity_check;"
   assert_status 0
@@ -119,7 +120,7 @@ last_line() { printf '%s\n' "$1" | tail -n 1; }
 @test "check: every damaged corpus file is exit 4" {
   local name db
   for name in chef_corrupt chinook_truncated chinook_rootswap chinook_header_pagecount corruptN_1; do
-    db=$(corpus_copy "corrupt/$name.sqlite")
+    corpus_copy db "corrupt/$name.sqlite"
     run "$MAINTAIN" --db "$db" check
     assert_status 4 || {
       echo "corpus file $name" >&2
@@ -130,14 +131,14 @@ last_line() { printf '%s\n' "$1" | tail -n 1; }
 
 @test "check: a corpus file whose header is gone is not an SQLite database (exit 2)" {
   local db
-  db=$(corpus_copy corrupt/chinook_badmagic.sqlite)
+  corpus_copy db corrupt/chinook_badmagic.sqlite
   run "$MAINTAIN" --db "$db" check
   assert_status 2
 }
 
 @test "check: a foreign-key violation is exit 4 although integrity_check is ok (corpus)" {
   local db
-  db=$(corpus_copy corrupt/chef_badforeignkey.sqlite)
+  corpus_copy db corrupt/chef_badforeignkey.sqlite
   run "$MAINTAIN" --db "$db" check
   assert_status 4
   assert_contains "$output" "foreign_key_check found a problem"
@@ -174,7 +175,7 @@ last_line() { printf '%s\n' "$1" | tail -n 1; }
   assert_status 0
   assert_contains "$output" "quick_check ok"
   local db
-  db=$(corpus_copy corrupt/corruptN_1.sqlite)
+  corpus_copy db corrupt/corruptN_1.sqlite
   run "$MAINTAIN" --db "$db" quick-check
   assert_status 4
 }

@@ -228,20 +228,21 @@ refused_without_change() {
 
 @test "corrupt corpus files: --verify --force exits 3 naming the damage; orphaned rows alone pass" {
   local f name
-  f=$(corpus_or_skip corrupt/chef_corrupt.sqlite)
+  corpus_file f corrupt/chef_corrupt.sqlite
   run --separate-stderr "$RESTORE" --verify "$f"
   assert_status 3
   assert_contains "$stderr" "no manifest"
   for name in chef_corrupt corruptN_1 chinook_truncated chinook_badmagic \
     chinook_rootswap chinook_header_pagecount; do
-    f=$(corpus_or_skip "corrupt/$name.sqlite")
+    corpus_file f "corrupt/$name.sqlite"
     run --separate-stderr "$RESTORE" --verify --force "$f"
     assert_status 3
     [[ $stderr == *"integrity_check failed"* || $stderr == *"not an SQLite database"* ||
       $stderr == *"neither an SQLite"* ]]
   done
   # Sound pages, orphaned rows: --force accepts it, and says what it accepted.
-  run --separate-stderr "$RESTORE" --verify --force "$(corpus_or_skip corrupt/chef_badforeignkey.sqlite)"
+  corpus_file f corrupt/chef_badforeignkey.sqlite
+  run --separate-stderr "$RESTORE" --verify --force "$f"
   assert_status 0
   assert_contains "$stderr" "foreign_key_check failed"
   assert_contains "$stderr" "accepted as it is (--force)"
@@ -253,7 +254,8 @@ refused_without_change() {
   mkdir -p "$BACKUP_DIR"
   for name in chef_corrupt chef_badforeignkey chinook_rootswap chinook_truncated; do
     b="$BACKUP_DIR/app_20260101_00000$((i++)).db"
-    cp "$(corpus_or_skip "corrupt/$name.sqlite")" "$b"
+    corpus_file f "corrupt/$name.sqlite"
+    cp "$f" "$b"
     chmod 600 "$b"
     write_manifest "$b"
     refused_without_change "$b" "check failed"
