@@ -1,8 +1,11 @@
 # sqlite-ops: the front door. `make help` lists every target.
 #
-# Settings pass through as make or environment variables and default to paths
-# inside this checkout, so everything works with no set-up:
+# Settings pass through as make or environment variables (or come from the
+# config file, see below); with neither they default to paths inside this
+# checkout, so everything works with no set-up:
 #   make backup DB_PATH=/dashboard/data/dashboard.db BACKUP_DIR=/dashboard/data/backups
+# A failing target exits 2 whatever the script's code (3, 4, 75...): make's
+# rule. Cron jobs and pipelines that act on the code call scripts/ directly.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,13 +17,19 @@ SHELL := bash
 # cron, so `make migrate` on a server migrates the server's database. Only
 # with no config file do the defaults point inside this checkout, so that
 # `make demo` works with no set-up.
-CONFIGURED := $(shell bash -c 'source lib/common.sh && config_init && [[ $${!SOPS_FILE[*]} ]] && echo yes' 2>/dev/null)
+# ($(shell) does not see variables given on make's command line: pass it.)
+quote = '$(subst ','\'',$(1))'
+CONFIGURED := $(shell SQLITE_OPS_CONFIG=$(call quote,$(SQLITE_OPS_CONFIG)) bash -c 'source lib/common.sh && config_init && [[ $${!SOPS_FILE[*]} ]] && echo yes' 2>/dev/null)
 ifeq ($(CONFIGURED),)
 DB_PATH ?= $(CURDIR)/data/dashboard.db
 BACKUP_DIR ?= $(CURDIR)/data/backups
 MIGRATIONS_DIR ?= $(CURDIR)/migrations
-endif
 export DB_PATH BACKUP_DIR MIGRATIONS_DIR
+endif
+
+# YES=1 and FORCE=1 (any other value, FORCE=0 included, means no).
+yes_flag = $(if $(filter 1,$(YES)),--yes)
+force_flag = $(if $(filter 1,$(FORCE)),--force)
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -79,17 +88,17 @@ backup: ## take a verified backup of DB_PATH into BACKUP_DIR
 
 restore: ## restore BACKUP=<file|latest> over DB_PATH (asks first; YES=1 to skip; FORCE=1 = --force)
 	@test -n "$${BACKUP:-}" || { echo "make restore: set BACKUP=<backup file> or BACKUP=latest" >&2; exit 2; }
-	@test -n "$${YES:-}" -o -t 0 || { echo "make restore: refusing to restore over $${DB_PATH:-the configured database} without confirmation: no terminal to ask on; check the backup with make verify BACKUP=$$BACKUP, then add YES=1" >&2; exit 2; }
-	@scripts/restore_database.sh $${YES:+--yes} $${FORCE:+--force} "$$BACKUP"
+	@test -n "$(yes_flag)" -o -t 0 || { echo "make restore: refusing to restore over $${DB_PATH:-the configured database} without confirmation: no terminal to ask on; check the backup with make verify BACKUP=$$BACKUP, then add YES=1" >&2; exit 2; }
+	@scripts/restore_database.sh $(yes_flag) $(force_flag) "$$BACKUP"
 
-verify: ## verify the latest backup (BACKUP=<file> for another)
-	@scripts/restore_database.sh --verify $${FORCE:+--force} "$${BACKUP:-latest}"
+verify: ## verify the latest backup (BACKUP=<file> for another; FORCE=1 = --force)
+	@scripts/restore_database.sh --verify $(force_flag) "$${BACKUP:-latest}"
 
 list-backups: ## list backups, newest first
 	@scripts/restore_database.sh --list
 
 drill: ## restore the latest backup into a temp file, verify it, remove it (FORCE=1 = --force)
-	@scripts/restore_database.sh --drill $${FORCE:+--force}
+	@scripts/restore_database.sh --drill $(force_flag)
 
 maintain: ## routine maintenance (TASKS="check analyze" for a subset)
 	@scripts/maintain_database.sh $${TASKS:-all}

@@ -459,11 +459,11 @@ py_ops() {
 }
 
 # manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
-# manifest records (0 when it records none; manifests are written one key per
-# line by sqlite_ops.snapshot).
+# manifest records: a count, null (the check could not run), or 0 when it
+# records none. Manifests are written one key per line by sqlite_ops.snapshot.
 manifest_fk_violations() {
   local count
-  count=$(sed -n 's/^ *"foreign_key_violations": \([0-9]*\),*$/\1/p' -- "$1" 2>/dev/null) || true
+  count=$(sed -n 's/^ *"foreign_key_violations": \([0-9]*\|null\),*$/\1/p' -- "$1" 2>/dev/null) || true
   printf '%s\n' "${count:-0}"
 }
 

@@ -185,10 +185,16 @@ write_manifest() {
 # warn_foreign_keys MANIFEST: foreign-key violations are copied as they are
 # (a backup never edits data); say so now, not first during an incident.
 warn_foreign_keys() {
-  local count
+  local count rows=rows
   count=$(manifest_fk_violations "$1")
-  [[ $count == 0 ]] ||
-    log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count rows point to missing parent rows); the backup keeps them as they are, so restoring it will need --force; maintain_database.sh check lists them"
+  case $count in
+    0) return 0 ;;
+    null) log_warn "PRAGMA foreign_key_check cannot run on $SRC_DB (a foreign key names parent columns without a unique index; see foreign_key_check_error in the manifest); restoring this backup will need --force" ;;
+    *)
+      [[ $count != 1 ]] || rows=row
+      log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count $rows with a missing parent row); the backup keeps them as they are, so restoring it will need --force; maintain_database.sh check lists them"
+      ;;
+  esac
 }
 
 # backup: snapshot, verify, pack, manifest, publish. Sets PUBLISHED.

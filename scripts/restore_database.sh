@@ -171,7 +171,7 @@ verify_backup() {
   [[ $FORCE == 1 ]] && extra+=(--force)
   log_info "verifying $BACKUP"
   py_ops restore verify --work "$WORK_DIR/restore.db" --report "$REPORT" \
-    --migrations "$MIGRATIONS" "${extra[@]}" -- "$BACKUP" || exit
+    --migrations "$MIGRATIONS" --dir "$BACKUP_ROOT" --db "$DB" "${extra[@]}" -- "$BACKUP" || exit
 }
 
 # replace_database TARGET ASIDE_DIR: put the verified content into TARGET, then
@@ -370,7 +370,7 @@ action_restore() {
   lock_acquire "$DB" "$TIMEOUT" restore
   work_dir_beside "$DB"
   resolve_backup
-  verify_backup --enforce-schema "${PLAN[@]}"
+  verify_backup --enforce-schema --new-target "$DB" "${PLAN[@]}"
   confirm
   on_exit keep_safety_note
   take_safety_backup

@@ -1066,11 +1066,23 @@ class Migrator:
         parts.append(f"{verb} before it in this run: "
                      + (", ".join(m.filename for m, _ in done) if done else "none"))
         if backup:
-            parts.append(f"to return to the state before this run: "
-                         f"scripts/restore_database.sh --yes {backup}")
+            parts.append(f"to return to the state before this run: {self._undo(backup)}")
         else:
             parts.append("no backup was taken in this run")
         return OpsError(exc.code, "; ".join(parts))
+
+    def _undo(self, backup: str) -> str:
+        """The restore command for this run's backup, ready to paste: paths
+        quoted, and --force when the backup holds foreign-key violations (the
+        database had them; a restore would otherwise stop on them)."""
+        import shlex
+
+        from .catalog import MANIFEST_SUFFIX, read_manifest
+
+        manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
+        force = ["--force"] if (manifest or {}).get("foreign_key_violations", 0) != 0 else []
+        words = ["scripts/restore_database.sh", "--db", self.db_path, "--yes", *force, backup]
+        return " ".join(shlex.quote(word) for word in words)
 
     # -- down
 

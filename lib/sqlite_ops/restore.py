@@ -64,7 +64,7 @@ from sqlite_ops.common import (
     quote_ident,
     readonly_uri,
 )
-from sqlite_ops.snapshot import schema_version
+from sqlite_ops.snapshot import foreign_key_check, schema_version
 
 PROG = "restore_database.sh"
 PRE_RESTORE_DIR = "pre-restore"
@@ -203,7 +203,8 @@ class Report:
     journal_mode: str | None  # of the database the backup was taken from
     schema_version: int | None
     tables: dict[str, int]
-    fk_violations: int = 0  # accepted with --force; otherwise verification fails
+    # Rows foreign_key_check reported (None: it could not run), accepted with --force.
+    fk_violations: int | None = 0
     warnings: list[str] = field(default_factory=list)
     applied: dict[str, Any] = field(default_factory=dict)
 
@@ -325,9 +326,7 @@ def _contents(path: str, result: dict[str, Any]) -> None:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             conn.execute(_MMAP).fetchall()
-            violations = conn.execute("PRAGMA foreign_key_check")
-            first = violations.fetchone()
-            result["fk"] = (0 if first is None else 1 + sum(1 for _ in violations), first)
+            result["fk"] = foreign_key_check(conn)
             result["tables"] = table_counts(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             result["schema_version"] = schema_version(conn)
@@ -424,12 +423,12 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     if "error" in found:
         raise _bad(path, f"cannot be read: {found['error']}")
     fk_violations, first = found["fk"]
-    if fk_violations:
+    if fk_violations != 0:
         what = foreign_key_problem(fk_violations, first)
         if not force:
-            had = (manifest or {}).get("foreign_key_violations")
-            origin = (f"; the database already had {had} when the backup was taken (its "
-                      "manifest says so): its own state, not damage" if had else "")
+            recorded = (manifest or {}).get("foreign_key_violations", 0) != 0
+            origin = ("; the database already had this when the backup was taken (its "
+                      "manifest says so): its own state, not damage" if recorded else "")
             raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is")
         warnings.append(f"{what}; accepted as it is (--force)")
     tables: dict[str, int] = found["tables"]
@@ -446,13 +445,22 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         warnings=warnings)
 
 
-def foreign_key_problem(count: int, first: tuple[Any, ...]) -> str:
-    """One line on what PRAGMA foreign_key_check found: how many, and the first."""
+def foreign_key_problem(count: int | None, first: Any) -> str:
+    """One line on what foreign_key_check found: how many, and the first."""
+    if count is None:
+        return (f"PRAGMA foreign_key_check cannot run ({first}): a foreign key names parent "
+                "columns without a unique index")
     table, rowid, parent, _ = first
     row = "a row" if rowid is None else f"row {rowid}"
     which = ("rows point to missing parent rows" if count > 1
              else "row points to a missing parent row")
-    return f"PRAGMA foreign_key_check failed: {count} {which} (first: {row} of {table} -> {parent})"
+    return (f"PRAGMA foreign_key_check failed: {count} {which} "
+            f"(first: {row} of {shown_name(table)} -> {shown_name(parent)})")
+
+
+def shown_name(name: str) -> str:
+    """A table name quoted for a one-line message (a name may hold a newline)."""
+    return quote_ident(name).replace("\n", "\\n")
 
 
 def compare_counts(expected: dict[str, Any], actual: dict[str, int]) -> str | None:
@@ -776,12 +784,13 @@ def _when(report: Report) -> str:
 
 def _open_in(db: str) -> list[str]:
     """Plan lines naming the processes that have ``db`` open, if any."""
-    found, _ = holders([db] + [db + s for s in COMPANIONS])
+    found, complete = holders([db] + [db + s for s in COMPANIONS])
+    unseen = "" if complete else "; other users' processes unseen (only root sees them)"
     if not found:
-        return []
+        return [] if complete else [f"  open in:  none of yours{unseen}"]
     names = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found[:5])
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-    return [f"  open in:  {names}{more}",
+    return [f"  open in:  {names}{more}{unseen}",
             "            they read the restored data on their next query; anything they "
             "write after the safety backup is in neither it nor the restored database: "
             "stop writers first if you can"]
@@ -861,6 +870,8 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         return "size differs from manifest", False
     if not backup.checksum_ok():
         return "CHECKSUM MISMATCH", False
+    if backup.manifest.get("foreign_key_violations", 0) != 0:
+        return "ok, foreign-key violations (restore needs --force)", True
     return "ok", True
 
 
@@ -1000,8 +1011,42 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def next_older(backup: str | os.PathLike[str], backup_dir: str | os.PathLike[str],
+               db_path: str) -> Path | None:
+    """The newest verified backup of ``db_path`` older than ``backup`` (one of
+    BACKUP_DIR's): what to try when ``backup`` fails verification."""
+    found = False
+    for candidate in catalog.list_backups(backup_dir, catalog.db_name(db_path), db_path):
+        if found and candidate.verified:
+            return candidate.path
+        found = found or os.path.realpath(candidate.path) == os.path.realpath(backup)
+    return None
+
+
+def check_new_target(backup: str, target: str) -> None:
+    """Refuse to create a missing ``target`` from a backup of another database:
+    more likely a mistyped --db than a lost disk (a lost disk has the same path)."""
+    if os.path.lexists(target):
+        return
+    manifest, _ = catalog.read_manifest(backup + catalog.MANIFEST_SUFFIX)
+    source = (manifest or {}).get("source")
+    if isinstance(source, str) and os.path.realpath(source) != os.path.realpath(target):
+        raise OpsError(EX_USAGE, f"{target} does not exist, and {backup} was taken from "
+                                 f"{source}: is --db (DB_PATH) mistyped? To create {target} "
+                                 "from this backup anyway, pass --force; nothing was changed")
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
-    report = verify_backup(args.backup, args.work, force=args.force)
+    if args.new_target and not args.force:
+        check_new_target(args.backup, args.new_target)
+    try:
+        report = verify_backup(args.backup, args.work, force=args.force)
+    except OpsError as exc:
+        older = next_older(args.backup, args.dir, args.db) if args.dir else None
+        if exc.code != EX_VERIFY or older is None:
+            raise
+        raise OpsError(exc.code, f"{exc.message}; the next older backup is {older.name} "
+                                 f"(--verify {older.name})") from None
     if args.enforce_schema:
         note = check_schema(report, args.migrations, args.force)
     else:
@@ -1013,8 +1058,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(format_plan(report, args.plan), file=sys.stderr)
     if args.announce:
         tables = len(report.tables)
-        fks = ("foreign_key_check clean" if not report.fk_violations
-               else f"{report.fk_violations} foreign-key violations accepted (--force)")
+        fks = ("foreign_key_check clean" if report.fk_violations == 0
+               else "foreign-key problems accepted (--force)")
         print(f"Backup verified: {report.backup} ({_when(report)}; {tables} tables, "
               f"{report.rows} rows; schema version "
               f"{'-' if report.schema_version is None else report.schema_version}; "
@@ -1077,6 +1122,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--enforce-schema", action="store_true")
     p.add_argument("--announce", action="store_true", help="print the result on stdout")
     p.add_argument("--plan", metavar="DB", help="then show what restoring over DB would do")
+    p.add_argument("--new-target", metavar="DB",
+                   help="refuse (unless --force) to create a missing DB from another's backup")
+    p.add_argument("--dir", help="BACKUP_DIR, to name the next older backup on failure")
+    p.add_argument("--db", help="DB_PATH, with --dir")
     p.set_defaults(func=_cmd_verify)
     p = sub.add_parser("apply", help="replace, then quick_check and count the result")
     p.add_argument("--report", required=True)

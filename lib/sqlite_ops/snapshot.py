@@ -239,7 +239,8 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
 
 def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
     """Row counts per table, page size, schema version and the number of rows
-    PRAGMA foreign_key_check reports, of a snapshot."""
+    PRAGMA foreign_key_check reports (None, with the error, when it cannot
+    run), of a snapshot."""
     conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
     try:
         names = [row[0] for row in conn.execute(
@@ -251,13 +252,31 @@ def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
         version = schema_version(conn)
         # Recorded, not refused: a backup must copy the database as it is. A
         # restore then knows the violations are the database's own, not damage.
-        violations = sum(1 for _ in conn.execute("PRAGMA foreign_key_check"))
+        violations, first = foreign_key_check(conn)
     except sqlite3.Error as exc:
         raise _classify(exc, f"cannot read the snapshot {snapshot}") from None
     finally:
         conn.close()
-    return {"tables": tables, "page_size": page_size, "schema_version": version,
-            "foreign_key_violations": violations}
+    found = {"tables": tables, "page_size": page_size, "schema_version": version,
+             "foreign_key_violations": violations}
+    if violations is None:
+        found["foreign_key_check_error"] = first
+    return found
+
+
+def foreign_key_check(conn: sqlite3.Connection) -> tuple[int | None, Any]:
+    """(rows PRAGMA foreign_key_check reports, the first of them), read as a
+    stream; (None, why) when a foreign key names a parent key that has no
+    unique index, which SQLite only notices when it checks ("foreign key
+    mismatch"): a flaw of the schema the application runs with, not damage."""
+    try:
+        rows = conn.execute("PRAGMA foreign_key_check")
+        first = rows.fetchone()
+        return (0 if first is None else 1 + sum(1 for _ in rows)), first
+    except sqlite3.OperationalError as exc:
+        if "foreign key mismatch" not in str(exc):
+            raise
+        return None, str(exc)
 
 
 def schema_version(conn: sqlite3.Connection) -> int | None:

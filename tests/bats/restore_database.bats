@@ -267,19 +267,65 @@ refused_without_change() {
   sqlite3 "$DB_PATH" 'DELETE FROM devices WHERE id <= 3' # foreign keys off: 3 orphaned services
   run --separate-stderr "$SCRIPTS/backup_database.sh"
   assert_status 0
-  assert_contains "$stderr" "fails PRAGMA foreign_key_check (3 rows point to missing parent rows)"
+  assert_contains "$stderr" "fails PRAGMA foreign_key_check (3 rows with a missing parent row)"
   b=${output##*Backup completed: }
   grep -q '"foreign_key_violations": 3' "$b.manifest.json"
+  run --separate-stderr "$RESTORE" --list
+  assert_contains "$output" "ok, foreign-key violations (restore needs --force)"
   add_rows "$DB_PATH" 5
-  refused_without_change latest "3 rows point to missing parent rows (first: row 1 of services -> devices); the database already had 3 when the backup was taken"
+  refused_without_change latest '3 rows point to missing parent rows (first: row 1 of "services" -> "devices"); the database already had this when the backup was taken'
   assert_contains "$stderr" "pass --force"
+  run --separate-stderr "$RESTORE" --drill
+  assert_status 3
+  run --separate-stderr "$RESTORE" --drill --force
+  assert_status 0
   run --separate-stderr "$RESTORE" --yes --force latest
   assert_status 0
   assert_contains "$output" "accepted as it is (--force)"
   assert_equal "$(count_rows "$DB_PATH" devices)" 97
   assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
-  run --separate-stderr "$RESTORE" --drill --force
+  # The safety backup holds the violations too: the printed undo must pass --force.
+  undo=$(sed -n 's/^  undo with: *//p' <<<"$output")
+  assert_contains "$undo" " --force "
+  run --separate-stderr bash -c "$undo"
   assert_status 0
+  assert_equal "$(count_rows "$DB_PATH" devices)" 102
+}
+
+@test "a foreign key to a non-unique column (foreign_key_check cannot run): backed up; restore needs --force" {
+  sqlite3 "$DB_PATH" 'CREATE TABLE p(a, b); CREATE TABLE c(x REFERENCES p(b)); INSERT INTO p VALUES (1, 2); INSERT INTO c VALUES (2);'
+  run --separate-stderr "$SCRIPTS/backup_database.sh"
+  assert_status 0
+  assert_contains "$stderr" "PRAGMA foreign_key_check cannot run"
+  refused_without_change latest "foreign key mismatch"
+  run --separate-stderr "$RESTORE" --yes --force latest
+  assert_status 0
+  assert_contains "$output" "accepted as it is (--force)"
+}
+
+@test "a damaged backup's refusal names the next older backup to try" {
+  make_db "$DB_PATH" 100
+  older=$(backup_now)
+  add_rows "$DB_PATH" 5
+  sleep 1 # a distinct second in the file name
+  newer=$(backup_now)
+  printf '\xff' | dd of="$newer" bs=1 seek=200 conv=notrunc status=none
+  refused_without_change latest "checksum mismatch"
+  assert_contains "$stderr" "the next older backup is ${older##*/} (--verify ${older##*/})"
+  run --separate-stderr "$RESTORE" --verify "${older##*/}"
+  assert_status 0
+}
+
+@test "a mistyped --db with a named backup: refused (exit 2), nothing created; --force creates it" {
+  make_db "$DB_PATH" 100
+  b=$(backup_now)
+  run --separate-stderr "$RESTORE" --db "$WORK/ap.db" --yes "$b"
+  assert_status 2
+  assert_contains "$stderr" "$WORK/ap.db does not exist, and $b was taken from $DB_PATH: is --db (DB_PATH) mistyped?"
+  [[ ! -e $WORK/ap.db ]]
+  run --separate-stderr "$RESTORE" --db "$WORK/ap.db" --yes --force "$b"
+  assert_status 0
+  assert_equal "$(count_rows "$WORK/ap.db" devices)" 100
 }
 
 # ---------------------------------------------------------------------------

@@ -55,6 +55,15 @@ def test_make_migrate_on_a_configured_machine_migrates_the_configured_database(
     assert proc.stdout.startswith(f"Backup completed: {tmp_path / 'backups'}/")
 
 
+def test_a_config_file_named_on_the_make_command_line_counts_too(tmp_path, base_env):
+    db = tmp_path / "it's configured.db"
+    conf = tmp_path / "o'dd.conf"
+    conf.write_text(f"DB_PATH={db}\n")
+    proc = make("migrate", f"SQLITE_OPS_CONFIG={conf}", env=base_env)
+    assert proc.returncode == 0, proc.stderr
+    assert applied(db) == [1, 2]
+
+
 def test_the_environment_and_the_command_line_beat_the_config_file(tmp_path, base_env):
     conf = tmp_path / "sqlite-ops.conf"
     conf.write_text(f"DB_PATH={tmp_path / 'from-config.db'}\n")

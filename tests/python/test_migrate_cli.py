@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -184,7 +185,8 @@ def test_migration_failure_names_statement_and_backup(world, stub_backup):
     assert proc.stdout == f"backup: {backup}\n"
     assert_one_error_line(proc, "002_services.sql failed at statement 2",
                           "table devices already exists",
-                          f"scripts/restore_database.sh --yes {backup}")
+                          shlex.join(["scripts/restore_database.sh", "--db", str(db), "--yes",
+                                      str(backup)]))
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'services'"
                             ).fetchone()[0] == 0

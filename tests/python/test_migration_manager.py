@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -463,9 +464,14 @@ def test_failure_message_names_the_backup_to_restore(tmp_path, make_migrations, 
     make_migrations({"002_bad.sql": "CREATE TABLE t1 (x);"})
     with pytest.raises(OpsError) as raised:
         migrator(db, migrations).up()
-    backup = stub_backup.backups()[0]
-    assert f"scripts/restore_database.sh --yes {backup}" in raised.value.message
+    backup = str(stub_backup.backups()[0])
+    undo = shlex.join(["scripts/restore_database.sh", "--db", str(db), "--yes", backup])
+    assert undo in raised.value.message
     assert "table t1 already exists" in raised.value.message
+    # A backup of a database with foreign-key violations restores only with --force.
+    Path(backup + ".manifest.json").write_text('{"foreign_key_violations": 3}')
+    assert migrator(db, migrations)._undo(backup) == shlex.join(
+        ["scripts/restore_database.sh", "--db", str(db), "--yes", "--force", backup])
 
 
 def test_lock_is_released_and_env_cleared_after_up(tmp_path, make_migrations):

@@ -194,6 +194,17 @@ def test_verify_without_a_manifest_needs_force(world):
     assert any("completeness unproven" in w for w in report.warnings)
 
 
+def test_the_plan_says_when_it_could_not_see_every_process(monkeypatch, tmp_path):
+    """Not root: "nobody has it open" would be a guess; the plan says so."""
+    db = str(make_db(tmp_path / "app.db"))
+    monkeypatch.setattr(restore, "holders", lambda paths: ([], False))
+    assert "none of yours; other users' processes unseen" in restore._open_in(db)[0]
+    monkeypatch.setattr(restore, "holders", lambda paths: ([(42, "app")], True))
+    assert restore._open_in(db)[0] == "  open in:  pid 42 (app)"
+    monkeypatch.setattr(restore, "holders", lambda paths: ([], True))
+    assert restore._open_in(db) == []
+
+
 def test_verify_rejects_a_broken_foreign_key_unless_forced(tmp_path):
     """Orphaned rows are the data's own state, not damage: refused by default
     (the contract's empty foreign_key_check), accepted and reported with --force;
@@ -210,7 +221,7 @@ def test_verify_rejects_a_broken_foreign_key_unless_forced(tmp_path):
         restore.verify_backup(backup, tmp_path / "work.db")
     assert err.value.code == EX_VERIFY
     assert "foreign_key_check failed: 2 rows point to missing parent rows" in err.value.message
-    assert "already had 2 when the backup was taken" in err.value.message
+    assert "already had this when the backup was taken" in err.value.message
     report = restore.verify_backup(backup, tmp_path / "work2.db", force=True)
     assert report.fk_violations == 2
     assert any("accepted as it is (--force)" in w for w in report.warnings)

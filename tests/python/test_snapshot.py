@@ -170,6 +170,26 @@ def test_describe_counts_rows_of_awkward_table_names(tmp_path):
     assert facts["schema_version"] is None
 
 
+@pytest.mark.parametrize(("ddl", "violations", "error"), [
+    ("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id));"
+     "INSERT INTO p VALUES (1); INSERT INTO c VALUES (1), (2), (3);", 2, None),
+    ("CREATE TABLE p(a, b); CREATE TABLE c(x REFERENCES p(b));"  # parent key not unique
+     "INSERT INTO p VALUES (1, 2); INSERT INTO c VALUES (2);", None, "foreign key mismatch"),
+])
+def test_describe_records_foreign_key_problems_and_never_fails_on_them(
+        tmp_path, ddl, violations, error):
+    """A backup copies the data as it is: the manifest records the problem for
+    the restore to explain, and the backup still succeeds."""
+    snap = tmp_path / "snap.db"
+    conn = sqlite3.connect(snap)
+    conn.executescript(ddl)
+    conn.close()
+    facts = snapshot.describe(snap)
+    assert facts["foreign_key_violations"] == violations
+    assert (error is None) == ("foreign_key_check_error" not in facts)
+    assert error is None or error in facts["foreign_key_check_error"]
+
+
 @pytest.mark.parametrize(
     ("ddl", "rows", "expected"),
     [
