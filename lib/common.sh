@@ -105,6 +105,11 @@ config_file_path() {
   fi
 }
 
+# Every setting a config file may hold (sqlite_ops.common.CONFIG_KEYS is the
+# same list; a test keeps them equal). Anything else is a typo, and a typo
+# must not quietly fall back to a default path.
+SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS "
+
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
   local file=$1 raw line key value n=0
@@ -119,6 +124,8 @@ config_load() {
       usage_error "config file $file line $n: expected KEY=value"
     key=${BASH_REMATCH[1]}
     value=${BASH_REMATCH[2]}
+    [[ $SOPS_CONFIG_KEYS == *" $key "* ]] ||
+      log_warn "config file $file line $n: unknown setting $key, ignored (known:${SOPS_CONFIG_KEYS% })"
     if [[ ${#value} -ge 2 && ${value:0:1} == "${value: -1}" && ${value:0:1} == [\"\'] ]]; then
       value=${value:1:${#value}-2}
     fi
@@ -136,6 +143,10 @@ config_init() {
     config_load "$file"
     export SQLITE_OPS_CONFIG=$file
   }
+  # Read by this library itself, so settled here for every script.
+  LOG_SYSLOG=$(cfg LOG_SYSLOG 0)
+  SQLITE_BUSY_TIMEOUT_MS=$(cfg SQLITE_BUSY_TIMEOUT_MS 5000)
+  require_uint SQLITE_BUSY_TIMEOUT_MS "$SQLITE_BUSY_TIMEOUT_MS"
 }
 
 # cfg KEY DEFAULT: print the setting with the contract's precedence.
@@ -382,7 +393,8 @@ lock_acquire() {
 # sqlite3, safely
 # ---------------------------------------------------------------------------
 
-SQLITE_BUSY_TIMEOUT_MS=${SQLITE_BUSY_TIMEOUT_MS:-5000}
+# SQLITE_BUSY_TIMEOUT_MS (environment or config file, default 5000) is settled
+# by config_init; the fallbacks below serve calls made before it.
 
 # db_arg PATH: a path the sqlite3 CLI cannot mistake for an option or a URI.
 db_arg() {
@@ -399,7 +411,7 @@ sqlite() {
   local db
   db=$(db_arg "$1")
   shift
-  sqlite3 -batch -bail -noheader -init /dev/null -cmd ".timeout $SQLITE_BUSY_TIMEOUT_MS" "$db" "$@"
+  sqlite3 -batch -bail -noheader -init /dev/null -cmd ".timeout ${SQLITE_BUSY_TIMEOUT_MS:-5000}" "$db" "$@"
 }
 
 # sqlite_ro DB [SQL...]: the same, read-only.
@@ -407,7 +419,7 @@ sqlite_ro() {
   local db
   db=$(db_arg "$1")
   shift
-  sqlite3 -batch -bail -noheader -readonly -init /dev/null -cmd ".timeout $SQLITE_BUSY_TIMEOUT_MS" "$db" "$@"
+  sqlite3 -batch -bail -noheader -readonly -init /dev/null -cmd ".timeout ${SQLITE_BUSY_TIMEOUT_MS:-5000}" "$db" "$@"
 }
 
 # sql_quote VALUE: VALUE as an SQL string literal ('it''s').

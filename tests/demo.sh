@@ -53,7 +53,7 @@ step "4/8 verify: checksum, integrity, foreign keys and row counts of the newest
 step "5/8 list: every backup, newest first"
 "$S/restore_database.sh" --list
 
-step "6/8 restore drill: the newest backup into a scratch file, compared with the live database"
+step "6/8 restore --to: the newest backup into a scratch file, compared with the live database"
 restored="$SCRATCH/restored.db"
 "$S/restore_database.sh" --yes --to "$restored" latest
 live_sum=$(sqlite3 -init /dev/null -readonly "$DB_PATH" .sha3sum)
@@ -72,3 +72,8 @@ step "8/8 metrics: what Prometheus would scrape (first lines)"
 "$S/db_metrics" | grep -v '^#' | head -n 20
 
 printf '\nDone. Database: %s\nBackups: %s\nMetrics files: %s\n' "$DB_PATH" "$BACKUP_DIR" "$METRICS_DIR"
+printf '\nTo try the runbook (docs/operations/database-management.md) on this demo database:\n'
+settings=$(printf '%q ' "DB_PATH=$DB_PATH" "BACKUP_DIR=$BACKUP_DIR" "METRICS_DIR=$METRICS_DIR")
+printf '  export %s\n' "${settings% }"
+printf '  scripts/restore_database.sh --list\n'
+

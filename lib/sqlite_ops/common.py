@@ -49,6 +49,14 @@ DEFAULTS = {
 
 SYSTEM_CONFIG = "/etc/sqlite-ops.conf"
 
+# Every setting a config file may hold (SOPS_CONFIG_KEYS in lib/common.sh is the
+# same list; a test keeps them equal). Anything else is a typo, reported.
+CONFIG_KEYS = (
+    "DB_PATH", "BACKUP_DIR", "RETENTION_DAYS", "KEEP_MIN", "COMPRESS", "MIGRATIONS_DIR",
+    "METRICS_DIR", "LOCK_TIMEOUT", "VACUUM_THRESHOLD", "ANALYSIS_LIMIT", "METRICS_LISTEN",
+    "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS",
+)
+
 # Environment variable through which a parent run tells a child run that it
 # already holds the lock (``migrate up`` runs ``backup_database.sh``).
 LOCK_HELD_ENV = "SQLITE_OPS_LOCK_HELD"
@@ -95,7 +103,8 @@ def parse_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
 class Settings:
     """Configuration with the contract's precedence: flag > environment > file > default."""
 
-    def __init__(self, flags: dict[str, str | None], config_path: str | None = None) -> None:
+    def __init__(self, flags: dict[str, str | None], config_path: str | None = None,
+                 prog: str = "sqlite-ops") -> None:
         self._flags = {k: v for k, v in flags.items() if v is not None}
         path = config_path or os.environ.get("SQLITE_OPS_CONFIG")
         if path:
@@ -103,9 +112,14 @@ class Settings:
             # Child runs (migrate's backup) read the same file, not a stale one.
             os.environ["SQLITE_OPS_CONFIG"] = path
         elif os.path.exists(SYSTEM_CONFIG):
+            path = SYSTEM_CONFIG
             self._file = parse_config_file(SYSTEM_CONFIG)
         else:
             self._file = {}
+        for key in self._file:
+            if key not in CONFIG_KEYS:
+                print(f"{prog}: warning: config file {path}: unknown setting {key}, ignored "
+                      f"(known: {' '.join(CONFIG_KEYS)})", file=sys.stderr)
 
     def get(self, key: str, default: str | None = None) -> str:
         if key in self._flags:

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         settings = Settings({
             "DB_PATH": args.db, "BACKUP_DIR": args.dir, "MIGRATIONS_DIR": args.migrations,
-            "METRICS_LISTEN": args.listen}, args.config)
+            "METRICS_LISTEN": args.listen}, args.config, prog=PROG)
         db_path = settings.get("DB_PATH")
         options = options_from(args, settings)
         if args.command == "serve":

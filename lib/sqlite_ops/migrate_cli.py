@@ -207,7 +207,7 @@ def run(args: Args) -> int:
 
     settings = Settings(
         {k: v for k, v in args.settings.items() if k != "config"},
-        config_path=args.settings.get("config"),
+        config_path=args.settings.get("config"), prog=PROG,
     )
     migrator = Migrator(
         settings.get("DB_PATH"),

@@ -74,6 +74,29 @@ setup() {
   assert_contains "$stderr" "line 2"
 }
 
+@test "an unknown setting in the config file (a typo) is warned about with its line, not silently defaulted" {
+  printf 'DB_PATH=/d\nBACKUPDIR=/typo\n' >"$WORK/conf"
+  run --separate-stderr config_load "$WORK/conf"
+  assert_status 0
+  assert_contains "$stderr" "config file $WORK/conf line 2: unknown setting BACKUPDIR, ignored (known: DB_PATH BACKUP_DIR"
+  printf 'DB_PATH=/d\n' >"$WORK/conf"
+  run --separate-stderr config_load "$WORK/conf"
+  assert_equal "$stderr" ""
+}
+
+@test "LOG_SYSLOG and SQLITE_BUSY_TIMEOUT_MS come from the config file too (the environment wins)" {
+  printf 'LOG_SYSLOG=1\nSQLITE_BUSY_TIMEOUT_MS=1234\n' >"$WORK/conf"
+  SQLITE_OPS_CONFIG="$WORK/conf"
+  unset SQLITE_BUSY_TIMEOUT_MS
+  config_init
+  assert_equal "$LOG_SYSLOG" 1
+  assert_equal "$SQLITE_BUSY_TIMEOUT_MS" 1234
+  SQLITE_BUSY_TIMEOUT_MS=99 LOG_SYSLOG=0
+  config_init
+  assert_equal "$SQLITE_BUSY_TIMEOUT_MS" 99
+  assert_equal "$LOG_SYSLOG" 0
+}
+
 @test "SQLITE_OPS_CONFIG names the config file when no --config is given" {
   printf 'BACKUP_DIR=/b\n' >"$WORK/conf"
   SQLITE_OPS_CONFIG="$WORK/conf"

@@ -55,6 +55,27 @@ def test_precedence_flag_env_file_default(tmp_path, monkeypatch):
     assert settings.get_int("LOCK_TIMEOUT") == 0
 
 
+def test_an_unknown_config_setting_is_warned_about(tmp_path, capsys):
+    conf = tmp_path / "ops.conf"
+    conf.write_text("DB_PATH=/a.db\nBACKUPDIR=/typo\n")
+    settings = Settings({}, str(conf), prog="migrate")
+    assert settings.get("DB_PATH") == "/a.db"
+    err = capsys.readouterr().err
+    assert err.startswith(f"migrate: warning: config file {conf}: unknown setting BACKUPDIR")
+    assert err.count("\n") == 1
+
+
+def test_both_layers_know_the_same_config_settings():
+    """lib/common.sh and common.py must agree on what a config file may hold,
+    and the operator's guide documents each of them."""
+    text = (common.REPO_ROOT / "lib" / "common.sh").read_text()
+    bash_keys = text.split('SOPS_CONFIG_KEYS="', 1)[1].split('"', 1)[0].split()
+    assert bash_keys == list(common.CONFIG_KEYS)
+    guide = (common.REPO_ROOT / "docs" / "operations" / "database-management.md").read_text()
+    for key in common.CONFIG_KEYS:
+        assert f"| `{key}` |" in guide, f"{key} is missing from the configuration table"
+
+
 def test_non_numeric_setting_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("LOCK_TIMEOUT", "soon")
     monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)

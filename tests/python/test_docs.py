@@ -120,7 +120,7 @@ def _source_text() -> str:
 
 def test_every_docs_path_named_in_code_and_docs_exists():
     """A comment or help text pointing at a moved document sends the reader nowhere."""
-    texts = {p: p.read_text() for p in DOCS}
+    texts = {p: p.read_text() for p in DOCS + EXAMPLES}
     texts.update({p: p.read_text() for p in SCRIPTS.iterdir() if p.is_file()})
     texts.update({p: p.read_text() for p in (REPO_ROOT / "lib").rglob("*")
                   if p.suffix in {".py", ".sh"}})
