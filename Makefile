@@ -17,9 +17,12 @@ SHELL := bash
 # cron, so `make migrate` on a server migrates the server's database. Only
 # with no config file do the defaults point inside this checkout, so that
 # `make demo` works with no set-up.
+# The test is only "the file holds a KEY=value line": a file the scripts would
+# reject (a bad value, a malformed line) must still count as a configured
+# machine, so they stop on it rather than make quietly using data/ here.
 # ($(shell) does not see variables given on make's command line: pass it.)
 quote = '$(subst ','\'',$(1))'
-CONFIGURED := $(shell SQLITE_OPS_CONFIG=$(call quote,$(SQLITE_OPS_CONFIG)) bash -c 'source lib/common.sh && config_init && [[ $${!SOPS_FILE[*]} ]] && echo yes' 2>/dev/null)
+CONFIGURED := $(shell SQLITE_OPS_CONFIG=$(call quote,$(SQLITE_OPS_CONFIG)) bash -c 'source lib/common.sh && f=$$(config_file_path) && [[ -n $$f ]] && grep -qsE "^[[:space:]]*(export[[:space:]]+)?[A-Za-z_][A-Za-z0-9_]*[[:space:]]*=" -- "$$f" && echo yes' 2>/dev/null)
 ifeq ($(CONFIGURED),)
 DB_PATH ?= $(CURDIR)/data/dashboard.db
 BACKUP_DIR ?= $(CURDIR)/data/backups

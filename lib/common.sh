@@ -112,8 +112,11 @@ SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATION
 
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
-  local file=$1 raw line key value n=0
+  local file=$1 raw line key value n=0 warned=0
   [[ -r $file ]] || usage_error "cannot read config file $file"
+  # Unknown settings are reported once per file: a child run (a restore's
+  # safety backup) reads the same file again.
+  [[ ${SQLITE_OPS_CONFIG_WARNED:-} != "$file" ]] || warned=1
   while IFS= read -r raw || [[ -n $raw ]]; do
     n=$((n + 1))
     line=${raw#"${raw%%[![:space:]]*}"}
@@ -124,7 +127,7 @@ config_load() {
       usage_error "config file $file line $n: expected KEY=value"
     key=${BASH_REMATCH[1]}
     value=${BASH_REMATCH[2]}
-    [[ $SOPS_CONFIG_KEYS == *" $key "* ]] ||
+    [[ $SOPS_CONFIG_KEYS == *" $key "* || $warned == 1 ]] ||
       log_warn "config file $file line $n: unknown setting $key, ignored (known:${SOPS_CONFIG_KEYS% })"
     if [[ ${#value} -ge 2 && ${value:0:1} == "${value: -1}" && ${value:0:1} == [\"\'] ]]; then
       value=${value:1:${#value}-2}
@@ -141,7 +144,7 @@ config_init() {
   file=$(config_file_path)
   [[ -z $file ]] || {
     config_load "$file"
-    export SQLITE_OPS_CONFIG=$file
+    export SQLITE_OPS_CONFIG=$file SQLITE_OPS_CONFIG_WARNED=$file
   }
   # Read by this library itself, so settled here for every script.
   LOG_SYSLOG=$(cfg LOG_SYSLOG 0)
@@ -475,7 +478,8 @@ py_ops() {
 # records none. Manifests are written one key per line by sqlite_ops.snapshot.
 manifest_fk_violations() {
   local count
-  count=$(sed -n 's/^ *"foreign_key_violations": \([0-9]*\|null\),*$/\1/p' -- "$1" 2>/dev/null) || true
+  # Two spaces: the top level, never a table of that name inside "tables".
+  count=$(sed -n 's/^  "foreign_key_violations": \([0-9]*\|null\),*$/\1/p' -- "$1" 2>/dev/null) || true
   printf '%s\n' "${count:-0}"
 }
 

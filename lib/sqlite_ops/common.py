@@ -57,6 +57,9 @@ CONFIG_KEYS = (
     "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS",
 )
 
+# Set once a config file's unknown settings have been reported (common.sh too).
+CONFIG_WARNED_ENV = "SQLITE_OPS_CONFIG_WARNED"
+
 # Environment variable through which a parent run tells a child run that it
 # already holds the lock (``migrate up`` runs ``backup_database.sh``).
 LOCK_HELD_ENV = "SQLITE_OPS_LOCK_HELD"
@@ -116,10 +119,13 @@ class Settings:
             self._file = parse_config_file(SYSTEM_CONFIG)
         else:
             self._file = {}
-        for key in self._file:
-            if key not in CONFIG_KEYS:
-                print(f"{prog}: warning: config file {path}: unknown setting {key}, ignored "
-                      f"(known: {' '.join(CONFIG_KEYS)})", file=sys.stderr)
+        # Once per file: a child run (migrate's backup) reads it again.
+        if path and os.environ.get(CONFIG_WARNED_ENV) != path:
+            for key in self._file:
+                if key not in CONFIG_KEYS:
+                    print(f"{prog}: warning: config file {path}: unknown setting {key}, "
+                          f"ignored (known: {' '.join(CONFIG_KEYS)})", file=sys.stderr)
+            os.environ[CONFIG_WARNED_ENV] = path
 
     def get(self, key: str, default: str | None = None) -> str:
         if key in self._flags:

@@ -31,6 +31,7 @@ from .common import (
     EX_USAGE,
     EX_VERIFY,
     LOCK_HELD_ENV,
+    REPO_ROOT_STR,
     OpsError,
     OpsLock,
     is_sqlite_file,
@@ -1081,7 +1082,9 @@ class Migrator:
 
         manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
         force = ["--force"] if (manifest or {}).get("foreign_key_violations", 0) != 0 else []
-        words = ["scripts/restore_database.sh", "--db", self.db_path, "--yes", *force, backup]
+        script = os.path.join(REPO_ROOT_STR, "scripts", "restore_database.sh")
+        words = [script, "--db", self.db_path, "--dir", os.path.dirname(backup), "--yes",
+                 *force, backup]
         return " ".join(shlex.quote(word) for word in words)
 
     # -- down

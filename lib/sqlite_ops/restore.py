@@ -222,8 +222,17 @@ class Report:
         return sum(self.tables.values())
 
 
-def _bad(backup: Path, why: str) -> OpsError:
-    return OpsError(EX_VERIFY, f"{backup}: {why}; nothing was changed")
+NOTHING_CHANGED = "; nothing was changed"
+
+
+class Forceable(OpsError):
+    """A verification refusal that --force overrides: the backup is sound, and
+    its content is the database's own (foreign-key problems, no manifest)."""
+
+
+def _bad(backup: Path, why: str, forceable: bool = False) -> OpsError:
+    kind = Forceable if forceable else OpsError
+    return kind(EX_VERIFY, f"{backup}: {why}{NOTHING_CHANGED}")
 
 
 def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseException]) -> None:
@@ -390,7 +399,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
             if why == "no manifest":
                 why = ("no manifest (" + path.name + catalog.MANIFEST_SUFFIX + "); cannot "
                        "confirm it is complete. Pass --force to rely on its internal checks alone")
-            raise _bad(path, why or "no manifest")
+            raise _bad(path, why or "no manifest", forceable=why == "no manifest")
         warnings.append(f"{why}: checked structurally only (--force); completeness unproven")
     size = path.stat().st_size
     if manifest is not None and manifest.get("size_bytes") not in (None, size):
@@ -429,7 +438,8 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
             recorded = (manifest or {}).get("foreign_key_violations", 0) != 0
             origin = ("; the database already had this when the backup was taken (its "
                       "manifest says so): its own state, not damage" if recorded else "")
-            raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is")
+            raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is",
+                       forceable=True)
         warnings.append(f"{what}; accepted as it is (--force)")
     tables: dict[str, int] = found["tables"]
     if manifest is not None:
@@ -1023,36 +1033,46 @@ def next_older(backup: str | os.PathLike[str], backup_dir: str | os.PathLike[str
     return None
 
 
-def check_new_target(backup: str, target: str) -> None:
-    """Refuse to create a missing ``target`` from a backup of another database:
-    more likely a mistyped --db than a lost disk (a lost disk has the same path)."""
+def new_target_source(backup: str, target: str) -> str | None:
+    """The other database ``backup`` was taken from, when ``target`` is missing:
+    more likely a mistyped --db than a lost disk (a lost disk keeps its path)."""
     if os.path.lexists(target):
-        return
+        return None
     manifest, _ = catalog.read_manifest(backup + catalog.MANIFEST_SUFFIX)
     source = (manifest or {}).get("source")
     if isinstance(source, str) and os.path.realpath(source) != os.path.realpath(target):
-        raise OpsError(EX_USAGE, f"{target} does not exist, and {backup} was taken from "
-                                 f"{source}: is --db (DB_PATH) mistyped? To create {target} "
-                                 "from this backup anyway, pass --force; nothing was changed")
+        return source
+    return None
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    if args.new_target and not args.force:
-        check_new_target(args.backup, args.new_target)
+    other = new_target_source(args.backup, args.new_target) if args.new_target else None
+    if other and not args.force:
+        raise OpsError(EX_USAGE, f"{args.new_target} does not exist, and {args.backup} was "
+                                 f"taken from {other}: is --db (DB_PATH) mistyped? To create "
+                                 f"{args.new_target} from this backup anyway, pass --force"
+                                 f"{NOTHING_CHANGED}")
     try:
         report = verify_backup(args.backup, args.work, force=args.force)
     except OpsError as exc:
-        older = next_older(args.backup, args.dir, args.db) if args.dir else None
-        if exc.code != EX_VERIFY or older is None:
+        # A damaged backup: name the one to try instead. Not for a forceable
+        # refusal: older backups hold the same data problem, and less data.
+        damaged = exc.code == EX_VERIFY and not isinstance(exc, Forceable)
+        older = next_older(args.backup, args.dir, args.db) if damaged and args.dir else None
+        if older is None:
             raise
-        raise OpsError(exc.code, f"{exc.message}; the next older backup is {older.name} "
-                                 f"(--verify {older.name})") from None
+        hint = f"; the next older backup is {older.name} (--verify {older.name})"
+        raise OpsError(exc.code, exc.message.removesuffix(NOTHING_CHANGED) + hint
+                       + NOTHING_CHANGED) from None
     if args.enforce_schema:
         note = check_schema(report, args.migrations, args.force)
     else:
         note = check_schema(report, args.migrations, True)
     if note:
         report.warnings.append(note)
+    if other:
+        report.warnings.append(f"{args.new_target} did not exist; created from a backup of "
+                               f"{other} (--force)")
     report.save(args.report)
     if args.plan:
         print(format_plan(report, args.plan), file=sys.stderr)

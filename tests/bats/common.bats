@@ -82,6 +82,10 @@ setup() {
   printf 'DB_PATH=/d\n' >"$WORK/conf"
   run --separate-stderr config_load "$WORK/conf"
   assert_equal "$stderr" ""
+  # A child run (a restore's safety backup) reads the same file: said once.
+  printf 'BACKUPDIR=/typo\n' >"$WORK/conf"
+  SQLITE_OPS_CONFIG_WARNED="$WORK/conf" run --separate-stderr config_load "$WORK/conf"
+  assert_equal "$stderr" ""
 }
 
 @test "LOG_SYSLOG and SQLITE_BUSY_TIMEOUT_MS come from the config file too (the environment wins)" {

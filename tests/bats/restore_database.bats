@@ -275,6 +275,8 @@ refused_without_change() {
   add_rows "$DB_PATH" 5
   refused_without_change latest '3 rows point to missing parent rows (first: row 1 of "services" -> "devices"); the database already had this when the backup was taken'
   assert_contains "$stderr" "pass --force"
+  # Older backups hold the same rows (and fewer): no "next older backup" there.
+  [[ $stderr != *"next older backup"* ]]
   run --separate-stderr "$RESTORE" --drill
   assert_status 3
   run --separate-stderr "$RESTORE" --drill --force
@@ -290,6 +292,17 @@ refused_without_change() {
   run --separate-stderr bash -c "$undo"
   assert_status 0
   assert_equal "$(count_rows "$DB_PATH" devices)" 102
+}
+
+@test "a table named foreign_key_violations is not mistaken for the manifest's field" {
+  make_db "$DB_PATH" 10
+  sqlite3 "$DB_PATH" 'CREATE TABLE foreign_key_violations(x); INSERT INTO foreign_key_violations VALUES (1), (2);'
+  run --separate-stderr "$SCRIPTS/backup_database.sh"
+  assert_status 0
+  [[ $stderr != *"foreign_key_check"* ]]
+  run --separate-stderr "$RESTORE" --yes latest
+  assert_status 0
+  [[ $(sed -n 's/^  undo with: *//p' <<<"$output") != *--force* ]]
 }
 
 @test "a foreign key to a non-unique column (foreign_key_check cannot run): backed up; restore needs --force" {
@@ -325,6 +338,7 @@ refused_without_change() {
   [[ ! -e $WORK/ap.db ]]
   run --separate-stderr "$RESTORE" --db "$WORK/ap.db" --yes --force "$b"
   assert_status 0
+  assert_contains "$output" "note: $WORK/ap.db did not exist; created from a backup of $DB_PATH (--force)"
   assert_equal "$(count_rows "$WORK/ap.db" devices)" 100
 }
 

@@ -64,6 +64,19 @@ def test_a_config_file_named_on_the_make_command_line_counts_too(tmp_path, base_
     assert applied(db) == [1, 2]
 
 
+def test_a_config_file_the_scripts_reject_still_keeps_make_off_the_checkout(tmp_path, base_env):
+    """A bad value must stop the run, not send it to data/ in the checkout."""
+    db = tmp_path / "real.db"
+    conf = tmp_path / "sqlite-ops.conf"
+    conf.write_text(f"DB_PATH={db}\nSQLITE_BUSY_TIMEOUT_MS=10s\n")
+    env = dict(base_env, SQLITE_OPS_CONFIG=str(conf))
+    assert make("migrate", env=env).returncode == 0
+    assert applied(db) == [1, 2]
+    proc = make("backup", env=env)
+    assert proc.returncode != 0
+    assert "SQLITE_BUSY_TIMEOUT_MS must be a whole number" in proc.stderr
+
+
 def test_the_environment_and_the_command_line_beat_the_config_file(tmp_path, base_env):
     conf = tmp_path / "sqlite-ops.conf"
     conf.write_text(f"DB_PATH={tmp_path / 'from-config.db'}\n")

@@ -185,7 +185,8 @@ def test_migration_failure_names_statement_and_backup(world, stub_backup):
     assert proc.stdout == f"backup: {backup}\n"
     assert_one_error_line(proc, "002_services.sql failed at statement 2",
                           "table devices already exists",
-                          shlex.join(["scripts/restore_database.sh", "--db", str(db), "--yes",
+                          shlex.join([str(REPO_ROOT / "scripts" / "restore_database.sh"),
+                                      "--db", str(db), "--dir", str(backup.parent), "--yes",
                                       str(backup)]))
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'services'"

@@ -465,13 +465,15 @@ def test_failure_message_names_the_backup_to_restore(tmp_path, make_migrations, 
     with pytest.raises(OpsError) as raised:
         migrator(db, migrations).up()
     backup = str(stub_backup.backups()[0])
-    undo = shlex.join(["scripts/restore_database.sh", "--db", str(db), "--yes", backup])
+    script = str(REPO_ROOT / "scripts" / "restore_database.sh")
+    undo = shlex.join([script, "--db", str(db), "--dir", str(Path(backup).parent), "--yes",
+                       backup])
     assert undo in raised.value.message
     assert "table t1 already exists" in raised.value.message
     # A backup of a database with foreign-key violations restores only with --force.
     Path(backup + ".manifest.json").write_text('{"foreign_key_violations": 3}')
     assert migrator(db, migrations)._undo(backup) == shlex.join(
-        ["scripts/restore_database.sh", "--db", str(db), "--yes", "--force", backup])
+        [script, "--db", str(db), "--dir", str(Path(backup).parent), "--yes", "--force", backup])
 
 
 def test_lock_is_released_and_env_cleared_after_up(tmp_path, make_migrations):
