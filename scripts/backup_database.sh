@@ -12,9 +12,9 @@
 # compresses it, and publishes DIR/<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz] with
 # a sidecar <same>.manifest.json (checksums, sizes, row counts, schema
 # version, foreign-key violations: copied as they are, with a warning, since a
-# restore of them will need --force). Nothing appears under a final name unless it is complete, verified
-# and fsynced. Then prunes old backups of this database and prints
-# "Backup completed: <path>" as the last line on stdout.
+# restore of them will need --force). Nothing appears under a final name
+# unless it is complete, verified and fsynced. Then prunes old backups of this
+# database and prints "Backup completed: <path>" as the last line on stdout.
 #
 # Retention: only this database's own backup files are ever removed; the
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when

@@ -114,6 +114,12 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, 
     return data, None
 
 
+def records_fk_problems(manifest: dict[str, Any] | None) -> bool:
+    """The manifest says the database had foreign-key violations (or that the
+    check could not run) when the backup was taken: restoring it needs --force."""
+    return (manifest or {}).get("foreign_key_violations", 0) != 0
+
+
 def from_other_database(manifest: dict[str, Any] | None,
                         source: str | os.PathLike[str]) -> bool:
     """The manifest names a database other than ``source`` (symlinks resolved).

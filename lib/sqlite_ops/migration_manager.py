@@ -1078,10 +1078,10 @@ class Migrator:
         database had them; a restore would otherwise stop on them)."""
         import shlex
 
-        from .catalog import MANIFEST_SUFFIX, read_manifest
+        from .catalog import MANIFEST_SUFFIX, read_manifest, records_fk_problems
 
         manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
-        force = ["--force"] if (manifest or {}).get("foreign_key_violations", 0) != 0 else []
+        force = ["--force"] if records_fk_problems(manifest) else []
         script = os.path.join(REPO_ROOT_STR, "scripts", "restore_database.sh")
         words = [script, "--db", self.db_path, "--dir", os.path.dirname(backup), "--yes",
                  *force, backup]

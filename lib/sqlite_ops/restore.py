@@ -435,9 +435,9 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     if fk_violations != 0:
         what = foreign_key_problem(fk_violations, first)
         if not force:
-            recorded = (manifest or {}).get("foreign_key_violations", 0) != 0
             origin = ("; the database already had this when the backup was taken (its "
-                      "manifest says so): its own state, not damage" if recorded else "")
+                      "manifest says so): its own state, not damage"
+                      if catalog.records_fk_problems(manifest) else "")
             raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is",
                        forceable=True)
         warnings.append(f"{what}; accepted as it is (--force)")
@@ -880,7 +880,7 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         return "size differs from manifest", False
     if not backup.checksum_ok():
         return "CHECKSUM MISMATCH", False
-    if backup.manifest.get("foreign_key_violations", 0) != 0:
+    if catalog.records_fk_problems(backup.manifest):
         return "ok, foreign-key violations (restore needs --force)", True
     return "ok", True
 
