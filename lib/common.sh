@@ -358,12 +358,19 @@ publish_atomic() {
 }
 
 # ensure_private_dir DIR: create DIR (0700) if missing; refuse a non-directory.
+# Only DIR itself is created: a missing parent means a wrong setting (a typo
+# in the config file leaves the default /dashboard/data/backups), and making
+# the whole tree would hide it.
 ensure_private_dir() {
   if [[ -e $1 && ! -d $1 ]]; then
     die "$EX_USAGE" "not a directory: $1"
   fi
   if [[ ! -d $1 ]]; then
-    (umask 077 && mkdir -p -- "$1") || die "$EX_FAIL" "cannot create directory $1"
+    [[ -d $(dirname -- "$1") ]] ||
+      die "$EX_USAGE" "cannot create $1: $(dirname -- "$1") does not exist; check the setting that names it (--dir or BACKUP_DIR), or create it; nothing was changed"
+    # A run started at the same moment may create it first: that is fine.
+    (umask 077 && mkdir -- "$1" 2>/dev/null) || [[ -d $1 ]] ||
+      die "$EX_FAIL" "cannot create directory $1"
   fi
   [[ -w $1 ]] || die "$EX_FAIL" "cannot write to $1: permission denied"
 }

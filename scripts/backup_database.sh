@@ -22,7 +22,7 @@
 # pruned when the newest verified backup is itself older than RETENTION_DAYS.
 #
 #   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
-#   --dir DIR            where backups live, created 0700 (BACKUP_DIR)
+#   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR)
 #   --retention-days N   prune backups older than N days (RETENTION_DAYS; 30)
 #   --keep N             never prune the newest N verified backups (KEEP_MIN; 7)
 #   --compress CODEC     zstd, gzip or none (COMPRESS; zstd when installed, else gzip)

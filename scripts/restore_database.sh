@@ -264,10 +264,12 @@ undo_command() {
 # print_receipt TARGET: what was restored, the safety backup, how to undo.
 print_receipt() {
   local undo=''
+  local -a to=()
   [[ -z $SAFETY ]] || undo=$(undo_command)
+  [[ -z $TO ]] || to=(--to)
   py_ops restore receipt --report "$REPORT" --target "$1" --safety "$SAFETY" \
     --raw-copy "$RAW_COPY" --undo "$undo" --seconds "$(elapsed_since "$START")" \
-    --migrations "$MIGRATIONS"
+    --migrations "$MIGRATIONS" "${to[@]}"
 }
 
 # keep_safety_note EXIT_CODE: after a failure, say where the safety backup is.
@@ -337,7 +339,7 @@ action_drill() {
   SPEC=latest
   resolve_backup
   work_dir_in_tmp
-  verify_backup
+  verify_backup --show-warnings # what --force accepted must reach the cron log
   replace_database "$WORK_DIR/drill.db" "$WORK_DIR/aside"
   printf 'Drill passed: %s verified, restored into a temp file and checked in %s s (removed)\n' \
     "$BACKUP" "$(elapsed_since "$START")"
@@ -370,7 +372,7 @@ action_restore() {
   lock_acquire "$DB" "$TIMEOUT" restore
   work_dir_beside "$DB"
   resolve_backup
-  verify_backup --enforce-schema --new-target "$DB" "${PLAN[@]}"
+  verify_backup --enforce-schema --target "$DB" "${PLAN[@]}"
   confirm
   on_exit keep_safety_note
   take_safety_backup

@@ -962,9 +962,13 @@ class Migrator:
             return self._dry_run_up(state, to, allow_out_of_order, result)
         if state == "missing":  # refuse a bad plan before creating anything
             self.plan_up({}, to, allow_out_of_order)
+            parent = os.path.dirname(os.path.abspath(self.db_path))
+            if not os.path.isdir(parent):  # a wrong DB_PATH, not a first deploy
+                raise OpsError(EX_USAGE, f"directory {parent} does not exist: is --db "
+                                         "(DB_PATH) right? Create it, owned by the "
+                                         "application's user, and retry; nothing was changed")
             if notice:  # a mistyped --db must not pass unnoticed
                 notice(f"{self.db_path} does not exist: creating a new database")
-            os.makedirs(os.path.dirname(os.path.abspath(self.db_path)), exist_ok=True)
         elif self._up_to_date(to, allow_out_of_order):
             # The deploy-time no-op: one query, no lock (a backup running now is
             # no reason to fail a deploy that has nothing to do).

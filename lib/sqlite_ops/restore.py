@@ -834,10 +834,11 @@ def format_plan(report: Report, db: str) -> str:
 
 
 def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
-                   seconds: float, undo: str, note: str | None) -> str:
+                   seconds: float, undo: str, note: str | None, to: bool = False) -> str:
     applied = report.applied
-    how = {"backup-api": "SQLite backup API into the live file (open connections see the "
-                         "restored data on their next read)",
+    how = {"backup-api": "SQLite backup API into the existing file" + (
+                         "" if to else " (open connections see the restored data on their "
+                         "next read)"),
            "rename": "verified file renamed into place"}.get(applied.get("method"), "?")
     lines = [
         f"Restore completed: {target}",
@@ -848,7 +849,9 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
     if raw_copy:
         lines.append(f"  raw copy:        {raw_copy} (the old database was too damaged for "
                      "a verified backup; its files were copied as they were)")
-    if not safety and not raw_copy:
+    if to:
+        lines.append("  safety backup:   none (--to never backs up its target)")
+    elif not safety and not raw_copy:
         lines.append("  safety backup:   none (there was no database to keep)")
     if undo:
         lines.append(f"  undo with:       {undo}")
@@ -1033,11 +1036,10 @@ def next_older(backup: str | os.PathLike[str], backup_dir: str | os.PathLike[str
     return None
 
 
-def new_target_source(backup: str, target: str) -> str | None:
-    """The other database ``backup`` was taken from, when ``target`` is missing:
-    more likely a mistyped --db than a lost disk (a lost disk keeps its path)."""
-    if os.path.lexists(target):
-        return None
+def other_source(backup: str, target: str) -> str | None:
+    """The other database ``backup`` was taken from, if not ``target``: over an
+    unrelated database, or into a missing one, more likely a mistyped --db than
+    a restore anyone meant (a lost disk keeps its path)."""
     manifest, _ = catalog.read_manifest(backup + catalog.MANIFEST_SUFFIX)
     source = (manifest or {}).get("source")
     if isinstance(source, str) and os.path.realpath(source) != os.path.realpath(target):
@@ -1046,12 +1048,13 @@ def new_target_source(backup: str, target: str) -> str | None:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    other = new_target_source(args.backup, args.new_target) if args.new_target else None
+    other = other_source(args.backup, args.target) if args.target else None
     if other and not args.force:
-        raise OpsError(EX_USAGE, f"{args.new_target} does not exist, and {args.backup} was "
-                                 f"taken from {other}: is --db (DB_PATH) mistyped? To create "
-                                 f"{args.new_target} from this backup anyway, pass --force"
-                                 f"{NOTHING_CHANGED}")
+        state = "exists" if os.path.lexists(args.target) else "does not exist"
+        raise OpsError(EX_USAGE, f"{args.backup} was taken from {other}, not from "
+                                 f"{args.target} (which {state}): is --db (DB_PATH) "
+                                 f"mistyped? To restore it into {args.target} anyway, pass "
+                                 f"--force{NOTHING_CHANGED}")
     try:
         report = verify_backup(args.backup, args.work, force=args.force)
     except OpsError as exc:
@@ -1071,8 +1074,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if note:
         report.warnings.append(note)
     if other:
-        report.warnings.append(f"{args.new_target} did not exist; created from a backup of "
-                               f"{other} (--force)")
+        report.warnings.append(f"restored from a backup of another database, {other} "
+                               "(--force)")
     report.save(args.report)
     if args.plan:
         print(format_plan(report, args.plan), file=sys.stderr)
@@ -1085,6 +1088,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
               f"{'-' if report.schema_version is None else report.schema_version}; "
               f"integrity_check ok, {fks}"
               f"{', row counts match the manifest' if report.has_manifest else ''})")
+    if args.announce or args.show_warnings:
         for warning in report.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return EX_OK
@@ -1105,7 +1109,7 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
     if note in report.warnings:
         note = None
     print(format_receipt(report, args.target, safety=args.safety, raw_copy=args.raw_copy,
-                         seconds=args.seconds, undo=args.undo, note=note))
+                         seconds=args.seconds, undo=args.undo, note=note, to=args.to))
     return EX_OK
 
 
@@ -1141,9 +1145,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--enforce-schema", action="store_true")
     p.add_argument("--announce", action="store_true", help="print the result on stdout")
+    p.add_argument("--show-warnings", action="store_true", help="print warnings on stderr")
     p.add_argument("--plan", metavar="DB", help="then show what restoring over DB would do")
-    p.add_argument("--new-target", metavar="DB",
-                   help="refuse (unless --force) to create a missing DB from another's backup")
+    p.add_argument("--target", metavar="DB",
+                   help="refuse (unless --force) a backup taken from another database")
     p.add_argument("--dir", help="BACKUP_DIR, to name the next older backup on failure")
     p.add_argument("--db", help="DB_PATH, with --dir")
     p.set_defaults(func=_cmd_verify)
@@ -1162,6 +1167,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--undo", default="")
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--migrations")
+    p.add_argument("--to", action="store_true", help="a --to restore (no safety backup)")
     p.set_defaults(func=_cmd_receipt)
     p = sub.add_parser("holders")
     p.add_argument("db")

@@ -281,10 +281,10 @@ PY
   make_db "$DB" 10
   local file
   umask 000
-  backup --dir "$WORK/new/backups"
+  backup --dir "$WORK/new-backups"
   assert_status 0
   file=$(backup_path)
-  assert_equal "$(file_mode "$WORK/new/backups")" 700 "directory"
+  assert_equal "$(file_mode "$WORK/new-backups")" 700 "directory"
   assert_equal "$(file_mode "$file")" 600 "backup"
   assert_equal "$(file_mode "$file.manifest.json")" 600 "manifest"
 }
@@ -692,4 +692,12 @@ PY
   done
   [[ -f $old && -f $old.manifest.json ]]
   [[ $stderr != *"Pruned: $old"* ]]
+}
+
+@test "a --dir whose parent does not exist is refused, not created as a whole tree (a config typo)" {
+  make_db "$DB" 10
+  run --separate-stderr "$BACKUP" --db "$DB" --dir "$WORK/no/such/backups"
+  assert_status 2
+  assert_contains "$stderr" "cannot create $WORK/no/such/backups: $WORK/no/such does not exist"
+  [[ ! -e $WORK/no ]]
 }

@@ -254,8 +254,12 @@ setup() {
 
 @test "ensure_private_dir creates 0700 whatever the caller's umask" {
   umask 000
-  ensure_private_dir "$WORK/backups/deep"
-  assert_equal "$(file_mode "$WORK/backups/deep")" 700
+  ensure_private_dir "$WORK/backups"
+  assert_equal "$(file_mode "$WORK/backups")" 700
+  # Only the directory itself: a missing parent is a wrong setting, refused.
+  run --separate-stderr ensure_private_dir "$WORK/missing/backups"
+  assert_status 2
+  [[ ! -e $WORK/missing ]]
 }
 
 @test "lock_acquire: a second holder gets exit 75 at once" {

@@ -281,6 +281,7 @@ refused_without_change() {
   assert_status 3
   run --separate-stderr "$RESTORE" --drill --force
   assert_status 0
+  assert_contains "$stderr" "accepted as it is (--force)" # in the cron log, not hidden
   run --separate-stderr "$RESTORE" --yes --force latest
   assert_status 0
   assert_contains "$output" "accepted as it is (--force)"
@@ -334,12 +335,23 @@ refused_without_change() {
   b=$(backup_now)
   run --separate-stderr "$RESTORE" --db "$WORK/ap.db" --yes "$b"
   assert_status 2
-  assert_contains "$stderr" "$WORK/ap.db does not exist, and $b was taken from $DB_PATH: is --db (DB_PATH) mistyped?"
+  assert_contains "$stderr" "$b was taken from $DB_PATH, not from $WORK/ap.db (which does not exist): is --db (DB_PATH) mistyped?"
   [[ ! -e $WORK/ap.db ]]
   run --separate-stderr "$RESTORE" --db "$WORK/ap.db" --yes --force "$b"
   assert_status 0
-  assert_contains "$output" "note: $WORK/ap.db did not exist; created from a backup of $DB_PATH (--force)"
+  assert_contains "$output" "note: restored from a backup of another database, $DB_PATH (--force)"
   assert_equal "$(count_rows "$WORK/ap.db" devices)" 100
+}
+
+@test "a --db naming another existing database: refused (exit 2), that database untouched" {
+  make_db "$DB_PATH" 100
+  b=$(backup_now)
+  sqlite3 "$WORK/invoices.db" 'CREATE TABLE invoices(id INTEGER PRIMARY KEY); INSERT INTO invoices VALUES (1);'
+  before=$(sha256sum <"$WORK/invoices.db")
+  run --separate-stderr "$RESTORE" --db "$WORK/invoices.db" --yes "$b"
+  assert_status 2
+  assert_contains "$stderr" "(which exists): is --db (DB_PATH) mistyped?"
+  assert_equal "$(sha256sum <"$WORK/invoices.db")" "$before"
 }
 
 # ---------------------------------------------------------------------------
@@ -563,12 +575,12 @@ PY
 }
 
 @test "a backup with a different page size is restored into a WAL database" {
-  sqlite3 "$WORK/big.db" "PRAGMA page_size=8192; VACUUM;"
-  export DB_PATH="$WORK/big.db"
+  sqlite3 "$DB_PATH" "PRAGMA page_size=8192; VACUUM;"
   make_db "$DB_PATH" 100 wal
   b=$(backup_now)
-  export DB_PATH="$WORK/app.db"
-  make_db "$DB_PATH" 30 wal
+  rm -f "$DB_PATH" "$DB_PATH-wal" "$DB_PATH-shm"
+  make_db "$DB_PATH" 30 wal # the same database, rebuilt with the default page size
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA page_size')" 4096
   run --separate-stderr "$RESTORE" --yes "$b"
   assert_status 0
   assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA page_size')" 8192
@@ -616,6 +628,9 @@ PY
   assert_equal "$(cat "$WORK/other.db")" precious
   run --separate-stderr "$RESTORE" --yes --to "$WORK/copy.db" latest
   assert_status 0
+  # The receipt says plainly that the file it overwrote was not backed up.
+  assert_contains "$output" "safety backup:   none (--to never backs up its target)"
+  [[ $output != *"open connections see"* ]]
 }
 
 @test "--drill restores latest into a temp file, removes it, and writes the drill metrics" {

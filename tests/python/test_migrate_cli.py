@@ -193,6 +193,16 @@ def test_migration_failure_names_statement_and_backup(world, stub_backup):
                             ).fetchone()[0] == 0
 
 
+def test_a_database_in_a_missing_directory_is_a_usage_error_not_a_new_tree(tmp_path):
+    """A wrong DB_PATH (a typo in the config file leaves the default) must not
+    quietly create a directory tree and a new, empty database in it."""
+    db = tmp_path / "no" / "such" / "dashboard.db"
+    proc = migrate("--db", str(db), "up")
+    assert proc.returncode == EX_USAGE
+    assert f"directory {db.parent} does not exist" in proc.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def test_failed_backup_is_exit_1_and_nothing_applied(world, failing_backup):
     db, migrations = world
     sqlite3.connect(db).execute("CREATE TABLE keep (x)").connection.close()
