@@ -38,9 +38,9 @@
 #   --verify           verify only; changes nothing
 #   --yes              do not ask; with --to, allows replacing an existing PATH
 #   --force            accept a backup without a manifest (internal checks
-#                      only), one with a schema newer than the migrations, or
-#                      one with foreign-key violations (orphaned rows); never
-#                      a damaged one
+#                      only), one with a schema newer than the migrations, one
+#                      with foreign-key violations (orphaned rows), or one
+#                      taken from another database; never a damaged one
 #   --to PATH          restore into PATH (drills, inspecting an old state); the
 #                      database itself is not touched; no safety backup
 #   --drill            restore `latest` into a temp file, check it, remove it;
