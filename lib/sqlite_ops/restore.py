@@ -1041,10 +1041,7 @@ def other_source(backup: str, target: str) -> str | None:
     unrelated database, or into a missing one, more likely a mistyped --db than
     a restore anyone meant (a lost disk keeps its path)."""
     manifest, _ = catalog.read_manifest(backup + catalog.MANIFEST_SUFFIX)
-    source = (manifest or {}).get("source")
-    if isinstance(source, str) and os.path.realpath(source) != os.path.realpath(target):
-        return source
-    return None
+    return manifest["source"] if catalog.from_other_database(manifest, target) else None
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
