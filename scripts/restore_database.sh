@@ -15,7 +15,8 @@
 #      beside the database, PRAGMA integrity_check exactly "ok", an empty
 #      foreign_key_check, row counts equal to the manifest. Nothing is touched
 #      when this fails (exit 3). A backup whose schema version is newer than
-#      the newest migration in MIGRATIONS_DIR is refused unless --force.
+#      the newest migration in MIGRATIONS_DIR, or one taken from another
+#      database (a mistyped --db?), is refused (exit 2) unless --force.
 #   2. show the backup's time and row counts next to the current database's,
 #      and ask (on a terminal, unless --yes; with no terminal and no --yes it
 #      refuses, exit 2).
