@@ -1,0 +1,89 @@
+"""What counting foreign-key violations costs a backup.
+
+Every backup counts the rows ``PRAGMA foreign_key_check`` reports, for its
+manifest. The 800 MB benchmark database has no foreign keys, so this builds a
+dashboard database from the real migrations with many ``services`` rows (each
+referencing a ``devices`` row) and measures, in the same run: the whole
+``backup_database.sh``, the foreign-key count alone (the work the backup adds),
+and ``PRAGMA quick_check`` alone (work the backup already did).
+
+    python3 tests/perf/bench_fk.py          # BENCH_FK_DEVICES=1000000, 3 services each
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchlib import BENCH_DIR, SCRIPTS, machine, median_time, print_table
+
+DEVICES = int(os.environ.get("BENCH_FK_DEVICES", "1000000"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+
+
+def dashboard_db() -> Path:
+    """The dashboard schema (migrate up) with DEVICES devices and 3 services each."""
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    path = BENCH_DIR / f"dashboard_fk_{DEVICES}.db"
+    if path.exists():
+        return path
+    tmp = path.with_name(path.name + ".building")
+    for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        stale.unlink(missing_ok=True)
+    env = dict(os.environ, SQLITE_OPS_CONFIG=os.devnull)
+    subprocess.run([str(SCRIPTS / "migrate"), "--db", str(tmp), "up", "--no-backup"],
+                   env=env, check=True, capture_output=True)
+    fill = f"""
+        PRAGMA journal_mode=WAL;
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {DEVICES})
+        INSERT INTO devices(id, device_ip, hostname, last_seen)
+        SELECT i, '10.' || (i >> 16) || '.' || ((i >> 8) & 255) || '.' || (i & 255),
+               'host-' || i, '2026-01-01T00:00:00Z' FROM n;
+        INSERT INTO services(device_id, port, protocol) SELECT id, 22, 'tcp' FROM devices;
+        INSERT INTO services(device_id, port, protocol) SELECT id, 80, 'tcp' FROM devices;
+        INSERT INTO services(device_id, port, protocol) SELECT id, 443, 'tcp' FROM devices;
+        PRAGMA wal_checkpoint(TRUNCATE);
+    """
+    subprocess.run(["sqlite3", "-batch", "-bail", str(tmp)], input=fill, text=True, check=True,
+                   capture_output=True)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    tmp.rename(path)
+    return path
+
+
+def main() -> int:
+    db = dashboard_db()
+    size_mib = db.stat().st_size / 2**20
+    print(f"Machine: {machine()}")
+    print(f"Database: {size_mib:.0f} MiB (WAL), {DEVICES} devices, {3 * DEVICES} services "
+          f"each referencing a device; median of {RUNS} runs, warm cache")
+    with tempfile.TemporaryDirectory(prefix="bench-fk-") as scratch:
+        out = Path(scratch) / "backups"
+        env = dict(os.environ, SQLITE_OPS_CONFIG=os.devnull)
+
+        def clear() -> None:
+            for file in out.glob("*"):
+                file.unlink()
+
+        backup_s = median_time([str(SCRIPTS / "backup_database.sh"), "--db", str(db), "--dir",
+                                str(out), "--quiet"], runs=RUNS, env=env, before=clear)
+        fk_s = median_time(["sqlite3", "-readonly", str(db), "PRAGMA foreign_key_check;"],
+                           runs=RUNS, env=env)
+        quick_s = median_time(["sqlite3", "-readonly", str(db), "PRAGMA quick_check;"],
+                              runs=RUNS, env=env)
+    print_table("Foreign-key count in a backup", ["step", "seconds", "share of the backup"], [
+        ["backup_database.sh (all of it)", backup_s, "100%"],
+        ["PRAGMA foreign_key_check alone (what the manifest's count adds)", fk_s,
+         f"{100 * fk_s / backup_s:.0f}%"],
+        ["PRAGMA quick_check alone (for scale)", quick_s, f"{100 * quick_s / backup_s:.0f}%"],
+    ])
+    print("\nCommand: python3 tests/perf/bench_fk.py")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
