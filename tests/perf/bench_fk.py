@@ -18,21 +18,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import BENCH_DIR, SCRIPTS, machine, median_time, print_table
+from benchlib import SCRIPTS, cached_db, machine, median_time, print_table
 
 DEVICES = int(os.environ.get("BENCH_FK_DEVICES", "1000000"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 
 
-def dashboard_db() -> Path:
+def build_dashboard(tmp: Path) -> None:
     """The dashboard schema (migrate up) with DEVICES devices and 3 services each."""
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    path = BENCH_DIR / f"dashboard_fk_{DEVICES}.db"
-    if path.exists():
-        return path
-    tmp = path.with_name(path.name + ".building")
-    for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        stale.unlink(missing_ok=True)
     env = dict(os.environ, SQLITE_OPS_CONFIG=os.devnull)
     subprocess.run([str(SCRIPTS / "migrate"), "--db", str(tmp), "up", "--no-backup"],
                    env=env, check=True, capture_output=True)
@@ -49,14 +42,10 @@ def dashboard_db() -> Path:
     """
     subprocess.run(["sqlite3", "-batch", "-bail", str(tmp)], input=fill, text=True, check=True,
                    capture_output=True)
-    for suffix in ("-wal", "-shm"):
-        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-    tmp.rename(path)
-    return path
 
 
 def main() -> int:
-    db = dashboard_db()
+    db = cached_db(f"dashboard_fk_{DEVICES}.db", build_dashboard)
     size_mib = db.stat().st_size / 2**20
     print(f"Machine: {machine()}")
     print(f"Database: {size_mib:.0f} MiB (WAL), {DEVICES} devices, {3 * DEVICES} services "

@@ -35,15 +35,33 @@ CREATE INDEX devices_last_seen ON devices(last_seen DESC);
 """
 
 
-def bench_db(size_mb: int, journal_mode: str = "wal") -> Path:
-    """A database of about ``size_mb`` MiB, built once and reused across runs."""
+def cached_db(name: str, build) -> Path:
+    """BENCH_DIR/``name``, made once by ``build(tmp_path)`` and reused across runs.
+
+    ``build`` writes a new database at ``tmp_path`` (any -wal checkpointed);
+    it is renamed into place only when complete, so a killed build is redone.
+    """
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    path = BENCH_DIR / f"bench_{size_mb}mb_{journal_mode}.db"
+    path = BENCH_DIR / name
     if path.exists():
         return path
     tmp = path.with_name(path.name + ".building")
     for stale in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         stale.unlink(missing_ok=True)
+    build(tmp)
+    for companion in ("-wal", "-shm", ".sqlite-ops.lock"):
+        Path(f"{tmp}{companion}").unlink(missing_ok=True)
+    os.replace(tmp, path)
+    return path
+
+
+def bench_db(size_mb: int, journal_mode: str = "wal") -> Path:
+    """A database of about ``size_mb`` MiB, built once and reused across runs."""
+    return cached_db(f"bench_{size_mb}mb_{journal_mode}.db",
+                     lambda tmp: _fill_devices(tmp, size_mb, journal_mode))
+
+
+def _fill_devices(tmp: Path, size_mb: int, journal_mode: str) -> None:
     rnd = random.Random(size_mb)
     conn = sqlite3.connect(tmp, isolation_level=None)
     conn.execute(f"PRAGMA journal_mode={journal_mode}")
@@ -69,8 +87,6 @@ def bench_db(size_mb: int, journal_mode: str = "wal") -> Path:
     if journal_mode == "wal":
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    os.replace(tmp, path)
-    return path
 
 
 def _size(path: str) -> int:
