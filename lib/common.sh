@@ -22,6 +22,9 @@ readonly EX_FAIL=1 EX_USAGE=2 EX_BUSY=75
 SQLITE_OPS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=${PROG:-sqlite-ops}
 QUIET=${QUIET:-0}
+# What to pass a Python step so it draws no progress line either (--quiet).
+QUIET_ARGS=()
+[[ $QUIET == 0 ]] || QUIET_ARGS=(--quiet)
 
 # ---------------------------------------------------------------------------
 # Logging: timestamped lines on stderr; stdout is for results only
@@ -108,7 +111,7 @@ config_file_path() {
 # Every setting a config file may hold (sqlite_ops.common.CONFIG_KEYS is the
 # same list; a test keeps them equal). Anything else is a typo, and a typo
 # must not quietly fall back to a default path.
-SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS "
+SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS FK_ACCEPT "
 
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
@@ -188,7 +191,7 @@ parse_common_option() {
     --metrics-dir) set_flag METRICS_DIR "$@" ;;
     --migrations) set_flag MIGRATIONS_DIR "$@" ;;
     --lock-timeout) set_flag LOCK_TIMEOUT "$@" ;;
-    --quiet | -q) QUIET=1 SOPS_SHIFT=1 ;;
+    --quiet | -q) QUIET=1 QUIET_ARGS=(--quiet) SOPS_SHIFT=1 ;;
     -h | --help) show_help "$0" && exit "$EX_OK" ;;
     *) SOPS_SHIFT=0 ;;
   esac
@@ -485,9 +488,16 @@ py_ops() {
 # records none. Manifests are written one key per line by sqlite_ops.snapshot.
 manifest_fk_violations() {
   local count
-  # Two spaces: the top level, never a table of that name inside "tables".
-  count=$(sed -n 's/^  "foreign_key_violations": \([0-9]*\|null\),*$/\1/p' -- "$1" 2>/dev/null) || true
+  count=$(manifest_number "$1" foreign_key_violations)
   printf '%s\n' "${count:-0}"
+}
+
+# manifest_number MANIFEST KEY: a top-level number (or null) of a manifest;
+# nothing when it has none. Manifests are written one key per line by
+# sqlite_ops.snapshot; two spaces of indent is the top level, never a table
+# of that name inside "tables".
+manifest_number() {
+  sed -n "s/^  \"$2\": \\([0-9]*\\|null\\),*\$/\\1/p" -- "$1" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------

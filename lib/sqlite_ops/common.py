@@ -54,7 +54,7 @@ SYSTEM_CONFIG = "/etc/sqlite-ops.conf"
 CONFIG_KEYS = (
     "DB_PATH", "BACKUP_DIR", "RETENTION_DAYS", "KEEP_MIN", "COMPRESS", "MIGRATIONS_DIR",
     "METRICS_DIR", "LOCK_TIMEOUT", "VACUUM_THRESHOLD", "ANALYSIS_LIMIT", "METRICS_LISTEN",
-    "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS",
+    "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS", "FK_ACCEPT",
 )
 
 # Set once a config file's unknown settings have been reported (common.sh too).

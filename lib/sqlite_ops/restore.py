@@ -64,7 +64,7 @@ from sqlite_ops.common import (
     quote_ident,
     readonly_uri,
 )
-from sqlite_ops.snapshot import foreign_key_check, schema_version
+from sqlite_ops.snapshot import schema_version, table_counts
 
 PROG = "restore_database.sh"
 PRE_RESTORE_DIR = "pre-restore"
@@ -118,15 +118,6 @@ def sniff_compression(path: str | os.PathLike[str]) -> str | None:
         if head.startswith(magic):
             return kind
     return None
-
-
-def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Row count of every table (the manifest's definition: no sqlite_* internals)."""
-    names = [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' "
-        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
-    return {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
-            for name in names}
 
 
 def newest_migration(directory: str | os.PathLike[str] | None) -> int | None:

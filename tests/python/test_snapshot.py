@@ -143,6 +143,40 @@ def test_pack_hashes_both_streams(tmp_path, codec):
         assert facts["size_bytes"] < len(original)
 
 
+@pytest.mark.parametrize("codec", ["gzip", "none"])
+def test_pack_records_the_integrity_check_against_the_content_hash(tmp_path, codec):
+    snap = make_db(tmp_path / "snap.db", 500, "delete")
+    out = snap if codec == "none" else tmp_path / "out.gz"
+    facts = snapshot.pack(snap, out, codec)
+    assert facts["integrity_check"] == {"result": "ok", "db_sha256": sha(snap),
+                                        "sqlite_version": sqlite3.sqlite_version}
+
+
+def test_pack_refuses_content_that_fails_integrity_check(tmp_path):
+    """An index that disagrees with its table: quick_check passes it, the full
+    check does not; nothing may be recorded as ok."""
+    snap = tmp_path / "snap.db"
+    conn = sqlite3.connect(snap, isolation_level=None)
+    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);"
+                       "INSERT INTO t(v) VALUES ('a'), ('b');")
+    # Hide the index, add rows it never sees, show it again.
+    entry = conn.execute("SELECT * FROM sqlite_schema WHERE name = 't_v'").fetchone()
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("DELETE FROM sqlite_schema WHERE name = 't_v'")
+    conn.close()
+    conn = sqlite3.connect(snap, isolation_level=None)
+    conn.execute("INSERT INTO t(v) VALUES ('c')")
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("INSERT INTO sqlite_schema VALUES (?, ?, ?, ?, ?)", entry)
+    conn.close()
+    assert sqlite3.connect(snap).execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert sqlite3.connect(snap).execute("PRAGMA integrity_check").fetchone()[0] != "ok"
+    with pytest.raises(OpsError) as info:
+        snapshot.pack(snap, tmp_path / "out.gz", "gzip", source="live.db")
+    assert info.value.code == EX_INTEGRITY
+    assert info.value.message.startswith("live.db failed PRAGMA integrity_check (")
+
+
 def test_pack_reports_a_failing_compressor(tmp_path, monkeypatch):
     fake = tmp_path / "bin" / "gzip"
     fake.parent.mkdir()
@@ -210,8 +244,7 @@ def test_manifest_has_every_contract_field(tmp_path):
     manifest = snapshot.build_manifest(
         snap, source="live.db", created=0, file_name="live_19700101_000000.db", name="live",
         compression="none", duration=1.23456,
-        facts=[{"journal_mode": "wal", "sqlite_version": "3"},
-               {"sha256": "a", "db_sha256": "a", "size_bytes": 1, "db_size_bytes": 1}])
+        facts=[{"journal_mode": "wal", "sqlite_version": "3"}, snapshot.pack(snap, snap, "none")])
     assert set(snapshot.REQUIRED_FIELDS) <= set(manifest)
     assert manifest["created_at"] == "1970-01-01T00:00:00Z"
     assert manifest["source"] == os.path.abspath("live.db")
