@@ -460,16 +460,13 @@ pragma_ok() {
   return 1
 }
 
-# foreign_keys_ok DB: true when PRAGMA foreign_key_check returns no rows.
+# foreign_keys_ok DB [FK_ACCEPT]: true when the database has no foreign-key
+# violations but the orphans FK_ACCEPT accepts (sqlite_ops.fkcheck: one
+# anti-join per foreign key, the same answer as PRAGMA foreign_key_check).
+# Else the violating rows (table|rowid|parent|fkid), or the error, on stdout.
+# On success, stdout holds the line on the accepted orphans, if any.
 foreign_keys_ok() {
-  local out
-  out=$(sqlite_ro "$1" "PRAGMA foreign_key_check;" 2>&1) || {
-    printf '%s\n' "${out:-sqlite3 failed}"
-    return 1
-  }
-  [[ -z $out ]] && return 0
-  printf '%s\n' "$out"
-  return 1
+  py_ops fkcheck --prog "$PROG" --accept "${2:-}" -- "$1" 2>&1 || return 1
 }
 
 # ---------------------------------------------------------------------------

@@ -131,6 +131,7 @@ load_settings() {
   MIGRATIONS=$(cfg MIGRATIONS_DIR "$SQLITE_OPS_ROOT/migrations")
   METRICS=$(cfg METRICS_DIR '')
   TIMEOUT=$(cfg LOCK_TIMEOUT 0)
+  FK_ACCEPT=$(cfg FK_ACCEPT '')
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   require_tool python3 python3
   db_name NAME "$DB" || exit
@@ -172,7 +173,8 @@ verify_backup() {
   [[ $FORCE == 1 ]] && extra+=(--force)
   log_info "verifying $BACKUP"
   py_ops restore verify --work "$WORK_DIR/restore.db" --report "$REPORT" \
-    --migrations "$MIGRATIONS" --dir "$BACKUP_ROOT" --db "$DB" "${extra[@]}" -- "$BACKUP" || exit
+    --migrations "$MIGRATIONS" --dir "$BACKUP_ROOT" --db "$DB" --fk-accept "$FK_ACCEPT" \
+    "${QUIET_ARGS[@]}" "${extra[@]}" -- "$BACKUP" || exit
 }
 
 # replace_database TARGET ASIDE_DIR: put the verified content into TARGET, then

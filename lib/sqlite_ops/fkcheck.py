@@ -36,10 +36,10 @@ ceiling: ``network_changes`` (any number of its rows) or
 than the ceiling, are still problems.
 
 CLI (``maintain_database.sh check``): ``python3 -m sqlite_ops.fkcheck
-[--accept FK_ACCEPT] [--rows N] DB`` prints the rows of the problems
-(``table|rowid|parent|fkid``, as the sqlite3 CLI prints the PRAGMA; at most N)
-and exits 4 when there is any, else 0; accepted orphans are summarised on
-stderr.
+[--accept FK_ACCEPT] DB`` prints the rows of the problems
+(``table|rowid|parent|fkid``, as the sqlite3 CLI prints the PRAGMA) and exits
+4 when there is any; else it exits 0, printing the line on the orphans it
+accepted, if any.
 """
 
 from __future__ import annotations
@@ -61,8 +61,14 @@ class ForeignKeyReport:
 
     count: int | None
     by_table: dict[str, int] = field(default_factory=dict)  # child table -> violating rows
-    first: tuple[Any, ...] | None = None  # the PRAGMA's first row: (table, rowid, parent, fkid)
+    # child table -> the PRAGMA's first row for it: (table, rowid, parent, fkid)
+    firsts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def first(self) -> tuple[Any, ...] | None:
+        """The first row PRAGMA foreign_key_check reports, or None."""
+        return next(iter(self.firsts.values()), None)
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
@@ -125,9 +131,8 @@ def check(conn: sqlite3.Connection) -> ForeignKeyReport:
         if found:
             report.by_table[table] = found
             report.count = (report.count or 0) + found
-            if report.first is None:
-                report.first = tuple(conn.execute(
-                    f"PRAGMA foreign_key_check({quote_ident(table)})").fetchone())
+            report.firsts[table] = tuple(conn.execute(
+                f"PRAGMA foreign_key_check({quote_ident(table)})").fetchone())
     return report
 
 
@@ -187,7 +192,6 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Foreign-key check with accepted orphans.")
     parser.add_argument("db")
     parser.add_argument("--accept", default="", help="FK_ACCEPT: TABLE[:N],...")
-    parser.add_argument("--rows", type=int, default=100, help="print at most this many rows")
     parser.add_argument("--prog", default=PROG)
     return parser
 
@@ -205,13 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.error)
                 return EX_INTEGRITY
             problems = unaccepted(report, accepted)
-            printed = 0
             for table in sorted(problems):
                 for row in conn.execute(f"PRAGMA foreign_key_check({quote_ident(table)})"):
-                    if printed >= args.rows:
-                        break
                     print("|".join("" if v is None else str(v) for v in row))
-                    printed += 1
         finally:
             conn.close()
     except OpsError as exc:
@@ -220,13 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc))
         return EX_FAIL
     note = describe_accepted(report, accepted)
-    if note:
-        print(f"{args.prog}: {note}", file=sys.stderr)
     if problems:
-        total = sum(problems.values())
-        if total > printed:
-            print(f"... {total} rows in all")
+        if note:
+            print(f"{args.prog}: {note}", file=sys.stderr)
         return EX_INTEGRITY
+    if note:
+        print(note)
     return EX_OK
 
 
