@@ -193,7 +193,7 @@ warn_foreign_keys() {
     null) log_warn "PRAGMA foreign_key_check cannot run on $SRC_DB (a foreign key names parent columns without a unique index; see foreign_key_check_error in the manifest); restoring this backup will need --force" ;;
     *)
       [[ $count != 1 ]] || rows=row
-      log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count $rows with a missing parent row); the backup keeps them as they are, so restoring it will need --force; maintain_database.sh check lists them"
+      log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count $rows with a missing parent row); the backup keeps them as they are, so restoring it will need --force (or, for orphans the application makes by design, FK_ACCEPT listing their tables); maintain_database.sh check lists them"
       ;;
   esac
 }

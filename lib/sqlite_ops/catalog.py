@@ -12,7 +12,6 @@ Used by backup (pruning), restore (listing, picking ``latest``) and metrics
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_ops.common import fsync_path
+from sqlite_ops.hashing import sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1  # the manifest's "format" field; bump on incompatible changes
@@ -116,8 +116,11 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, 
 
 def records_fk_problems(manifest: dict[str, Any] | None) -> bool:
     """The manifest says the database had foreign-key violations (or that the
-    check could not run) when the backup was taken: restoring it needs --force."""
-    return (manifest or {}).get("foreign_key_violations", 0) != 0
+    check could not run) when the backup was taken, beyond the orphans FK_ACCEPT
+    accepted then: restoring it needs --force."""
+    found = (manifest or {}).get("foreign_key_violations", 0)
+    # Orphans FK_ACCEPT accepted when the backup was taken are no problem.
+    return found != 0 and found != (manifest or {}).get("foreign_key_violations_accepted")
 
 
 def from_other_database(manifest: dict[str, Any] | None,
@@ -175,15 +178,6 @@ def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
         found.append(backup)
     found.sort(key=lambda b: (b.created_at, b.path.name), reverse=True)
     return found
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (flat memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:

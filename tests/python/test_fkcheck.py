@@ -180,3 +180,88 @@ def test_cli_lists_the_rows_of_unaccepted_violations_only(tmp_path):
     conn.execute("INSERT INTO fresh(p) VALUES (9)")
     proc = run_cli("--accept", "known", str(db))
     assert proc.returncode == EX_INTEGRITY and proc.stdout.splitlines() == ["fresh|1|p|0"]
+
+
+# ---------------------------------------------------------------------------
+# nMapping+'s orphans by design, through the scripts (FK_ACCEPT)
+# ---------------------------------------------------------------------------
+
+CLIENT = REPO_ROOT.parent / "shared" / "clients" / "nmapping-plus"
+
+# The tables of nMapping+'s installer schema that take part (the same shape,
+# for machines without the client files).
+INLINE_SCHEMA = """
+PRAGMA journal_mode = WAL;
+CREATE TABLE scans (id INTEGER PRIMARY KEY AUTOINCREMENT, scan_type TEXT NOT NULL,
+    scan_date TEXT NOT NULL, devices_found INTEGER DEFAULT 0, new_devices INTEGER DEFAULT 0,
+    scan_file TEXT, scan_duration INTEGER, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE(scan_type, scan_date));
+CREATE TABLE network_changes (id INTEGER PRIMARY KEY AUTOINCREMENT, device_ip TEXT NOT NULL,
+    change_type TEXT NOT NULL, change_description TEXT, old_value TEXT, new_value TEXT,
+    scan_id INTEGER, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    FOREIGN KEY (scan_id) REFERENCES scans(id));
+"""
+INLINE_REPLACE = """INSERT OR REPLACE INTO scans
+    (scan_type, scan_date, devices_found, new_devices, scan_file) VALUES (?, ?, ?, ?, ?)"""
+
+
+def client_sql(kind: str) -> tuple[str, str]:
+    """(schema, the app's INSERT OR REPLACE INTO scans) of the installer, or inline."""
+    if kind == "inline":
+        return INLINE_SCHEMA, INLINE_REPLACE
+    if not CLIENT.is_dir():
+        pytest.skip(f"nMapping+ client SQL not found at {CLIENT}")
+    statements = (CLIENT / "app_statements.sql").read_text().split(";")
+    replace = next(s for s in statements if "INSERT OR REPLACE INTO scans" in s)
+    return (CLIENT / "installer_schema.sql").read_text(), replace.strip()
+
+
+def scan_import(conn: sqlite3.Connection, replace: str, changes: int) -> None:
+    """What the dashboard does on a scan import: record the scan (re-importing the
+    same scan file replaces its row, giving it a new id) and its network changes."""
+    conn.execute(replace, ("nmap", "2026-01-01", 3, 1, "scan.xml"))
+    scan_id = conn.execute("SELECT id FROM scans WHERE scan_type = 'nmap'").fetchone()[0]
+    conn.executemany("INSERT INTO network_changes(device_ip, change_type, scan_id) "
+                     "VALUES (?, 'new', ?)", [(f"10.0.0.{i}", scan_id) for i in range(changes)])
+
+
+@pytest.mark.parametrize("kind", ["installer", "inline"])
+def test_accepted_orphans_let_maintenance_drills_and_restores_run(tmp_path, kind):
+    from opsenv import ops_env, run  # the whole-toolkit helpers (tests/python/opsenv.py)
+
+    schema, replace = client_sql(kind)
+    db = tmp_path / "dashboard.db"
+    conn = sqlite3.connect(db, isolation_level=None)  # foreign_keys off, as the app runs
+    conn.executescript(schema)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    scan_import(conn, replace, 4)
+    scan_import(conn, replace, 2)  # the same scan again: its 4 earlier changes are orphaned
+    conn.close()
+    assert len(sqlite3.connect(db).execute("PRAGMA foreign_key_check").fetchall()) == 4
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"))
+
+    # Without the setting, the check stops maintenance before the checkpoint.
+    proc = run("maintain_database.sh", "all", env=env)
+    assert proc.returncode == EX_INTEGRITY
+    assert "network_changes|1|scans|0" in proc.stdout
+    assert "checkpoint: not run" in proc.stdout
+
+    accept = dict(env, FK_ACCEPT="network_changes")
+    proc = run("maintain_database.sh", "all", env=accept)
+    assert proc.returncode == EX_OK, proc.stdout + proc.stderr
+    assert 'accepted orphaned rows (FK_ACCEPT): 4 in "network_changes"' in proc.stdout
+    assert "not run" not in proc.stdout and "analyze: ok" in proc.stdout
+
+    proc = run("backup_database.sh", env=accept)
+    assert proc.returncode == EX_OK and "warning" not in proc.stderr, proc.stderr
+    proc = run("restore_database.sh", "--drill", env=accept)
+    assert proc.returncode == EX_OK, proc.stderr
+    proc = run("restore_database.sh", "--yes", "latest", env=accept)
+    assert proc.returncode == EX_OK, proc.stderr
+
+    # A new violation still fails: more orphans than accepted, or another table's.
+    for setting in ("network_changes:3", "scans"):
+        strict = dict(env, FK_ACCEPT=setting)
+        assert run("maintain_database.sh", "check", env=strict).returncode == EX_INTEGRITY
+        proc = run("restore_database.sh", "--drill", env=strict)
+        assert proc.returncode == 3 and "FK_ACCEPT" in proc.stderr, proc.stderr
