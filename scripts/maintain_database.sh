@@ -324,6 +324,26 @@ sql_task() {
   TASK_DETAIL=$done
 }
 
+PROGRESS_FD='' PROGRESS_PID=''
+
+# vacuum_progress_start: on a terminal (not --quiet), a line on stderr showing
+# the rebuilt pages arriving in the WAL (or the old ones in the rollback
+# journal) while VACUUM runs. It lasts until vacuum_progress_stop closes its pipe.
+vacuum_progress_start() {
+  [[ $QUIET == 0 && -t 2 ]] || return 0
+  local content=$(((STAT_PAGES - STAT_FREELIST) * STAT_PAGE_SIZE))
+  exec {PROGRESS_FD}> >(py_ops progress watch --prog "$PROG" --label VACUUM --total "$content" -- "$DB-wal" "$DB-journal")
+  PROGRESS_PID=$!
+}
+
+# vacuum_progress_stop: end the line vacuum_progress_start drew (it clears it).
+vacuum_progress_stop() {
+  [[ -n $PROGRESS_FD ]] || return 0
+  exec {PROGRESS_FD}>&-
+  wait "$PROGRESS_PID" 2>/dev/null || true
+  PROGRESS_FD='' PROGRESS_PID=''
+}
+
 task_vacuum() {
   local percent before_bytes before_free rc=0
   if ! read_stats; then
@@ -346,7 +366,9 @@ task_vacuum() {
   fi
   before_bytes=$STAT_FILE_BYTES
   before_free=$STAT_FREELIST
+  vacuum_progress_start
   sql_run "VACUUM;" || rc=$?
+  vacuum_progress_stop
   if ((rc != 0)); then
     TASK_DETAIL="VACUUM failed (the database is unchanged): $SQL_OUT"
     return "$rc"

@@ -182,7 +182,7 @@ verify_backup() {
 replace_database() {
   log_info "restoring into $1"
   py_ops restore apply --report "$REPORT" --target "$1" --aside "$2" \
-    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" || exit
+    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" "${QUIET_ARGS[@]}" || exit
 }
 
 # ---------------------------------------------------------------------------

@@ -70,6 +70,11 @@ class Progress:
         with self._lock:
             self.done += count
 
+    def complete(self) -> None:
+        """The step is done: the last line shows all of it."""
+        self.probe = None
+        self.done = self.total or self.done
+
     # Drawing -------------------------------------------------------------------
 
     def line(self) -> str:
@@ -134,3 +139,33 @@ def file_size_probe(path: str | os.PathLike[str]) -> Callable[[], int]:
             return 0
 
     return probe
+
+
+# ---------------------------------------------------------------------------
+# CLI: a progress line for a step another process runs (maintain's VACUUM)
+# ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``watch --label L --total N [--prog P] FILE...``: draw the summed size of
+    FILEs against N until standard input ends (the caller closes the pipe, or
+    dies), then clear the line. Draws nothing off a terminal."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("watch")
+    p.add_argument("--label", required=True)
+    p.add_argument("--total", type=int, default=0)
+    p.add_argument("--prog", default="sqlite-ops")
+    p.add_argument("files", nargs="+")
+    args = parser.parse_args(argv)
+    probes = [file_size_probe(f) for f in args.files]
+    with Progress(args.label, args.total or None, prog=args.prog,
+                  probe=lambda: sum(probe() for probe in probes)):
+        sys.stdin.buffer.read()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,7 +63,7 @@ from sqlite_ops.common import (
     quote_ident,
     readonly_uri,
 )
-from sqlite_ops.progress import Progress
+from sqlite_ops.progress import Progress, file_size_probe
 from sqlite_ops.snapshot import schema_version, table_counts
 
 PROG = "restore_database.sh"
@@ -609,7 +609,8 @@ def _open_target(target: str, busy_ms: int) -> tuple[sqlite3.Connection, str, in
     return conn, mode, page_size
 
 
-def restore_into(work: str, target: str, busy_ms: int = 5000) -> dict[str, Any]:
+def restore_into(work: str, target: str, busy_ms: int = 5000,
+                 quiet: bool = True) -> dict[str, Any]:
     """Copy ``work`` into the existing database ``target`` with the backup API."""
     dst, live_mode, dst_page = _open_target(target, busy_ms)
     # The new content passes through the WAL (or the old through the journal).
@@ -644,7 +645,12 @@ def restore_into(work: str, target: str, busy_ms: int = 5000) -> dict[str, Any]:
                                             "retry; nothing was changed") from None
                 switched = True
             try:
-                src.backup(dst, progress=_abort_when_busy)
+                # One step: progress watches the WAL (or the rollback journal) grow.
+                log = target + ("-wal" if live_mode == "wal" else "-journal")
+                with Progress("writing into the database", grow, prog=PROG, quiet=quiet,
+                              probe=file_size_probe(log)) as bar:
+                    src.backup(dst, progress=_abort_when_busy)
+                    bar.complete()
             except sqlite3.Error as exc:
                 if _busy(exc):
                     raise OpsError(EX_BUSY, f"{target} stayed locked past the busy timeout "
@@ -719,13 +725,13 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str) -> dic
 
 
 def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 5000,
-                  journal_mode: str | None = None) -> dict[str, Any]:
+                  journal_mode: str | None = None, quiet: bool = True) -> dict[str, Any]:
     """Put the verified work file's content into ``target``; returns what was done."""
     if os.path.exists(target):
         if not os.path.isfile(target):
             raise OpsError(EX_USAGE, f"not a regular file: {target}")
         try:
-            return restore_into(report.work, target, busy_ms)
+            return restore_into(report.work, target, busy_ms, quiet)
         except _Unusable as exc:
             applied = place_file(report.work, target, _target_mode(report.journal_mode),
                                  aside_dir)
@@ -1106,7 +1112,7 @@ def _info(message: str) -> None:
 def _cmd_apply(args: argparse.Namespace) -> int:
     report = Report.load(args.report)
     report.applied = apply_restore(report, args.target, args.aside, args.busy_timeout_ms,
-                                   args.journal_mode)
+                                   args.journal_mode, quiet=args.quiet)
     report.save(args.report)
     check_restored(args.target, report.tables)
     return EX_OK
@@ -1169,6 +1175,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--aside", required=True, help="where stale -wal/-shm/-journal files go")
     p.add_argument("--journal-mode", help="mode for a new file (default: the backup's source's)")
     p.add_argument("--busy-timeout-ms", type=int, default=5000)
+    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
     p.set_defaults(func=_cmd_apply)
     p = sub.add_parser("receipt")
     p.add_argument("--report", required=True)

@@ -118,8 +118,9 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
             pages = src.execute("PRAGMA page_count").fetchone()[0]
             # One step reports nothing until it ends: progress watches the copy grow.
             with Progress("snapshot", pages * page_size, prog=PROG, quiet=quiet,
-                          probe=file_size_probe(dest)):
+                          probe=file_size_probe(dest)) as bar:
                 src.backup(dst)  # pages=-1: the whole database in one step
+                bar.complete()
         except sqlite3.Error as exc:
             raise _classify(exc, f"snapshot of {source} failed") from None
         finally:
@@ -257,13 +258,14 @@ def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, tota
         hasher.start()
         try:
             with Progress(f"compressing ({compression})", total, prog=PROG, quiet=quiet,
-                          probe=_read_position(proc.pid, snapshot)):
+                          probe=_read_position(proc.pid, snapshot)) as bar:
                 while block := proc.stdout.read(hashing.CHUNK):
                     out_digest.update(block)
                     out_size += len(block)
                     dst.write(block)
                 dst.flush()
                 os.fsync(dst.fileno())
+                bar.complete()
         except OSError as exc:
             proc.kill()
             raise OpsError(EX_FAIL, f"cannot write {out}: {exc.strerror}") from None
