@@ -56,7 +56,8 @@ def schemas(draw):
         ref, pcols = "p(a)", ["a"]
     ccols = ", ".join(f"x{i} {ctype}{ccoll}" for i in range(ncols))
     cnames = ", ".join(f"x{i}" for i in range(ncols))
-    child = f"CREATE TABLE c(id INTEGER PRIMARY KEY, {ccols}, FOREIGN KEY({cnames}) REFERENCES {ref})"
+    child = (f"CREATE TABLE c(id INTEGER PRIMARY KEY, {ccols}, "
+             f"FOREIGN KEY({cnames}) REFERENCES {ref})")
     if draw(st.booleans()):  # the child's index on its key: the anti-join's usual path
         child += f"; CREATE INDEX c_key ON c({cnames})"
     prow = st.tuples(*[st.integers(1, 5) if kind.startswith("rowid") and i == 0 else VALUES
