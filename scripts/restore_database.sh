@@ -11,10 +11,15 @@
 # `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR.
 #
 # A restore, step by step (it stops at the first problem, saying what changed):
-#   1. verify: SHA-256 against the manifest, decompress once into a work file
-#      beside the database, PRAGMA integrity_check exactly "ok", an empty
-#      foreign_key_check, row counts equal to the manifest. Nothing is touched
-#      when this fails (exit 3). A backup whose schema version is newer than
+#   1. verify: decompress once into a work file beside the database, hashing
+#      both streams: the file's and the content's SHA-256 must be the
+#      manifest's. Integrity: the manifest's integrity_check record of these
+#      same bytes (made when the backup was taken) is trusted, and it says
+#      "integrity: recorded at backup, same bytes"; without one (an older
+#      backup, or one made by an older SQLite) PRAGMA integrity_check runs now
+#      and must say exactly "ok" ("integrity: checked now"). Then no
+#      foreign-key violations but those FK_ACCEPT accepts, and row counts
+#      equal to the manifest. Nothing is touched when this fails (exit 3). A backup whose schema version is newer than
 #      the newest migration in MIGRATIONS_DIR, or one taken from another
 #      database (a mistyped --db?), is refused (exit 2) unless --force.
 #   2. show the backup's time and row counts next to the current database's,
@@ -52,10 +57,13 @@
 #   --metrics-dir DIR  write sqlite_ops_restore_<name>.prom there (METRICS_DIR)
 #   --lock-timeout N   wait up to N seconds for another run's lock (LOCK_TIMEOUT; 0)
 #   --config FILE      KEY=value settings (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
-#   --quiet            only warnings, errors and results
+#   --quiet            only warnings, errors and results (no progress line)
 #
-# --verify and --drill decompress into TMPDIR (default /tmp). The incident
-# runbook is in docs/operations/database-management.md.
+# On a terminal, decompression, a check run now and the write into the live
+# database show a progress line on stderr. FK_ACCEPT (config or environment):
+# child tables whose orphaned rows the application makes by design, TABLE or
+# TABLE:N, comma-separated. --verify and --drill decompress into TMPDIR
+# (default /tmp). The incident runbook is in docs/operations/database-management.md.
 #
 # Exit codes:
 #   0   done
