@@ -319,7 +319,6 @@ def _contents(path: str, result: dict[str, Any]) -> None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            conn.execute(integrity.MMAP).fetchall()
             result["fk"] = fkcheck.check(conn)
             result["tables"] = table_counts(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -338,7 +337,7 @@ def structural_checks(path: str, check_integrity: bool = True,
     result: dict[str, Any] = {}
     label = "integrity_check" if check_integrity else "foreign keys and row counts"
     with Progress(label, prog=PROG, quiet=quiet):
-        check = integrity.Background(path) if check_integrity else None
+        check = integrity.Background(path, mmap=True) if check_integrity else None
         _contents(path, result)
         if check is not None:
             result["integrity"] = check.result()
