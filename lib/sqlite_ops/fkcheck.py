@@ -6,8 +6,8 @@ seeks through a small page cache. ``check()`` asks the same question with one
 anti-join per foreign key,
 
     SELECT count(*) FROM child AS c
-     WHERE c.k1 IS NOT NULL AND ... AND NOT EXISTS
-           (SELECT 1 FROM parent AS p WHERE p.pk1 = +c.k1 AND ...)
+      LEFT JOIN parent AS p ON p.pk1 = +c.k1 AND ...
+     WHERE c.k1 IS NOT NULL AND ... AND p.pk1 IS NULL
 
 which the planner runs over the child's index on the key columns where there
 is one (a covering index: small, and in key order, so the parent seeks come in
@@ -110,8 +110,12 @@ def _violations(conn: sqlite3.Connection, table: str, key: dict[str, Any]) -> in
     if any(col is None for col in to):
         to = _parent_columns(conn, key["parent"], len(child))
     match = " AND ".join(f"p.{quote_ident(p)} = +c.{c}" for p, c in zip(to, child))
-    sql = (f"SELECT count(*) FROM {quote_ident(table)} AS c WHERE {not_null} AND NOT EXISTS "
-           f"(SELECT 1 FROM {quote_ident(key['parent'])} AS p WHERE {match})")
+    # A matched parent has a non-NULL key (it equals a non-NULL child value),
+    # so "no parent" is its first key column being NULL after the LEFT JOIN: a
+    # plain join loop, several times faster than a NOT EXISTS subquery per row.
+    sql = (f"SELECT count(*) FROM {quote_ident(table)} AS c "
+           f"LEFT JOIN {quote_ident(key['parent'])} AS p ON {match} "
+           f"WHERE {not_null} AND p.{quote_ident(to[0])} IS NULL")
     return conn.execute(sql).fetchone()[0]
 
 
