@@ -12,24 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from opsenv import make_db
 
 from sqlite_ops import catalog, restore
 from sqlite_ops.common import EX_BUSY, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
 
 BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
-
-
-def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096) -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(f"PRAGMA page_size={page_size}")
-    conn.execute(f"PRAGMA journal_mode={mode}")
-    conn.execute("CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL)")
-    conn.execute("CREATE TABLE services(id INTEGER PRIMARY KEY, "
-                 "device_id INTEGER NOT NULL REFERENCES devices(id), port INTEGER)")
-    conn.executemany("INSERT INTO devices(ip) VALUES (?)", [(f"10.0.0.{i}",) for i in range(rows)])
-    conn.execute("INSERT INTO services(device_id, port) SELECT id, 22 FROM devices")
-    conn.close()
-    return path
 
 
 def count(path: Path, table: str = "devices") -> int:
