@@ -315,11 +315,11 @@ def _check_free_space(directory: str, need: int, what: str) -> None:
                                 "changed (--verify and --drill use TMPDIR)")
 
 
-def _contents(path: str, result: dict[str, Any]) -> None:
+def _contents(path: str, result: dict[str, Any], check_fk: bool = True) -> None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            result["fk"] = fkcheck.check(conn)
+            result["fk"] = fkcheck.check(conn) if check_fk else fkcheck.ForeignKeyReport(count=0)
             result["tables"] = table_counts(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             result["schema_version"] = schema_version(conn)
@@ -329,16 +329,17 @@ def _contents(path: str, result: dict[str, Any]) -> None:
         result["error"] = str(exc)
 
 
-def structural_checks(path: str, check_integrity: bool = True,
-                      quiet: bool = True) -> dict[str, Any]:
-    """Foreign keys, row counts and schema version of the work file, and (when
-    ``check_integrity``) PRAGMA integrity_check in another thread meanwhile:
-    SQLite releases the GIL, so the two run on both cores."""
+def structural_checks(path: str, check_integrity: bool = True, quiet: bool = True,
+                      check_fk: bool = True) -> dict[str, Any]:
+    """Foreign keys (unless ``check_fk`` is false: then none), row counts and
+    schema version of the work file, and (when ``check_integrity``) PRAGMA
+    integrity_check in another thread meanwhile: SQLite releases the GIL, so
+    the two run on both cores."""
     result: dict[str, Any] = {}
     label = "integrity_check" if check_integrity else "foreign keys and row counts"
     with Progress(label, prog=PROG, quiet=quiet):
         check = integrity.Background(path, mmap=True) if check_integrity else None
-        _contents(path, result)
+        _contents(path, result, check_fk)
         if check is not None:
             result["integrity"] = check.result()
     return result
@@ -414,7 +415,11 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
 
     # The same bytes the backup checked: its record stands. Else check now.
     recorded, why_not = integrity.trusted(manifest, db_sha)
-    found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet)
+    # The same bytes' foreign-key count stands too when it is 0; any violation
+    # is counted again, for the rows to name and for FK_ACCEPT to judge.
+    fk_recorded = recorded and (manifest or {}).get("foreign_key_violations") == 0
+    found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
+                              check_fk=not fk_recorded)
     if not recorded:
         rows = found.get("integrity", [])
         if rows != ["ok"]:

@@ -252,6 +252,20 @@ def test_verify_checks_now_when_the_record_cannot_stand(world, tmp_path, monkeyp
     assert len(ran) == 1
 
 
+def test_the_same_bytes_clean_foreign_key_count_stands_too(world, tmp_path, monkeypatch):
+    """With a standing integrity record, a manifest's count of 0 violations is
+    these bytes' count: not counted again. Without the record, it is."""
+    _, backup, _ = world
+    calls = []
+    real = restore.fkcheck.check
+    monkeypatch.setattr(restore.fkcheck, "check", lambda conn: calls.append(1) or real(conn))
+    assert restore.verify_backup(backup, tmp_path / "w1.db").fk_violations == 0
+    assert calls == []
+    edit_manifest(backup, lambda m: m.pop("integrity_check"))
+    assert restore.verify_backup(backup, tmp_path / "w2.db").fk_violations == 0
+    assert calls == [1]
+
+
 def test_a_record_does_not_excuse_other_bytes(world, tmp_path):
     """A record names content by its SHA-256: a file whose content differs from
     the manifest's db_sha256 is refused before any record is looked at."""
