@@ -262,12 +262,13 @@ raw_copy() {
 
 # undo_command: the command that restores the safety backup, every path given
 # explicitly so it works as printed even in a shell without the config file.
-# With --force when the old database had foreign-key violations: the safety
-# backup keeps them, and undoing must not stop on them.
+# With --force when the old database had foreign-key violations beyond those
+# FK_ACCEPT accepts: the safety backup keeps them, and undoing must not stop on them.
 undo_command() {
-  local line
+  local line count
   local -a force=()
-  [[ $(manifest_fk_violations "$SAFETY.manifest.json") == 0 ]] || force=(--force)
+  count=$(manifest_fk_violations "$SAFETY.manifest.json")
+  [[ $count == 0 || $count == "$(manifest_number "$SAFETY.manifest.json" foreign_key_violations_accepted)" ]] || force=(--force)
   line=$(printf '%q ' "$SELF" --db "$DB" --dir "$BACKUP_ROOT" --yes "${force[@]}" "$SAFETY")
   printf '%s\n' "${line% }"
 }

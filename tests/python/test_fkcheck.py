@@ -259,6 +259,8 @@ def test_accepted_orphans_let_maintenance_drills_and_restores_run(tmp_path, kind
     assert proc.returncode == EX_OK, proc.stderr
     proc = run("restore_database.sh", "--yes", "latest", env=accept)
     assert proc.returncode == EX_OK, proc.stderr
+    undo = next(line for line in proc.stdout.splitlines() if "undo with:" in line)
+    assert "--force" not in undo  # the safety backup's orphans are accepted ones too
 
     # A new violation still fails: more orphans than accepted, or another table's.
     for setting in ("network_changes:3", "scans"):
