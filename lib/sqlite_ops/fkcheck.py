@@ -169,9 +169,10 @@ def unaccepted(report: ForeignKeyReport, accepted: dict[str, int | None]) -> dic
     its ceiling counts with all its rows."""
     problems = {}
     for table, rows in report.by_table.items():
-        ceiling = accepted.get(table, 0) if table in accepted else 0
-        if table in accepted and (ceiling is None or rows <= ceiling):
-            continue
+        if table in accepted:
+            ceiling = accepted[table]
+            if ceiling is None or rows <= ceiling:
+                continue
         problems[table] = rows
     return problems
 
