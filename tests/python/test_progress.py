@@ -108,6 +108,10 @@ def test_backup_and_restore_draw_progress_on_a_terminal_only(tmp_path):
     assert code == 0, err
     assert "\r\x1b[Krestore_database.sh: decompressing (" in err
 
+    code, _, err = run_on_a_pty([restore, "--yes", "latest"], env)
+    assert code == 0, err
+    assert "\r\x1b[Krestore_database.sh: writing into the database: " in err
+
     code, _, err = run_on_a_pty([backup, "--quiet"], env)
     assert code == 0 and "\r" not in err, err
 
