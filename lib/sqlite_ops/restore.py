@@ -439,7 +439,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         if not force:
             origin = ("; the database already had this when the backup was taken (its "
                       "manifest says so): its own state, not damage"
-                      if catalog.records_fk_problems(manifest) else "")
+                      if (manifest or {}).get("foreign_key_violations", 0) != 0 else "")
             raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is "
                              "(or, for orphans the application makes by design, list their "
                              "table in FK_ACCEPT)", forceable=True)
