@@ -268,3 +268,32 @@ def test_accepted_orphans_let_maintenance_drills_and_restores_run(tmp_path, kind
         assert run("maintain_database.sh", "check", env=strict).returncode == EX_INTEGRITY
         proc = run("restore_database.sh", "--drill", env=strict)
         assert proc.returncode == 3 and "FK_ACCEPT" in proc.stderr, proc.stderr
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(schemas(), min_size=2, max_size=3))
+def test_agrees_with_the_pragma_across_several_tables(parts):
+    """Several parent/child pairs in one database: the totals per child table
+    agree, and one parent key without a unique index fails the whole check."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    for n, (parent, pcols, child, ncols, parents, children) in enumerate(parts):
+        p, c = f"p{n}", f"c{n}"
+        if parent:
+            conn.execute(parent.replace("TABLE p(", f"TABLE {p}(", 1))
+            marks = ", ".join("?" * len(pcols))
+            for row in parents:
+                try:
+                    conn.execute(f"INSERT OR IGNORE INTO {p}({', '.join(pcols)}) "
+                                 f"VALUES ({marks})", row)
+                except sqlite3.IntegrityError:
+                    pass
+        ddl = child.replace("TABLE c(", f"TABLE {c}(", 1).replace("REFERENCES p", f"REFERENCES {p}")
+        conn.executescript(ddl.replace("INDEX c_key ON c(", f"INDEX {c}_key ON {c}("))
+        cols = ", ".join(f"x{i}" for i in range(ncols))
+        conn.executemany(f"INSERT INTO {c}({cols}) VALUES ({', '.join('?' * ncols)})", children)
+    expected = pragma(conn)
+    report = fkcheck.check(conn)
+    if expected is None:
+        assert report.count is None
+    else:
+        assert (report.count, report.by_table) == (sum(expected.values()), dict(expected))
