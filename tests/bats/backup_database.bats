@@ -476,7 +476,7 @@ PY
   fake_backup dashboard "$(stamp_days_ago 1)" false # recent but unverified
   # The rule itself, through --dry-run (a real run would add a fresh backup):
   run --separate-stderr env PYTHONPATH="$REPO_ROOT/lib" python3 -m sqlite_ops.catalog prune \
-    --retention-days 30 --keep 0 --source "$DB" -- "$DIR" dashboard
+    --retention-days 30 --keep 0 --source "$DB" -- "$DIR"
   assert_status 0
   [[ $output != *Pruned* ]]
   assert_contains "$output" "keeping everything"

@@ -208,10 +208,10 @@ def test_cli_prune_removes_file_and_manifest(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
     dry = cli("prune", "--retention-days", "30", "--keep", "1", "--dry-run",
-              "--source", str(tmp_path / "d.db"), "--", str(tmp_path), "d")
+              "--source", str(tmp_path / "d.db"), "--", str(tmp_path))
     assert f"Would prune: {old}" in dry.stdout and old.exists()
     real = cli("prune", "--retention-days", "30", "--keep", "1",
-               "--source", str(tmp_path / "d.db"), "--", str(tmp_path), "d")
+               "--source", str(tmp_path / "d.db"), "--", str(tmp_path))
     assert f"Pruned: {old}" in real.stdout
     assert not old.exists() and not old.with_name(old.name + catalog.MANIFEST_SUFFIX).exists()
     assert notes.exists()
@@ -226,8 +226,8 @@ def test_cli_stats(tmp_path):
     fake_backup(tmp_path, "d", now - 10 * DAY)
     newest = fake_backup(tmp_path, "d", now - DAY)
     fake_backup(tmp_path, "d", now - 100, verified=False)
-    lines = cli("stats", "--source", str(tmp_path / "d.db"), "--", str(tmp_path),
-                "d").stdout.splitlines()
+    lines = cli("stats", "--source", str(tmp_path / "d.db"), "--",
+                str(tmp_path)).stdout.splitlines()
     stats = dict(line.split() for line in lines)
     assert stats["count"] == "3" and stats["verified_count"] == "2"
     assert abs(float(stats["oldest_age_seconds"]) - 10 * DAY) < 5
