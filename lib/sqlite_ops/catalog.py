@@ -354,12 +354,16 @@ def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
         backup_name, created, compression = parsed
         if name is not None and backup_name != name:
             continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+        except OSError:  # removed meanwhile (a concurrent prune)
+            continue
         backup = Backup(
             path=directory / entry.name,
             name=backup_name,
             name_time=created,
             compression=compression,
-            size_bytes=entry.stat(follow_symlinks=False).st_size,
+            size_bytes=size,
         )
         backup.manifest, backup.manifest_error = read_manifest(backup.manifest_path)
         found.append(backup)

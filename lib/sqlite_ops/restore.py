@@ -897,7 +897,11 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         return "manifest does not say verified", None
     if not backup.verified:
         return "size differs from manifest", False
-    if not backup.checksum_ok():
+    try:
+        checksum_ok = backup.checksum_ok()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})", False
+    if not checksum_ok:
         return "CHECKSUM MISMATCH", False
     if catalog.records_fk_problems(backup.manifest):
         return "ok, foreign-key violations (restore needs --force)", True
@@ -934,8 +938,11 @@ def _raw_copies(directory: Path, name: str, now: float) -> list[dict[str, Any]]:
         parsed = catalog.parse_backup_name(entry.name[: -len(RAW_SUFFIX)] + ".db")
         if parsed is None or parsed[0] != name:
             continue
-        files = sorted(os.listdir(entry.path))
-        size = sum(os.path.getsize(os.path.join(entry.path, f)) for f in files)
+        try:
+            files = sorted(os.listdir(entry.path))
+            size = sum(os.lstat(os.path.join(entry.path, f)).st_size for f in files)
+        except OSError:
+            continue
         found.append({
             "kind": "raw-copy", "file": entry.name, "path": os.path.abspath(entry.path),
             "created_at": catalog.iso_utc(parsed[1]),
@@ -1015,7 +1022,7 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
                   f"{human_age(entry['age_seconds']):>10} {human_bytes(entry['size_bytes']):>10} "
                   f"{'-' if schema is None else schema:>6} "
                   f"{'-' if tables is None else len(tables):>6} "
-                  f"{'-' if entry['rows'] is None else entry['rows']:>10}  {entry['status']}",
+                  f"{'-' if entry['rows'] is None else entry['rows']:>10}  {printable(entry['status'])}",
                   flush=True)
         if count == 0:
             print("  (none)")

@@ -246,6 +246,28 @@ def test_backup_freshness_from_the_catalog(db: Path, tmp_path: Path) -> None:
     assert parsed["sqlite_backup_latest_verified_timestamp_seconds"][0][1] == 1704067200
 
 
+def test_backup_metrics_survive_a_hostile_manifest_and_ignore_the_future(db: Path,
+                                                                         tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for stamp, text in [
+        ("20240101_000000", json.dumps({"verified": True, "size_bytes": 10})),
+        ("20240102_000000", "[" * 100000),  # newer, hostile
+        ("20240103_000000", json.dumps({"verified": True, "size_bytes": 10,
+                                        "tables": {"t": "many"}})),
+        ("20990101_000000", json.dumps({"verified": True, "size_bytes": 10})),  # a wrong clock
+    ]:
+        path = backups / f"dash_{stamp}.db"
+        path.write_bytes(b"x" * 10)
+        (backups / f"{path.name}.manifest.json").write_text(text)
+    parsed = scrape(db, backup_dir=str(backups))
+    assert parsed["sqlite_backup_catalog_files"][0][1] == 4
+    assert parsed["sqlite_backup_catalog_verified_files"][0][1] == 2
+    assert parsed["sqlite_backup_catalog_suspect_files"][0][1] == 3
+    assert parsed["sqlite_backup_latest_timestamp_seconds"][0][1] == 1704240000
+    assert parsed["sqlite_backup_latest_verified_timestamp_seconds"][0][1] == 1704067200
+
+
 def hold(db: Path, sql: str) -> subprocess.Popen:
     """Another process that runs ``sql`` on ``db``, says 'ready' and waits (at most 20 s)."""
     code = textwrap.dedent("""\
