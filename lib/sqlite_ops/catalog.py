@@ -114,12 +114,14 @@ class Backup:
 
     @property
     def verified(self) -> bool:
-        """The manifest exists, says verified, and matches the file's size.
+        """The manifest exists, has every field that proves a backup (NEEDED),
+        says verified, and matches the file's size.
 
         Cheap (no reading of the file); ``checksum_ok()`` reads it.
         """
         m = self.manifest
-        return bool(m and m.get("verified") is True and m.get("size_bytes") == self.size_bytes)
+        return bool(m and m.get("verified") is True and m.get("size_bytes") == self.size_bytes
+                    and manifest_problem(m, NEEDED) is None)
 
     def usable(self, now: float) -> bool:
         """Verified and believably dated: may be `latest`, vouches for freshness."""

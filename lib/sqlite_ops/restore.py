@@ -893,6 +893,9 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         if why == "no manifest":
             return "no manifest (unverified)", None
         return f"manifest unreadable ({why.removeprefix('manifest unreadable: ')})", None
+    incomplete = catalog.manifest_problem(backup.manifest, catalog.NEEDED)
+    if incomplete is not None:
+        return f"manifest incomplete ({incomplete})", None
     if backup.manifest.get("verified") is not True:
         return "manifest does not say verified", None
     if not backup.verified:

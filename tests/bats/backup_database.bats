@@ -68,8 +68,8 @@ fake_backup() {
   python3 - "$file" "$verified" <<'PY'
 import json, os, sys
 path, verified = sys.argv[1], sys.argv[2] == "true"
-json.dump({"verified": verified, "size_bytes": os.path.getsize(path)},
-          open(path + ".manifest.json", "w"))
+json.dump({"verified": verified, "size_bytes": os.path.getsize(path), "tables": {},
+           "sha256": "0" * 64, "db_sha256": "0" * 64}, open(path + ".manifest.json", "w"))
 PY
 }
 

@@ -28,7 +28,8 @@ def fake_backup(directory: Path, name: str, epoch: float, verified: bool = True,
     path = directory / f"{name}_{stamp(epoch)}.db{ext}"
     path.write_bytes(b"backup")
     if manifest:
-        fields: dict = {"verified": verified, "size_bytes": 6}
+        fields: dict = {"verified": verified, "size_bytes": 6, "sha256": catalog.sha256_file(path),
+                        "db_sha256": "0" * 64, "tables": {}}
         if source is not None:
             fields["source"] = source
         (directory / (path.name + catalog.MANIFEST_SUFFIX)).write_text(json.dumps(fields))
@@ -116,7 +117,8 @@ def test_write_json_atomic_is_private_and_leaves_no_temp(tmp_path):
 def test_checksum_ok(tmp_path):
     path = fake_backup(tmp_path, "d", NOW)
     manifest = path.with_name(path.name + catalog.MANIFEST_SUFFIX)
-    manifest.write_text(json.dumps({"verified": True, "size_bytes": 6,
+    manifest.write_text(json.dumps({"verified": True, "size_bytes": 6, "tables": {},
+                                    "db_sha256": "0" * 64,
                                     "sha256": catalog.sha256_file(path)}))
     assert catalog.list_backups(tmp_path, "d")[0].checksum_ok()
     path.write_bytes(b"BACKUP")
@@ -479,3 +481,13 @@ def test_cli_prune_and_stats_of_odd_names(name, tmp_path):
     out = cli("prune", "--retention-days=30", "--keep=1", f"--source={source}", "--",
               str(tmp_path)).stdout
     assert f"Pruned: {old}" in out and not old.exists()
+
+
+def test_a_manifest_that_cannot_prove_its_backup_is_not_verified(tmp_path):
+    """Planted or truncated: {"verified": true, "size_bytes": N} alone is never
+    latest and never holds a KEEP_MIN place."""
+    path = fake_backup(tmp_path, "d", NOW - DAY)
+    path.with_name(path.name + catalog.MANIFEST_SUFFIX).write_text(
+        json.dumps({"verified": True, "size_bytes": 6}))
+    (backup,) = catalog.list_backups(tmp_path, "d")
+    assert backup.manifest is not None and not backup.verified
