@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -107,8 +108,6 @@ class MetricsServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away is not news; anything else keeps the default report."""
-        import sys
-
         if isinstance(sys.exc_info()[1], OSError):
             return
         super().handle_error(request, client_address)

@@ -1025,7 +1025,8 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
                   f"{human_age(entry['age_seconds']):>10} {human_bytes(entry['size_bytes']):>10} "
                   f"{'-' if schema is None else schema:>6} "
                   f"{'-' if tables is None else len(tables):>6} "
-                  f"{'-' if entry['rows'] is None else entry['rows']:>10}  {printable(entry['status'])}",
+                  f"{'-' if entry['rows'] is None else entry['rows']:>10}  "
+                  f"{printable(entry['status'])}",
                   flush=True)
         if count == 0:
             print("  (none)")
