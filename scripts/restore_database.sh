@@ -8,7 +8,9 @@
 #        restore_database.sh --help
 #
 # BACKUP is a path, or a file name in BACKUP_DIR (or in BACKUP_DIR/pre-restore);
-# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR.
+# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR, by
+# the time its manifest records (never by its name; one dated in the future
+# is never `latest`).
 #
 # A restore, step by step (it stops at the first problem, saying what changed):
 #   1. verify: SHA-256 against the manifest, decompress once into a work file
@@ -33,8 +35,9 @@
 #      command that undoes the restore (restoring the safety backup).
 #
 #   --list             backups newest first (time, age, size, schema version,
-#                      tables, rows, whether manifest and checksum check out),
-#                      then the pre-restore safety backups
+#                      tables, rows, whether manifest and checksum check out,
+#                      odd names and times flagged), then the pre-restore
+#                      safety backups
 #   --json             with --list: the same as JSON
 #   --verify           verify only; changes nothing
 #   --yes              do not ask; with --to, allows replacing an existing PATH
