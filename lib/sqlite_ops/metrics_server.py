@@ -36,7 +36,7 @@ from .common import EX_FAIL, OpsError
 from .metrics import Options, Report, collect, health, render_prometheus
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-BACKLOG = 128
+BACKLOG = 1024  # the kernel caps it at net.core.somaxconn
 MAX_CONNECTIONS = 256  # handled at once; beyond: 503
 CLIENT_TIMEOUT = 10.0  # seconds a connection may stay silent
 SCRAPE_WAIT = 60.0  # seconds a request waits for a collection before a 503
