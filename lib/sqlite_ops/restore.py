@@ -926,6 +926,7 @@ def _entry(backup: catalog.Backup, kind: str, now: float) -> dict[str, Any]:
         "rows": sum(tables.values()) if tables else None,
         "manifest": backup.manifest is not None, "checksum_ok": checksum, "status": status,
         "manifest_error": backup.manifest_error, "in_future": backup.in_future(now),
+        "oddities": notes,
     }
 
 
@@ -952,6 +953,7 @@ def _raw_copies(directory: Path, name: str, now: float) -> list[dict[str, Any]]:
             "age_seconds": int(max(now - parsed[1], 0)), "size_bytes": size,
             "compression": "none", "schema_version": None, "tables": None, "rows": None,
             "manifest": False, "checksum_ok": None, "manifest_error": None, "in_future": False,
+            "oddities": [],
             "status": "raw copy of a damaged database (" + ", ".join(files) + ")",
         })
     return sorted(found, key=lambda e: e["created_at"], reverse=True)

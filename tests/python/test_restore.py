@@ -458,6 +458,7 @@ def test_latest_skips_a_backup_dated_in_the_future_and_says_so_when_nothing_else
     entry = {e["file"]: e for e in restore.list_entries(tmp_path / "backups", str(db))}[
         future.name]
     assert entry["in_future"] and "dated in the future" in entry["status"]
+    assert entry["oddities"][0].startswith("dated in the future")
     backup.unlink()
     with pytest.raises(OpsError) as err:
         restore.resolve_backup("latest", tmp_path / "backups", db)
