@@ -6,7 +6,9 @@ file name without its extension, the time is UTC) with a sidecar
 never listed as a backup and never pruned.
 
 Used by backup (pruning), restore (listing, picking ``latest``) and metrics
-(backup freshness).
+(backup freshness). Two facts live here and nowhere else: what a manifest may
+hold (``MANIFEST_SCHEMA``, checked by ``read_manifest``) and when a backup was
+taken (``Backup.created_at``).
 """
 
 from __future__ import annotations
