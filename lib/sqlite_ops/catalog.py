@@ -78,7 +78,7 @@ class Backup:
 
     # The time of a backup: one rule, used by `latest`, the listing, pruning
     # and the metrics. It is the manifest's created_at (written by the run that
-    # took it, covered by nothing a rename changes); the name's time only when
+    # took it; a rename does not change it); the name's time only when
     # there is no readable manifest (nothing else to go by). A backup whose time
     # is more than FUTURE_SKEW ahead of the clock (a wrong clock when it was
     # taken, or an edited manifest) has no believable time: it is never
