@@ -481,20 +481,18 @@ py_ops() {
 }
 
 # manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
-# manifest records: a count, null (the check could not run), or 0 when it
-# records none. Manifests are written one key per line by sqlite_ops.snapshot.
+# manifest records: a count, null (the check could not run), 0 when it records
+# none (older backups), or "unreadable" when the manifest fails the catalog's
+# schema (the one reading of a manifest, sqlite_ops.catalog.read_manifest).
 manifest_fk_violations() {
-  local count
-  count=$(manifest_number "$1" foreign_key_violations)
-  printf '%s\n' "${count:-0}"
+  py_ops catalog field --default 0 -- "$1" foreign_key_violations 2>/dev/null ||
+    printf 'unreadable\n'
 }
 
-# manifest_number MANIFEST KEY: a top-level number (or null) of a manifest;
-# nothing when it has none. Manifests are written one key per line by
-# sqlite_ops.snapshot; two spaces of indent is the top level, never a table
-# of that name inside "tables".
+# manifest_number MANIFEST KEY: a top-level field of a manifest, as JSON (a
+# number, or null); nothing when it has none or the manifest is unreadable.
 manifest_number() {
-  sed -n "s/^  \"$2\": \\([0-9]*\\|null\\),*\$/\\1/p" -- "$1" 2>/dev/null || true
+  py_ops catalog field -- "$1" "$2" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------
