@@ -57,3 +57,19 @@ def test_summary_keeps_the_problems_on_one_line():
             "row 3 missing from index t_v"]
     assert integrity.summary(rows) == ("Page 5: btreeInitPage() returns error code 11; "
                                        "row 3 missing from index t_v")
+
+
+def test_the_catalog_schema_knows_the_record(tmp_path):
+    """A manifest whose integrity_check is not a record is unreadable (it could
+    not be trusted, and must not be mistaken for one)."""
+    import json
+
+    from sqlite_ops import catalog
+
+    path = tmp_path / "a.manifest.json"
+    good = manifest()
+    path.write_text(json.dumps(good))
+    assert catalog.read_manifest(path) == (good, None)
+    path.write_text(json.dumps({**good, "integrity_check": "ok"}))
+    data, why = catalog.read_manifest(path)
+    assert data is None and "integrity_check" in why
