@@ -89,6 +89,7 @@ load_settings() {
     *) usage_error "COMPRESS must be zstd, gzip or none, not '$COMPRESSION'" ;;
   esac
   db_name NAME "$SRC_DB" || exit
+  offsite_settings "$RETENTION" "$KEEP"
 }
 
 # ---------------------------------------------------------------------------
@@ -179,7 +180,7 @@ write_manifest() {
   for fact in "$@"; do facts+=(--facts "$fact"); done
   py_ops snapshot manifest --source "$SRC_DB" --created "$CREATED" --file "$file" \
     --name "$NAME" --compression "$COMPRESSION" --duration "$(elapsed_since "$START")" \
-    "${facts[@]}" -- "$snapshot" >"$out"
+    --host "$(cfg OFFSITE_HOST '')" "${facts[@]}" -- "$snapshot" >"$out"
 }
 
 # warn_foreign_keys MANIFEST: foreign-key violations are copied as they are
@@ -231,10 +232,14 @@ backup() {
 }
 
 # prune [--dry-run]: apply the retention rules to this database's backups;
-# prints one line per file pruned (or, with --dry-run, that would be).
+# prints one line per file pruned (or, with --dry-run, that would be). With
+# OFFSITE_REMOTES set, a backup not yet verified on every remote is kept.
 prune() {
-  py_ops catalog prune --retention-days "$RETENTION" --keep "$KEEP" --source "$SRC_DB" "$@" \
-    -- "$DEST_DIR" "$NAME"
+  local -a offsite=()
+  [[ ${#OFFSITE_LIST[@]} -eq 0 ]] || offsite=("${OFFSITE_ARGS[@]}"
+    --offsite-retention-days "$OFFSITE_RETENTION" --offsite-keep "$OFFSITE_KEEP")
+  py_ops catalog prune --retention-days "$RETENTION" --keep "$KEEP" --source "$SRC_DB" \
+    "${offsite[@]}" "$@" -- "$DEST_DIR" "$NAME"
 }
 
 # prune_and_log: prune after a published backup; results go to the log.
