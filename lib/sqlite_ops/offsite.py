@@ -121,7 +121,8 @@ def check_remote(remote: str) -> str:
     if remote.startswith("/") and "\n" not in remote:
         return remote
     if not colon or not _REMOTE_NAME.match(name) or "," in name:
-        raise OpsError(EX_USAGE, f"not an rclone remote: {remote!r}: give the name of a remote "
+        shown = remote if not re.search(r"[,=]", remote) else remote.split(",", 1)[0] + ",..."
+        raise OpsError(EX_USAGE, f"not an rclone remote: {shown!r}: give the name of a remote "
                                  "from rclone's config file followed by ':' and a path "
                                  "(nas:sqlite-ops), or an absolute directory; credentials "
                                  "belong in rclone's config file, never in OFFSITE_REMOTES")
