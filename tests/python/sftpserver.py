@@ -96,13 +96,16 @@ class SSHServer:
         raise RuntimeError("sshd did not start listening")
 
     def kill(self) -> None:
-        """Kill sshd and every session process it started (a server that dies)."""
+        """Kill sshd and every session process it started (a server that dies):
+        the per-connection processes leave sshd's process group, so they are
+        found by parent PID."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for pid in [*_descendants(self.proc.pid), self.proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
         self.proc = None
         self._handle.close()
@@ -127,6 +130,27 @@ class SSHServer:
             pub = self.host_key.with_suffix(".pub").read_text().split()
             path.write_text(f"[127.0.0.1]:{self.port} {pub[0]} {pub[1]}\n")
         return path
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root``, read from /proc (children first)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found = children + found
+        frontier = children
+    return found
 
 
 def obscure(secret: str) -> str:

@@ -267,6 +267,7 @@ def test_metrics_per_remote(world, tmp_path):
     proc = world.sync("--remote", str(good), "--remote", "dead:x", **dead)
     assert proc.returncode == 75, proc.stderr  # the good remote was still synced
     assert "1 uploaded" in proc.stdout
+    proc = world.sync("--remote", str(good))  # the dead remote's series keep their values
     assert proc.returncode == 0, proc.stderr
     prom = world.metrics / f"sqlite_ops_offsite_{DB_NAME}.prom"
     label = {"db": DB_NAME, "remote": str(good)}
