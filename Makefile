@@ -106,8 +106,8 @@ list-backups: ## list backups, newest first
 offsite: ## copy verified backups to OFFSITE_REMOTES (REMOTE=nas:path for one), check and prune
 	@scripts/offsite_sync.sh $(if $(REMOTE),--remote $(call quote,$(REMOTE)))
 
-drill: ## restore the latest backup into a temp file, verify it, remove it (FORCE=1 = --force)
-	@scripts/restore_database.sh --drill $(force_flag)
+drill: ## restore the latest backup into a temp file, verify it, remove it (FORCE=1 = --force; FROM=remote)
+	@scripts/restore_database.sh --drill $(force_flag) $(if $(FROM),--from $(call quote,$(FROM)))
 
 maintain: ## routine maintenance (TASKS="check analyze" for a subset)
 	@scripts/maintain_database.sh $${TASKS:-all}

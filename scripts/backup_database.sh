@@ -20,6 +20,8 @@
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when
 # the time in its name is more than RETENTION_DAYS ago; and nothing at all is
 # pruned when the newest verified backup is itself older than RETENTION_DAYS.
+# With OFFSITE_REMOTES set, a backup not yet verified on every remote (see
+# offsite_sync.sh) is kept until it is.
 #
 #   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
 #   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR)

@@ -65,6 +65,7 @@ source "$(dirname -- "$SELF")/../lib/common.sh"
 
 DRY_RUN=0
 REMOTES=()
+NAME='' # this database's backup name, set by load_settings
 
 parse_args() { parse_options sync_option "$@"; }
 

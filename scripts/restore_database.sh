@@ -70,12 +70,15 @@
 #   0   done
 #   1   failed; the message says what changed (normally nothing)
 #   2   usage error; backup or directory not found; no terminal and no --yes;
-#       backup schema newer than the migrations (--force to override)
+#       backup schema newer than the migrations (--force to override); with
+#       --from: rclone missing, an unknown remote, refused credentials, no
+#       complete copy there
 #   3   the backup failed verification (corrupt, truncated, tampered with, or
 #       no manifest): nothing was changed
 #   4   the restored database failed its check (the safety backup is kept)
 #   75  busy: another run holds the lock, or processes hold the database so it
-#       cannot be replaced safely (they are named); nothing was changed
+#       cannot be replaced safely (they are named); with --from, the remote
+#       cannot be reached now (try again later); nothing was changed
 
 set -euo pipefail
 
