@@ -368,6 +368,8 @@ def test_an_unreachable_remote_is_exit_75_and_touches_nothing_local(tmp_path, ss
     assert proc.returncode == 75, proc.stderr
     assert "cannot reach the remote" in proc.stderr and "nothing local was changed" in proc.stderr
     assert w.local_state() == before
+    listing = w.restore("--from", f"nas:{store}", "--list")
+    assert listing.returncode == 75 and "cannot reach the remote" in listing.stderr
     prom = w.metrics / f"sqlite_ops_offsite_{DB_NAME}.prom"
     label = {"db": DB_NAME, "remote": f"nas:{store}"}
     assert gauge(prom, "sqlite_offsite_last_run_success", **label) == 0
@@ -530,6 +532,41 @@ def test_credentials_never_reach_command_lines_logs_manifests_or_metrics(tmp_pat
         for text in written:
             assert secret not in text
     assert obscure_check
+
+
+def test_remote_names_and_layout():
+    assert offsite.remote_dir("nas:", "pi", "dashboard") == "nas:pi/dashboard"
+    assert offsite.remote_dir("nas:backups/", "pi", "dashboard") == "nas:backups/pi/dashboard"
+    assert offsite.remote_dir("/srv/offsite", "pi", "d") == "/srv/offsite/pi/d"
+    for bad in (":s3,secret_access_key=x:bucket", "no-colon-relative", "a,b:x", ""):
+        with pytest.raises(offsite.OpsError) as caught:
+            offsite.check_remote(bad)
+        assert caught.value.code == 2 and "secret_access_key=x" not in caught.value.message
+    for bad_host in ("../x", "a/b", "", ".."):
+        with pytest.raises(offsite.OpsError):
+            offsite.check_host(bad_host)
+
+
+def test_pending_means_wanted_and_not_recorded_on_every_remote(world):
+    backups = [age_backup(world.backup(), days) for days in (50, 3)]
+    newest = world.backup()
+    remotes = ["a:x", "b:y"]
+    pending = offsite.pending_backups(world.backups, DB_NAME, str(world.db), remotes,
+                                      world.host, retention_days=30, keep_min=1)
+    # The 50-day-old one is beyond the offsite retention: never sent, never pending.
+    assert [b.path.name for b in pending["a:x"]] == [newest.name, backups[1].name]
+    record = offsite.Record.load(world.backups, DB_NAME)
+    local = catalog.list_backups(world.backups, DB_NAME)
+    entry = {"sha256": local[0].manifest["sha256"], "size_bytes": local[0].size_bytes}
+    record.copies(offsite.remote_dir("a:x", world.host, DB_NAME))[newest.name] = entry
+    record.save()
+    pending = offsite.pending_backups(world.backups, DB_NAME, str(world.db), remotes,
+                                      world.host, retention_days=30, keep_min=1)
+    assert [b.path.name for b in pending["a:x"]] == [backups[1].name]
+    assert len(pending["b:y"]) == 2
+    plan = catalog.plan_prune(local, time.time(), 1, 0,
+                              pending=frozenset(b.path.name for b in pending["b:y"]))
+    assert {b.path.name for b in plan.prune} == {backups[0].name}
 
 
 def test_rclone_messages_are_scrubbed_of_secrets_from_the_environment():
