@@ -305,6 +305,11 @@ class Record:
 
     path: Path
     remotes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Hash types each backend computes (``rclone backend features``), asked once:
+    # they belong to the backend type, and asking costs a connection per run. A
+    # stale entry (a remote reconfigured) only costs speed: a hash the backend
+    # does not have comes back empty, and the copy gets a download check.
+    hashes: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, backup_dir: str | os.PathLike[str], name: str) -> Record:
@@ -313,11 +318,13 @@ class Record:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
             remotes = data.get("remotes") if isinstance(data, dict) else None
+            hashes = data.get("hashes") if isinstance(data, dict) else None
         except FileNotFoundError:
-            remotes = {}
+            remotes, hashes = {}, {}
         except (OSError, ValueError):
-            remotes = {}  # unreadable: everything counts as pending, nothing is lost
-        return cls(path, remotes if isinstance(remotes, dict) else {})
+            remotes, hashes = {}, {}  # unreadable: everything is pending, nothing is lost
+        return cls(path, remotes if isinstance(remotes, dict) else {},
+                   hashes if isinstance(hashes, dict) else {})
 
     def copies(self, directory: str) -> dict[str, dict[str, Any]]:
         return self.remotes.setdefault(directory, {})
@@ -330,7 +337,8 @@ class Record:
 
     def save(self) -> None:
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        catalog.write_json_atomic(self.path, {"format": RECORD_FORMAT, "remotes": self.remotes})
+        catalog.write_json_atomic(self.path, {"format": RECORD_FORMAT, "remotes": self.remotes,
+                                              "hashes": self.hashes})
 
 
 # ---------------------------------------------------------------------------
@@ -410,7 +418,6 @@ class Syncer:
         self.name = catalog.db_name(opts.db)
         self.record = Record.load(opts.backup_dir, self.name)
         self.log = log or (lambda message: print(f"{PROG}: {message}", file=sys.stderr))
-        self._hashes: dict[str, list[str]] = {}
 
     def run(self) -> list[RemoteResult]:
         now = time.time()
@@ -472,11 +479,12 @@ class Syncer:
         return True
 
     def _hash_kind(self, remote: str) -> str | None:
-        """The strongest hash the remote's backend computes (asked once per run)."""
-        backend = remote.split(":", 1)[0] + ":" if ":" in remote else remote
-        if backend not in self._hashes:
-            self._hashes[backend] = self.rclone.hashes(backend)
-        return next((k for k in HASH_PREFERENCE if k in self._hashes[backend]), None)
+        """The strongest hash the remote's backend computes (asked once, then recorded)."""
+        backend = remote.split(":", 1)[0] + ":" if ":" in remote else "local"
+        if not isinstance(self.record.hashes.get(backend), list):
+            self.record.hashes[backend] = self.rclone.hashes(remote if backend == "local"
+                                                             else backend)
+        return next((k for k in HASH_PREFERENCE if k in self.record.hashes[backend]), None)
 
     def _check_copy(self, remote: str, path: str, backup: catalog.Backup,
                     local: dict[str, Any] | None = None) -> str | None:
