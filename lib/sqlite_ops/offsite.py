@@ -46,6 +46,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -213,9 +214,16 @@ class Rclone:
     def run(self, remote: str, what: str, *args: str, missing_ok: bool = False,
             stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
         command = [self.executable, *self.flags, *args]
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdout,
-                              stderr=subprocess.PIPE, check=False)
-        stderr = proc.stderr.decode(errors="replace")
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout,
+                                 stderr=subprocess.PIPE)
+        try:
+            out, err = child.communicate()
+        except BaseException:  # interrupted: no rclone may go on writing after us
+            child.kill()
+            child.wait()
+            raise
+        proc = subprocess.CompletedProcess(command, child.returncode, out, err)
+        stderr = err.decode(errors="replace")
         if proc.returncode == 0:
             return proc
         # 3: directory not found, 4: file not found.
@@ -268,11 +276,16 @@ class Rclone:
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
         reader.start()
-        while block := proc.stdout.read(CHUNK):
-            digest.update(block)
-            size += len(block)
-        proc.wait()
-        reader.join()
+        try:
+            while block := proc.stdout.read(CHUNK):
+                digest.update(block)
+                size += len(block)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.wait()
+            reader.join()
         if proc.returncode != 0:
             raise classify(remote, "download check", b"".join(errors).decode(errors="replace"),
                            proc.returncode)
@@ -886,8 +899,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop the running rclone too
     name = os.environ.get("SQLITE_OPS_PROG", prog)
     try:
         return args.func(args)
