@@ -253,7 +253,8 @@ class Rclone:
         except ValueError:
             return []
 
-    def remote_hash(self, remote: str, path: str, kind: str) -> str | None:
+    def remote_hash(self, remote: str, path: str, kind: str) -> tuple[str, int] | None:
+        """(hash, size) of one remote file, or None when the backend gives no such hash."""
         proc = self.run(remote, "reading the copy's hash", "lsjson", "--files-only",
                         "--no-mimetype", "--hash-type", kind, "--", path)
         try:
@@ -263,7 +264,7 @@ class Rclone:
         for entry in entries:
             value = (entry.get("Hashes") or {}).get(kind)
             if value:
-                return str(value).lower()
+                return str(value).lower(), int(entry.get("Size", -1))
         return None
 
     def download_sha256(self, remote: str, path: str) -> tuple[str, int]:
@@ -291,11 +292,15 @@ class Rclone:
                            proc.returncode)
         return digest.hexdigest(), size
 
-    def upload(self, remote: str, local: str | os.PathLike[str], dest: str) -> None:
-        # --ignore-times: always transfer (a half-uploaded file of the right size
-        # from a killed run must be replaced); no --immutable for the same reason.
+    def upload(self, remote: str, local: str | os.PathLike[str], dest: str,
+               checked_after: bool = False) -> None:
+        """``rclone copyto``. --ignore-times: always transfer (a half-uploaded file of
+        the right size from a killed run must be replaced); no --immutable for the
+        same reason. ``checked_after``: the caller checks the copy itself, so
+        rclone's own hash comparison (a second full read by the server) is skipped."""
+        extra = ["--ignore-checksum"] if checked_after else []
         self.run(remote, f"upload of {os.path.basename(dest)}", "copyto", "--ignore-times",
-                 "--", os.fspath(local), dest)
+                 *extra, "--", os.fspath(local), dest)
 
     def download(self, remote: str, source: str, local: str | os.PathLike[str]) -> None:
         self.run(remote, f"download of {os.path.basename(source)}", "copyto", "--ignore-times",
@@ -431,6 +436,8 @@ class Syncer:
         self.name = catalog.db_name(opts.db)
         self.record = Record.load(opts.backup_dir, self.name)
         self.log = log or (lambda message: print(f"{PROG}: {message}", file=sys.stderr))
+        if not opts.dry_run:  # the record, and the manifests' temp files, live there
+            self.record.path.parent.mkdir(mode=0o700, exist_ok=True)
 
     def run(self) -> list[RemoteResult]:
         now = time.time()
@@ -515,7 +522,7 @@ class Syncer:
         if kind:
             theirs = self.rclone.remote_hash(remote, path, kind)
             if theirs is not None:
-                return kind if theirs == local[kind] else None
+                return kind if theirs == (local[kind], backup.size_bytes) else None
         digest, size = self.rclone.download_sha256(remote, path)
         ok = digest == backup.manifest.get("sha256") and size == backup.size_bytes
         return "download check" if ok else None
@@ -533,7 +540,7 @@ class Syncer:
         try:
             if not backup.path.exists():
                 return False  # pruned since the listing: nothing to send
-            self.rclone.upload(remote, backup.path, dest)
+            self.rclone.upload(remote, backup.path, dest, checked_after=True)
         finally:
             hasher.join()
         how = self._check_copy(remote, dest, backup, local)
