@@ -82,7 +82,7 @@ class SSHServer:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation
         handle = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     stdout=handle, stderr=handle, start_new_session=True)
+                                     stdout=handle, stderr=handle)
         self._handle = handle
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -96,7 +96,7 @@ class SSHServer:
         raise RuntimeError("sshd did not start listening")
 
     def kill(self) -> None:
-        """Kill sshd and every session process it started (a server that dies):
+        """Kill sshd and every connection process it started (a server that dies):
         the per-connection processes leave sshd's process group, so they are
         found by parent PID."""
         if self.proc is None:
