@@ -315,6 +315,38 @@ def test_remote_retention_follows_the_local_rules_on_own_files_only(world, tmp_p
     assert kept == {backups[3].name, newest.name, stranger}
 
 
+def test_a_lost_record_is_rebuilt_from_the_remote_and_retention_still_applies(world, tmp_path):
+    """A new machine taking over (same OFFSITE_HOST) or a deleted .offsite/: the
+    copies are checked, recorded, and old ones pruned by their manifests."""
+    remote = tmp_path / "remote"
+    old = [age_backup(world.backup(), days) for days in (45, 40)]
+    newest = world.backup()
+    assert world.sync("--remote", str(remote), OFFSITE_RETENTION_DAYS="100").returncode == 0
+    here = remote / world.host / DB_NAME
+    (here / old[1].name).unlink()  # a prune killed between data file and manifest
+    shutil.rmtree(world.backups / ".offsite")
+    proc = world.sync("--remote", str(remote), OFFSITE_RETENTION_DAYS="30",
+                      OFFSITE_KEEP_MIN="1")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 uploaded, 1 already there, 1 pruned" in proc.stdout
+    assert remote_files(here) == sorted([newest.name, newest.name + ".manifest.json"])
+    record = json.loads((world.backups / ".offsite" / f"{DB_NAME}.json").read_text())
+    assert list(record["remotes"][str(here)]) == [newest.name]
+
+
+def test_a_local_backup_damaged_on_disk_is_not_copied(world, tmp_path):
+    backup = world.backup()
+    data = bytearray(backup.read_bytes())
+    data[-20] ^= 0x01
+    backup.write_bytes(bytes(data))
+    remote = tmp_path / "remote"
+    proc = world.sync("--remote", str(remote))
+    assert "does not match its manifest's SHA-256" in proc.stderr
+    assert "0 uploaded" in proc.stdout and "1 pending" in proc.stdout
+    assert not list(remote.rglob("*.manifest.json"))
+    assert not list(remote.rglob(backup.name))
+
+
 def test_remote_retention_keeps_everything_when_the_newest_copy_is_too_old(world, tmp_path):
     remote = tmp_path / "remote"
     for days in (60, 50, 45):
