@@ -560,7 +560,10 @@ def test_credentials_never_reach_command_lines_logs_manifests_or_metrics(tmp_pat
     written = [argv_log.read_text(), *outputs]
     written += [p.read_text(errors="replace") for p in [*w.backups.rglob("*.json"),
                                                         *w.metrics.rglob("*")] if p.is_file()]
-    for secret in (password, obscured, password + "-env"):
+    in_file = [line.split(" = ", 1)[1] for line in w.rclone_config.read_text().splitlines()
+               if line.startswith("password = ")]
+    assert in_file
+    for secret in (password, obscured, password + "-env", *in_file):
         for text in written:
             assert secret not in text
 
