@@ -33,6 +33,7 @@ from benchlib import REPO, SCRIPTS, machine, print_table, run_timed  # noqa: E40
 sys.path.insert(0, str(REPO / "tests" / "python"))
 sys.path.insert(0, str(REPO / "lib"))
 
+import sftpserver  # noqa: E402
 from sftpserver import SSHServer  # noqa: E402
 
 from sqlite_ops import catalog  # noqa: E402
@@ -78,6 +79,11 @@ def forget_copies(backup_dir: Path) -> None:
 
 
 def main() -> int:
+    missing = [tool for tool in ("rclone", "ssh-keygen") if not shutil.which(tool)]
+    if missing or not Path(sftpserver.SSHD).exists():
+        print(f"bench_offsite: skipped: {' '.join(missing) or 'sshd'} not installed "
+              "(tests/install_test_tools.sh installs rclone and openssh-server)")
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-offsite-"))
     server = SSHServer(work / "sshd").start()
     try:
