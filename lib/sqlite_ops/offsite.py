@@ -94,6 +94,7 @@ _CREDENTIALS = ("unable to authenticate", "permission denied (publickey",
                 "bad password", "wrong password")
 _CONFIG = ("didn't find section in config file", "config file not found",
            "unknown backend", "failed to load config")
+_HOST_KEY = ("knownhosts", "key mismatch", "host key")
 _FULL = ("no space left", "quota", "disk full", "insufficient storage", "507",
          "ssh_fx_failure", "failure")
 _SECRET_KEY = re.compile(r"^RCLONE_CONFIG_\w*(PASS|PASSWORD|SECRET|KEY|TOKEN|SALT)\w*$")
@@ -185,6 +186,10 @@ def classify(remote: str, what: str, stderr: str, code: int) -> OpsError:
         return OpsError(EX_USAGE, f"{remote}: {what}: {detail}; check the remote's name in "
                                   "OFFSITE_REMOTES and rclone's config (RCLONE_CONFIG, "
                                   "`rclone config file`)")
+    if any(word in lowered for word in _HOST_KEY):
+        return OpsError(EX_USAGE, f"{remote}: {what}: the server's host key is not the one "
+                                  f"known for it ({detail}); check that it is the right "
+                                  "server before trusting its new key; nothing was sent")
     if any(word in lowered for word in _CREDENTIALS):
         return OpsError(EX_USAGE, f"{remote}: {what}: the remote refused the credentials "
                                   f"({detail}); fix them with `rclone config`; nothing "

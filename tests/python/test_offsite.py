@@ -21,7 +21,14 @@ from pathlib import Path
 import pytest
 from opsenv import content_digest, ops_env, run
 from promparse import prom_samples
-from sftpserver import SSHServer, free_port, obscure, require_tools, write_rclone_config
+from sftpserver import (
+    SSHServer,
+    free_port,
+    keygen,
+    obscure,
+    require_tools,
+    write_rclone_config,
+)
 
 from sqlite_ops import catalog, offsite
 
@@ -417,6 +424,19 @@ def test_refused_credentials_are_a_configuration_error(tmp_path, sshd):
     assert proc.returncode == 2, proc.stderr
     assert "refused the credentials" in proc.stderr
     assert w.local_state() == before
+
+
+def test_a_server_with_another_host_key_gets_nothing(tmp_path, sshd):
+    w = sftp_world(tmp_path, sshd)
+    w.backup()
+    key = keygen(tmp_path / "impostor").with_suffix(".pub").read_text().split()
+    sshd.known_hosts().write_text(f"[127.0.0.1]:{sshd.port} {key[0]} {key[1]}\n")
+    store = tmp_path / "nas-store"
+    store.mkdir()
+    proc = w.sync("--remote", f"nas:{store}")
+    assert proc.returncode == 2, proc.stderr
+    assert "host key" in proc.stderr
+    assert remote_files(store) == []
 
 
 def test_a_server_that_dies_mid_upload_loses_nothing_and_the_next_run_catches_up(tmp_path,
