@@ -48,7 +48,7 @@
 #   0   every remote holds every wanted backup, verified
 #   1   failed (a remote is full, a copy did not verify); nothing local changed
 #   2   usage or configuration error: no remote, unknown remote, refused
-#       credentials, rclone not installed
+#       credentials, a changed server host key, rclone not installed
 #   75  a remote cannot be reached now, or another sync holds the lock; the
 #       next run catches up; local backups are never touched
 
