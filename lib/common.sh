@@ -182,8 +182,8 @@ offsite_settings() {
   OFFSITE_KEEP=$(cfg OFFSITE_KEEP_MIN "$keep")
   require_uint OFFSITE_RETENTION_DAYS "$OFFSITE_RETENTION"
   require_uint OFFSITE_KEEP_MIN "$OFFSITE_KEEP"
-  OFFSITE_ARGS=(--host "$(cfg OFFSITE_HOST '')")
-  for remote in "${OFFSITE_LIST[@]}"; do OFFSITE_ARGS+=(--remote "$remote"); done
+  OFFSITE_ARGS=(--host="$(cfg OFFSITE_HOST '')")
+  for remote in "${OFFSITE_LIST[@]}"; do OFFSITE_ARGS+=(--remote="$remote"); done
   rclone_config=$(cfg RCLONE_CONFIG '')
   [[ -z $rclone_config ]] || export RCLONE_CONFIG=$rclone_config
 }
@@ -509,13 +509,12 @@ py_ops() {
 }
 
 # manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
-# manifest records: a count, null (the check could not run), or 0 when it
-# records none. Manifests are written one key per line by sqlite_ops.snapshot.
+# manifest records: a count, null (the check could not run), 0 when it records
+# none (older backups), or "unreadable" when the manifest fails the catalog's
+# schema (the one reading of a manifest, sqlite_ops.catalog.read_manifest).
 manifest_fk_violations() {
-  local count
-  # Two spaces: the top level, never a table of that name inside "tables".
-  count=$(sed -n 's/^  "foreign_key_violations": \([0-9]*\|null\),*$/\1/p' -- "$1" 2>/dev/null) || true
-  printf '%s\n' "${count:-0}"
+  py_ops catalog field --default 0 -- "$1" foreign_key_violations 2>/dev/null ||
+    printf 'unreadable\n'
 }
 
 # ---------------------------------------------------------------------------

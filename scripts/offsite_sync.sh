@@ -118,9 +118,9 @@ sync_remotes() {
   local -a dry=()
   [[ $DRY_RUN == 0 ]] || dry=(--dry-run)
   log_info "syncing backups of '$NAME' to ${#OFFSITE_LIST[@]} remote(s)"
-  SQLITE_OPS_PROG=$PROG py_ops offsite sync --db "$DB" --dir "$BACKUP_ROOT" \
-    "${OFFSITE_ARGS[@]}" --retention-days "$OFFSITE_RETENTION" --keep "$OFFSITE_KEEP" \
-    --metrics-out "$WORK_DIR/offsite.prom" "${dry[@]}"
+  SQLITE_OPS_PROG=$PROG py_ops offsite sync --db="$DB" --dir="$BACKUP_ROOT" \
+    "${OFFSITE_ARGS[@]}" --retention-days="$OFFSITE_RETENTION" --keep="$OFFSITE_KEEP" \
+    --metrics-out="$WORK_DIR/offsite.prom" "${dry[@]}"
 }
 
 # write_metrics: merged into METRICS_DIR/sqlite_ops_offsite_<name>.prom, so a

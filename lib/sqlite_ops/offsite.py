@@ -471,9 +471,16 @@ class Syncer:
             result.error = exc
         copies = self.record.copies(directory)
         result.pending = sum(1 for b in wanted if not self.record.has(directory, b))
-        created = [catalog.parse_backup_name(f) for f in copies]
-        result.newest = max((c[1] for c in created if c), default=None)
+        result.newest = max((t for t in (self._copy_time(f, e) for f, e in copies.items())
+                             if t is not None), default=None)
         return result
+
+    @staticmethod
+    def _copy_time(file: str, entry: dict[str, Any]) -> float | None:
+        """A recorded copy's time: its manifest's created_at (the catalog's rule)."""
+        recorded = catalog.parse_iso_utc(entry.get("created_at"))
+        parsed = catalog.parse_backup_name(file)
+        return recorded if recorded is not None else (parsed[1] if parsed else None)
 
     def _forget_missing(self, directory: str, listing: dict[str, int]) -> None:
         """The record never vouches for more than the remote lists."""
@@ -571,37 +578,35 @@ class Syncer:
     def _remember(self, directory: str, backup: catalog.Backup, how: str) -> None:
         self.record.copies(directory)[backup.path.name] = {
             "sha256": backup.manifest["sha256"], "size_bytes": backup.size_bytes,
-            "verified_by": how, "uploaded_at": catalog.iso_utc(time.time())}
+            "created_at": catalog.iso_utc(backup.created_at), "verified_by": how,
+            "uploaded_at": catalog.iso_utc(time.time())}
         self.record.save()
 
     # -- remote retention --------------------------------------------------
 
     def _retention(self, remote: str, directory: str, listing: dict[str, int],
                    now: float) -> list[str]:
-        """Prune this host's and this database's copies with the local rules."""
-        copies = self.record.copies(directory)
-        remote_backups: list[catalog.Backup] = []
-        unknown: list[str] = []
-        for file, size in listing.items():
-            parsed = catalog.parse_backup_name(file)
-            if parsed is None or parsed[0] != self.name:
-                continue
-            backup = catalog.Backup(path=Path(file), name=parsed[0], created_at=parsed[1],
-                                    compression=parsed[2], size_bytes=size)
-            if file in copies:  # uploaded and verified by this host: its manifest is ours
-                backup.manifest = {"verified": True, "size_bytes": copies[file]["size_bytes"],
-                                   "host": self.opts.host, "name": self.name,
-                                   "source": os.path.abspath(self.opts.db)}
-            elif file + catalog.MANIFEST_SUFFIX in listing:
-                unknown.append(file)
-            remote_backups.append(backup)
+        """Prune this host's and this database's copies with the local rules, by
+        their manifests on the remote (catalog.plan_prune, the same code)."""
         cutoff = now - self.opts.retention_days * catalog.DAY
-        if not any(b.created_at < cutoff for b in remote_backups):
-            return []  # nothing old enough: no need to read any manifest
-        self._read_manifests(remote, directory, [b for b in remote_backups
-                                                 if b.path.name in unknown])
-        ours = [b for b in remote_backups if b.manifest is None or self._ours(b.manifest)]
+        names = {f: parsed for f in listing
+                 if (parsed := catalog.parse_backup_name(f)) and parsed[0] == self.name}
+        # The manifests decide (their created_at is a backup's time); the names
+        # only say whether any copy can be old enough to bother reading them
+        # (a day's margin for a name that disagrees with its manifest).
+        if not any(p[1] < cutoff + catalog.DAY for p in names.values()):
+            return []
+        manifests = self._remote_manifests(remote, directory, listing)
+        ours: list[catalog.Backup] = []
+        for file, (name, name_time, compression) in names.items():
+            backup = catalog.Backup(path=Path(file), name=name, name_time=name_time,
+                                    compression=compression, size_bytes=listing[file])
+            backup.manifest, backup.manifest_error = manifests.get(
+                file + catalog.MANIFEST_SUFFIX, (None, "no manifest"))
+            if backup.manifest is None or self._ours(backup.manifest):
+                ours.append(backup)  # without a manifest: kept (plan_prune never prunes it)
         plan = catalog.plan_prune(ours, now, self.opts.retention_days, self.opts.keep_min)
+        copies = self.record.copies(directory)
         pruned = []
         for backup in plan.prune:
             path = f"{directory}/{backup.path.name}"
@@ -614,7 +619,12 @@ class Syncer:
             self.record.save()
             print(f"Pruned: {path}", flush=True)
             pruned.append(backup.path.name)
-        for file in self._orphan_manifests(remote, directory, listing, cutoff):
+        for file, (manifest, _) in manifests.items():
+            data = file[: -len(catalog.MANIFEST_SUFFIX)]
+            created = catalog.parse_iso_utc((manifest or {}).get("created_at"))
+            if (data in listing or manifest is None or not self._ours(manifest)
+                    or created is None or created >= cutoff):
+                continue
             if self.opts.dry_run:
                 print(f"Would prune: {directory}/{file} (a manifest without its backup)")
             else:
@@ -626,36 +636,28 @@ class Syncer:
         return (manifest.get("host") == self.opts.host and manifest.get("name") == self.name
                 and not catalog.from_other_database(manifest, self.opts.db))
 
-    def _read_manifests(self, remote: str, directory: str,
-                        backups: list[catalog.Backup]) -> None:
-        """Fetch the manifests of ``backups`` (copies this host has no record of)."""
-        if not backups:
-            return
-        with tempfile.TemporaryDirectory(dir=self.record.path.parent) as tmp:
-            for backup in backups:
-                local = Path(tmp) / (backup.path.name + catalog.MANIFEST_SUFFIX)
-                self.rclone.download(remote, f"{directory}/{local.name}", local)
-                backup.manifest, backup.manifest_error = catalog.read_manifest(local)
-                if backup.manifest is not None and not self._ours(backup.manifest):
-                    backup.manifest = {"foreign": True}  # never pruned by this host
-
-    def _orphan_manifests(self, remote: str, directory: str, listing: dict[str, int],
-                          cutoff: float) -> list[str]:
-        found = []
-        for file in listing:
-            if not file.endswith(catalog.MANIFEST_SUFFIX):
-                continue
-            data = file[: -len(catalog.MANIFEST_SUFFIX)]
-            parsed = catalog.parse_backup_name(data)
-            if parsed is None or parsed[0] != self.name or parsed[1] >= cutoff or data in listing:
-                continue
-            with tempfile.TemporaryDirectory(dir=self.record.path.parent) as tmp:
-                local = Path(tmp) / file
-                self.rclone.download(remote, f"{directory}/{file}", local)
-                manifest, _ = catalog.read_manifest(local)
-            if manifest is not None and self._ours(manifest):
-                found.append(file)
-        return found
+    def _remote_manifests(self, remote: str, directory: str, listing: dict[str, int]
+                          ) -> dict[str, tuple[dict[str, Any] | None, str | None]]:
+        """The remote's manifests of this database, read through the catalog's schema
+        check. Kept in BACKUP_DIR/.offsite/manifests/<dir>/ so that a sync fetches
+        only new or changed ones (one rclone call)."""
+        wanted = [f for f in listing if f.endswith(catalog.MANIFEST_SUFFIX)
+                  and (parsed := catalog.parse_backup_name(f[: -len(catalog.MANIFEST_SUFFIX)]))
+                  and parsed[0] == self.name]
+        cache = (self.record.path.parent / "manifests"
+                 / hashlib.sha256(directory.encode()).hexdigest()[:16])
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in cache.iterdir():
+            if stale.name not in wanted:
+                stale.unlink()
+        if wanted:
+            with tempfile.NamedTemporaryFile("w", dir=cache.parent, encoding="utf-8") as names:
+                names.write("".join(f + "\n" for f in wanted))
+                names.flush()
+                self.rclone.run(remote, "download of the manifests", "copy", "--max-depth",
+                                "1", "--files-from-raw", names.name, "--", directory,
+                                str(cache))
+        return {f: catalog.read_manifest(cache / f) for f in wanted}
 
 
 # ---------------------------------------------------------------------------
@@ -722,7 +724,7 @@ def remote_copies(rclone: Rclone, remote: str, host: str, name: str,
     """The copies of ``name`` under REMOTE/<host>/<name>/, newest first, with their
     manifests (downloaded into ``work``). Complete: the manifest is there, says
     verified, and names the data file's size."""
-    directory = remote_dir(remote, host, name)
+    directory, now = remote_dir(remote, host, name), time.time()
     listing = rclone.listing(remote, directory)
     manifests = [f for f in listing if f.endswith(catalog.MANIFEST_SUFFIX)
                  and f[: -len(catalog.MANIFEST_SUFFIX)] in listing]
@@ -737,16 +739,24 @@ def remote_copies(rclone: Rclone, remote: str, host: str, name: str,
         parsed = catalog.parse_backup_name(file)
         if parsed is None or parsed[0] != name:
             continue
-        manifest, error = catalog.read_manifest(work / (file + catalog.MANIFEST_SUFFIX))
-        if manifest is None:
+        backup = catalog.Backup(path=Path(file), name=parsed[0], name_time=parsed[1],
+                                compression=parsed[2], size_bytes=size)
+        backup.manifest, error = catalog.read_manifest(work / (file + catalog.MANIFEST_SUFFIX))
+        manifest = backup.manifest
+        if manifest is None and error == "no manifest":
             status = "incomplete: no manifest (an upload that did not finish)"
-        elif manifest.get("verified") is not True:
-            status = "manifest does not say verified"
+        elif manifest is None:
+            status = error or "manifest unreadable"
         elif manifest.get("size_bytes") != size:
             status = f"incomplete: {size} bytes, the manifest says {manifest.get('size_bytes')}"
+        elif not backup.verified:
+            problem = catalog.manifest_problem(manifest, catalog.NEEDED)
+            status = f"manifest incomplete: {problem}" if problem else "not verified"
+        elif backup.in_future(now):
+            status = "dated in the future (a wrong clock?): never latest"
         else:
             status = "complete"
-        copies.append(RemoteCopy(file, parsed[1], size, manifest, status))
+        copies.append(RemoteCopy(file, backup.created_at, size, manifest, status))
     copies.sort(key=lambda c: (c.created_at, c.file), reverse=True)
     return copies
 

@@ -66,6 +66,7 @@ def clone_backup(backup_path: Path, days_ago: float) -> None:
     shutil.copyfile(backup_path, new)
     manifest = json.loads(Path(str(backup_path) + ".manifest.json").read_text())
     manifest["file"] = new.name
+    manifest["created_at"] = catalog.iso_utc(created - days_ago * 86400)
     Path(str(new) + ".manifest.json").write_text(json.dumps(manifest))
 
 

@@ -99,6 +99,7 @@ def age_backup(backup: Path, days: float) -> Path:
     new = backup.with_name(catalog.backup_file_name(name, created - days * 86400, "gzip"))
     manifest = json.loads((backup.parent / (backup.name + ".manifest.json")).read_text())
     manifest["file"] = new.name
+    manifest["created_at"] = catalog.iso_utc(created - days * 86400)  # the time of a backup
     backup.rename(new)
     (backup.parent / (backup.name + ".manifest.json")).unlink()
     (new.parent / (new.name + ".manifest.json")).write_text(json.dumps(manifest, indent=2))
