@@ -385,18 +385,77 @@ lock_path_for() { printf '%s.sqlite-ops.lock\n' "$(realpath -m -- "$1")"; }
 
 # lock_acquire DB TIMEOUT WHAT: exit 75 when another run holds it past TIMEOUT.
 # A run started by a parent that holds this lock (SQLITE_OPS_LOCK_HELD) skips it.
+# Anyone who can write to the database's directory can plant a symlink (or a
+# hard link) at the lock's path; the lock file is therefore never created,
+# opened for writing or truncated through one: it is created with O_EXCL and
+# O_NOFOLLOW, opened read-only without O_CREAT (flock needs no more), and used
+# only when the open file is the regular, singly linked file at PATH, owned by
+# us or by the database's owner. Anything else is exit 2 naming the path.
 lock_acquire() {
-  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder
+  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder fd
   path=$(lock_path_for "$db")
   [[ ${SQLITE_OPS_LOCK_HELD:-} == "$path" ]] && return 0
   require_tool flock util-linux
-  exec {SOPS_LOCK_FD}<>"$path" || die "$EX_FAIL" "cannot open lock file $path"
+  lock_refuse_unsafe "$path"
+  [[ -e $path ]] || lock_create "$path"
+  { exec {fd}<"$path"; } 2>/dev/null || die "$EX_FAIL" "cannot open lock file $path: permission denied?"
+  local problem
+  if ! problem=$(lock_problem "$path" "$fd" "$db") || [[ -n $problem ]]; then
+    exec {fd}<&-
+    lock_refuse_unsafe "$path"
+    die "$EX_USAGE" "refusing to use lock file $path: ${problem:-it changed while being opened}; remove it and retry; nothing was changed"
+  fi
+  SOPS_LOCK_FD=$fd
   if ! flock -w "$timeout" "$SOPS_LOCK_FD"; then
-    holder=$(head -c 200 -- "$path" 2>/dev/null | tr -d '\n')
+    holder=$(head -c 200 <&"$SOPS_LOCK_FD" 2>/dev/null | tr -d '\n')
     die "$EX_BUSY" "another sqlite-ops run holds the lock on $db${holder:+ (pid $holder)}; retry later or set LOCK_TIMEOUT to wait"
   fi
-  printf '%s %s\n' "$$" "$what" >"$path"
+  # Written through the descriptor just checked (reopened by the kernel, not
+  # by name), so a link swapped in since then is never followed. Informative
+  # only: a lock file we may read but not write still locks.
+  { printf '%s %s\n' "$$" "$what" >"/proc/self/fd/$SOPS_LOCK_FD"; } 2>/dev/null || true
   export SQLITE_OPS_LOCK_HELD=$path
+}
+
+# lock_refuse_unsafe PATH: exit 2 when PATH is a symlink or not a regular file.
+lock_refuse_unsafe() {
+  if [[ -L $1 ]]; then
+    die "$EX_USAGE" "refusing to use lock file $1: it is a symbolic link (a link planted there would make this run overwrite its target); remove it and retry; nothing was changed"
+  fi
+  if [[ -e $1 && ! -f $1 ]]; then
+    die "$EX_USAGE" "refusing to use lock file $1: not a regular file; remove it and retry; nothing was changed"
+  fi
+}
+
+# lock_create PATH: create the empty lock file, never through a symlink
+# (O_CREAT|O_EXCL|O_NOFOLLOW; bash redirections cannot say that). Losing the
+# race to a concurrent run is fine: its file is checked like any other.
+lock_create() {
+  python3 -c 'import os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+except FileExistsError:
+    pass
+except OSError as exc:
+    sys.exit(f"{exc.strerror}")' "$1" 2>/dev/null ||
+    die "$EX_FAIL" "cannot create lock file $1 (is its directory writable?)"
+}
+
+# lock_problem PATH FD DB: prints what is wrong with the open file FD, or
+# nothing when it is the regular file at PATH (not reached through a link),
+# with one link, owned by us or by DB's owner.
+lock_problem() {
+  local path=$1 fd=$2 db=$3 uid links db_uid
+  if [[ -L $path || ! -f /dev/fd/$fd || ! $path -ef /dev/fd/$fd ]]; then
+    echo "it changed while being opened (a link swapped in?)"
+    return 0
+  fi
+  read -r uid links < <(stat -L -c '%u %h' -- "/dev/fd/$fd") || return 1
+  if [[ $links != 1 ]]; then
+    echo "it has $links hard links (a link planted there would make this run overwrite another file)"
+  elif [[ $uid != "$EUID" ]] && { ! db_uid=$(stat -L -c %u -- "$db" 2>/dev/null) || [[ $uid != "$db_uid" ]]; }; then
+    echo "owned by uid $uid, neither this user nor the database's owner"
+  fi
 }
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import sys
 import time
 
@@ -164,6 +165,7 @@ class OpsLock:
         self, db_path: str | os.PathLike[str], timeout: float = 0, what: str = "run"
     ) -> None:
         self.path = lock_path_for(db_path)
+        self.db_path = os.fspath(db_path)
         self.timeout = timeout
         self.what = what
         self._fd: int | None = None
@@ -171,11 +173,7 @@ class OpsLock:
     def __enter__(self) -> OpsLock:
         if os.environ.get(LOCK_HELD_ENV) == self.path:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            message = f"cannot create lock file {self.path}: {exc.strerror}"
-            raise OpsError(EX_FAIL, message) from None
+        fd = open_lock_file(self.path, self.db_path)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -191,7 +189,7 @@ class OpsLock:
                         "retry later or set LOCK_TIMEOUT to wait",
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # the file checked above, by descriptor: no name is followed
         os.write(fd, f"{os.getpid()} {self.what}\n".encode())
         self._fd = fd
         os.environ[LOCK_HELD_ENV] = self.path
@@ -202,6 +200,66 @@ class OpsLock:
             os.environ.pop(LOCK_HELD_ENV, None)
             os.close(self._fd)
             self._fd = None
+
+
+def open_lock_file(path: str, db_path: str) -> int:
+    """Open (creating it if need be) the lock file ``path``, never through a link.
+
+    Anyone who can write to the database's directory can plant a symlink or a
+    hard link there, so: ``O_NOFOLLOW`` (a symlink is refused, never followed
+    or created through), ``O_NONBLOCK`` (a planted FIFO cannot hang the open),
+    and what was opened must be a regular file with one link, owned by us or
+    by the database's owner. Anything else is exit 2 naming the path; nothing
+    is written. ``lock_acquire`` in lib/common.sh applies the same rules.
+    """
+    refuse = f"refusing to use lock file {path}: "
+    advice = "; remove it and retry; nothing was changed"
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OpsError(EX_USAGE, refuse + "it is a symbolic link (a link planted there "
+                                     "would make this run overwrite its target)" + advice) from None
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise OpsError(EX_USAGE, refuse + "not a regular file" + advice) from None
+        raise OpsError(EX_FAIL, f"cannot create lock file {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    owners = {os.geteuid()}
+    try:
+        owners.add(os.stat(db_path).st_uid)
+    except OSError:
+        pass
+    problem = ""
+    if not stat.S_ISREG(st.st_mode):
+        problem = "not a regular file"
+    elif st.st_nlink != 1:
+        problem = f"it has {st.st_nlink} hard links (a link planted there would make this run " \
+                  "overwrite another file)"
+    elif st.st_uid not in owners:
+        problem = f"owned by uid {st.st_uid}, neither this user nor the database's owner"
+    if problem:
+        os.close(fd)
+        raise OpsError(EX_USAGE, refuse + problem + advice)
+    return fd
+
+
+def require_regular_file(path: str | os.PathLike[str]) -> None:
+    """Exit 2 "not a regular file: PATH" for a FIFO, a directory, a device...
+
+    Called first by every command given a database path, before anything is
+    opened or created: a FIFO would hang the first open, a directory would
+    fail half-way. A symlink to a regular file is fine, and so is a path that
+    does not exist (each caller says what a missing database means to it).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OpsError(EX_USAGE, f"cannot read {os.fspath(path)}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OpsError(EX_USAGE, f"not a regular file: {os.fspath(path)}")
 
 
 def quote_ident(name: str) -> str:
