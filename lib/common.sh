@@ -227,10 +227,17 @@ is_sqlite_file() {
   [[ $magic == "SQLite format 3" ]]
 }
 
+# require_regular_or_missing PATH: exit 2 when PATH exists but is not a
+# regular file (a FIFO would hang the first open, a directory fail half-way).
+# Called before anything is opened or created. A symlink to a file is fine.
+require_regular_or_missing() {
+  [[ ! -e $1 || -f $1 ]] || die "$EX_USAGE" "not a regular file: $1"
+}
+
 # require_database PATH: exit 2 unless PATH is a readable SQLite file.
 require_database() {
+  require_regular_or_missing "$1"
   [[ -e $1 ]] || die "$EX_USAGE" "database not found: $1 (set --db or DB_PATH)"
-  [[ -f $1 ]] || die "$EX_USAGE" "not a regular file: $1"
   [[ -r $1 ]] || die "$EX_USAGE" "cannot read $1: permission denied"
   is_sqlite_file "$1" || die "$EX_USAGE" "not an SQLite database: $1"
 }
@@ -489,6 +496,17 @@ sqlite_ro() {
   db=$(db_arg "$1")
   shift
   sqlite3 -batch -bail -noheader -readonly -init /dev/null -cmd ".timeout ${SQLITE_BUSY_TIMEOUT_MS:-5000}" "$db" "$@"
+}
+
+# roll_back_hot_journal DB: when a writer killed mid-transaction left a hot
+# -journal, roll it back (a read-write open, as SQLite does for any writer),
+# so the read-only opens that follow can read the database at all. Only with
+# the lock held. Exit 1 when it cannot be (lib/sqlite_ops/common.py says why).
+roll_back_hot_journal() {
+  [[ -s $1-journal ]] || return 0
+  local said
+  said=$(py_ops common roll-back-journal --prog "$PROG" --busy-timeout-ms "${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1") || exit
+  [[ -z $said ]] || log_warn "$said"
 }
 
 # sql_quote VALUE: VALUE as an SQL string literal ('it''s').

@@ -496,6 +496,7 @@ main() {
   else
     lock_acquire "$DB" "$LOCK_TIMEOUT" maintenance
     on_exit write_metrics
+    roll_back_hot_journal "$DB"
   fi
   RUN_START=$(now_epoch)
   read_stats || log_warn "cannot read the page counts of $DB: $SQL_OUT"

@@ -133,6 +133,7 @@ load_settings() {
   TIMEOUT=$(cfg LOCK_TIMEOUT 0)
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   require_tool python3 python3
+  require_regular_or_missing "$DB"
   db_name NAME "$DB" || exit
   STAMP=$(date -u +%Y%m%d_%H%M%S)
 }
@@ -352,9 +353,9 @@ action_restore_to() {
   # Any spelling of the same file (./db, a//db, a symlinked directory) counts.
   [[ $target != "$DB" && ! $target -ef $DB && $(realpath -m -- "$target") != "$(realpath -m -- "$DB")" ]] ||
     usage_error "--to names the database itself; leave --to out to restore it"
+  require_regular_or_missing "$target"
   [[ ! -e $target || $YES == 1 ]] ||
     usage_error "refusing to overwrite existing $target; pass --yes to replace it"
-  [[ ! -e $target || -f $target ]] || usage_error "not a regular file: $target"
   [[ -d $(dirname -- "$target") ]] || usage_error "directory $(dirname -- "$target") does not exist"
   lock_acquire "$target" "$TIMEOUT" restore
   work_dir_beside "$target"

@@ -275,6 +275,46 @@ def readonly_uri(path: str | os.PathLike[str]) -> str:
     return "file:" + quote(os.path.abspath(os.fspath(path)), safe="/") + "?mode=ro"
 
 
+def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5000) -> bool:
+    """Roll back the hot ``-journal`` a writer killed mid-transaction left.
+
+    A rollback-journal (DELETE mode) database whose writer died mid-transaction
+    still holds that transaction's half-written pages; the ``-journal`` beside
+    it holds the originals. SQLite puts them back on the next read by a
+    connection that may write, and refuses to read at all through a read-only
+    one ("attempt to write a readonly database"). So before the read-only
+    opens of a live database (the snapshot, the checks, the plan), this opens
+    it read-write and reads one pragma: SQLite rolls the journal back (taking
+    its exclusive lock, as the application itself would) and nothing else
+    changes. A journal that is not hot (a live writer holds its lock, or a
+    PERSIST/TRUNCATE-mode leftover) is left alone by SQLite. Returns True when
+    a journal was there and is gone; OpsError(1) when it cannot be rolled back
+    (this user may not write the database).
+    """
+    import sqlite3  # lazily: the migrate no-op does not need it
+    from urllib.parse import quote
+
+    db = os.path.abspath(os.fspath(path))
+    journal = db + "-journal"
+    try:
+        if os.path.getsize(journal) == 0:
+            return False
+    except OSError:
+        return False
+    uri = "file:" + quote(db, safe="/") + "?mode=rw"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise OpsError(EX_FAIL, f"{db} has a hot rollback journal (a writer was killed "
+                                f"mid-transaction) that cannot be rolled back: {exc}; run this as "
+                                "the database's owner (or let the application open it once)") from None
+    return not os.path.exists(journal)
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """fsync a file or a directory by path (a directory after a rename in it)."""
     fd = os.open(path, os.O_RDONLY)
@@ -307,3 +347,29 @@ def fail(prog: str, error: OpsError) -> int:
     message = error.message.replace("\n", "\\n")
     print(f"{prog}: {message}", file=sys.stderr)
     return error.code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m sqlite_ops.common roll-back-journal [--busy-timeout-ms N] -- DB``:
+    the bash scripts' way to :func:`roll_back_hot_journal` (prints a line when
+    it rolled one back)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sqlite_ops.common")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("roll-back-journal")
+    cmd.add_argument("--busy-timeout-ms", type=int, default=5000)
+    cmd.add_argument("--prog", default="sqlite-ops")
+    cmd.add_argument("db")
+    args = parser.parse_args(argv)
+    try:
+        if roll_back_hot_journal(args.db, args.busy_timeout_ms):
+            print(f"rolled back the hot journal of {args.db} (a writer was killed mid-transaction; "
+                  "its uncommitted changes were discarded, as SQLite does)")
+    except OpsError as error:
+        return fail(args.prog, error)
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

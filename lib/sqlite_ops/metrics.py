@@ -175,6 +175,11 @@ def database_error(path: str, exc: sqlite3.Error) -> OpsError:
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
         return OpsError(EX_INTEGRITY, f"cannot read {path}: {text} (run maintain_database.sh "
                                       "check)")
+    if "readonly" in text and os.path.exists(path + "-journal"):
+        return OpsError(EX_FAIL, f"cannot read {path}: a writer was killed mid-transaction and "
+                                 "left a hot rollback journal, which a read-only reader cannot roll "
+                                 "back; run maintain_database.sh quick-check (or the next backup) "
+                                 "to roll it back")
     return OpsError(EX_FAIL, f"cannot read {path}: {text}")
 
 

@@ -63,6 +63,7 @@ from sqlite_ops.common import (
     is_sqlite_file,
     quote_ident,
     readonly_uri,
+    roll_back_hot_journal,
 )
 from sqlite_ops.snapshot import foreign_key_check, schema_version
 
@@ -771,6 +772,10 @@ def current_state(db: str) -> tuple[dict[str, int] | None, str | None, str | Non
     """(row counts, journal mode, error) of the database about to be replaced."""
     if not os.path.exists(db):
         return None, None, "does not exist"
+    try:
+        roll_back_hot_journal(db)  # the restore holds the lock; SQLite would do it on any write
+    except OpsError as error:
+        return None, None, error.message
     try:
         conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
         try:
