@@ -257,15 +257,31 @@ free_bytes() {
 declare -ga SOPS_TEMPS=()
 declare -ga SOPS_EXIT_HOOKS=()
 
+# On every exit: stop background jobs, run the exit hooks, remove the temps.
+# Jobs go first: one interrupted as it starts could otherwise create its
+# output file (a quick_check result) just after the temps were removed. A
+# temp's SQLite companions (-journal, -wal, -shm) go with it: a child killed
+# mid-write (SIGTERM to the whole group) leaves them behind.
 _sops_on_exit() {
   local rc=$? hook path
+  _sops_stop_jobs
   for hook in "${SOPS_EXIT_HOOKS[@]}"; do
     "$hook" "$rc" || true
   done
   for path in "${SOPS_TEMPS[@]}"; do
-    [[ -n $path ]] && rm -rf -- "$path"
+    [[ -n $path ]] && rm -rf -- "$path" "$path-journal" "$path-wal" "$path-shm"
   done
   return "$rc"
+}
+
+# _sops_stop_jobs: SIGTERM this shell's background jobs (they ignore SIGINT:
+# bash starts them so) and wait until they are gone.
+_sops_stop_jobs() {
+  local -a pids=()
+  mapfile -t pids < <(jobs -p)
+  [[ ${#pids[@]} -gt 0 ]] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
 }
 
 _sops_on_signal() {
@@ -275,14 +291,42 @@ _sops_on_signal() {
   exit $((128 + $(kill -l "$sig")))
 }
 
+SOPS_TRAPS=0
+
 # install_traps: call once from main(); cleanup runs on exit, INT, TERM, HUP.
 install_traps() {
   trap _sops_on_exit EXIT
+  _sops_signal_traps
+  SOPS_TRAPS=1
+}
+
+_sops_signal_traps() {
   local sig
   for sig in INT TERM HUP; do
     # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
     trap "_sops_on_signal $sig" "$sig"
   done
+}
+
+# _sops_mktemp MKTEMP_ARGS...: mktemp, its path registered for removal on exit
+# (SOPS_TEMPS) and left in SOPS_MADE. A signal arriving meanwhile is held and
+# acted on once the path is registered: bash runs a trap only after the $(...)
+# ends, and exiting then would leave the file just made, unregistered, behind.
+_sops_mktemp() {
+  local held='' sig rc=0
+  if [[ $SOPS_TRAPS == 1 ]]; then
+    for sig in INT TERM HUP; do
+      # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
+      trap "held=$sig" "$sig"
+    done
+  fi
+  SOPS_MADE=$(mktemp "$@" 2>/dev/null) || rc=$?
+  [[ $rc != 0 ]] || SOPS_TEMPS+=("$SOPS_MADE")
+  if [[ $SOPS_TRAPS == 1 ]]; then
+    _sops_signal_traps
+    [[ -z $held ]] || _sops_on_signal "$held"
+  fi
+  return "$rc"
 }
 
 # on_exit FUNCTION: run FUNCTION EXIT_CODE when the script exits.
@@ -297,16 +341,16 @@ temp_beside() {
   local dest=$2 dir base
   dir=$(dirname -- "$dest")
   base=$(basename -- "$dest")
-  _temp_var=$(mktemp -- "$dir/.$base.tmp.XXXXXX") || die "$EX_FAIL" "cannot create a temp file in $dir"
-  SOPS_TEMPS+=("$_temp_var")
+  _sops_mktemp -- "$dir/.$base.tmp.XXXXXX" || die "$EX_FAIL" "cannot create a temp file in $dir"
+  _temp_var=$SOPS_MADE
 }
 
 # temp_dir_in VAR DIR: set VAR to a private temp directory inside DIR, removed on exit.
 temp_dir_in() {
   local -n _temp_var=$1
-  _temp_var=$(mktemp -d -- "$2/.sqlite-ops.tmp.XXXXXX") ||
+  _sops_mktemp -d -- "$2/.sqlite-ops.tmp.XXXXXX" ||
     die "$EX_FAIL" "cannot create a temp directory in $2"
-  SOPS_TEMPS+=("$_temp_var")
+  _temp_var=$SOPS_MADE
 }
 
 # forget_temp PATH: it was published; do not remove it on exit.
@@ -344,9 +388,9 @@ temp_dir_beside() {
   local dir base
   dir=$(dirname -- "$2")
   base=$(basename -- "$2")
-  _temp_var=$(mktemp -d -- "$dir/.$base.tmp.XXXXXX") ||
+  _sops_mktemp -d -- "$dir/.$base.tmp.XXXXXX" ||
     die "$EX_FAIL" "cannot create a temp directory in $dir"
-  SOPS_TEMPS+=("$_temp_var")
+  _temp_var=$SOPS_MADE
 }
 
 # publish_atomic TMP DEST [no-clobber]: fsync TMP, rename it to DEST, fsync the
@@ -355,7 +399,9 @@ publish_atomic() {
   local tmp=$1 dest=$2 mode=${3:-}
   sync -- "$tmp" || die "$EX_FAIL" "cannot fsync $tmp"
   if [[ $mode == no-clobber ]]; then
-    ln -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
+    # -T: a DEST that is a symlink to a directory is an existing DEST, never
+    # a directory to put the link in.
+    ln -T -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
     rm -f -- "$tmp"
   else
     mv -f -T -- "$tmp" "$dest" || die "$EX_FAIL" "cannot rename $tmp to $dest"
@@ -380,6 +426,20 @@ ensure_private_dir() {
       die "$EX_FAIL" "cannot create directory $1"
   fi
   [[ -w $1 ]] || die "$EX_FAIL" "cannot write to $1: permission denied"
+}
+
+# dir_problem DIR: prints why files in DIR could be planted or swapped by
+# someone else ("writable by other users (mode 777)", "owned by NAME, not by
+# this user (NAME)"), or nothing. Root-owned directories are trusted.
+dir_problem() {
+  local mode uid user
+  read -r mode uid < <(stat -L -c '%a %u' -- "$1" 2>/dev/null) || return 0
+  if ((8#$mode & 8#022)); then
+    printf 'writable by other users (mode %s)\n' "$mode"
+  elif [[ $uid != "$EUID" && $uid != 0 ]]; then
+    user=$(id -nu "$uid" 2>/dev/null) || user="uid $uid"
+    printf 'owned by %s, not by this user (%s)\n' "$user" "$(id -nu 2>/dev/null || echo "uid $EUID")"
+  fi
 }
 
 # ---------------------------------------------------------------------------
@@ -607,20 +667,43 @@ prom_label_escape() {
 
 # prom_write DIR FILE_NAME: write stdin to DIR/FILE_NAME atomically (the
 # node_exporter textfile collector must never read a half-written file).
-# A failure here is reported but never fails the operation itself.
+# A failure here is reported but never fails the operation itself. A DIR
+# others may write to gets nothing (see dir_problem). The temp file is made
+# by the one open that writes it (O_EXCL, an unpredictable name, mode 0644
+# from the start), so nothing planted there is followed, truncated or chmod'ed.
+# Called at the end of a pipeline, so in a subshell with no cleanup traps of
+# its own: it removes its temp itself on every exit.
 prom_write() {
-  local dir=$1 name=$2 tmp
+  local dir=$1 name=$2 tmp problem
   if ! mkdir -p -- "$dir" 2>/dev/null; then
     log_warn "cannot create metrics directory $dir; metrics not written"
+    cat >/dev/null
     return 0
   fi
-  tmp=$(mktemp -- "$dir/.$name.tmp.XXXXXX" 2>/dev/null) || {
+  problem=$(dir_problem "$dir")
+  if [[ $problem == writable* ]]; then
+    log_warn "not writing metrics into $dir: it is $problem, so anyone could replace them or plant files there; chmod go-w it"
+    cat >/dev/null
+    return 0
+  fi
+  [[ -z $problem ]] || log_warn "metrics directory $dir is $problem; chown it"
+  tmp=$(mktemp -u -- "$dir/.$name.tmp.XXXXXX") || {
     log_warn "cannot write metrics to $dir"
+    cat >/dev/null
     return 0
   }
+  if [[ $BASHPID != "$$" ]]; then
+    # shellcheck disable=SC2064 # the temp's name is fixed now, on purpose
+    trap "rm -f -- $(printf '%q' "$tmp")" EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+  fi
   SOPS_TEMPS+=("$tmp")
-  cat >"$tmp"
-  chmod 0644 -- "$tmp"
+  if ! (umask 022 && set -o noclobber && cat >"$tmp") 2>/dev/null; then
+    log_warn "cannot write metrics to $dir"
+    return 0
+  fi
   mv -f -T -- "$tmp" "$dir/$name" || log_warn "cannot publish metrics file $dir/$name"
   forget_temp "$tmp"
 }

@@ -121,10 +121,19 @@ choose_stamp() {
   done
 }
 
-# warn_if_shared DIR: backups hold the same data as the database.
-warn_if_shared() {
-  local mode
-  mode=$(stat -c %a -- "$1") || return 0
+# check_backup_dir DIR: backups hold the same data as the database, and a
+# restore trusts what it finds here. A directory others may write to is
+# refused (they could plant or replace backups, or links that a run would
+# write through); one owned by another user, or readable by others, is warned
+# about.
+check_backup_dir() {
+  local problem mode
+  problem=$(dir_problem "$1")
+  case $problem in
+    writable*) die "$EX_USAGE" "refusing to write backups into $1: it is $problem, so anyone could plant or replace backups there; chmod go-w $1 (or chmod 700); nothing was changed" ;;
+    ?*) log_warn "$1 is $problem: that user could replace backups there; chown it to the user that runs backups" ;;
+  esac
+  mode=$(stat -L -c %a -- "$1") || return 0
   ((8#$mode & 8#077)) || return 0
   log_warn "$1 is readable by other users (mode $mode); consider chmod 700"
 }
@@ -296,7 +305,7 @@ main() {
   on_exit write_metrics
   require_database "$SRC_DB"
   ensure_private_dir "$DEST_DIR"
-  warn_if_shared "$DEST_DIR"
+  check_backup_dir "$DEST_DIR"
   lock_acquire "$SRC_DB" "$TIMEOUT" backup
   sweep_temps_matching "$DEST_DIR" ".$(glob_escape "$NAME")_$STAMP_GLOB.db*.tmp.*"
   check_free_space

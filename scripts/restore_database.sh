@@ -138,6 +138,17 @@ load_settings() {
   STAMP=$(date -u +%Y%m%d_%H%M%S)
 }
 
+# warn_untrusted_backups: backups in a directory others may write to (or
+# another user owns) could have been planted or replaced, manifest and all.
+# Said, not refused: in an incident they may be all there is.
+warn_untrusted_backups() {
+  local problem
+  [[ -d $BACKUP_ROOT ]] || return 0
+  problem=$(dir_problem "$BACKUP_ROOT")
+  [[ -z $problem ]] ||
+    log_warn "$BACKUP_ROOT is $problem: its backups could have been planted or replaced; fix it (chmod go-w, chown) once this is over"
+}
+
 # ---------------------------------------------------------------------------
 # Steps shared by verify, restore and drill
 # ---------------------------------------------------------------------------
@@ -389,6 +400,7 @@ main() {
   parse_args "$@"
   load_settings
   install_traps
+  warn_untrusted_backups
   case $ACTION in
     list) action_list ;;
     verify) action_verify ;;
