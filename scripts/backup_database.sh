@@ -161,9 +161,14 @@ take_snapshot() {
 
 # start_quick_check SNAPSHOT RESULT_FILE: PRAGMA quick_check in the background
 # (it only reads the private snapshot), so it overlaps compression. Sets CHECK_PID.
+# The job writes to a descriptor opened here, never by name: interrupted as it
+# starts, it cannot create RESULT_FILE again after the exit cleanup removed it.
 start_quick_check() {
-  pragma_ok "$1" quick_check >"$2" &
+  local fd
+  exec {fd}>"$2"
+  pragma_ok "$1" quick_check >&"$fd" &
   CHECK_PID=$!
+  exec {fd}>&-
 }
 
 # finish_quick_check RESULT_FILE: exit 4 unless quick_check said exactly "ok".

@@ -244,6 +244,23 @@ def open_lock_file(path: str, db_path: str) -> int:
     return fd
 
 
+def dir_problem(path: str | os.PathLike[str]) -> str:
+    """Why files in directory ``path`` could be planted or swapped by someone
+    else ("writable by other users (mode 777)", "owned by ..."), or "".
+    Root-owned directories are trusted. ``dir_problem`` in lib/common.sh
+    applies the same rule."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        return f"writable by other users (mode {mode:o})"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    return ""
+
+
 def require_regular_file(path: str | os.PathLike[str]) -> None:
     """Exit 2 "not a regular file: PATH" for a FIFO, a directory, a device...
 
@@ -309,9 +326,10 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        raise OpsError(EX_FAIL, f"{db} has a hot rollback journal (a writer was killed "
-                                f"mid-transaction) that cannot be rolled back: {exc}; run this as "
-                                "the database's owner (or let the application open it once)") from None
+        message = (f"{db} has a hot rollback journal (a writer was killed mid-transaction) "
+                   f"that cannot be rolled back: {exc}; run this as the database's owner (or "
+                   "let the application open it once)")
+        raise OpsError(EX_FAIL, message) from None
     return not os.path.exists(journal)
 
 

@@ -678,7 +678,13 @@ def _move_aside(target: str, aside_dir: str) -> list[str]:
     for suffix in COMPANIONS:
         stale = target + suffix
         if os.path.lexists(stale):
-            os.makedirs(aside_dir, mode=0o700, exist_ok=True)
+            if os.path.islink(aside_dir) or not os.path.isdir(aside_dir):
+                try:  # never into a directory planted (or linked) there: EEXIST
+                    os.makedirs(os.path.dirname(aside_dir), 0o700, exist_ok=True)
+                    os.mkdir(aside_dir, 0o700)
+                except OSError as exc:
+                    raise OpsError(EX_FAIL, f"cannot create {aside_dir} to move {stale} aside: "
+                                            f"{exc.strerror}; nothing was changed") from None
             dest = os.path.join(aside_dir, os.path.basename(stale))
             shutil.move(stale, dest)
             moved.append(dest)
