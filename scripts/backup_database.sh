@@ -13,8 +13,10 @@
 # a sidecar <same>.manifest.json (checksums, sizes, row counts, schema
 # version, foreign-key violations: copied as they are, with a warning, since a
 # restore of them will need --force). Nothing appears under a final name
-# unless it is complete, verified and fsynced. Then prunes old backups of this
-# database and prints "Backup completed: <path>" as the last line on stdout.
+# unless it is complete, verified and fsynced. A hot rollback journal left by
+# a writer killed mid-transaction is rolled back first. Then prunes old
+# backups of this database and prints "Backup completed: <path>" as the last
+# line on stdout.
 #
 # Retention: only this database's own backup files are ever removed; the
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when
@@ -22,7 +24,8 @@
 # pruned when the newest verified backup is itself older than RETENTION_DAYS.
 #
 #   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
-#   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR)
+#   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR);
+#                        refused when others may write to it
 #   --retention-days N   prune backups older than N days (RETENTION_DAYS; 30)
 #   --keep N             never prune the newest N verified backups (KEEP_MIN; 7)
 #   --compress CODEC     zstd, gzip or none (COMPRESS; zstd when installed, else gzip)
@@ -36,7 +39,9 @@
 # Exit codes:
 #   0   backup published (and pruned)
 #   1   failed: nothing was published, earlier backups are untouched
-#   2   usage error, missing database, not an SQLite database
+#   2   usage error, missing database, not a regular file, not an SQLite
+#       database, a lock file that is a link (someone planted it), or a backup
+#       directory others may write to (chmod go-w it)
 #   4   the database failed its integrity check: nothing was published
 #   75  another backup, restore, migration or maintenance run holds the lock
 

@@ -61,6 +61,7 @@
 #   0   done
 #   1   failed; the message says what changed (normally nothing)
 #   2   usage error; backup or directory not found; no terminal and no --yes;
+#       the database (or --to PATH) is not a regular file; a planted lock file;
 #       backup schema newer than the migrations (--force to override)
 #   3   the backup failed verification (corrupt, truncated, tampered with, or
 #       no manifest): nothing was changed
