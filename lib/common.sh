@@ -284,10 +284,14 @@ _sops_stop_jobs() {
   wait "${pids[@]}" 2>/dev/null || true
 }
 
+# What an interrupted run says it left (a script changes it once it has
+# published something).
+SOPS_INTERRUPTED_NOTE="nothing was published"
+
 _sops_on_signal() {
   local sig=$1
   trap - "$sig"
-  log_warn "interrupted by SIG$sig; nothing was published"
+  log_warn "interrupted by SIG$sig; $SOPS_INTERRUPTED_NOTE"
   exit $((128 + $(kill -l "$sig")))
 }
 
@@ -308,24 +312,36 @@ _sops_signal_traps() {
   done
 }
 
+# hold_signals / release_signals: around a step that must not be cut in two
+# (a backup and its manifest are published together or not at all). INT,
+# TERM and HUP arriving in between are held, and acted on at release_signals.
+# Without install_traps (a test sourcing this file) both do nothing.
+SOPS_HELD_SIGNAL=''
+hold_signals() {
+  [[ $SOPS_TRAPS == 1 ]] || return 0
+  local sig
+  for sig in INT TERM HUP; do
+    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
+    trap "SOPS_HELD_SIGNAL=$sig" "$sig"
+  done
+}
+
+release_signals() {
+  [[ $SOPS_TRAPS == 1 ]] || return 0
+  _sops_signal_traps
+  [[ -z $SOPS_HELD_SIGNAL ]] || _sops_on_signal "$SOPS_HELD_SIGNAL"
+}
+
 # _sops_mktemp MKTEMP_ARGS...: mktemp, its path registered for removal on exit
 # (SOPS_TEMPS) and left in SOPS_MADE. A signal arriving meanwhile is held and
 # acted on once the path is registered: bash runs a trap only after the $(...)
 # ends, and exiting then would leave the file just made, unregistered, behind.
 _sops_mktemp() {
-  local held='' sig rc=0
-  if [[ $SOPS_TRAPS == 1 ]]; then
-    for sig in INT TERM HUP; do
-      # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
-      trap "held=$sig" "$sig"
-    done
-  fi
+  local rc=0
+  hold_signals
   SOPS_MADE=$(mktemp "$@" 2>/dev/null) || rc=$?
   [[ $rc != 0 ]] || SOPS_TEMPS+=("$SOPS_MADE")
-  if [[ $SOPS_TRAPS == 1 ]]; then
-    _sops_signal_traps
-    [[ -z $held ]] || _sops_on_signal "$held"
-  fi
+  release_signals
   return "$rc"
 }
 

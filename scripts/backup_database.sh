@@ -243,9 +243,17 @@ backup() {
   warn_foreign_keys "$manifest"
   [[ $snapshot == "$packed" ]] || rm -f -- "$snapshot"
 
+  # The manifest first: a backup under its final name always has one (a crash
+  # in between leaves an orphan manifest, which pruning removes). Signals wait
+  # until both are out, so SIGTERM or Ctrl-C never splits the pair.
+  hold_signals
+  publish_atomic "$manifest" "$final.manifest.json" no-clobber
+  SOPS_TEMPS+=("$final.manifest.json") # withdrawn on exit unless the backup follows
   publish_atomic "$packed" "$final" no-clobber
-  publish_atomic "$manifest" "$final.manifest.json"
+  forget_temp "$final.manifest.json"
   PUBLISHED=$final
+  SOPS_INTERRUPTED_NOTE="the backup $final was published; pruning did not run"
+  release_signals
   log_info "published $final ($(human_bytes "$(file_size "$final")")) in $(elapsed_since "$START") s"
 }
 

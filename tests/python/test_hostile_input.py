@@ -482,3 +482,40 @@ def test_signal_during_restore_leaves_nothing_behind(tmp_path, step, sig, target
     assert temp_leftovers(backups, db.parent) == []
     assert not list(db.parent.glob("*-journal"))
     assert run("restore_database.sh", "--yes", "latest", env=env).returncode == 0
+
+
+# A `sync` that, at its first directory fsync (just after the first file of
+# the pair is linked into place), stops until released. It ignores the
+# signal, as a process inside fsync(2) does until the call returns.
+PAUSING_SYNC = """#!/bin/bash
+trap '' INT TERM HUP
+last=${@: -1}
+if [[ -d $last && ! -e $PAUSE_DIR/paused ]]; then
+  echo $$ >"$PAUSE_DIR/paused"
+  while [[ ! -e $PAUSE_DIR/release ]]; do sleep 0.02; done
+fi
+exec {real} "$@"
+"""
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_a_signal_never_splits_a_backup_from_its_manifest(tmp_path, sig, target):
+    db, env = world(tmp_path, mode="wal")
+    backups = tmp_path / "backups"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sync"
+    fake.write_text(PAUSING_SYNC.replace("{real}", shutil.which("sync")))
+    fake.chmod(0o755)
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", PAUSE_DIR=str(pause))
+    code = interrupt([str(SCRIPTS / "backup_database.sh")], env, pause, sig, TARGETS[target])
+    assert code == 128 + sig.value
+    published = sorted(p for p in backups.iterdir() if not p.name.startswith("."))
+    assert [p.name for p in published if p.name.endswith(".manifest.json")] != [], published
+    assert len(published) == 2, published  # the pair, complete
+    backup = next(p for p in published if not p.name.endswith(".manifest.json"))
+    assert run("restore_database.sh", "--verify", str(backup), env=env).returncode == 0
+    assert temp_leftovers(backups, db.parent) == []
