@@ -581,7 +581,7 @@ sqlite_ro() {
 roll_back_hot_journal() {
   [[ -s $1-journal ]] || return 0
   local said
-  said=$(py_ops common roll-back-journal --prog "$PROG" --busy-timeout-ms "${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1") || exit
+  said=$(py_ops common roll-back-journal --prog="$PROG" --busy-timeout-ms="${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1") || exit
   [[ -z $said ]] || log_warn "$said"
 }
 
