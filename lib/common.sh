@@ -258,10 +258,17 @@ is_sqlite_file() {
   [[ $magic == "SQLite format 3" ]]
 }
 
+# require_regular_or_missing PATH: exit 2 when PATH exists but is not a
+# regular file (a FIFO would hang the first open, a directory fail half-way).
+# Called before anything is opened or created. A symlink to a file is fine.
+require_regular_or_missing() {
+  [[ ! -e $1 || -f $1 ]] || die "$EX_USAGE" "not a regular file: $1"
+}
+
 # require_database PATH: exit 2 unless PATH is a readable SQLite file.
 require_database() {
+  require_regular_or_missing "$1"
   [[ -e $1 ]] || die "$EX_USAGE" "database not found: $1 (set --db or DB_PATH)"
-  [[ -f $1 ]] || die "$EX_USAGE" "not a regular file: $1"
   [[ -r $1 ]] || die "$EX_USAGE" "cannot read $1: permission denied"
   is_sqlite_file "$1" || die "$EX_USAGE" "not an SQLite database: $1"
 }
@@ -281,32 +288,92 @@ free_bytes() {
 declare -ga SOPS_TEMPS=()
 declare -ga SOPS_EXIT_HOOKS=()
 
+# On every exit: stop background jobs, run the exit hooks, remove the temps.
+# Jobs go first: one interrupted as it starts could otherwise create its
+# output file (a quick_check result) just after the temps were removed. A
+# temp's SQLite companions (-journal, -wal, -shm) go with it: a child killed
+# mid-write (SIGTERM to the whole group) leaves them behind.
 _sops_on_exit() {
   local rc=$? hook path
+  _sops_stop_jobs
   for hook in "${SOPS_EXIT_HOOKS[@]}"; do
     "$hook" "$rc" || true
   done
   for path in "${SOPS_TEMPS[@]}"; do
-    [[ -n $path ]] && rm -rf -- "$path"
+    [[ -n $path ]] && rm -rf -- "$path" "$path-journal" "$path-wal" "$path-shm"
   done
   return "$rc"
 }
 
+# _sops_stop_jobs: SIGTERM this shell's background jobs (they ignore SIGINT:
+# bash starts them so) and wait until they are gone.
+_sops_stop_jobs() {
+  local -a pids=()
+  mapfile -t pids < <(jobs -p)
+  [[ ${#pids[@]} -gt 0 ]] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+
+# What an interrupted run says it left (a script changes it once it has
+# published something).
+SOPS_INTERRUPTED_NOTE="nothing was published"
+
 _sops_on_signal() {
   local sig=$1
   trap - "$sig"
-  log_warn "interrupted by SIG$sig; nothing was published"
+  log_warn "interrupted by SIG$sig; $SOPS_INTERRUPTED_NOTE"
   exit $((128 + $(kill -l "$sig")))
 }
+
+SOPS_TRAPS=0
 
 # install_traps: call once from main(); cleanup runs on exit, INT, TERM, HUP.
 install_traps() {
   trap _sops_on_exit EXIT
+  _sops_signal_traps
+  SOPS_TRAPS=1
+}
+
+_sops_signal_traps() {
   local sig
   for sig in INT TERM HUP; do
     # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
     trap "_sops_on_signal $sig" "$sig"
   done
+}
+
+# hold_signals / release_signals: around a step that must not be cut in two
+# (a backup and its manifest are published together or not at all). INT,
+# TERM and HUP arriving in between are held, and acted on at release_signals.
+# Without install_traps (a test sourcing this file) both do nothing.
+SOPS_HELD_SIGNAL=''
+hold_signals() {
+  [[ $SOPS_TRAPS == 1 ]] || return 0
+  local sig
+  for sig in INT TERM HUP; do
+    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
+    trap "SOPS_HELD_SIGNAL=$sig" "$sig"
+  done
+}
+
+release_signals() {
+  [[ $SOPS_TRAPS == 1 ]] || return 0
+  _sops_signal_traps
+  [[ -z $SOPS_HELD_SIGNAL ]] || _sops_on_signal "$SOPS_HELD_SIGNAL"
+}
+
+# _sops_mktemp MKTEMP_ARGS...: mktemp, its path registered for removal on exit
+# (SOPS_TEMPS) and left in SOPS_MADE. A signal arriving meanwhile is held and
+# acted on once the path is registered: bash runs a trap only after the $(...)
+# ends, and exiting then would leave the file just made, unregistered, behind.
+_sops_mktemp() {
+  local rc=0
+  hold_signals
+  SOPS_MADE=$(mktemp "$@" 2>/dev/null) || rc=$?
+  [[ $rc != 0 ]] || SOPS_TEMPS+=("$SOPS_MADE")
+  release_signals
+  return "$rc"
 }
 
 # on_exit FUNCTION: run FUNCTION EXIT_CODE when the script exits.
@@ -321,16 +388,16 @@ temp_beside() {
   local dest=$2 dir base
   dir=$(dirname -- "$dest")
   base=$(basename -- "$dest")
-  _temp_var=$(mktemp -- "$dir/.$base.tmp.XXXXXX") || die "$EX_FAIL" "cannot create a temp file in $dir"
-  SOPS_TEMPS+=("$_temp_var")
+  _sops_mktemp -- "$dir/.$base.tmp.XXXXXX" || die "$EX_FAIL" "cannot create a temp file in $dir"
+  _temp_var=$SOPS_MADE
 }
 
 # temp_dir_in VAR DIR: set VAR to a private temp directory inside DIR, removed on exit.
 temp_dir_in() {
   local -n _temp_var=$1
-  _temp_var=$(mktemp -d -- "$2/.sqlite-ops.tmp.XXXXXX") ||
+  _sops_mktemp -d -- "$2/.sqlite-ops.tmp.XXXXXX" ||
     die "$EX_FAIL" "cannot create a temp directory in $2"
-  SOPS_TEMPS+=("$_temp_var")
+  _temp_var=$SOPS_MADE
 }
 
 # forget_temp PATH: it was published; do not remove it on exit.
@@ -368,9 +435,9 @@ temp_dir_beside() {
   local dir base
   dir=$(dirname -- "$2")
   base=$(basename -- "$2")
-  _temp_var=$(mktemp -d -- "$dir/.$base.tmp.XXXXXX") ||
+  _sops_mktemp -d -- "$dir/.$base.tmp.XXXXXX" ||
     die "$EX_FAIL" "cannot create a temp directory in $dir"
-  SOPS_TEMPS+=("$_temp_var")
+  _temp_var=$SOPS_MADE
 }
 
 # publish_atomic TMP DEST [no-clobber]: fsync TMP, rename it to DEST, fsync the
@@ -379,7 +446,9 @@ publish_atomic() {
   local tmp=$1 dest=$2 mode=${3:-}
   sync -- "$tmp" || die "$EX_FAIL" "cannot fsync $tmp"
   if [[ $mode == no-clobber ]]; then
-    ln -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
+    # -T: a DEST that is a symlink to a directory is an existing DEST, never
+    # a directory to put the link in.
+    ln -T -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
     rm -f -- "$tmp"
   else
     mv -f -T -- "$tmp" "$dest" || die "$EX_FAIL" "cannot rename $tmp to $dest"
@@ -406,6 +475,20 @@ ensure_private_dir() {
   [[ -w $1 ]] || die "$EX_FAIL" "cannot write to $1: permission denied"
 }
 
+# dir_problem DIR: prints why files in DIR could be planted or swapped by
+# someone else ("writable by other users (mode 777)", "owned by NAME, not by
+# this user (NAME)"), or nothing. Root-owned directories are trusted.
+dir_problem() {
+  local mode uid user
+  read -r mode uid < <(stat -L -c '%a %u' -- "$1" 2>/dev/null) || return 0
+  if ((8#$mode & 8#022)); then
+    printf 'writable by other users (mode %s)\n' "$mode"
+  elif [[ $uid != "$EUID" && $uid != 0 ]]; then
+    user=$(id -nu "$uid" 2>/dev/null) || user="uid $uid"
+    printf 'owned by %s, not by this user (%s)\n' "$user" "$(id -nu 2>/dev/null || echo "uid $EUID")"
+  fi
+}
+
 # ---------------------------------------------------------------------------
 # The lock: one per database, shared by backup, restore, maintenance and migrate
 # ---------------------------------------------------------------------------
@@ -416,18 +499,77 @@ lock_path_for() { printf '%s.sqlite-ops.lock\n' "$(realpath -m -- "$1")"; }
 
 # lock_acquire DB TIMEOUT WHAT: exit 75 when another run holds it past TIMEOUT.
 # A run started by a parent that holds this lock (SQLITE_OPS_LOCK_HELD) skips it.
+# Anyone who can write to the database's directory can plant a symlink (or a
+# hard link) at the lock's path; the lock file is therefore never created,
+# opened for writing or truncated through one: it is created with O_EXCL and
+# O_NOFOLLOW, opened read-only without O_CREAT (flock needs no more), and used
+# only when the open file is the regular, singly linked file at PATH, owned by
+# us or by the database's owner. Anything else is exit 2 naming the path.
 lock_acquire() {
-  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder
+  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder fd
   path=$(lock_path_for "$db")
   [[ ${SQLITE_OPS_LOCK_HELD:-} == "$path" ]] && return 0
   require_tool flock util-linux
-  exec {SOPS_LOCK_FD}<>"$path" || die "$EX_FAIL" "cannot open lock file $path"
+  lock_refuse_unsafe "$path"
+  [[ -e $path ]] || lock_create "$path"
+  { exec {fd}<"$path"; } 2>/dev/null || die "$EX_FAIL" "cannot open lock file $path: permission denied?"
+  local problem
+  if ! problem=$(lock_problem "$path" "$fd" "$db") || [[ -n $problem ]]; then
+    exec {fd}<&-
+    lock_refuse_unsafe "$path"
+    die "$EX_USAGE" "refusing to use lock file $path: ${problem:-it changed while being opened}; remove it and retry; nothing was changed"
+  fi
+  SOPS_LOCK_FD=$fd
   if ! flock -w "$timeout" "$SOPS_LOCK_FD"; then
-    holder=$(head -c 200 -- "$path" 2>/dev/null | tr -d '\n')
+    holder=$(head -c 200 <&"$SOPS_LOCK_FD" 2>/dev/null | tr -d '\n')
     die "$EX_BUSY" "another sqlite-ops run holds the lock on $db${holder:+ (pid $holder)}; retry later or set LOCK_TIMEOUT to wait"
   fi
-  printf '%s %s\n' "$$" "$what" >"$path"
+  # Written through the descriptor just checked (reopened by the kernel, not
+  # by name), so a link swapped in since then is never followed. Informative
+  # only: a lock file we may read but not write still locks.
+  { printf '%s %s\n' "$$" "$what" >"/proc/self/fd/$SOPS_LOCK_FD"; } 2>/dev/null || true
   export SQLITE_OPS_LOCK_HELD=$path
+}
+
+# lock_refuse_unsafe PATH: exit 2 when PATH is a symlink or not a regular file.
+lock_refuse_unsafe() {
+  if [[ -L $1 ]]; then
+    die "$EX_USAGE" "refusing to use lock file $1: it is a symbolic link (a link planted there would make this run overwrite its target); remove it and retry; nothing was changed"
+  fi
+  if [[ -e $1 && ! -f $1 ]]; then
+    die "$EX_USAGE" "refusing to use lock file $1: not a regular file; remove it and retry; nothing was changed"
+  fi
+}
+
+# lock_create PATH: create the empty lock file, never through a symlink
+# (O_CREAT|O_EXCL|O_NOFOLLOW; bash redirections cannot say that). Losing the
+# race to a concurrent run is fine: its file is checked like any other.
+lock_create() {
+  python3 -c 'import os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+except FileExistsError:
+    pass
+except OSError as exc:
+    sys.exit(f"{exc.strerror}")' "$1" 2>/dev/null ||
+    die "$EX_FAIL" "cannot create lock file $1 (is its directory writable?)"
+}
+
+# lock_problem PATH FD DB: prints what is wrong with the open file FD, or
+# nothing when it is the regular file at PATH (not reached through a link),
+# with one link, owned by us or by DB's owner.
+lock_problem() {
+  local path=$1 fd=$2 db=$3 uid links db_uid
+  if [[ -L $path || ! -f /dev/fd/$fd || ! $path -ef /dev/fd/$fd ]]; then
+    echo "it changed while being opened (a link swapped in?)"
+    return 0
+  fi
+  read -r uid links < <(stat -L -c '%u %h' -- "/dev/fd/$fd") || return 1
+  if [[ $links != 1 ]]; then
+    echo "it has $links hard links (a link planted there would make this run overwrite another file)"
+  elif [[ $uid != "$EUID" ]] && { ! db_uid=$(stat -L -c %u -- "$db" 2>/dev/null) || [[ $uid != "$db_uid" ]]; }; then
+    echo "owned by uid $uid, neither this user nor the database's owner"
+  fi
 }
 
 # ---------------------------------------------------------------------------
@@ -461,6 +603,17 @@ sqlite_ro() {
   db=$(db_arg "$1")
   shift
   sqlite3 -batch -bail -noheader -readonly -init /dev/null -cmd ".timeout ${SQLITE_BUSY_TIMEOUT_MS:-5000}" "$db" "$@"
+}
+
+# roll_back_hot_journal DB: when a writer killed mid-transaction left a hot
+# -journal, roll it back (a read-write open, as SQLite does for any writer),
+# so the read-only opens that follow can read the database at all. Only with
+# the lock held. Exit 1 when it cannot be (lib/sqlite_ops/common.py says why).
+roll_back_hot_journal() {
+  [[ -s $1-journal ]] || return 0
+  local said
+  said=$(py_ops common roll-back-journal --prog="$PROG" --busy-timeout-ms="${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1") || exit
+  [[ -z $said ]] || log_warn "$said"
 }
 
 # sql_quote VALUE: VALUE as an SQL string literal ('it''s').
@@ -563,20 +716,43 @@ prom_label_escape() {
 
 # prom_write DIR FILE_NAME: write stdin to DIR/FILE_NAME atomically (the
 # node_exporter textfile collector must never read a half-written file).
-# A failure here is reported but never fails the operation itself.
+# A failure here is reported but never fails the operation itself. A DIR
+# others may write to gets nothing (see dir_problem). The temp file is made
+# by the one open that writes it (O_EXCL, an unpredictable name, mode 0644
+# from the start), so nothing planted there is followed, truncated or chmod'ed.
+# Called at the end of a pipeline, so in a subshell with no cleanup traps of
+# its own: it removes its temp itself on every exit.
 prom_write() {
-  local dir=$1 name=$2 tmp
+  local dir=$1 name=$2 tmp problem
   if ! mkdir -p -- "$dir" 2>/dev/null; then
     log_warn "cannot create metrics directory $dir; metrics not written"
+    cat >/dev/null
     return 0
   fi
-  tmp=$(mktemp -- "$dir/.$name.tmp.XXXXXX" 2>/dev/null) || {
+  problem=$(dir_problem "$dir")
+  if [[ $problem == writable* ]]; then
+    log_warn "not writing metrics into $dir: it is $problem, so anyone could replace them or plant files there; chmod go-w it"
+    cat >/dev/null
+    return 0
+  fi
+  [[ -z $problem ]] || log_warn "metrics directory $dir is $problem; chown it"
+  tmp=$(mktemp -u -- "$dir/.$name.tmp.XXXXXX") || {
     log_warn "cannot write metrics to $dir"
+    cat >/dev/null
     return 0
   }
+  if [[ $BASHPID != "$$" ]]; then
+    # shellcheck disable=SC2064 # the temp's name is fixed now, on purpose
+    trap "rm -f -- $(printf '%q' "$tmp")" EXIT
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+  fi
   SOPS_TEMPS+=("$tmp")
-  cat >"$tmp"
-  chmod 0644 -- "$tmp"
+  if ! (umask 022 && set -o noclobber && cat >"$tmp") 2>/dev/null; then
+    log_warn "cannot write metrics to $dir"
+    return 0
+  fi
   mv -f -T -- "$tmp" "$dir/$name" || log_warn "cannot publish metrics file $dir/$name"
   forget_temp "$tmp"
 }

@@ -16,7 +16,8 @@
 # restore of these same bytes need not run the check again, and foreign-key
 # violations: copied as they are, with a warning, since a restore of them will
 # need --force unless FK_ACCEPT lists their tables). Nothing appears under a
-# final name unless it is complete, verified and fsynced. Then prunes old
+# final name unless it is complete, verified and fsynced. A hot rollback
+# journal left by a writer killed mid-transaction is rolled back first. Then prunes old
 # backups of this database and prints "Backup completed: <path>" as the last
 # line on stdout. On a terminal, the long steps (snapshot, compression,
 # integrity_check) show their progress on stderr; --quiet silences it.
@@ -29,7 +30,8 @@
 # offsite_sync.sh) is kept until it is.
 #
 #   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
-#   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR)
+#   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR);
+#                        refused when others may write to it
 #   --retention-days N   prune backups older than N days (RETENTION_DAYS; 30)
 #   --keep N             never prune the newest N verified backups (KEEP_MIN; 7)
 #   --compress CODEC     zstd, gzip or none (COMPRESS; zstd when installed, else gzip)
@@ -47,7 +49,9 @@
 # Exit codes:
 #   0   backup published (and pruned)
 #   1   failed: nothing was published, earlier backups are untouched
-#   2   usage error, missing database, not an SQLite database
+#   2   usage error, missing database, not a regular file, not an SQLite
+#       database, a lock file that is a link (someone planted it), or a backup
+#       directory others may write to (chmod go-w it)
 #   4   the database failed its integrity check: nothing was published
 #   75  another backup, restore, migration or maintenance run holds the lock
 
@@ -134,10 +138,19 @@ choose_stamp() {
   done
 }
 
-# warn_if_shared DIR: backups hold the same data as the database.
-warn_if_shared() {
-  local mode
-  mode=$(stat -c %a -- "$1") || return 0
+# check_backup_dir DIR: backups hold the same data as the database, and a
+# restore trusts what it finds here. A directory others may write to is
+# refused (they could plant or replace backups, or links that a run would
+# write through); one owned by another user, or readable by others, is warned
+# about.
+check_backup_dir() {
+  local problem mode
+  problem=$(dir_problem "$1")
+  case $problem in
+    writable*) die "$EX_USAGE" "refusing to write backups into $1: it is $problem, so anyone could plant or replace backups there; chmod go-w $1 (or chmod 700); nothing was changed" ;;
+    ?*) log_warn "$1 is $problem: that user could replace backups there; chown it to the user that runs backups" ;;
+  esac
+  mode=$(stat -L -c %a -- "$1") || return 0
   ((8#$mode & 8#077)) || return 0
   log_warn "$1 is readable by other users (mode $mode); consider chmod 700"
 }
@@ -227,9 +240,17 @@ backup() {
   warn_foreign_keys "$manifest"
   [[ $snapshot == "$packed" ]] || rm -f -- "$snapshot"
 
+  # The manifest first: a backup under its final name always has one (a crash
+  # in between leaves an orphan manifest, which pruning removes). Signals wait
+  # until both are out, so SIGTERM or Ctrl-C never splits the pair.
+  hold_signals
+  publish_atomic "$manifest" "$final.manifest.json" no-clobber
+  SOPS_TEMPS+=("$final.manifest.json") # withdrawn on exit unless the backup follows
   publish_atomic "$packed" "$final" no-clobber
-  publish_atomic "$manifest" "$final.manifest.json"
+  forget_temp "$final.manifest.json"
   PUBLISHED=$final
+  SOPS_INTERRUPTED_NOTE="the backup $final was published; pruning did not run"
+  release_signals
   log_info "published $final ($(human_bytes "$(file_size "$final")")) in $(elapsed_since "$START") s"
 }
 
@@ -303,7 +324,7 @@ main() {
   on_exit write_metrics
   require_database "$SRC_DB"
   ensure_private_dir "$DEST_DIR"
-  warn_if_shared "$DEST_DIR"
+  check_backup_dir "$DEST_DIR"
   lock_acquire "$SRC_DB" "$TIMEOUT" backup
   sweep_temps_matching "$DEST_DIR" ".$(glob_escape "$NAME")_$STAMP_GLOB.db*.tmp.*"
   check_free_space

@@ -43,12 +43,14 @@
 # Output: one line per task on stdout (result, seconds, details), then one
 # summary line with the size and freelist before and after. Progress and
 # errors go to stderr. A task that fails, finds a problem or is busy stops
-# the tasks after it.
+# the tasks after it. A hot rollback journal left by a writer killed
+# mid-transaction is rolled back first (not with --dry-run).
 #
 # Exit codes:
 #   0   done (a vacuum skipped below the threshold is done)
 #   1   failed (a task failed, or not enough free space to vacuum)
-#   2   usage: unknown task or option, missing or non-SQLite database (nothing done)
+#   2   usage: unknown task or option, missing, non-regular or non-SQLite
+#       database, a lock file that is a link (someone planted it); nothing done
 #   4   check or quick-check found a problem; the tasks after it were not run
 #   75  busy: another sqlite-ops run holds the lock, or a reader held back the
 #       checkpoint, or the database stayed locked; retry later
@@ -525,6 +527,7 @@ main() {
   else
     lock_acquire "$DB" "$LOCK_TIMEOUT" maintenance
     on_exit write_metrics
+    roll_back_hot_journal "$DB"
   fi
   RUN_START=$(now_epoch)
   read_stats || log_warn "cannot read the page counts of $DB: $SQL_OUT"

@@ -82,6 +82,7 @@
 #   0   done
 #   1   failed; the message says what changed (normally nothing)
 #   2   usage error; backup or directory not found; no terminal and no --yes;
+#       the database (or --to PATH) is not a regular file; a planted lock file;
 #       backup schema newer than the migrations (--force to override); with
 #       --from: rclone missing, an unknown remote, refused credentials, no
 #       complete copy there
@@ -161,9 +162,21 @@ load_settings() {
   FK_ACCEPT=$(cfg FK_ACCEPT '')
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   require_tool python3 python3
+  require_regular_or_missing "$DB"
   db_name NAME "$DB" || exit
   STAMP=$(date -u +%Y%m%d_%H%M%S)
   [[ -z $FROM ]] || { offsite_settings 0 0 "$FROM" && require_rclone; }
+}
+
+# warn_untrusted_backups: backups in a directory others may write to (or
+# another user owns) could have been planted or replaced, manifest and all.
+# Said, not refused: in an incident they may be all there is.
+warn_untrusted_backups() {
+  local problem
+  [[ -d $BACKUP_ROOT ]] || return 0
+  problem=$(dir_problem "$BACKUP_ROOT")
+  [[ -z $problem ]] ||
+    log_warn "$BACKUP_ROOT is $problem: its backups could have been planted or replaced; fix it (chmod go-w, chown) once this is over"
 }
 
 # ---------------------------------------------------------------------------
@@ -405,9 +418,9 @@ action_restore_to() {
   # Any spelling of the same file (./db, a//db, a symlinked directory) counts.
   [[ $target != "$DB" && ! $target -ef $DB && $(realpath -m -- "$target") != "$(realpath -m -- "$DB")" ]] ||
     usage_error "--to names the database itself; leave --to out to restore it"
+  require_regular_or_missing "$target"
   [[ ! -e $target || $YES == 1 ]] ||
     usage_error "refusing to overwrite existing $target; pass --yes to replace it"
-  [[ ! -e $target || -f $target ]] || usage_error "not a regular file: $target"
   [[ -d $(dirname -- "$target") ]] || usage_error "directory $(dirname -- "$target") does not exist"
   lock_acquire "$target" "$TIMEOUT" restore
   work_dir_beside "$target"
@@ -441,6 +454,7 @@ main() {
   parse_args "$@"
   load_settings
   install_traps
+  warn_untrusted_backups
   case $ACTION in
     list) action_list ;;
     verify) action_verify ;;

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import sys
 import time
 
@@ -165,6 +166,7 @@ class OpsLock:
         self, db_path: str | os.PathLike[str], timeout: float = 0, what: str = "run"
     ) -> None:
         self.path = lock_path_for(db_path)
+        self.db_path = os.fspath(db_path)
         self.timeout = timeout
         self.what = what
         self._fd: int | None = None
@@ -172,11 +174,7 @@ class OpsLock:
     def __enter__(self) -> OpsLock:
         if os.environ.get(LOCK_HELD_ENV) == self.path:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            message = f"cannot create lock file {self.path}: {exc.strerror}"
-            raise OpsError(EX_FAIL, message) from None
+        fd = open_lock_file(self.path, self.db_path)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -192,7 +190,7 @@ class OpsLock:
                         "retry later or set LOCK_TIMEOUT to wait",
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)  # the file checked above, by descriptor: no name is followed
         os.write(fd, f"{os.getpid()} {self.what}\n".encode())
         self._fd = fd
         os.environ[LOCK_HELD_ENV] = self.path
@@ -203,6 +201,83 @@ class OpsLock:
             os.environ.pop(LOCK_HELD_ENV, None)
             os.close(self._fd)
             self._fd = None
+
+
+def open_lock_file(path: str, db_path: str) -> int:
+    """Open (creating it if need be) the lock file ``path``, never through a link.
+
+    Anyone who can write to the database's directory can plant a symlink or a
+    hard link there, so: ``O_NOFOLLOW`` (a symlink is refused, never followed
+    or created through), ``O_NONBLOCK`` (a planted FIFO cannot hang the open),
+    and what was opened must be a regular file with one link, owned by us or
+    by the database's owner. Anything else is exit 2 naming the path; nothing
+    is written. ``lock_acquire`` in lib/common.sh applies the same rules.
+    """
+    refuse = f"refusing to use lock file {path}: "
+    advice = "; remove it and retry; nothing was changed"
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OpsError(EX_USAGE, refuse + "it is a symbolic link (a link planted there "
+                                     "would make this run overwrite its target)" + advice) from None
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise OpsError(EX_USAGE, refuse + "not a regular file" + advice) from None
+        raise OpsError(EX_FAIL, f"cannot create lock file {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    owners = {os.geteuid()}
+    try:
+        owners.add(os.stat(db_path).st_uid)
+    except OSError:
+        pass
+    problem = ""
+    if not stat.S_ISREG(st.st_mode):
+        problem = "not a regular file"
+    elif st.st_nlink != 1:
+        problem = f"it has {st.st_nlink} hard links (a link planted there would make this run " \
+                  "overwrite another file)"
+    elif st.st_uid not in owners:
+        problem = f"owned by uid {st.st_uid}, neither this user nor the database's owner"
+    if problem:
+        os.close(fd)
+        raise OpsError(EX_USAGE, refuse + problem + advice)
+    return fd
+
+
+def dir_problem(path: str | os.PathLike[str]) -> str:
+    """Why files in directory ``path`` could be planted or swapped by someone
+    else ("writable by other users (mode 777)", "owned by ..."), or "".
+    Root-owned directories are trusted. ``dir_problem`` in lib/common.sh
+    applies the same rule."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        return f"writable by other users (mode {mode:o})"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    return ""
+
+
+def require_regular_file(path: str | os.PathLike[str]) -> None:
+    """Exit 2 "not a regular file: PATH" for a FIFO, a directory, a device...
+
+    Called first by every command given a database path, before anything is
+    opened or created: a FIFO would hang the first open, a directory would
+    fail half-way. A symlink to a regular file is fine, and so is a path that
+    does not exist (each caller says what a missing database means to it).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OpsError(EX_USAGE, f"cannot read {os.fspath(path)}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OpsError(EX_USAGE, f"not a regular file: {os.fspath(path)}")
 
 
 def short_host_name() -> str:
@@ -223,6 +298,47 @@ def readonly_uri(path: str | os.PathLike[str]) -> str:
     from urllib.parse import quote  # lazily: the migrate no-op does not need it
 
     return "file:" + quote(os.path.abspath(os.fspath(path)), safe="/") + "?mode=ro"
+
+
+def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5000) -> bool:
+    """Roll back the hot ``-journal`` a writer killed mid-transaction left.
+
+    A rollback-journal (DELETE mode) database whose writer died mid-transaction
+    still holds that transaction's half-written pages; the ``-journal`` beside
+    it holds the originals. SQLite puts them back on the next read by a
+    connection that may write, and refuses to read at all through a read-only
+    one ("attempt to write a readonly database"). So before the read-only
+    opens of a live database (the snapshot, the checks, the plan), this opens
+    it read-write and reads one pragma: SQLite rolls the journal back (taking
+    its exclusive lock, as the application itself would) and nothing else
+    changes. A journal that is not hot (a live writer holds its lock, or a
+    PERSIST/TRUNCATE-mode leftover) is left alone by SQLite. Returns True when
+    a journal was there and is gone; OpsError(1) when it cannot be rolled back
+    (this user may not write the database).
+    """
+    import sqlite3  # lazily: the migrate no-op does not need it
+    from urllib.parse import quote
+
+    db = os.path.abspath(os.fspath(path))
+    journal = db + "-journal"
+    try:
+        if os.path.getsize(journal) == 0:
+            return False
+    except OSError:
+        return False
+    uri = "file:" + quote(db, safe="/") + "?mode=rw"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        message = (f"{db} has a hot rollback journal (a writer was killed mid-transaction) "
+                   f"that cannot be rolled back: {exc}; run this as the database's owner (or "
+                   "let the application open it once)")
+        raise OpsError(EX_FAIL, message) from None
+    return not os.path.exists(journal)
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
@@ -257,3 +373,29 @@ def fail(prog: str, error: OpsError) -> int:
     message = error.message.replace("\n", "\\n")
     print(f"{prog}: {message}", file=sys.stderr)
     return error.code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python3 -m sqlite_ops.common roll-back-journal [--busy-timeout-ms N] -- DB``:
+    the bash scripts' way to :func:`roll_back_hot_journal` (prints a line when
+    it rolled one back)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sqlite_ops.common")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("roll-back-journal")
+    cmd.add_argument("--busy-timeout-ms", type=int, default=5000)
+    cmd.add_argument("--prog", default="sqlite-ops")
+    cmd.add_argument("db")
+    args = parser.parse_args(argv)
+    try:
+        if roll_back_hot_journal(args.db, args.busy_timeout_ms):
+            print(f"rolled back the hot journal of {args.db} (a writer was killed mid-transaction; "
+                  "its uncommitted changes were discarded, as SQLite does)")
+    except OpsError as error:
+        return fail(args.prog, error)
+    return EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

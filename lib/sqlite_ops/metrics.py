@@ -37,6 +37,7 @@ from .common import (
     EX_INTEGRITY,
     EX_USAGE,
     OpsError,
+    dir_problem,
     is_sqlite_file,
     quote_ident,
     readonly_uri,
@@ -179,6 +180,11 @@ def database_error(path: str, exc: sqlite3.Error) -> OpsError:
     if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
         return OpsError(EX_INTEGRITY, f"cannot read {path}: {text} (run maintain_database.sh "
                                       "check)")
+    if "readonly" in text and os.path.exists(path + "-journal"):
+        return OpsError(EX_FAIL, f"cannot read {path}: a writer was killed mid-transaction "
+                                 "and left a hot rollback journal, which a read-only reader "
+                                 "cannot roll back; run maintain_database.sh quick-check (or "
+                                 "the next backup) to roll it back")
     return OpsError(EX_FAIL, f"cannot read {path}: {text}")
 
 
@@ -604,15 +610,22 @@ def write_textfile(directory: str, name: str, text: str) -> str:
     target = os.path.join(directory, textfile_name(name))
     try:
         os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot write metrics to {directory}: {exc.strerror}") from None
+    problem = dir_problem(directory)
+    if problem.startswith("writable"):
+        raise OpsError(EX_FAIL, f"not writing metrics into {directory}: it is {problem}, so anyone "
+                                "could replace them or plant files there; chmod go-w it")
+    try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{textfile_name(name)}.tmp.")
     except OSError as exc:
         raise OpsError(EX_FAIL, f"cannot write metrics to {directory}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # by descriptor: a name could be swapped
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except OSError as exc:
         os.unlink(tmp)

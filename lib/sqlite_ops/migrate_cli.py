@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import EX_OK, EX_USAGE, EX_VERIFY, OpsError, Settings, fail
+from .common import EX_OK, EX_USAGE, EX_VERIFY, OpsError, Settings, fail, require_regular_file
 
 PROG = "migrate"
 
@@ -209,6 +209,7 @@ def run(args: Args) -> int:
         {k: v for k, v in args.settings.items() if k != "config"},
         config_path=args.settings.get("config"), prog=PROG,
     )
+    require_regular_file(settings.get("DB_PATH"))
     migrator = Migrator(
         settings.get("DB_PATH"),
         settings.get("MIGRATIONS_DIR"),

@@ -37,6 +37,7 @@ from .common import (
     is_sqlite_file,
     quote_ident,
     readonly_uri,
+    roll_back_hot_journal,
 )
 
 TABLE = "schema_migrations"
@@ -888,6 +889,7 @@ class Migrator:
         busy = max(float(self.lock_timeout), 5.0)
         try:
             if readonly:
+                roll_back_hot_journal(self.db_path)
                 conn = sqlite3.connect(readonly_uri(self.db_path), uri=True,
                                        isolation_level=None, timeout=busy)
             else:

@@ -62,6 +62,7 @@ from sqlite_ops.common import (
     is_sqlite_file,
     quote_ident,
     readonly_uri,
+    roll_back_hot_journal,
 )
 from sqlite_ops.progress import Progress, file_size_probe
 from sqlite_ops.snapshot import schema_version, table_counts
@@ -698,7 +699,13 @@ def _move_aside(target: str, aside_dir: str) -> list[str]:
     for suffix in COMPANIONS:
         stale = target + suffix
         if os.path.lexists(stale):
-            os.makedirs(aside_dir, mode=0o700, exist_ok=True)
+            if os.path.islink(aside_dir) or not os.path.isdir(aside_dir):
+                try:  # never into a directory planted (or linked) there: EEXIST
+                    os.makedirs(os.path.dirname(aside_dir), 0o700, exist_ok=True)
+                    os.mkdir(aside_dir, 0o700)
+                except OSError as exc:
+                    raise OpsError(EX_FAIL, f"cannot create {aside_dir} to move {stale} aside: "
+                                            f"{exc.strerror}; nothing was changed") from None
             dest = os.path.join(aside_dir, os.path.basename(stale))
             shutil.move(stale, dest)
             moved.append(dest)
@@ -792,6 +799,10 @@ def current_state(db: str) -> tuple[dict[str, int] | None, str | None, str | Non
     """(row counts, journal mode, error) of the database about to be replaced."""
     if not os.path.exists(db):
         return None, None, "does not exist"
+    try:
+        roll_back_hot_journal(db)  # the restore holds the lock; SQLite would do it on any write
+    except OpsError as error:
+        return None, None, error.message
     try:
         conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
         try:

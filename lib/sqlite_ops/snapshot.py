@@ -49,6 +49,7 @@ from sqlite_ops.common import (
     fsync_path,
     quote_ident,
     readonly_uri,
+    roll_back_hot_journal,
     short_host_name,
 )
 from sqlite_ops.progress import Progress, file_size_probe
@@ -100,6 +101,10 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     rollback-journal mode the copy holds a shared lock, so a writer waits for
     it to finish: writers must use a busy timeout longer than the copy takes.
     """
+    if roll_back_hot_journal(source, busy_timeout_ms):
+        print(f"{PROG}: warning: rolled back the hot journal of {source} (a writer was killed "
+              "mid-transaction; its uncommitted changes were discarded, as SQLite does)",
+              file=sys.stderr)
     try:
         src = sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
                               isolation_level=None)

@@ -378,3 +378,149 @@ setup() {
   run grep -nE '\$\((corpus_file|corpus_copy)' "$REPO_ROOT"/tests/bats/*.bats
   assert_status 1
 }
+
+# --- Hostile files (issue: a planted link at the lock's path) ---------------
+
+@test "lock_acquire never writes through a symlink planted at the lock's path (exit 2, victim unchanged)" {
+  make_db "$WORK/t.db" 1
+  printf 'precious\n' >"$WORK/victim"
+  ln -s "$WORK/victim" "$WORK/t.db.sqlite-ops.lock"
+  run --separate-stderr lock_acquire "$WORK/t.db" 0 test
+  assert_status 2
+  assert_equal "$stderr" "testprog: refusing to use lock file $WORK/t.db.sqlite-ops.lock: it is a symbolic link (a link planted there would make this run overwrite its target); remove it and retry; nothing was changed"
+  assert_equal "$(cat "$WORK/victim")" precious
+  # Dangling: nothing is created through it either.
+  rm "$WORK/victim"
+  run --separate-stderr lock_acquire "$WORK/t.db" 0 test
+  assert_status 2
+  [[ ! -e $WORK/victim ]]
+}
+
+@test "lock_acquire refuses a hard link, a FIFO and a stranger's file at the lock's path" {
+  make_db "$WORK/t.db" 1
+  printf 'precious\n' >"$WORK/victim"
+  ln "$WORK/victim" "$WORK/t.db.sqlite-ops.lock"
+  run --separate-stderr lock_acquire "$WORK/t.db" 0 test
+  assert_status 2
+  assert_contains "$stderr" "it has 2 hard links"
+  assert_equal "$(cat "$WORK/victim")" precious
+  rm "$WORK/t.db.sqlite-ops.lock"
+  mkfifo "$WORK/t.db.sqlite-ops.lock"
+  run --separate-stderr timeout 20 bash -c "source '$REPO_ROOT/lib/common.sh'; lock_acquire '$WORK/t.db' 0 test"
+  assert_status 2
+  assert_contains "$stderr" "not a regular file"
+  rm "$WORK/t.db.sqlite-ops.lock"
+  [[ $EUID == 0 ]] || skip "needs root to make a file owned by another user"
+  touch "$WORK/t.db.sqlite-ops.lock"
+  chown nobody "$WORK/t.db.sqlite-ops.lock"
+  run --separate-stderr lock_acquire "$WORK/t.db" 0 test
+  assert_status 2
+  assert_contains "$stderr" "owned by uid $(id -u nobody), neither this user nor the database's owner"
+}
+
+@test "lock_acquire creates a private lock file and records the holder through its descriptor" {
+  make_db "$WORK/t.db" 1
+  lock_acquire "$WORK/t.db" 0 test
+  assert_equal "$(file_mode "$WORK/t.db.sqlite-ops.lock")" 600
+  assert_equal "$(cat "$WORK/t.db.sqlite-ops.lock")" "$$ test"
+  [[ ! -L $WORK/t.db.sqlite-ops.lock ]]
+}
+
+@test "publish_atomic no-clobber never links into a directory a symlink at DEST points to" {
+  mkdir "$WORK/elsewhere"
+  ln -s "$WORK/elsewhere" "$WORK/final"
+  printf 'new\n' >"$WORK/tmp1"
+  run --separate-stderr publish_atomic "$WORK/tmp1" "$WORK/final" no-clobber
+  assert_status 1
+  assert_equal "$(ls -A "$WORK/elsewhere")" ""
+}
+
+@test "dir_problem: writable by others or owned by another user; root-owned and private are fine" {
+  mkdir -m 700 "$WORK/private" && mkdir -m 777 "$WORK/open" && mkdir -m 1777 "$WORK/sticky" && mkdir -m 770 "$WORK/group"
+  assert_equal "$(dir_problem "$WORK/private")" ""
+  assert_equal "$(dir_problem "$WORK/open")" "writable by other users (mode 777)"
+  assert_equal "$(dir_problem "$WORK/sticky")" "writable by other users (mode 1777)"
+  assert_equal "$(dir_problem "$WORK/group")" "writable by other users (mode 770)"
+  [[ $EUID == 0 ]] || skip "needs root to chown a directory to nobody"
+  chown nobody "$WORK/private"
+  assert_equal "$(dir_problem "$WORK/private")" "owned by nobody, not by this user (root)"
+  assert_equal "$(dir_problem /)" ""
+}
+
+@test "prom_write writes nothing into a directory others may write to" {
+  mkdir -m 777 "$WORK/metrics"
+  run --separate-stderr bash -c "source '$REPO_ROOT/lib/common.sh'; PROG=t; echo 'x 1' | prom_write '$WORK/metrics' a.prom"
+  assert_status 0
+  assert_contains "$stderr" "not writing metrics into $WORK/metrics: it is writable by other users (mode 777)"
+  assert_equal "$(ls -A "$WORK/metrics")" ""
+}
+
+@test "require_regular_or_missing: a FIFO or a directory is exit 2, a missing path or a symlinked file passes" {
+  mkfifo "$WORK/fifo"
+  mkdir "$WORK/dir"
+  run --separate-stderr require_regular_or_missing "$WORK/fifo"
+  assert_status 2
+  assert_equal "$stderr" "testprog: not a regular file: $WORK/fifo"
+  run --separate-stderr require_regular_or_missing "$WORK/dir"
+  assert_status 2
+  touch "$WORK/file" && ln -s "$WORK/file" "$WORK/link"
+  require_regular_or_missing "$WORK/missing"
+  require_regular_or_missing "$WORK/link"
+}
+
+# --- Temp files after SIGTERM/SIGINT -------------------------------------------
+
+# wait_gone PID: until the process has ended (an event, not a timing).
+wait_gone() {
+  while kill -0 "$1" 2>/dev/null; do sleep 0.02; done
+}
+
+@test "a background job cannot recreate its output after the exit cleanup: jobs are stopped first" {
+  # The job waits (as one just forked would, before opening its output) and
+  # then writes a registered temp; the script is killed meanwhile.
+  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out'
+    ( echo \$BASHPID >'$WORK/job'; while [[ ! -e '$WORK/release' ]]; do sleep 0.02; done; : >\"\$t\" ) &
+    echo \"\$t\" >'$WORK/name'; wait" &
+  local pid=$!
+  until [[ -s $WORK/name && -s $WORK/job ]]; do sleep 0.02; done
+  kill -TERM "$pid"
+  wait "$pid" || true
+  touch "$WORK/release"
+  wait_gone "$(cat "$WORK/job")"
+  [[ ! -e $(cat "$WORK/name") ]]
+  assert_equal "$(find "$WORK" -name '.out.tmp.*')" ""
+}
+
+@test "a signal while mktemp runs is held until its file is registered, then acted on" {
+  # A mktemp that makes its file, then stops before printing the name.
+  mkdir "$WORK/bin"
+  cat >"$WORK/bin/mktemp" <<SH
+#!/bin/bash
+name=\$($(command -v mktemp) "\$@")
+touch '$WORK/made'
+while [[ ! -e '$WORK/release' ]]; do sleep 0.02; done
+echo "\$name"
+SH
+  chmod +x "$WORK/bin/mktemp"
+  # (SIGINT too, in tests/python/test_hostile_input.py: a job started with &
+  # here would ignore it, as bash starts background jobs.)
+  for sig in TERM HUP; do
+    rm -f "$WORK/made" "$WORK/release"
+    PATH="$WORK/bin:$PATH" bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out'; echo published >'$WORK/out'" &
+    local pid=$!
+    until [[ -e $WORK/made ]]; do sleep 0.02; done
+    kill -"$sig" "$pid"
+    touch "$WORK/release"
+    local rc=0
+    wait "$pid" || rc=$?
+    assert_equal "$rc" $((128 + $(kill -l "$sig")))
+    assert_equal "$(find "$WORK" -name '.out.tmp.*')" ""
+    [[ ! -e $WORK/out ]]
+  done
+}
+
+@test "a temp's SQLite companions (-journal, -wal, -shm) a killed child left go with it" {
+  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/snap.db'
+    for s in -journal -wal -shm; do : >\"\$t\$s\"; done; exit 1" || true
+  assert_equal "$(find "$WORK" -name '.snap.db.tmp.*')" ""
+}

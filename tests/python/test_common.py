@@ -18,12 +18,15 @@ from sqlite_ops.common import (
     OpsError,
     OpsLock,
     Settings,
+    dir_problem,
     fail,
     is_sqlite_file,
     lock_path_for,
     parse_config_file,
     quote_ident,
     readonly_uri,
+    require_regular_file,
+    roll_back_hot_journal,
 )
 
 
@@ -188,3 +191,109 @@ def test_importing_common_stays_light():
         cwd=common.REPO_ROOT, capture_output=True, text=True, check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+# --- Hostile files at the lock's path ------------------------------------------
+
+
+@pytest.mark.parametrize("plant", ["symlink", "dangling symlink", "hard link", "fifo", "directory"])
+def test_lock_never_opens_what_was_planted_at_its_path(tmp_path, monkeypatch, plant):
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
+    db = tmp_path / "a.db"
+    db.touch()
+    lock = tmp_path / "a.db.sqlite-ops.lock"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    if plant == "symlink":
+        lock.symlink_to(victim)
+    elif plant == "dangling symlink":
+        victim.unlink()
+        lock.symlink_to(victim)
+    elif plant == "hard link":
+        os.link(victim, lock)
+    elif plant == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(OpsError) as caught:
+        with OpsLock(db, what="test"):
+            pass
+    assert caught.value.code == EX_USAGE
+    assert caught.value.message.startswith(f"refusing to use lock file {lock}: ")
+    if plant == "dangling symlink":
+        assert not victim.exists()
+    elif plant in ("symlink", "hard link"):
+        assert victim.read_text() == "precious\n"
+    assert LOCK_HELD_ENV not in os.environ
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make files owned by another user")
+def test_lock_file_of_a_stranger_is_refused_the_database_owners_is_used(tmp_path, monkeypatch):
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
+    db = tmp_path / "a.db"
+    db.touch()
+    lock = tmp_path / "a.db.sqlite-ops.lock"
+    lock.touch()
+    os.chown(lock, 65534, 65534)
+    with pytest.raises(OpsError, match="owned by uid 65534"):
+        with OpsLock(db):
+            pass
+    os.chown(db, 65534, 65534)  # the application's user owns the database and its lock
+    with OpsLock(db, what="root's cron"):
+        assert lock.read_text().endswith(" root's cron\n")
+
+
+def test_require_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for name in ("fifo", "dir"):
+        with pytest.raises(OpsError) as caught:
+            require_regular_file(tmp_path / name)
+        assert caught.value.code == EX_USAGE
+        assert caught.value.message == f"not a regular file: {tmp_path / name}"
+    (tmp_path / "file").touch()
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    require_regular_file(tmp_path / "link")
+    require_regular_file(tmp_path / "missing")  # each caller says what missing means
+
+
+def test_dir_problem(tmp_path):
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "private").mkdir(mode=0o700)
+    assert dir_problem(tmp_path / "open") == "writable by other users (mode 777)"
+    assert dir_problem(tmp_path / "private") == ""
+    assert dir_problem("/") == ""
+
+
+HOT_WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=10")
+conn.execute("BEGIN")
+conn.execute("UPDATE t SET v = randomblob(400)")
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
+                 "INSERT INTO t(v) SELECT zeroblob(400) FROM n")
+    conn.close()
+    assert roll_back_hot_journal(db) is False  # no journal: nothing opened
+    writer = subprocess.Popen([sys.executable, "-c", HOT_WRITER, str(db)], stdout=subprocess.PIPE,
+                              text=True)
+    assert writer.stdout.readline() == "ready\n"
+    writer.kill()
+    writer.wait()
+    assert os.path.getsize(f"{db}-journal") > 0
+    assert roll_back_hot_journal(db) is True
+    assert not os.path.exists(f"{db}-journal")
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
+    assert conn.execute("SELECT count(*) FROM t WHERE v = zeroblob(400)").fetchone() == (1000,)
+    conn.close()
