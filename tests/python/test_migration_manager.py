@@ -102,15 +102,13 @@ def test_checksum_ignores_bom_and_line_endings_but_not_content():
 
 def test_versions_are_integers_9_before_10(tmp_path, make_migrations):
     migrations = make_migrations({
-        "9_first.sql": "CREATE TABLE first (id INTEGER PRIMARY KEY);",
+        "9_first.sql": "CREATE TABLE first (id INTEGER PRIMARY KEY); CREATE TABLE log (what);",
         "10_second.sql": "CREATE TABLE second (id INTEGER REFERENCES first (id));"
                          "INSERT INTO log SELECT 'second';",
         "notes.txt": "not a migration", "schema.sql": "-- not a migration",
         "README_1.sql": "-- not numbered",
     })
     db = tmp_path / "d.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE log (what TEXT)")
     m = migrator(db, migrations)
     assert [x.version for x in m.migrations] == [9, 10]
     m.up(backup=False)
