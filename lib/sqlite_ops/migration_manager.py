@@ -716,6 +716,12 @@ class Migrator:
         matched, closest, drift = self.adoption(conn)
         if matched is not None:
             return [m for m in self.migrations if m.version <= matched]
+        if closest is None:  # not even the first migration builds on an empty database
+            raise OpsError(EX_VERIFY, f"{self.db_path} has tables but no migration history, "
+                                      "and the migrations cannot be built on an empty "
+                                      f"database to compare it with ({drift[0]}); nothing was "
+                                      "written; record the version it is at with 'migrate "
+                                      "baseline V'")
         shown = "; ".join(drift[:12]) + (f"; and {len(drift) - 12} more" if len(drift) > 12
                                          else "")
         foreign = foreign_history(conn)
@@ -742,8 +748,10 @@ class Migrator:
             for m in self.migrations:
                 try:
                     apply_one(reference, m, "up")
-                except OpsError:
-                    break  # it needs data an empty database lacks: nothing later can match
+                except OpsError as exc:  # it needs what an empty database lacks
+                    if closest is None:
+                        return None, None, [exc.message]
+                    break  # nothing later can match
                 drift = schema_drift(conn, reference, f"the migrations through {m.filename}")
                 if not drift:
                     matched = m.version
