@@ -4,7 +4,7 @@ The dashboard writes the port lines of a device's scan report there, joined by
 newlines ("22/tcp open ssh OpenSSH 8.9p1", "Port 80: http"). Older imports and
 hand edits also left JSON lists ('["22/tcp open ssh"]' or
 '[{"port": 22, "protocol": "tcp", "service": "ssh"}]') and comma-separated
-lists ("22/tcp, 80/tcp"). NULL, empty text and anything without a port number
+lists ("22/tcp, 80/tcp") and markdown table rows. NULL, empty text and anything without a port number
 are skipped: the devices row keeps its text either way, so nothing is lost.
 """
 
@@ -38,6 +38,7 @@ def _entry(port, protocol, state, service, version):
 
 
 def _from_line(line):
+    line = line.replace("|", " ")  # a markdown table row
     found = [_entry(m[1], m[2], m[3], m[4], m[5]) for m in _PORT_PROTO.finditer(line)]
     if not found:
         found = [_entry(m[1], m[2], None, m[3], None) for m in _PORT_WORD.finditer(line)]

@@ -20,6 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 CORPUS = Path(os.environ.get("SQLITE_OPS_CORPUS", REPO.parent / "shared" / "data"))
+# nMapping+'s own SQL: the CREATE statements its code and its installer run,
+# and the statements it issues on every scan import and page view.
+NMAPPING = Path(os.environ.get("SQLITE_OPS_CLIENTS", REPO.parent / "shared" / "clients")
+                ) / "nmapping-plus"
 
 CONTRACT_EXIT_CODES = {0, 1, 2, 3, 4, 75}
 

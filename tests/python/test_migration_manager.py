@@ -980,3 +980,175 @@ def test_checksum_reads_the_whole_file(tmp_path, size):
     path = tmp_path / "001_big.sql"
     path.write_bytes(data)
     assert mm.Migration(1, "big", str(path)).checksum == hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------- the real application: nMapping+'s own SQL
+
+from opsenv import NMAPPING  # noqa: E402
+
+needs_nmapping = pytest.mark.skipif(
+    not (NMAPPING / "app_statements.sql").is_file(),
+    reason=f"nMapping+'s SQL is not at {NMAPPING} (set SQLITE_OPS_CLIENTS)")
+
+# What the dashboard binds, by column (dashboard_app.py: process_device_file,
+# process_scan_summary): the services text is its "port lines joined by newlines".
+APP_VALUES = {
+    "ip": "192.0.2.10", "mac": "00:11:22:33:44:55", "vendor": "Acme", "hostname": "nas.lan",
+    "first_seen": "2024-05-01", "last_seen": "2024-05-02", "status": "online",
+    "os_info": "## OS & Services\nLinux 5.x",
+    "services": "22/tcp   open  ssh     OpenSSH 8.9p1\n80/tcp   open  http    nginx 1.18",
+    "vulnerabilities": "", "scan_type": "discovery", "scan_date": "2024-05-02",
+    "devices_found": 3, "new_devices": 1, "scan_file": "discovery_2024-05-02.md",
+}
+
+
+def app_statements() -> list[str]:
+    return mm.split_statements((NMAPPING / "app_statements.sql").read_text())
+
+
+def app_parameters(statement: str) -> tuple:
+    """The statement's ? placeholders bound as the dashboard binds them."""
+    if "?" not in statement:
+        return ()
+    columns = statement[statement.index("(") + 1:statement.index(")")]
+    names = [c.strip() for c in columns.split(",")][:statement.count("?")]
+    return tuple(APP_VALUES[name] for name in names)
+
+
+def run_app_statements(db: Path, foreign_keys: bool = False) -> list[sqlite3.Row]:
+    """Every statement the dashboard issues, twice (a re-import replaces rows), on a
+    connection opened as the dashboard opens it (foreign keys off unless asked)."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+    results = []
+    try:
+        for _ in range(2):
+            for statement in app_statements():
+                results = conn.execute(statement, app_parameters(statement)).fetchall() or results
+                conn.commit()
+        devices = conn.execute("SELECT * FROM devices ORDER BY last_seen DESC, ip ASC").fetchall()
+    finally:
+        conn.close()
+    assert [dict(d)["ip"] for d in devices] == ["192.0.2.10"]
+    assert dict(devices[0])["status"] == "online"  # what the dashboard counts by
+    return devices
+
+
+def app_database(path: Path, schema: str) -> Path:
+    """A database made by the application's own code (or its installer)."""
+    conn = sqlite3.connect(path)
+    conn.executescript((NMAPPING / schema).read_text())
+    conn.close()
+    return path
+
+
+@needs_nmapping
+@pytest.mark.parametrize("version", [m.version for m in mm.discover(str(SHIPPED))])
+def test_every_app_statement_works_at_every_migration_version(tmp_path, version):
+    db = tmp_path / "dashboard.db"
+    Migrator(str(db), str(SHIPPED)).up(to=version, backup=False)
+    # The dashboard's start-up (CREATE ... IF NOT EXISTS) finds what it expects...
+    conn = sqlite3.connect(db)
+    conn.executescript((NMAPPING / "app_schema.sql").read_text())
+    conn.close()
+    # ...and its writes and page views work, with foreign keys off (as it runs)
+    # and on (a REPLACE of a device with services rows must not fail or cascade).
+    run_app_statements(db)
+    run_app_statements(db, foreign_keys=True)
+    reference = Migrator(":memory:", str(SHIPPED)).build_schema(through=version)
+    with sqlite3.connect(db) as live:
+        assert mm.schema_drift(live, reference) == []  # start-up changed nothing
+        assert live.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+@needs_nmapping
+def test_a_fresh_database_is_the_one_the_dashboard_creates(tmp_path):
+    ours = tmp_path / "ours.db"
+    Migrator(str(ours), str(SHIPPED)).up(to=1, backup=False)
+    theirs = app_database(tmp_path / "theirs.db", "app_schema.sql")
+    with sqlite3.connect(ours) as a, sqlite3.connect(theirs) as b:
+        assert mm.schema_drift(a, b) == []
+        # Same names, types, defaults and index names, to the letter.
+        assert [r[:2] for r in mm.schema_objects(a)] == [r[:2] for r in mm.schema_objects(b)]
+        for table in ("devices", "scans"):
+            query = f"SELECT * FROM pragma_table_xinfo('{table}')"
+            assert a.execute(query).fetchall() == b.execute(query).fetchall()
+
+
+@needs_nmapping
+def test_up_adopts_the_dashboards_own_database_and_fills_services(tmp_path, stub_backup):
+    db = app_database(tmp_path / "dashboard.db", "app_schema.sql")
+    run_app_statements(db)
+    m = Migrator(str(db), str(SHIPPED))
+    result = m.up()
+    assert [x.version for x in result.adopted] == [1]
+    assert [x.version for x, _ in result.applied] == [2, 3, 4]
+    assert len(stub_backup.backups()) == 1  # taken once, before 002
+    assert m.check_schema() == []
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT device_ip, port, protocol, state, service, version "
+                            "FROM services ORDER BY port").fetchall() == [
+            ("192.0.2.10", 22, "tcp", "open", "ssh", "OpenSSH 8.9p1"),
+            ("192.0.2.10", 80, "tcp", "open", "http", "nginx 1.18")]
+    run_app_statements(db)
+
+
+@needs_nmapping
+def test_up_adopts_the_installers_database_at_002(tmp_path, stub_backup):
+    db = app_database(tmp_path / "dashboard.db", "installer_schema.sql")
+    m = Migrator(str(db), str(SHIPPED))
+    result = m.up()
+    assert [x.version for x in result.adopted] == [1, 2]
+    assert [x.version for x, _ in result.applied] == [3, 4]
+    assert m.check_schema() == []
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT scan_type, scan_file FROM scans").fetchall() == [
+            ("init", "database_init.sql")]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    run_app_statements(db)
+
+
+@needs_nmapping
+def test_baseline_of_the_dashboards_database_at_the_wrong_version_is_refused(tmp_path):
+    db = app_database(tmp_path / "dashboard.db", "app_schema.sql")
+    before = db.read_bytes()
+    with pytest.raises(OpsError) as raised:
+        Migrator(str(db), str(SHIPPED)).baseline(2)
+    assert raised.value.code == EX_VERIFY
+    assert "table network_changes: missing from the database" in raised.value.message
+    assert "table scans: column scan_duration missing" in raised.value.message
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, []),
+    ("", []),
+    ("no ports here, just words", []),
+    ("22/tcp open ssh OpenSSH 8.9p1 Ubuntu 3ubuntu0.1 (Ubuntu Linux; protocol 2.0)",
+     [(22, "tcp", "open", "ssh", "OpenSSH 8.9p1 Ubuntu 3ubuntu0.1 (Ubuntu Linux; protocol 2.0)")]),
+    ("- **Port 80**: http\n- Port 443 (https)",
+     [(80, "tcp", None, "http", None), (443, "tcp", None, "https", None)]),
+    ('["53/udp open domain", "22/tcp open ssh"]',
+     [(22, "tcp", "open", "ssh", None), (53, "udp", "open", "domain", None)]),
+    ('[{"port": 8080, "protocol": "tcp", "service": "http-proxy"}, {"port": "x"}]',
+     [(8080, "tcp", None, "http-proxy", None)]),
+    ("22/tcp, 80/tcp, 99999/tcp", [(22, "tcp", None, None, None), (80, "tcp", None, None, None)]),
+    ('["22/tcp", unterminated', [(22, "tcp", None, None, None)]),
+    ("| 3306/tcp | open | mysql |", [(3306, "tcp", "open", "mysql", None)]),
+])
+def test_004_fills_services_from_whatever_the_text_holds(tmp_path, text, expected):
+    db = tmp_path / "d.db"
+    m = Migrator(str(db), str(SHIPPED))
+    m.up(to=3, backup=False)
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO devices (ip, services) VALUES ('10.0.0.1', ?)", (text,))
+    m.up(backup=False)
+    with sqlite3.connect(db) as conn:
+        got = conn.execute("SELECT port, protocol, state, service, version FROM services "
+                           "ORDER BY port").fetchall()
+        assert conn.execute("SELECT services FROM devices").fetchone() == (text,)  # kept
+    assert got == expected
+    m.down(steps=1, backup=False)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM services").fetchone() == (0,)
