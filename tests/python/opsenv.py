@@ -57,12 +57,12 @@ def make_dashboard(db: Path, devices: int = 50, env: dict[str, str] | None = Non
     with conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executemany(
-            "INSERT INTO devices(device_ip, hostname, last_seen) VALUES (?, ?, ?)",
+            "INSERT INTO devices(ip, hostname, last_seen) VALUES (?, ?, ?)",
             [(f"10.1.{i // 256}.{i % 256}", f"host-{i}", "2026-01-01T00:00:00Z")
              for i in range(devices)],
         )
         conn.execute(
-            "INSERT INTO services(device_id, port, protocol) SELECT id, 22, 'tcp' FROM devices"
+            "INSERT INTO services(device_ip, port, protocol) SELECT ip, 22, 'tcp' FROM devices"
         )
     conn.close()
 

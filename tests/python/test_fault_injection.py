@@ -127,7 +127,7 @@ def _migrate_trial(tmp_path: Path, seed: int) -> None:
     (migrations / "003_copy_devices.sql").write_text(
         "-- migrate:up\n"
         "CREATE TABLE device_copy(id INTEGER PRIMARY KEY, ip TEXT, host TEXT);\n"
-        "INSERT INTO device_copy SELECT id, device_ip, hostname FROM devices;\n"
+        "INSERT INTO device_copy SELECT id, ip, hostname FROM devices;\n"
         "CREATE INDEX device_copy_ip ON device_copy(ip);\n"
         "UPDATE devices SET notes = 'migrated', updated_at = '2000-01-01T00:00:00Z';\n"
         "-- migrate:down\nDROP TABLE device_copy;\n"
