@@ -38,4 +38,20 @@ DROP INDEX idx_scans_type;
 DROP INDEX idx_scans_date;
 DROP INDEX idx_devices_hostname;
 DROP INDEX idx_devices_mac;
-ALTER TABLE scans DROP COLUMN scan_duration;
+-- Without scan_duration: rebuilt (DROP COLUMN needs SQLite 3.35), as 001 made it.
+CREATE TABLE scans_001 (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                scan_type TEXT NOT NULL,
+                scan_date TEXT NOT NULL,
+                devices_found INTEGER DEFAULT 0,
+                new_devices INTEGER DEFAULT 0,
+                scan_file TEXT,
+                created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+                UNIQUE(scan_type, scan_date)
+            );
+INSERT INTO scans_001 (id, scan_type, scan_date, devices_found, new_devices, scan_file,
+                       created_at)
+    SELECT id, scan_type, scan_date, devices_found, new_devices, scan_file, created_at
+      FROM scans;
+DROP TABLE scans;
+ALTER TABLE scans_001 RENAME TO scans;
