@@ -603,7 +603,8 @@ def test_a_foreign_schema_migrations_table_is_refused_not_rewritten(tmp_path, ma
 
 def test_failing_first_migration_leaves_no_records_table_and_no_layout_upgrade(
         tmp_path, make_migrations):
-    migrations = make_migrations({"001_bad.sql": "CREATE TABLE a (x); INSERT INTO nope VALUES (1);"})
+    migrations = make_migrations({"001_bad.sql": "CREATE TABLE a (x); INSERT INTO nope VALUES (1);"
+                                  })
     db = tmp_path / "d.db"
     with pytest.raises(OpsError):
         migrator(db, migrations).up(backup=False)
