@@ -61,6 +61,7 @@ from .migration_files import (  # noqa: F401 - re-exported: the public entry
 from .migration_schema import (  # noqa: F401 - re-exported: the public entry
     TABLE,
     ForeignHistory,
+    drift_from_file,
     foreign_history,
     normalise_sql,
     render_schema,
@@ -1047,16 +1048,12 @@ class Migrator:
         except FileNotFoundError:
             raise OpsError(EX_USAGE, f"{self.schema_path} does not exist; run 'migrate schema' "
                                      "first") from None
-        reference = sqlite3.connect(":memory:", isolation_level=None)
         live = self.connect(readonly=True)
         try:
-            for statement in split_statements(reference_sql):
-                reference.execute(statement)
-            return schema_drift(live, reference)
+            return drift_from_file(live, reference_sql)
         except sqlite3.DatabaseError as exc:
             raise _db_error(self.db_path, exc) from None
         finally:
-            reference.close()
             live.close()
 
     # -- backup

@@ -227,6 +227,22 @@ def schema_drift(live: sqlite3.Connection, reference: sqlite3.Connection,
     return drift
 
 
+def drift_from_file(live: sqlite3.Connection, schema_sql: str) -> list[str]:
+    """:func:`schema_drift` of ``live`` from the schema a ``schema.sql`` text holds
+    (what ``migrate schema --check`` and ``db_metrics`` compare)."""
+    reference = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        chunk = ""
+        for line in schema_sql.splitlines(keepends=True):
+            chunk += line
+            if sqlite3.complete_statement(chunk):
+                reference.execute(chunk)
+                chunk = ""
+        return schema_drift(live, reference)
+    finally:
+        reference.close()
+
+
 def _table_drift(have: dict, want: dict, reference_name: str) -> list[str]:
     have_cols, want_cols = have["columns"], want["columns"]
     details = [f"column {c} missing" for c in want_cols if c not in have_cols]
