@@ -290,11 +290,10 @@ def cmd_up(migrator, opts: dict) -> int:  # noqa: ANN001 - Migrator, imported la
         progress=progress,
         notice=_notice,
         on_backup=lambda path: _say(f"backup: {path}"),
+        on_adopt=lambda adopted: _say(f"adopting the database: {_adopted(adopted)}"),
     )
     if result.upgraded_layout:
         _say(f"upgraded schema_migrations from the {result.upgraded_layout} layout")
-    if result.adopted:
-        _say(f"adopted the database: {_adopted(result.adopted)}")
     if not result.planned:
         _say("up to date")
     return EX_OK
@@ -302,9 +301,8 @@ def cmd_up(migrator, opts: dict) -> int:  # noqa: ANN001 - Migrator, imported la
 
 def _adopted(adopted: list) -> str:
     last = adopted[-1]
-    return (f"its schema is the one migrations {adopted[0].version}..{last.version} build, so "
-            f"{len(adopted)} migration(s) through {last.filename} are recorded as applied "
-            "(not run)")
+    return (f"its schema is the one migrations {adopted[0].version}..{last.version} build; "
+            f"{len(adopted)} migration(s) through {last.filename} recorded as applied (not run)")
 
 
 def cmd_down(migrator, opts: dict) -> int:  # noqa: ANN001

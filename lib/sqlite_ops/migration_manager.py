@@ -600,7 +600,8 @@ class Migrator:
            allow_out_of_order: bool = False, create: bool = False,
            progress: Callable[[Migration, int | None], None] | None = None,
            notice: Callable[[str], None] | None = None,
-           on_backup: Callable[[str], None] | None = None) -> UpResult:
+           on_backup: Callable[[str], None] | None = None,
+           on_adopt: Callable[[list[Migration]], None] | None = None) -> UpResult:
         """Apply the pending migrations (up to ``to``), one transaction each.
 
         Plans and verifies everything first (an edited file, a database whose
@@ -629,6 +630,8 @@ class Migrator:
                 result.planned, result.adopted = plan, adopt
                 if not plan and not adopt and layout != LAYOUT_LEGACY:
                     return result
+                if adopt and on_adopt:
+                    on_adopt(adopt)
                 conn.execute("PRAGMA foreign_keys = ON")
                 if plan and state == "sqlite" and (
                         backup or any(m.load().no_transaction for m in plan)):

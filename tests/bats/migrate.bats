@@ -229,7 +229,7 @@ setup() {
   app_statements "$DB_PATH" >/dev/null
   run --separate-stderr "$MIGRATE" up --no-backup
   assert_status 0
-  assert_contains "$output" "adopted the database: its schema is the one migrations 1..1 build"
+  assert_contains "$output" "adopting the database: its schema is the one migrations 1..1 build"
   assert_contains "$output" "applied 002_installer_schema.sql"
   assert_equal "$(migrate_versions "$DB_PATH")" "1 2 3 4"
   assert_equal "$(sqlite3 "$DB_PATH" "SELECT device_ip, port FROM services;")" "192.0.2.10|22"
