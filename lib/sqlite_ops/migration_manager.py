@@ -357,6 +357,28 @@ def _foreign_key_problems(conn: sqlite3.Connection) -> list[tuple]:
     return conn.execute("PRAGMA foreign_key_check").fetchall()
 
 
+class Transaction:
+    """``with Transaction(conn):`` one ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back
+    on any exception (the one place the runner opens and closes transactions).
+    ``rollback()`` ends it early, without an error (nothing to do after all)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> Transaction:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> bool:
+        if not self.conn.in_transaction:
+            return False
+        self.conn.execute("ROLLBACK" if kind is not None else "COMMIT")
+        return False
+
+
 def apply_one(conn: sqlite3.Connection, m: Migration, direction: str = "up",
               prepare: Callable[[sqlite3.Connection], object] | None = None) -> int | None:
     """Apply (``up``) or revert (``down``) one migration and record it, atomically.
@@ -376,22 +398,16 @@ def apply_one(conn: sqlite3.Connection, m: Migration, direction: str = "up",
         if m.no_transaction:
             return _apply_outside_transaction(conn, m, direction, prepare)
         started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with Transaction(conn) as transaction:
             if prepare is not None:
                 prepare(conn)
             done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
                                 (m.version,)).fetchone()
             if (direction == "up") == bool(done):
-                conn.execute("ROLLBACK")
+                transaction.rollback()  # another run did it meanwhile
                 return None
             _run_body(conn, m, direction)
             _finish(conn, m, direction, started)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return int((time.perf_counter() - started) * 1000)
     finally:
         if restore_fk is not None:
@@ -439,19 +455,13 @@ def _apply_outside_transaction(conn: sqlite3.Connection, m: Migration, direction
     except MigrationFailed as exc:
         exc.rolled_back = False
         raise
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        if prepare is not None:
-            prepare(conn)
-        _finish(conn, m, direction, started)
-        conn.execute("COMMIT")
+        with Transaction(conn):
+            if prepare is not None:
+                prepare(conn)
+            _finish(conn, m, direction, started)
     except MigrationFailed as exc:
-        conn.execute("ROLLBACK")
         exc.rolled_back = False  # the body itself has run and cannot be undone
-        raise
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
         raise
     return int((time.perf_counter() - started) * 1000)
 
@@ -670,14 +680,8 @@ class Migrator:
     def _in_transaction(self, conn: sqlite3.Connection,
                         work: Callable[[sqlite3.Connection], object]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with Transaction(conn):
                 work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.DatabaseError as exc:
             raise _db_error(self.db_path, exc) from None
 
@@ -945,14 +949,8 @@ class Migrator:
             with self._lock("migrate baseline"):
                 conn = self.connect()
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
+                    with Transaction(conn):
                         drift = self._baseline_in_transaction(conn, chosen, reference, force)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
                 except sqlite3.DatabaseError as exc:
                     raise _db_error(self.db_path, exc) from None
                 finally:
