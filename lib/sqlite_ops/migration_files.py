@@ -1,4 +1,4 @@
-"""Migration files: the model and its loaders (imports nothing but ``.common``).
+"""Migration files: the model and its loader (imports nothing but ``.common``).
 
 A migration is a file in the migrations directory:
 
