@@ -31,8 +31,8 @@ FOREIGN_HISTORY_TABLES = (
     "flyway_schema_history", "alembic_version", "django_migrations", "knex_migrations",
     "_yoyo_migration", "goose_db_version", "_sqlx_migrations",
 )
-_HISTORY_COLUMNS = ("version", "version_num", "version_id", "name", "migration", "id",
-                    "applied_at", "applied")
+_VERSION_COLUMNS = ("version", "version_num", "version_id", "migration")
+_APPLIED_COLUMNS = ("applied", "applied_at", "migration_time", "installed_on")
 
 
 class ForeignHistory:
@@ -67,7 +67,11 @@ def foreign_history(conn: sqlite3.Connection) -> list[ForeignHistory]:
         if table not in names:
             continue
         columns = table_columns(conn, table)
-        if not any(c.lower() in _HISTORY_COLUMNS for c in columns):
+        lower = {c.lower() for c in columns}
+        # A history table has a version (or a migration's name and when it ran);
+        # an application table that happens to be called "migrations" has not.
+        if not (lower & set(_VERSION_COLUMNS)
+                or "name" in lower and lower & set(_APPLIED_COLUMNS)):
             continue
         version = next((c for c in columns if c.lower() in ("version", "version_num",
                                                            "version_id")), None)

@@ -58,11 +58,14 @@ def test_another_tools_history_is_not_part_of_the_schema():
               "CREATE TABLE migrations (version INTEGER PRIMARY KEY);")
     assert [(h.table, h.rows, h.highest) for h in foreign_history(live)] == [
         ("schema_version", 1, 3), ("migrations", 0, None)]
+    django = db("CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT, name TEXT, "
+                "applied TEXT)")
+    assert [h.table for h in foreign_history(django)] == ["django_migrations"]
     assert user_tables(live) == ["t"]
     assert schema_drift(live, db("CREATE TABLE t (a)")) == []
     # An application table that happens to be called "migrations" (bird data,
     # say) without a version-like column is the application's data: compared.
-    birds = db("CREATE TABLE migrations (species TEXT, km REAL)")
+    birds = db("CREATE TABLE migrations (id INTEGER PRIMARY KEY, name TEXT, km REAL)")
     assert foreign_history(birds) == []
     assert schema_drift(birds, db("")) == ["table migrations: not in schema.sql"]
 
