@@ -106,3 +106,17 @@ def test_make_restore_without_a_terminal_asks_for_yes_in_make_terms(tmp_path, ba
     assert proc.returncode == 0, proc.stderr
     assert "Restore completed:" in proc.stdout
     assert (tmp_path / "backups" / "pre-restore").is_dir()
+
+
+def test_make_migrate_refuses_a_lost_database_and_create_1_makes_a_new_one(tmp_path, base_env):
+    db = tmp_path / "dashboard.db"
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    (backups / "dashboard_20260101_000000.db").write_bytes(b"")
+    env = dict(base_env, DB_PATH=str(db), BACKUP_DIR=str(backups), SQLITE_OPS_CONFIG=os.devnull)
+    proc = make("migrate", env=env)
+    assert proc.returncode != 0 and "migrate up --create" in proc.stderr
+    assert not db.exists()
+    proc = make("migrate", "CREATE=1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert applied(db) == SHIPPED_VERSIONS
