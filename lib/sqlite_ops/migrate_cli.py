@@ -274,7 +274,7 @@ def cmd_up(migrator, opts: dict) -> int:  # noqa: ANN001 - Migrator, imported la
         result = migrator.up(to, dry_run=True, create=bool(opts.get("--create")),
                              allow_out_of_order=bool(opts.get("--allow-out-of-order")))
         if result.adopted:
-            _say(f"would adopt the database: {_adopted(result.adopted)}")
+            _say(f"would adopt the database: {_adopted(result.adopted, dry_run=True)}")
         for m in result.planned:
             _say(f"would apply {m.filename}")
         for warning in result.warnings:
@@ -299,10 +299,11 @@ def cmd_up(migrator, opts: dict) -> int:  # noqa: ANN001 - Migrator, imported la
     return EX_OK
 
 
-def _adopted(adopted: list) -> str:
+def _adopted(adopted: list, dry_run: bool = False) -> str:
     last = adopted[-1]
+    verb = "would be recorded" if dry_run else "recorded"
     return (f"its schema is the one migrations {adopted[0].version}..{last.version} build; "
-            f"{len(adopted)} migration(s) through {last.filename} recorded as applied (not run)")
+            f"{len(adopted)} migration(s) through {last.filename} {verb} as applied (not run)")
 
 
 def cmd_down(migrator, opts: dict) -> int:  # noqa: ANN001
