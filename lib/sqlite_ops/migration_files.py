@@ -332,7 +332,6 @@ def discover(migrations_dir: str) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-
 # ----------------------------------------------------------------- Python shapes
 
 
