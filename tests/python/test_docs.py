@@ -203,7 +203,8 @@ def test_every_example_migration_in_the_guide_runs_up_and_down(tmp_path):
     examples = {m["path"]: m["body"] for m in _EXAMPLE.finditer(guide)}
     assert {"migrations/005_add_scan_host.sql", "migrations/006_backfill_vendor.py",
             "migrations/base.py", "migrations/007_device_groups.py",
-            "migrations/008_scan_notes.py"} <= set(examples)
+            "migrations/008_scan_notes.py", "migrations/009_change_type_check.sql"
+            } <= set(examples)
     migrations = tmp_path / "migrations"
     shutil.copytree(REPO_ROOT / "migrations", migrations)
     for path, body in examples.items():
@@ -220,15 +221,22 @@ def test_every_example_migration_in_the_guide_runs_up_and_down(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO devices (ip, mac) VALUES ('10.0.0.1', '00:1A:2B:00:00:01'), "
                      "('10.0.0.2', '3c:5a:b4:00:00:02'), ('10.0.0.3', NULL)")
+        conn.execute("INSERT INTO scans (scan_type, scan_date) VALUES ('discovery', '2024-05-01')")
+        conn.execute("INSERT INTO network_changes (device_ip, change_type, scan_id) "
+                     "VALUES ('10.0.0.1', 'new', 1)")
     proc = migrate("up", "--no-backup")
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("applied")] \
         == ["005_add_scan_host.sql", "006_backfill_vendor.py", "007_device_groups.py",
-            "008_scan_notes.py"]
+            "008_scan_notes.py", "009_change_type_check.sql"]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT vendor FROM devices ORDER BY ip").fetchall() == [
             ("Ayecom",), ("Google",), (None,)]
         assert "notes" in [r[1] for r in conn.execute("PRAGMA table_info(scans)")]
+        assert conn.execute("SELECT device_ip, scan_id FROM network_changes").fetchall() == [
+            ("10.0.0.1", 1)]
+        with pytest.raises(sqlite3.IntegrityError):  # 009's CHECK is in force
+            conn.execute("INSERT INTO network_changes (device_ip, change_type) VALUES ('x', 'y')")
     proc = migrate("down", "--to", "4", "--no-backup")
     assert proc.returncode == 0, proc.stderr
     assert migrate("schema", "--check").returncode == 0
