@@ -190,8 +190,8 @@ def test_module_up_returning_a_list_of_sql_is_executed(tmp_path, make_migrations
      "returned bool True, which the runner does not understand"),
     ("def up(conn):\n    return {'sql': 'CREATE TABLE a (x)'}\n",
      "returned dict"),
-    ("async def helper(conn):\n    conn.execute('CREATE TABLE a (x)')\n"
-     "def up(conn):\n    return helper(conn)\n",
+    ("async def create(conn):\n    conn.execute('CREATE TABLE a (x)')\n"
+     "def up(conn):\n    return create(conn)\n",
      "returned a coroutine without awaiting it"),
     ("async def up(conn):\n    conn.execute('CREATE TABLE a (x)')\n",
      "was never awaited"),
@@ -225,7 +225,7 @@ def test_validate_gets_a_cursor_and_rollback_fails_the_migration(tmp_path, make_
     assert tables(db) == set()
 
 
-def test_discover_ignores_helper_modules(tmp_path, make_migrations):
+def test_discover_ignores_files_without_a_number(tmp_path, make_migrations):
     migrations = make_migrations({"base.py": SEED_BASE, "__init__.py": "",
                                   "001_devices.py": SEED_MIGRATION})
     assert [m.filename for m in discover(str(migrations))] == ["001_devices.py"]
