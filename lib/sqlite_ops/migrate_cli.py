@@ -49,7 +49,9 @@ usage: migrate status [--json]
 
 One line per migration: applied (with time), pending, edited (applied, file
 changed since) or missing file (applied, file gone). Then a note for a database
-with tables but no history yet, and for another tool's history table (an
+with tables but no history yet (the version its schema matches, which 'up'
+would adopt, or how far it is from the closest), and for another tool's history
+table (an
 application's schema_version, say): shown, never changed, never mapped onto
 these files. --json prints the stable JSON document described in
 docs/operations/database-management.md. Read-only.
@@ -354,13 +356,24 @@ def cmd_status(migrator, as_json: bool) -> int:  # noqa: ANN001
     if not status.entries:
         _say(f"no migrations in {migrator.migrations_dir}")
     if status.unadopted:
-        _say("note: the database has tables but no sqlite-ops history: 'migrate up' adopts "
-             "it if its schema is one the migrations build, else says what differs "
-             "('migrate baseline V' records a version explicitly)")
+        _say(_unadopted_note(status.adoption or {}))
     for history in status.foreign:
         _say(f"note: {history.describe()} is another tool's migration history; it is left "
              "as it is and its numbers are not mapped onto these files")
     return EX_OK
+
+
+def _unadopted_note(adoption: dict) -> str:
+    note = "note: the database has tables but no sqlite-ops history"
+    if adoption.get("matches") is not None:
+        return (f"{note}; its schema is the one migrations 1..{adoption['matches']} build: "
+                "'migrate up' records them as applied and applies the rest")
+    differences = adoption.get("differences") or []
+    closest = adoption.get("closest")
+    where = f"closest: {closest}, " if closest else ""
+    return (f"{note}, and its schema is not one the migrations build ({where}"
+            f"{len(differences)} difference(s), listed by 'migrate up --dry-run'): 'migrate "
+            "up' refuses it; record the version it is at with 'migrate baseline V'")
 
 
 def cmd_validate(migrator) -> int:  # noqa: ANN001

@@ -136,7 +136,7 @@ class Status:
 
     def __init__(self, db_path: str, migrations_dir: str, exists: bool, layout: str,
                  entries: list[Entry], foreign: list[ForeignHistory] = (),  # type: ignore
-                 unadopted: bool = False) -> None:
+                 unadopted: bool = False, adoption: dict[str, object] | None = None) -> None:
         self.db_path = db_path
         self.migrations_dir = migrations_dir
         self.exists = exists
@@ -144,6 +144,9 @@ class Status:
         self.entries = entries
         self.foreign = list(foreign)
         self.unadopted = unadopted  # tables, but no sqlite-ops history yet
+        # For an unadopted database: the version its schema matches, or the
+        # closest one and the differences ({"matches", "closest", "differences"}).
+        self.adoption = adoption
 
     @property
     def current_version(self) -> int | None:
@@ -162,6 +165,7 @@ class Status:
             "edited": [e.version for e in self.entries if e.state == "edited"],
             "missing": [e.version for e in self.entries if e.state == "missing"],
             "unadopted": self.unadopted,
+            "adoption": self.adoption,
             "foreign_history": [h.as_dict() for h in self.foreign],
             "migrations": [e.as_dict() for e in self.entries],
         }
@@ -255,18 +259,28 @@ class Migrator:
         layout, applied = LAYOUT_NONE, {}
         foreign: list[ForeignHistory] = []
         unadopted = False
+        adoption = None
         if state == "sqlite":
             conn = self.connect(readonly=True)
             try:
                 layout, applied = self._read(conn)
                 foreign = foreign_history(conn)
                 unadopted = layout == LAYOUT_NONE and bool(user_tables(conn))
+                adoption = self._adoption_verdict(conn) if unadopted else None
             except sqlite3.DatabaseError as exc:
                 raise _db_error(self.db_path, exc) from None
             finally:
                 conn.close()
         return Status(self.db_path, self.migrations_dir, state != "missing", layout,
-                      compare(self.migrations, applied), foreign, unadopted)
+                      compare(self.migrations, applied), foreign, unadopted, adoption)
+
+    def _adoption_verdict(self, conn: sqlite3.Connection) -> dict[str, object]:
+        """What ``up`` would find adopting this database (for ``status``; read-only)."""
+        if not self.migrations:
+            return {"matches": None, "closest": None, "differences": []}
+        matched, closest, drift = self.adoption(conn)
+        return {"matches": matched, "closest": closest.filename if closest else None,
+                "differences": drift}
 
     def validate(self, raise_on_edited: bool = True) -> list[Entry]:
         """Applied migrations against their files; exit 3 naming every edited one.

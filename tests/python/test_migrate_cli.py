@@ -394,13 +394,17 @@ def test_status_shows_foreign_history_and_up_says_it_adopted(world):
     common = ["--db", str(db), "--migrations", str(migrations)]
     proc = migrate(*common, "status")
     assert proc.returncode == EX_OK
-    assert "001  001_devices.sql" in proc.stdout and "applied" not in proc.stdout
-    assert "note: the database has tables but no sqlite-ops history" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("001  001_devices.sql") and lines[0].endswith(" pending")
+    assert ("note: the database has tables but no sqlite-ops history; its schema is the one "
+            "migrations 1..1 build: 'migrate up' records them as applied and applies the rest"
+            ) in proc.stdout
     assert ("note: table schema_version (1 row(s), highest version 7) is another tool's "
             "migration history") in proc.stdout
     status = json.loads(migrate(*common, "status", "--json").stdout)
     assert status["unadopted"] is True and status["foreign_history"][0]["table"] == \
         "schema_version"
+    assert status["adoption"] == {"matches": 1, "closest": None, "differences": []}
     proc = migrate(*common, "up", "--no-backup")
     assert proc.returncode == EX_OK, proc.stderr
     assert "applied 002_services.sql" in proc.stdout
@@ -417,6 +421,13 @@ def test_baseline_refuses_a_different_schema_and_force_prints_the_differences(wo
     sqlite3.connect(db).execute("CREATE TABLE devices (id INTEGER PRIMARY KEY, x)"
                                 ).connection.close()
     common = ["--db", str(db), "--migrations", str(migrations)]
+    proc = migrate(*common, "status")
+    assert ("its schema is not one the migrations build (closest: 001_devices.sql, 1 "
+            "difference(s)") in proc.stdout
+    assert json.loads(migrate(*common, "status", "--json").stdout)["adoption"] == {
+        "matches": None, "closest": "001_devices.sql",
+        "differences": ["table devices: column x not in the migrations through "
+                        "001_devices.sql"]}
     proc = migrate(*common, "baseline", "1")
     assert proc.returncode == EX_VERIFY
     assert_one_error_line(proc, "table devices: column x not in the migrations through "
