@@ -51,9 +51,8 @@ One line per migration: applied (with time), pending, edited (applied, file
 changed since) or missing file (applied, file gone). Then a note for a database
 with tables but no history yet (the version its schema matches, which 'up'
 would adopt, or how far it is from the closest), and for another tool's history
-table (an
-application's schema_version, say): shown, never changed, never mapped onto
-these files. --json prints the stable JSON document described in
+table (an application's schema_version, say): shown, never changed, never
+mapped onto these files. --json prints the stable JSON document described in
 docs/operations/database-management.md. Read-only.
 """,
     "up": """\
