@@ -227,9 +227,14 @@ def test_up_on_a_lost_database_with_backups_refuses_unless_create(world, tmp_pat
                                           str(newest)]),
                               "migrate up --create", "nothing was changed")
         assert not db.exists()
+    db.write_bytes(b"")  # truncated to nothing: as lost as a missing file
+    proc = migrate(*common, "up", env=env)
+    assert proc.returncode == EX_USAGE
+    assert_one_error_line(proc, f"{db} is empty (0 bytes), but {backups} holds 2 backup(s)")
+    assert db.read_bytes() == b""
     proc = migrate(*common, "up", "--create", env=env)
     assert proc.returncode == EX_OK, proc.stderr
-    assert db.exists()
+    assert recorded(db) == [1, 2]
     assert "--create" in migrate("up", "--help").stdout
 
 
