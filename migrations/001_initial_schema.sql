@@ -5,6 +5,9 @@
 -- one first), and a database made here is the one the dashboard expects.
 -- Timestamps are whatever the scanner wrote (text); created_at/updated_at
 -- come from CURRENT_TIMESTAMP ('YYYY-MM-DD HH:MM:SS', UTC).
+-- No down section on purpose: these are the application's own tables (it
+-- creates them itself when they are missing); reverting would drop its data.
+-- To go back before this, restore a backup.
 
 -- migrate:up
 CREATE TABLE devices (
@@ -36,13 +39,6 @@ CREATE TABLE scans (
                 created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
                 UNIQUE(scan_type, scan_date)
             );
-
--- migrate:down
-DROP TABLE scans;
-DROP INDEX idx_devices_last_seen;
-DROP INDEX idx_devices_status;
-DROP INDEX idx_devices_ip;
-DROP TABLE devices;
 
 -- migrate:validate
 SELECT count(*) = 2 FROM sqlite_master WHERE type = 'table' AND name IN ('devices', 'scans');

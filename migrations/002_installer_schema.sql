@@ -7,6 +7,9 @@
 -- column order: ALTER TABLE appends scan_duration, the installer has it
 -- before created_at). The installer's WAL setting is the database's own
 -- (backups record it, restores put it back); its 'init' scan row is data.
+-- No down section on purpose: on a database the installer made these are the
+-- application's own tables and rows; reverting would drop them. Restore a
+-- backup to go back before this.
 
 -- migrate:up
 ALTER TABLE scans ADD COLUMN scan_duration INTEGER;
@@ -28,30 +31,3 @@ CREATE TABLE network_changes (
 CREATE INDEX idx_changes_device ON network_changes(device_ip);
 CREATE INDEX idx_changes_type ON network_changes(change_type);
 CREATE INDEX idx_changes_date ON network_changes(created_at);
-
--- migrate:down
-DROP INDEX idx_changes_date;
-DROP INDEX idx_changes_type;
-DROP INDEX idx_changes_device;
-DROP TABLE network_changes;
-DROP INDEX idx_scans_type;
-DROP INDEX idx_scans_date;
-DROP INDEX idx_devices_hostname;
-DROP INDEX idx_devices_mac;
--- Without scan_duration: rebuilt (DROP COLUMN needs SQLite 3.35), as 001 made it.
-CREATE TABLE scans_001 (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                scan_type TEXT NOT NULL,
-                scan_date TEXT NOT NULL,
-                devices_found INTEGER DEFAULT 0,
-                new_devices INTEGER DEFAULT 0,
-                scan_file TEXT,
-                created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-                UNIQUE(scan_type, scan_date)
-            );
-INSERT INTO scans_001 (id, scan_type, scan_date, devices_found, new_devices, scan_file,
-                       created_at)
-    SELECT id, scan_type, scan_date, devices_found, new_devices, scan_file, created_at
-      FROM scans;
-DROP TABLE scans;
-ALTER TABLE scans_001 RENAME TO scans;

@@ -193,15 +193,19 @@ setup() {
   assert_equal "$output" "table devices: column hand_made not in schema.sql"
 }
 
-@test "the shipped migrations apply, match schema.sql and roll all the way back" {
+@test "the shipped migrations apply, match schema.sql and roll back to the application's own tables" {
   export MIGRATIONS_DIR="$REPO_ROOT/migrations"
   run "$MIGRATE" up --no-backup
   assert_status 0
   run "$MIGRATE" schema --check
   assert_status 0
-  run "$MIGRATE" down --to 0 --no-backup
+  run "$MIGRATE" down --to 2 --no-backup
   assert_status 0
-  assert_equal "$(migrate_tables "$DB_PATH")" "schema_migrations"
+  assert_equal "$(migrate_tables "$DB_PATH")" $'devices\nnetwork_changes\nscans\nschema_migrations'
+  run --separate-stderr "$MIGRATE" down --to 0 --no-backup
+  assert_status 1
+  assert_contains "$stderr" "002_installer_schema.sql has no down section"
+  assert_equal "$(migrate_versions "$DB_PATH")" "1 2"
 }
 
 @test "nMapping+'s own statements work at every shipped migration version" {

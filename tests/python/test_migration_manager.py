@@ -817,16 +817,24 @@ def test_committed_schema_sql_is_what_the_migrations_produce():
         "migrations/schema.sql is stale: run 'scripts/migrate schema' and commit it"
 
 
-def test_shipped_migrations_go_up_and_all_the_way_down(tmp_path):
+def test_shipped_migrations_go_up_and_back_down_to_the_applications_own_schema(tmp_path):
+    """003 and 004 revert; 001 and 002 are the application's own tables (its code
+    and its installer create them) and are never dropped: down stops there."""
     db = tmp_path / "d.db"
     m = Migrator(str(db), str(SHIPPED))
     m.up(backup=False)
     assert table_names(db) == {"devices", "scans", "network_changes", "services",
                                "schema_migrations"}
     assert m.check_schema() == []
-    m.down(to=0, backup=False)
+    m.down(to=2, backup=False)
+    reference = Migrator(":memory:", str(SHIPPED)).build_schema(through=2)
     with sqlite3.connect(db) as conn:
-        assert mm.schema_objects(conn) == []
+        assert mm.schema_drift(conn, reference) == []
+    with pytest.raises(OpsError) as raised:
+        m.down(to=0, backup=False)
+    assert raised.value.code == EX_FAIL
+    assert "002_installer_schema.sql has no down section" in raised.value.message
+    assert recorded(db) == [1, 2] and "devices" in table_names(db)
 
 
 def test_schema_check_reports_drift_table_by_table(tmp_path):
