@@ -8,7 +8,9 @@
 #        restore_database.sh --help
 #
 # BACKUP is a path, or a file name in BACKUP_DIR (or in BACKUP_DIR/pre-restore);
-# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR.
+# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR, by
+# the time its manifest records (never by its name; one dated in the future
+# is never `latest`).
 #
 # A restore, step by step (it stops at the first problem, saying what changed):
 #   1. verify: SHA-256 against the manifest, decompress once into a work file
@@ -33,8 +35,9 @@
 #      command that undoes the restore (restoring the safety backup).
 #
 #   --list             backups newest first (time, age, size, schema version,
-#                      tables, rows, whether manifest and checksum check out),
-#                      then the pre-restore safety backups
+#                      tables, rows, whether manifest and checksum check out,
+#                      odd names and times flagged), then the pre-restore
+#                      safety backups
 #   --json             with --list: the same as JSON
 #   --verify           verify only; changes nothing
 #   --yes              do not ask; with --to, allows replacing an existing PATH
@@ -143,7 +146,7 @@ load_settings() {
 
 # resolve_backup: BACKUP becomes the absolute path SPEC names.
 resolve_backup() {
-  BACKUP=$(py_ops restore resolve --dir "$BACKUP_ROOT" --db "$DB" -- "$SPEC") || exit
+  BACKUP=$(py_ops restore resolve --dir="$BACKUP_ROOT" --db="$DB" -- "$SPEC") || exit
   BACKUP=${BACKUP%/}
 }
 
@@ -171,16 +174,16 @@ verify_backup() {
   local -a extra=("$@")
   [[ $FORCE == 1 ]] && extra+=(--force)
   log_info "verifying $BACKUP"
-  py_ops restore verify --work "$WORK_DIR/restore.db" --report "$REPORT" \
-    --migrations "$MIGRATIONS" --dir "$BACKUP_ROOT" --db "$DB" "${extra[@]}" -- "$BACKUP" || exit
+  py_ops restore verify --work="$WORK_DIR/restore.db" --report="$REPORT" \
+    --migrations="$MIGRATIONS" --dir="$BACKUP_ROOT" --db="$DB" "${extra[@]}" -- "$BACKUP" || exit
 }
 
 # replace_database TARGET ASIDE_DIR: put the verified content into TARGET, then
 # check the result: quick_check and row counts (exit 4 when wrong).
 replace_database() {
   log_info "restoring into $1"
-  py_ops restore apply --report "$REPORT" --target "$1" --aside "$2" \
-    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" || exit
+  py_ops restore apply --report="$REPORT" --target="$1" --aside="$2" \
+    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" || exit
 }
 
 # ---------------------------------------------------------------------------
@@ -268,9 +271,9 @@ print_receipt() {
   local -a to=()
   [[ -z $SAFETY ]] || undo=$(undo_command)
   [[ -z $TO ]] || to=(--to)
-  py_ops restore receipt --report "$REPORT" --target "$1" --safety "$SAFETY" \
-    --raw-copy "$RAW_COPY" --undo "$undo" --seconds "$(elapsed_since "$START")" \
-    --migrations "$MIGRATIONS" "${to[@]}"
+  py_ops restore receipt --report="$REPORT" --target="$1" --safety="$SAFETY" \
+    --raw-copy="$RAW_COPY" --undo="$undo" --seconds="$(elapsed_since "$START")" \
+    --migrations="$MIGRATIONS" "${to[@]}"
 }
 
 # keep_safety_note EXIT_CODE: after a failure, say where the safety backup is.
@@ -326,7 +329,7 @@ drill_metrics() {
 action_list() {
   local -a json=()
   [[ $JSON == 0 ]] || json=(--json)
-  py_ops restore list --dir "$BACKUP_ROOT" --db "$DB" "${json[@]}"
+  py_ops restore list --dir="$BACKUP_ROOT" --db="$DB" "${json[@]}"
 }
 
 action_verify() {
@@ -365,7 +368,7 @@ action_restore_to() {
 }
 
 action_restore() {
-  local -a PLAN=(--plan "$DB") # which backup, its time, its rows against the current ones
+  local -a PLAN=(--plan="$DB") # which backup, its time, its rows against the current ones
   [[ $QUIET == 1 && $YES == 1 ]] && PLAN=()
   can_confirm
   [[ -d $(dirname -- "$DB") ]] ||
@@ -373,7 +376,7 @@ action_restore() {
   lock_acquire "$DB" "$TIMEOUT" restore
   work_dir_beside "$DB"
   resolve_backup
-  verify_backup --enforce-schema --target "$DB" "${PLAN[@]}"
+  verify_backup --enforce-schema --target="$DB" "${PLAN[@]}"
   confirm
   on_exit keep_safety_note
   take_safety_backup
