@@ -196,8 +196,8 @@ def test_python_migration_cannot_commit_the_runners_transaction(tmp_path, make_m
 def test_python_data_migration_fills_vendor_from_a_lookup_table(tmp_path, make_migrations):
     migrations = make_migrations({
         "001_initial.sql": (
-            "CREATE TABLE devices (id INTEGER PRIMARY KEY, mac_address TEXT);\n"
-            "INSERT INTO devices (mac_address) VALUES ('00:1a:2b:00:00:01'), "
+            "CREATE TABLE devices (id INTEGER PRIMARY KEY, mac TEXT);\n"
+            "INSERT INTO devices (mac) VALUES ('00:1a:2b:00:00:01'), "
             "('3c:5a:b4:00:00:02'), (NULL);\n"),
         "002_vendor.py": '''
 """Add devices.vendor, filled from the MAC prefix (OUI) lookup table."""
@@ -210,7 +210,7 @@ def up(conn):
     conn.execute("CREATE TABLE oui_vendors (prefix TEXT PRIMARY KEY, vendor TEXT NOT NULL)")
     conn.executemany("INSERT INTO oui_vendors VALUES (?, ?)", OUI.items())
     conn.execute("""UPDATE devices SET vendor = (SELECT vendor FROM oui_vendors
-                    WHERE prefix = substr(devices.mac_address, 1, 8))""")
+                    WHERE prefix = substr(devices.mac, 1, 8))""")
 
 
 def down(conn):
@@ -219,7 +219,7 @@ def down(conn):
 
 
 def validate(conn):
-    return conn.execute("SELECT count(*) FROM devices WHERE mac_address IS NOT NULL "
+    return conn.execute("SELECT count(*) FROM devices WHERE mac IS NOT NULL "
                         "AND vendor IS NULL").fetchone()[0] == 0
 '''})
     db = tmp_path / "d.db"
