@@ -80,8 +80,8 @@ test-slow: setup ## the slow proof suites: seeded kill -9 trials, long concurren
 demo: ## walk through the whole toolkit on data/dashboard.db
 	@bash tests/demo.sh
 
-migrate: ## apply pending migrations (runs on every deploy)
-	@scripts/migrate up
+migrate: ## apply pending migrations (runs on every deploy; CREATE=1: a new database despite backups)
+	@scripts/migrate up $(if $(filter 1,$(CREATE)),--create)
 
 status: ## show applied / pending / edited migrations
 	@scripts/migrate status

@@ -26,23 +26,28 @@ step() { printf '\n==> %s\n' "$*"; }
 
 mkdir -p -- "$(dirname -- "$DB_PATH")" "$SCRATCH"
 
-step "1/9 migrate: bring $DB_PATH to the newest schema"
+step "1/9 migrate: bring $DB_PATH to the newest schema (nMapping+'s own tables first)"
 "$S/migrate" up
 "$S/migrate" status
+"$S/migrate" schema --check
 
-step "2/9 sample data: a few devices, their services and one scan"
+step "2/9 sample data: devices and a scan, written as the dashboard writes them"
+# The dashboard's own statements (INSERT OR REPLACE on every scan import); the
+# services table is the toolkit's normalised copy of devices.services.
 sqlite3 -batch -bail -init /dev/null "$DB_PATH" <<'SQL'
-INSERT INTO devices(device_ip, hostname, vendor, device_type, status, last_seen)
-VALUES ('192.168.1.1', 'gateway', 'Ubiquiti', 'router', 'up', datetime('now')),
-       ('192.168.1.10', 'nas', 'Synology', 'server', 'up', datetime('now')),
-       ('192.168.1.23', 'printer', 'HP', 'printer', 'down', datetime('now', '-2 days'))
-ON CONFLICT(device_ip) DO UPDATE SET last_seen = excluded.last_seen;
-INSERT OR IGNORE INTO services(device_id, port, protocol, service, state)
-SELECT id, 22, 'tcp', 'ssh', 'open' FROM devices WHERE device_ip IN ('192.168.1.1', '192.168.1.10');
-INSERT OR IGNORE INTO services(device_id, port, protocol, service, state)
-SELECT id, 631, 'tcp', 'ipp', 'open' FROM devices WHERE device_ip = '192.168.1.23';
-INSERT OR IGNORE INTO scan_history(scan_id, scan_type, start_time, subnet, devices_found)
-VALUES ('demo-scan-1', 'ping', datetime('now'), '192.168.1.0/24', 3);
+INSERT OR REPLACE INTO devices
+    (ip, mac, vendor, hostname, first_seen, last_seen, status, os_info, services, vulnerabilities, updated_at)
+VALUES ('192.168.1.1', 'f0:9f:c2:00:00:01', 'Ubiquiti', 'gateway', '2024-05-01', date('now'), 'online',
+        'Linux', '22/tcp open ssh OpenSSH 8.4' || char(10) || '443/tcp open https nginx', '', CURRENT_TIMESTAMP),
+       ('192.168.1.10', '00:11:32:00:00:02', 'Synology', 'nas', '2024-05-01', date('now'), 'online',
+        'Linux', '22/tcp open ssh OpenSSH 8.2', '', CURRENT_TIMESTAMP),
+       ('192.168.1.23', '3c:52:82:00:00:03', 'HP', 'printer', '2024-05-01', date('now', '-2 days'), 'inactive',
+        '', '631/tcp open ipp CUPS 2.3', '', CURRENT_TIMESTAMP);
+INSERT OR IGNORE INTO services (device_ip, port, protocol, state, service)
+VALUES ('192.168.1.1', 22, 'tcp', 'open', 'ssh'), ('192.168.1.1', 443, 'tcp', 'open', 'https'),
+       ('192.168.1.10', 22, 'tcp', 'open', 'ssh'), ('192.168.1.23', 631, 'tcp', 'open', 'ipp');
+INSERT OR REPLACE INTO scans (scan_type, scan_date, devices_found, new_devices, scan_file)
+VALUES ('discovery', date('now'), 3, 0, 'discovery_' || date('now') || '.md');
 SQL
 echo "devices: $(sqlite3 -init /dev/null "$DB_PATH" 'SELECT count(*) FROM devices;')," \
   "services: $(sqlite3 -init /dev/null "$DB_PATH" 'SELECT count(*) FROM services;')"

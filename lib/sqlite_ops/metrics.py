@@ -423,18 +423,25 @@ def collect_schema_version(report: Report, conn: sqlite3.Connection) -> None:
 
 
 def collect_drift(report: Report, migrations_dir: str | None) -> None:
-    """Drift against ``<migrations_dir>/schema.sql``, by the migration manager's comparison."""
+    """Drift against ``<migrations_dir>/schema.sql``, by the migrations' own comparison
+    (:mod:`.migration_schema`, called directly: no migration files are loaded)."""
     if not migrations_dir:
         return
     if not os.path.isfile(os.path.join(migrations_dir, "schema.sql")):
         report.notes.append(f"no schema.sql in {migrations_dir}: schema drift not checked")
         return
-    from .migration_manager import Migrator
+    from .migration_schema import drift_from_file
 
     try:
-        report.drift = Migrator(report.db_path, migrations_dir).check_schema()
-    except OpsError as exc:
-        report.notes.append(f"schema drift not checked: {exc.message}")
+        with open(os.path.join(migrations_dir, "schema.sql"), encoding="utf-8") as handle:
+            reference = handle.read()
+        conn = connect_readonly(report.db_path)
+        try:
+            report.drift = drift_from_file(conn, reference)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        report.notes.append(f"schema drift not checked: {exc}")
         return
     report.add("sqlite_schema_drift", int(bool(report.drift)))
 

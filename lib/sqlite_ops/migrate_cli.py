@@ -22,13 +22,13 @@ Numbered schema migrations for an SQLite database.
 
 commands:
   status [--json]          applied / pending / edited / missing file, one line each
-  up [--to V] [--dry-run] [--no-backup] [--allow-out-of-order]
+  up [--to V] [--dry-run] [--no-backup] [--allow-out-of-order] [--create]
                            apply pending migrations (backup first)
   down (--steps N | --to V) [--dry-run] [--no-backup]
                            revert the most recently applied migrations (backup first)
   validate                 checksums of applied migrations vs their files (exit 3)
   new NAME [--python]      create the next numbered migration file
-  baseline V               record migrations 1..V as applied without running them
+  baseline V [--force]     record migrations 1..V as applied without running them
   schema [--check]         write migrations/schema.sql, or compare --db with it (exit 3)
 
 global options (before or after the command):
@@ -48,23 +48,36 @@ HELP = {
 usage: migrate status [--json]
 
 One line per migration: applied (with time), pending, edited (applied, file
-changed since) or missing file (applied, file gone). --json prints the stable
-JSON document described in docs/operations/database-management.md. Read-only.
+changed since) or missing file (applied, file gone). Then a note for a database
+with tables but no history yet (the version its schema matches, which 'up'
+would adopt, or how far it is from the closest), and for another tool's history
+table (an application's schema_version, say): shown, never changed, never
+mapped onto these files. --json prints the stable JSON document described in
+docs/operations/database-management.md. Read-only.
 """,
     "up": """\
-usage: migrate up [--to V] [--dry-run] [--no-backup] [--allow-out-of-order]
+usage: migrate up [--to V] [--dry-run] [--no-backup] [--allow-out-of-order] [--create]
 
 Apply pending migrations in version order, each in one transaction together with
-its validation and its schema_migrations row. Takes a verified backup first
-(scripts/backup_database.sh) when something is pending and the database exists.
+its validation and its schema_migrations row. Everything is checked before
+anything is written; a verified backup (scripts/backup_database.sh) is taken
+only when a migration is about to be applied to an existing database.
+
+A database with tables but no migration history is adopted: its schema is
+compared with what the migrations build, and where it matches a version, the
+migrations up to it are recorded as applied (said on stdout); where it matches
+none, up refuses (exit 3) listing the differences and writes nothing.
 
   --to V                 apply only migrations numbered V or lower
   --dry-run              print the plan and lint warnings; change nothing
   --no-backup            skip the backup (a no-transaction migration still gets one)
   --allow-out-of-order   apply a pending migration older than the newest applied one
+  --create               create the database even though BACKUP_DIR holds backups
+                         of it (without it, up refuses: the database was lost,
+                         restore the newest backup instead; exit 2)
 
-Exit 3 when an applied migration was edited or a validate section is false;
-nothing is applied then.
+Exit 3 when an applied migration was edited, a validate section is false or the
+schema of an unadopted database matches no version; nothing is applied then.
 """,
     "down": """\
 usage: migrate down (--steps N | --to V) [--dry-run] [--no-backup]
@@ -90,11 +103,14 @@ Create the next numbered migration, NNN_NAME.sql (or .py with --python), from a
 template, and print its path.
 """,
     "baseline": """\
-usage: migrate baseline V
+usage: migrate baseline V [--force]
 
 Adopt a database created without migrations: record every migration numbered
-up to V as applied, without running it. Refuses a database that already has
-migration history.
+up to V as applied, without running it. The database's schema is compared with
+the one migrations 1..V build first: any difference is listed and nothing is
+recorded (exit 3). --force records anyway and prints the differences. Refuses a
+database that already has migration history. Another tool's history table
+(schema_version, migrations...) is left as it is.
 """,
     "schema": """\
 usage: migrate schema [--check]
@@ -111,12 +127,12 @@ GLOBAL_OPTIONS = {"--db": "DB_PATH", "--migrations": "MIGRATIONS_DIR", "--config
 # command -> (flags, options taking a value, number of positional arguments)
 COMMANDS: dict[str, tuple[frozenset[str], frozenset[str], int]] = {
     "status": (frozenset({"--json"}), frozenset(), 0),
-    "up": (frozenset({"--dry-run", "--no-backup", "--allow-out-of-order"}),
+    "up": (frozenset({"--dry-run", "--no-backup", "--allow-out-of-order", "--create"}),
            frozenset({"--to"}), 0),
     "down": (frozenset({"--dry-run", "--no-backup"}), frozenset({"--steps", "--to"}), 0),
     "validate": (frozenset(), frozenset(), 0),
     "new": (frozenset({"--python"}), frozenset(), 1),
-    "baseline": (frozenset(), frozenset(), 1),
+    "baseline": (frozenset({"--force"}), frozenset(), 1),
     "schema": (frozenset({"--check"}), frozenset(), 0),
 }
 
@@ -232,8 +248,14 @@ def run(args: Args) -> int:
     if command == "baseline":
         version = _int(args.positional[0], "V", "baseline")
         assert version is not None
-        for m in migrator.baseline(version):
+        chosen, drift = migrator.baseline(version, force=bool(opts.get("--force")))
+        for m in chosen:
             _say(f"recorded {m.filename} as applied (not run)")
+        if drift:
+            _notice(f"recorded despite {len(drift)} difference(s) from the schema the "
+                    "migrations build (--force):")
+            for line in drift:
+                _say(f"difference: {line}")
         return EX_OK
     if command == "schema":
         return cmd_schema(migrator, bool(opts.get("--check")))
@@ -251,8 +273,10 @@ def cmd_up(migrator, opts: dict) -> int:  # noqa: ANN001 - Migrator, imported la
             _say(f"applied {m.filename} ({ms} ms)")
 
     if dry_run:
-        result = migrator.up(to, dry_run=True,
+        result = migrator.up(to, dry_run=True, create=bool(opts.get("--create")),
                              allow_out_of_order=bool(opts.get("--allow-out-of-order")))
+        if result.adopted:
+            _say(f"would adopt the database: {_adopted(result.adopted, dry_run=True)}")
         for m in result.planned:
             _say(f"would apply {m.filename}")
         for warning in result.warnings:
@@ -264,15 +288,24 @@ def cmd_up(migrator, opts: dict) -> int:  # noqa: ANN001 - Migrator, imported la
         to,
         backup=not opts.get("--no-backup"),
         allow_out_of_order=bool(opts.get("--allow-out-of-order")),
+        create=bool(opts.get("--create")),
         progress=progress,
         notice=_notice,
         on_backup=lambda path: _say(f"backup: {path}"),
+        on_adopt=lambda adopted: _say(f"adopting the database: {_adopted(adopted)}"),
     )
     if result.upgraded_layout:
         _say(f"upgraded schema_migrations from the {result.upgraded_layout} layout")
     if not result.planned:
         _say("up to date")
     return EX_OK
+
+
+def _adopted(adopted: list, dry_run: bool = False) -> str:
+    last = adopted[-1]
+    verb = "would be recorded" if dry_run else "recorded"
+    return (f"its schema is the one migrations {adopted[0].version}..{last.version} build; "
+            f"{len(adopted)} migration(s) through {last.filename} {verb} as applied (not run)")
 
 
 def cmd_down(migrator, opts: dict) -> int:  # noqa: ANN001
@@ -322,7 +355,25 @@ def cmd_status(migrator, as_json: bool) -> int:  # noqa: ANN001
         _say(_entry_line(entry))
     if not status.entries:
         _say(f"no migrations in {migrator.migrations_dir}")
+    if status.unadopted:
+        _say(_unadopted_note(status.adoption or {}))
+    for history in status.foreign:
+        _say(f"note: {history.describe()} is another tool's migration history; it is left "
+             "as it is and its numbers are not mapped onto these files")
     return EX_OK
+
+
+def _unadopted_note(adoption: dict) -> str:
+    note = "note: the database has tables but no sqlite-ops history"
+    if adoption.get("matches") is not None:
+        return (f"{note}; its schema is the one migrations 1..{adoption['matches']} build: "
+                "'migrate up' records them as applied and applies the rest")
+    differences = adoption.get("differences") or []
+    closest = adoption.get("closest")
+    where = f"closest: {closest}, " if closest else ""
+    return (f"{note}, and its schema is not one the migrations build ({where}"
+            f"{len(differences)} difference(s), listed by 'migrate up --dry-run'): 'migrate "
+            "up' refuses it; record the version it is at with 'migrate baseline V'")
 
 
 def cmd_validate(migrator) -> int:  # noqa: ANN001

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from .migration_manager import Migration, MigrationConnection
+from .migration_files import Migration
 
 _DROP_COLUMN = re.compile(r"\bALTER\s+TABLE\s+\S+\s+DROP\s+(?!CONSTRAINT\b)", re.I)
 _RENAME_COLUMN = re.compile(r"\bALTER\s+TABLE\s+\S+\s+RENAME\s+(?!TO\b)", re.I)
@@ -209,13 +209,14 @@ def _lint_python(conn: sqlite3.Connection, m: Migration, section: str,
     conn.set_trace_callback(traced.append)
     conn.execute("SAVEPOINT lint")
     try:
-        func(MigrationConnection(conn))
+        m.call(conn, section)
         conn.execute("RELEASE lint")
     except Exception as exc:
         conn.execute("ROLLBACK TO lint")
         conn.execute("RELEASE lint")
+        detail = getattr(exc, "detail", None) or exc
         warnings.append(LintWarning(m.filename, section, None,
-                                    f"{section}() fails against the planned schema: {exc}"))
+                                    f"{section}() fails against the planned schema: {detail}"))
         replay = False
     finally:
         conn.set_trace_callback(None)

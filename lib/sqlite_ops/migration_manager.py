@@ -1,18 +1,21 @@
-"""Numbered schema migrations for an SQLite database.
+"""Numbered schema migrations for an SQLite database: the public entry.
 
-A migration is a file in the migrations directory:
+The pieces, along yoyo's lines (this module re-exports their public names):
 
-* ``NNN_name.sql`` with ``-- migrate:up``, ``-- migrate:down`` and optional
-  ``-- migrate:validate`` sections (no markers at all: the whole file is "up"),
-  plus the directives ``-- migrate:foreign_keys off`` and ``-- migrate:no-transaction``;
-* ``NNN_name.py`` defining ``up(conn)``, optionally ``down(conn)`` and
-  ``validate(conn)``, with the same directives written as ``# migrate:...`` lines.
+* :mod:`.migration_files`: the model (a migration file, its sections, its
+  Python shapes) and the directory loader;
+* :mod:`.migration_schema`: a database's schema and how two differ (drift,
+  adoption; ``db_metrics`` uses it directly);
+* :mod:`.migration_backend`: the ``schema_migrations`` records and the one
+  transaction each migration runs in;
+* this module: status, the planner and :class:`Migrator`, which plans and
+  verifies a run (edited files, adoption, a lost database) before anything is
+  written, takes the backup, and drives the backend; the CLI only wires
+  arguments (:mod:`.migrate_cli`).
 
-:class:`Migrator` plans, applies and reverts them. Each migration, its validation
-and its ``schema_migrations`` row commit in one ``BEGIN IMMEDIATE`` transaction
-(statements are split with :func:`sqlite3.complete_statement` and executed one by
-one: never ``executescript()``, which commits first and stops half-way), under
-the sqlite-ops lock shared with the backup, restore and maintenance scripts.
+A database with tables but no history is adopted only when its schema is the
+one the migrations build (compared by :func:`.migration_schema.schema_drift`);
+another tool's history table is read and shown, never changed or mapped.
 
 The ``up`` no-op runs on every deploy, so this module imports only what that
 path needs; everything else is imported where it is used.
@@ -22,8 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from .common import (
     EX_BUSY,
@@ -35,457 +37,50 @@ from .common import (
     OpsError,
     OpsLock,
     is_sqlite_file,
-    quote_ident,
     readonly_uri,
     roll_back_hot_journal,
 )
-
-TABLE = "schema_migrations"
-TABLE_SQL = (
-    "CREATE TABLE schema_migrations (\n"
-    "    version INTEGER PRIMARY KEY,\n"
-    "    description TEXT NOT NULL,\n"
-    "    checksum TEXT NOT NULL,\n"
-    "    applied_at TEXT NOT NULL,\n"
-    "    execution_ms INTEGER\n"
-    ")"
+from .migration_backend import (  # noqa: F401 - re-exported: the public entry
+    LAYOUT_CURRENT,
+    LAYOUT_LEGACY,
+    LAYOUT_NONE,
+    TABLE_SQL,
+    Applied,
+    Transaction,
+    apply_one,
+    memory_database,
+    now_iso,
+    prepare_records,
+    read_applied,
+    upgrade_layout,
 )
+from .migration_files import (  # noqa: F401 - re-exported: the public entry
+    SECTIONS,
+    Migration,
+    MigrationConnection,
+    MigrationFailed,
+    _snippet,
+    discover,
+    file_checksum,
+    has_code,
+    parse_filename,
+    parse_sql_sections,
+    split_statements,
+)
+from .migration_schema import (  # noqa: F401 - re-exported: the public entry
+    TABLE,
+    ForeignHistory,
+    drift_from_file,
+    foreign_history,
+    normalise_sql,
+    render_schema,
+    schema_drift,
+    schema_objects,
+    user_tables,
+)
+
 SCHEMA_FILE = "schema.sql"
 BACKUP_SCRIPT_ENV = "SQLITE_OPS_BACKUP_SCRIPT"
-SECTIONS = ("up", "down", "validate")
-
-# Layouts of the bookkeeping table that read_applied() recognises.
-LAYOUT_CURRENT = "current"
-LAYOUT_NONE = "none"
-LAYOUT_LEGACY = "legacy"  # schema_migrations(id, version TEXT, applied_at, description)
-LAYOUT_SCHEMA_VERSION = "schema_version"  # a schema_version table
-
-
-class MigrationFailed(OpsError):
-    """A migration's statement, code or validation failed; its transaction was rolled back."""
-
-    def __init__(self, code: int, migration: Migration, where: str, detail: str,
-                 rolled_back: bool = True) -> None:
-        self.migration = migration
-        self.where = where
-        self.detail = detail
-        self.rolled_back = rolled_back
-        super().__init__(code, f"{migration.filename} failed {where}: {detail}")
-
-
-# --------------------------------------------------------------------------- files
-
-
-def file_checksum(data: bytes) -> str:
-    """SHA-256 of a migration file with a UTF-8 BOM and CRLF/CR line endings normalised."""
-    sha256 = _sha256()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if b"\r" in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return sha256(data).hexdigest()
-
-
-_SHA256: Callable | None = None
-
-
-def _sha256() -> Callable:
-    """SHA-256 without loading OpenSSL when CPython's built-in module is there.
-
-    ``hashlib`` costs more to import than the whole ``up`` no-op does otherwise;
-    the digests are identical.
-    """
-    global _SHA256
-    if _SHA256 is None:
-        try:
-            from _sha2 import sha256  # CPython 3.12+
-        except ImportError:
-            try:
-                from _sha256 import sha256  # CPython 3.9-3.11
-            except ImportError:
-                from hashlib import sha256
-        _SHA256 = sha256
-    return _SHA256
-
-
-def parse_filename(name: str) -> tuple[int, str] | None:
-    """``003_add_vendor.sql`` -> ``(3, "add_vendor")``; None for any other file."""
-    stem, dot, ext = name.rpartition(".")
-    if not dot or ext not in ("sql", "py"):
-        return None
-    digits, sep, label = stem.partition("_")
-    if not sep or not label or not digits.isdigit() or not digits.isascii():
-        return None
-    return int(digits), label
-
-
-class Migration:
-    """One migration file. Cheap until :meth:`load` is called (only the checksum reads it)."""
-
-    def __init__(self, version: int, name: str, path: str) -> None:
-        self.version = version
-        self.name = name
-        self.path = path
-        self.filename = os.path.basename(path)
-        self.kind = "py" if path.endswith(".py") else "sql"
-        self._data: bytes | None = None
-        self._checksum: str | None = None
-        self._loaded = False
-        self.statements: dict[str, list[str] | None] = {}
-        self.foreign_keys_off = False
-        self.no_transaction = False
-        self._functions: dict[str, Callable] = {}
-
-    def __repr__(self) -> str:
-        return f"Migration({self.filename!r})"
-
-    def read(self) -> bytes:
-        if self._data is None:
-            try:  # os.read: half the cost of open().read(), and up reads every file
-                fd = os.open(self.path, os.O_RDONLY)
-                try:
-                    chunks = [os.read(fd, 1 << 16)]
-                    while len(chunks[-1]) == 1 << 16:  # a short read is the end of file
-                        chunks.append(os.read(fd, 1 << 16))
-                finally:
-                    os.close(fd)
-                self._data = b"".join(chunks)
-            except OSError as exc:
-                raise OpsError(EX_USAGE, f"cannot read {self.path}: {exc.strerror}") from None
-        return self._data
-
-    @property
-    def checksum(self) -> str:
-        if self._checksum is None:
-            self._checksum = file_checksum(self.read())
-        return self._checksum
-
-    @property
-    def text(self) -> str:
-        data = self.read()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise OpsError(EX_USAGE, f"{self.filename} is not UTF-8 text") from None
-        return text.replace("\r\n", "\n").replace("\r", "\n")
-
-    def load(self) -> Migration:
-        """Parse the file (SQL sections, or the Python module's functions) and its directives."""
-        if self._loaded:
-            return self
-        text = self.text
-        if self.kind == "sql":
-            sections, directives = parse_sql_sections(text, self.filename)
-            self.statements = {
-                key: (split_statements(body) if body is not None else None)
-                for key, body in sections.items()
-            }
-        else:
-            directives = _directives(text, "#", self.filename)
-            namespace: dict[str, object] = {"__name__": f"migration_{self.version}",
-                                            "__file__": self.path}
-            try:
-                exec(compile(text, self.path, "exec"), namespace)  # noqa: S102 - migration code
-            except Exception as exc:  # the migration's own code: report, don't crash
-                raise OpsError(EX_USAGE, f"cannot load {self.filename}: "
-                                         f"{type(exc).__name__}: {exc}") from None
-            for key in SECTIONS:
-                func = namespace.get(key)
-                if func is not None and not callable(func):
-                    raise OpsError(EX_USAGE, f"{self.filename}: {key} must be a function")
-                if func is not None:
-                    self._functions[key] = func  # type: ignore[assignment]
-            if "up" not in self._functions:
-                raise OpsError(EX_USAGE, f"{self.filename} defines no up(conn) function")
-        self.foreign_keys_off = "foreign_keys off" in directives
-        self.no_transaction = "no-transaction" in directives
-        self._loaded = True
-        return self
-
-    @property
-    def has_down(self) -> bool:
-        self.load()
-        if self.kind == "py":
-            return "down" in self._functions
-        return bool(self.statements.get("down"))
-
-    def function(self, section: str) -> Callable | None:
-        self.load()
-        return self._functions.get(section)
-
-
-def _directive_of(line: str, comment: str) -> str | None:
-    stripped = line.strip()
-    if not stripped.startswith(comment):
-        return None
-    body = stripped[len(comment):].strip()
-    if not body.startswith("migrate:"):
-        return None
-    return " ".join(body[len("migrate:"):].split()).lower()
-
-
-def _directives(text: str, comment: str, filename: str) -> set[str]:
-    found = set()
-    for number, line in enumerate(text.split("\n"), 1):
-        directive = _directive_of(line, comment)
-        if directive is None:
-            continue
-        if directive not in ("foreign_keys off", "no-transaction"):
-            raise OpsError(EX_USAGE, f"{filename} line {number}: unknown directive "
-                                     f"'{comment} migrate:{directive}'")
-        found.add(directive)
-    return found
-
-
-def parse_sql_sections(text: str, filename: str = "migration") -> tuple[dict[str, str | None],
-                                                                        set[str]]:
-    """Split an SQL migration into its up/down/validate sections and its directives.
-
-    A file without section markers is all "up". With markers, anything before the
-    first one may only be comments and directives.
-    """
-    sections: dict[str, list[str]] = {}
-    directives: set[str] = set()
-    preamble: list[str] = []
-    current: list[str] = preamble
-    for number, line in enumerate(text.split("\n"), 1):
-        directive = _directive_of(line, "--")
-        if directive is None:
-            current.append(line)
-            continue
-        if directive in SECTIONS:
-            if directive in sections:
-                raise OpsError(EX_USAGE, f"{filename} line {number}: a second "
-                                         f"'-- migrate:{directive}' section")
-            current = sections[directive] = []
-        elif directive in ("foreign_keys off", "no-transaction"):
-            directives.add(directive)
-        else:
-            raise OpsError(EX_USAGE, f"{filename} line {number}: unknown directive "
-                                     f"'-- migrate:{directive}'")
-    if not sections:
-        return {"up": "\n".join(preamble), "down": None, "validate": None}, directives
-    if has_code("\n".join(preamble)):
-        raise OpsError(EX_USAGE, f"{filename}: SQL before the first '-- migrate:' section marker")
-    result: dict[str, str | None] = {key: None for key in SECTIONS}
-    for key, lines in sections.items():
-        result[key] = "\n".join(lines)
-    if result["up"] is None:
-        raise OpsError(EX_USAGE, f"{filename} has section markers but no '-- migrate:up'")
-    return result, directives
-
-
-def has_code(text: str) -> bool:
-    """True when ``text`` holds anything besides whitespace, semicolons and comments."""
-    return _code_start(text) != -1
-
-
-def _code_start(text: str) -> int:
-    """Index of the first character that is not whitespace, ``;`` or comment; -1 if none."""
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char.isspace() or char == ";":
-            i += 1
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            if end == -1:
-                return -1
-            i = end + 1
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end == -1:
-                return -1
-            i = end + 2
-        else:
-            return i
-    return -1
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split SQL into single statements at the semicolons SQLite itself would end them at.
-
-    ``sqlite3.complete_statement`` decides, so a ``;`` inside a string literal, a
-    comment or a ``CREATE TRIGGER ... BEGIN ...; END`` body does not split.
-    """
-    statements = []
-    start = 0
-    pos = sql.find(";")
-    while pos != -1:
-        chunk = sql[start:pos + 1]
-        if sqlite3.complete_statement(chunk):
-            begin = _code_start(chunk)
-            if begin != -1:  # leading comments belong to no statement
-                statements.append(chunk[begin:].strip())
-            start = pos + 1
-        pos = sql.find(";", pos + 1)
-    rest = sql[start:]
-    begin = _code_start(rest)
-    if begin != -1:
-        statements.append(rest[begin:].strip())
-    return statements
-
-
-def discover(migrations_dir: str) -> list[Migration]:
-    """The migrations in a directory, in version order. Two files with one version: error."""
-    try:
-        entries = os.listdir(migrations_dir)
-    except FileNotFoundError:
-        raise OpsError(EX_USAGE, f"migrations directory {migrations_dir} does not exist; "
-                                 "set --migrations or MIGRATIONS_DIR") from None
-    except OSError as exc:
-        raise OpsError(EX_USAGE, f"cannot read migrations directory {migrations_dir}: "
-                                 f"{exc.strerror}") from None
-    found: dict[int, Migration] = {}
-    for entry in entries:
-        parsed = parse_filename(entry)
-        if parsed is None:
-            continue
-        version, name = parsed
-        if version in found:
-            first, second = sorted((found[version].filename, entry))
-            raise OpsError(EX_USAGE, f"two migrations have version {version}: {first} and "
-                                     f"{second}; renumber one of them")
-        found[version] = Migration(version, name, os.path.join(migrations_dir, entry))
-    return [found[v] for v in sorted(found)]
-
-
-# ------------------------------------------------------------------ bookkeeping table
-
-
-class Applied:
-    """A ``schema_migrations`` row."""
-
-    __slots__ = ("version", "description", "checksum", "applied_at", "execution_ms")
-
-    def __init__(self, version: int, description: str, checksum: str, applied_at: str,
-                 execution_ms: int | None) -> None:
-        self.version = version
-        self.description = description
-        self.checksum = checksum
-        self.applied_at = applied_at
-        self.execution_ms = execution_ms
-
-
-
-
-def _table_names(conn: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))]
-
-
-def _legacy_version(value: object, table: str) -> int:
-    text = str(value).strip()
-    digits = ""
-    for char in text:
-        if not (char.isascii() and char.isdigit()):
-            break
-        digits += char
-    if not digits:
-        raise OpsError(EX_USAGE, f"{table} holds version {value!r}, which has no number; "
-                                 "fix that row, then run migrate again")
-    return int(digits)
-
-
-def read_applied(conn: sqlite3.Connection, migrations: Iterable[Migration] = ()
-                 ) -> tuple[str, dict[int, Applied]]:
-    """The applied migrations and the layout they were found in (read-only).
-
-    Current layout: one query. The older layouts (``schema_migrations(id, version
-    TEXT, applied_at, description)``, or a ``schema_version`` table) are read as
-    they are; :func:`upgrade_layout` rewrites them. Legacy rows have no checksum
-    (``""``): the file's checksum is adopted when the table is upgraded. A
-    ``schema_version`` table says "the database is at version N", so every one of
-    ``migrations`` numbered up to N counts as applied.
-    """
-    try:
-        rows = conn.execute("SELECT version, description, checksum, applied_at, execution_ms "
-                            "FROM schema_migrations").fetchall()
-    except sqlite3.OperationalError:
-        pass
-    else:
-        return LAYOUT_CURRENT, {row[0]: Applied(*row) for row in rows}
-    tables = _table_names(conn)
-    if TABLE in tables:
-        return LAYOUT_LEGACY, _read_versions_table(conn, TABLE)
-    if "schema_version" in tables:
-        applied = _read_versions_table(conn, "schema_version")
-        through = max(applied, default=0)
-        for m in migrations:
-            if m.version <= through and m.version not in applied:
-                applied[m.version] = Applied(m.version, m.name, "", "", None)
-        return LAYOUT_SCHEMA_VERSION, applied
-    return LAYOUT_NONE, {}
-
-
-def _read_versions_table(conn: sqlite3.Connection, table: str) -> dict[int, Applied]:
-    columns = _columns(conn, table)
-    if "version" in columns:
-        version_col = "version"
-    elif len(columns) == 1:
-        version_col = columns[0]
-    else:
-        raise OpsError(EX_USAGE, f"table {table} has no version column; move it aside and "
-                                 "use 'migrate baseline V'")
-    applied_col = "applied_at" if "applied_at" in columns else "NULL"
-    desc_col = "description" if "description" in columns else "NULL"
-    order = "rowid" if "id" not in columns else "id"
-    sql = (f"SELECT {quote_ident(version_col)}, {desc_col}, {applied_col} "
-           f"FROM {quote_ident(table)} ORDER BY {order}")
-    result: dict[int, Applied] = {}
-    for value, description, applied_at in conn.execute(sql):
-        if value is None:
-            continue
-        version = _legacy_version(value, table)
-        if version not in result:
-            result[version] = Applied(version, description or "", "", applied_at or "", None)
-    return result
-
-
-def now_iso() -> str:
-    """UTC time with microseconds, so applied order is also time order."""
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-
-
-def upgrade_layout(conn: sqlite3.Connection, layout: str, applied: dict[int, Applied],
-                   migrations: list[Migration]) -> dict[int, Applied]:
-    """Create the table, or rewrite an older layout in place keeping every row.
-
-    Must be called inside a transaction. Returns the rows as now recorded.
-    """
-    if layout == LAYOUT_CURRENT:
-        return applied
-    by_version = {m.version: m for m in migrations}
-    stamp = now_iso()
-    rows = {}
-    for version in sorted(applied):
-        old = applied[version]
-        m = by_version.get(version)
-        rows[version] = Applied(
-            version,
-            old.description or (m.name if m else f"migration {version}"),
-            m.checksum if m else "",
-            old.applied_at or stamp,
-            None,
-        )
-    if layout == LAYOUT_LEGACY:
-        conn.execute("ALTER TABLE schema_migrations RENAME TO _schema_migrations_legacy")
-    conn.execute(TABLE_SQL)
-    conn.executemany(
-        "INSERT INTO schema_migrations (version, description, checksum, applied_at, "
-        "execution_ms) VALUES (?, ?, ?, ?, ?)",
-        [(r.version, r.description, r.checksum, r.applied_at, r.execution_ms)
-         for r in rows.values()],
-    )
-    if layout == LAYOUT_LEGACY:
-        conn.execute("DROP TABLE _schema_migrations_legacy")
-    elif layout == LAYOUT_SCHEMA_VERSION:
-        conn.execute("DROP TABLE schema_version")
-    return rows
 
 
 # ---------------------------------------------------------------------------- status
@@ -541,12 +136,18 @@ class Status:
     """What ``migrate status`` reports."""
 
     def __init__(self, db_path: str, migrations_dir: str, exists: bool, layout: str,
-                 entries: list[Entry]) -> None:
+                 entries: list[Entry], foreign: list[ForeignHistory] = (),  # type: ignore
+                 unadopted: bool = False, adoption: dict[str, object] | None = None) -> None:
         self.db_path = db_path
         self.migrations_dir = migrations_dir
         self.exists = exists
         self.layout = layout
         self.entries = entries
+        self.foreign = list(foreign)
+        self.unadopted = unadopted  # tables, but no sqlite-ops history yet
+        # For an unadopted database: the version its schema matches, or the
+        # closest one and the differences ({"matches", "closest", "differences"}).
+        self.adoption = adoption
 
     @property
     def current_version(self) -> int | None:
@@ -564,268 +165,13 @@ class Status:
             "pending": [e.version for e in self.entries if e.state == "pending"],
             "edited": [e.version for e in self.entries if e.state == "edited"],
             "missing": [e.version for e in self.entries if e.state == "missing"],
+            "unadopted": self.unadopted,
+            "adoption": self.adoption,
+            "foreign_history": [h.as_dict() for h in self.foreign],
             "migrations": [e.as_dict() for e in self.entries],
         }
 
 
-# --------------------------------------------------------------------------- applying
-
-
-class MigrationConnection:
-    """The connection a Python migration gets: the runner's, minus transaction control.
-
-    The runner owns the transaction that also records the migration, so
-    ``commit()``, ``rollback()`` and ``executescript()`` (which commits first)
-    raise instead of splitting it.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self.last_sql: str | None = None
-
-    def execute(self, sql: str, parameters: Iterable = ()) -> sqlite3.Cursor:
-        self.last_sql = sql
-        return self._conn.execute(sql, parameters)
-
-    def executemany(self, sql: str, seq: Iterable) -> sqlite3.Cursor:
-        self.last_sql = sql
-        return self._conn.executemany(sql, seq)
-
-    def _refuse(self, *args: object, **kwargs: object) -> None:
-        raise sqlite3.ProgrammingError(
-            "a migration must not commit, roll back or call executescript(): the runner "
-            "commits it together with its schema_migrations row")
-
-    commit = rollback = executescript = _refuse
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._conn, name)
-
-
-def _snippet(sql: str | None) -> str:
-    if not sql:
-        return ""
-    text = " ".join(sql.split())
-    return text if len(text) <= 70 else text[:67] + "..."
-
-
-def _run_sql(conn: sqlite3.Connection, m: Migration, section: str) -> None:
-    statements = m.statements.get(section) or []
-    for number, statement in enumerate(statements, 1):
-        try:
-            conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise MigrationFailed(EX_FAIL, m, f"at statement {number} of its {section} section "
-                                              f"({_snippet(statement)})", str(exc)) from None
-
-
-def _run_python(conn: sqlite3.Connection, m: Migration, section: str) -> object:
-    func = m.function(section)
-    assert func is not None
-    proxy = MigrationConnection(conn)
-    try:
-        return func(proxy)
-    except Exception as exc:
-        import traceback
-
-        lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__)
-                 if f.filename == m.path]
-        where = f"in {section}()" + (f" at line {lines[-1]}" if lines else "")
-        if proxy.last_sql:
-            where += f" ({_snippet(proxy.last_sql)})"
-        raise MigrationFailed(EX_FAIL, m, where, f"{type(exc).__name__}: {exc}") from None
-
-
-def _validate(conn: sqlite3.Connection, m: Migration) -> None:
-    if m.kind == "py":
-        if m.function("validate") is None:
-            return
-        if not _run_python(conn, m, "validate"):
-            raise MigrationFailed(EX_VERIFY, m, "validation", "validate(conn) returned false")
-        return
-    for number, query in enumerate(m.statements.get("validate") or [], 1):
-        try:
-            row = conn.execute(query).fetchone()
-        except sqlite3.Error as exc:
-            raise MigrationFailed(EX_FAIL, m, f"at validate query {number} "
-                                              f"({_snippet(query)})", str(exc)) from None
-        if not row or not row[0]:
-            raise MigrationFailed(EX_VERIFY, m, f"validation: query {number} "
-                                                f"({_snippet(query)}) returned false", "")
-
-
-def _foreign_key_problems(conn: sqlite3.Connection) -> list[tuple]:
-    return conn.execute("PRAGMA foreign_key_check").fetchall()
-
-
-def apply_one(conn: sqlite3.Connection, m: Migration, direction: str = "up") -> int | None:
-    """Apply (``up``) or revert (``down``) one migration and record it, atomically.
-
-    Returns the milliseconds it took, or None when another run had already done it
-    (the row is re-checked inside the transaction). ``conn`` must be in autocommit
-    mode (``isolation_level=None``); it is left with its foreign_keys setting.
-    """
-    m.load()
-    restore_fk = None
-    if m.foreign_keys_off:
-        restore_fk = conn.execute("PRAGMA foreign_keys").fetchone()[0]
-        conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: do it first
-    try:
-        if m.no_transaction:
-            return _apply_outside_transaction(conn, m, direction)
-        started = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            done = conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
-                                (m.version,)).fetchone()
-            if (direction == "up") == bool(done):
-                conn.execute("ROLLBACK")
-                return None
-            _run_body(conn, m, direction)
-            _finish(conn, m, direction, started)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return int((time.perf_counter() - started) * 1000)
-    finally:
-        if restore_fk is not None:
-            conn.execute(f"PRAGMA foreign_keys = {'ON' if restore_fk else 'OFF'}")
-
-
-def _run_body(conn: sqlite3.Connection, m: Migration, direction: str) -> None:
-    if m.kind == "py":
-        _run_python(conn, m, direction)
-    else:
-        _run_sql(conn, m, direction)
-    if not m.no_transaction and not conn.in_transaction:
-        raise MigrationFailed(EX_FAIL, m, f"in its {direction} section",
-                              "it ended the runner's transaction (COMMIT/ROLLBACK/BEGIN); "
-                              "it may be partly applied", rolled_back=False)
-
-
-def _finish(conn: sqlite3.Connection, m: Migration, direction: str, started: float) -> None:
-    """Validation, the foreign-key check and the bookkeeping row: inside the transaction."""
-    if direction == "up":
-        _validate(conn, m)
-    if m.foreign_keys_off:
-        problems = _foreign_key_problems(conn)
-        if problems:
-            table, rowid, parent, _ = problems[0]
-            raise MigrationFailed(
-                EX_VERIFY, m, "the foreign-key check",
-                f"{len(problems)} row(s) would break foreign keys (first: {table} rowid "
-                f"{rowid} -> {parent})")
-    if direction == "up":
-        conn.execute(
-            "INSERT INTO schema_migrations (version, description, checksum, applied_at, "
-            "execution_ms) VALUES (?, ?, ?, ?, ?)",
-            (m.version, m.name, m.checksum, now_iso(),
-             int((time.perf_counter() - started) * 1000)))
-    else:
-        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (m.version,))
-
-
-def _apply_outside_transaction(conn: sqlite3.Connection, m: Migration, direction: str) -> int:
-    started = time.perf_counter()
-    try:
-        _run_body(conn, m, direction)
-    except MigrationFailed as exc:
-        exc.rolled_back = False
-        raise
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        _finish(conn, m, direction, started)
-        conn.execute("COMMIT")
-    except MigrationFailed as exc:
-        conn.execute("ROLLBACK")
-        exc.rolled_back = False  # the body itself has run and cannot be undone
-        raise
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return int((time.perf_counter() - started) * 1000)
-
-
-# ----------------------------------------------------------------------------- schema
-
-
-_TYPE_ORDER = {"table": 0, "index": 1, "view": 2, "trigger": 3}
-
-
-def schema_objects(conn: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
-    """(type, name, table, sql) of the user schema in a stable order; no bookkeeping."""
-    rows = conn.execute(
-        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
-        "AND substr(name, 1, 7) != 'sqlite_' AND name != 'schema_migrations' "
-        "AND tbl_name != 'schema_migrations'").fetchall()
-    return sorted(rows, key=lambda r: (_TYPE_ORDER.get(r[0], 9), r[1]))
-
-
-def render_schema(objects: list[tuple[str, str, str, str]], version: int | None) -> str:
-    lines = [
-        f"-- The schema the migrations in this directory produce (version {version}).",
-        "-- Generated by 'migrate schema'; do not edit. 'migrate schema --check' compares",
-        "-- a live database with it.",
-        "",
-    ]
-    for _type, _name, _table, sql in objects:
-        lines.append(sql.strip() + ";")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def memory_database() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(TABLE_SQL)
-    return conn
-
-
-def normalise_sql(sql: str) -> str:
-    text = " ".join(sql.replace('"', "").replace("`", "").split()).lower()
-    for mark in "(),":
-        text = text.replace(f" {mark}", mark).replace(f"{mark} ", mark)
-    return text
-
-
-def schema_drift(live: sqlite3.Connection, reference: sqlite3.Connection) -> list[str]:
-    """Differences of the live schema from the reference one, object by object."""
-    want = {(t, n): (tbl, sql) for t, n, tbl, sql in schema_objects(reference)}
-    have = {(t, n): (tbl, sql) for t, n, tbl, sql in schema_objects(live)}
-    drift = []
-    for key in sorted(set(want) | set(have), key=lambda k: (_TYPE_ORDER.get(k[0], 9), k[1])):
-        kind, name = key
-        if key not in have:
-            drift.append(f"{kind} {name}: missing from the database")
-        elif key not in want:
-            drift.append(f"{kind} {name}: not in schema.sql")
-        elif kind == "table":
-            details = _table_drift(live, reference, name)
-            if not details and normalise_sql(have[key][1]) != normalise_sql(want[key][1]):
-                details = ["definition differs (constraints or defaults)"]
-            drift.extend(f"table {name}: {d}" for d in details)
-        elif normalise_sql(have[key][1]) != normalise_sql(want[key][1]):
-            drift.append(f"{kind} {name}: definition differs")
-    return drift
-
-
-def _table_drift(live: sqlite3.Connection, ref: sqlite3.Connection, table: str) -> list[str]:
-    query = 'SELECT name, upper(type), "notnull", dflt_value, pk FROM pragma_table_xinfo(?)'
-    have = {r[0]: r for r in live.execute(query, (table,))}
-    want = {r[0]: r for r in ref.execute(query, (table,))}
-    details = [f"column {c} missing" for c in want if c not in have]
-    details += [f"column {c} not in schema.sql" for c in have if c not in want]
-    for column in want:
-        if column in have and have[column] != want[column]:
-            details.append(f"column {column} differs (type/not null/default/key)")
-    fk_query = ('SELECT "table", "from", "to", on_update, on_delete '
-                "FROM pragma_foreign_key_list(?) ORDER BY id, seq")
-    if live.execute(fk_query, (table,)).fetchall() != ref.execute(fk_query, (table,)).fetchall():
-        details.append("foreign keys differ")
-    return details
 
 
 # --------------------------------------------------------------------------- migrator
@@ -838,6 +184,7 @@ class UpResult:
         self.backup: str | None = None
         self.warnings: list[str] = []
         self.upgraded_layout: str | None = None
+        self.adopted: list[Migration] = []  # recorded as applied: the schema matched
 
 
 class Migrator:
@@ -912,14 +259,30 @@ class Migrator:
     def status(self) -> Status:
         state = self._database_state()
         layout, applied = LAYOUT_NONE, {}
+        foreign: list[ForeignHistory] = []
+        unadopted = False
+        adoption = None
         if state == "sqlite":
             conn = self.connect(readonly=True)
             try:
                 layout, applied = self._read(conn)
+                foreign = foreign_history(conn)
+                unadopted = layout == LAYOUT_NONE and bool(user_tables(conn))
+                adoption = self._adoption_verdict(conn) if unadopted else None
+            except sqlite3.DatabaseError as exc:
+                raise _db_error(self.db_path, exc) from None
             finally:
                 conn.close()
         return Status(self.db_path, self.migrations_dir, state != "missing", layout,
-                      compare(self.migrations, applied))
+                      compare(self.migrations, applied), foreign, unadopted, adoption)
+
+    def _adoption_verdict(self, conn: sqlite3.Connection) -> dict[str, object]:
+        """What ``up`` would find adopting this database (for ``status``; read-only)."""
+        if not self.migrations:
+            return {"matches": None, "closest": None, "differences": []}
+        matched, closest, drift = self.adoption(conn)
+        return {"matches": matched, "closest": closest.filename if closest else None,
+                "differences": drift}
 
     def validate(self, raise_on_edited: bool = True) -> list[Entry]:
         """Applied migrations against their files; exit 3 naming every edited one.
@@ -953,72 +316,188 @@ class Migrator:
         return [by_version[e.version] for e in pending]
 
     def up(self, to: int | None = None, *, dry_run: bool = False, backup: bool = True,
-           allow_out_of_order: bool = False,
+           allow_out_of_order: bool = False, create: bool = False,
            progress: Callable[[Migration, int | None], None] | None = None,
            notice: Callable[[str], None] | None = None,
-           on_backup: Callable[[str], None] | None = None) -> UpResult:
-        """Apply the pending migrations (up to ``to``), one transaction each."""
+           on_backup: Callable[[str], None] | None = None,
+           on_adopt: Callable[[list[Migration]], None] | None = None) -> UpResult:
+        """Apply the pending migrations (up to ``to``), one transaction each.
+
+        Plans and verifies everything first (an edited file, a database whose
+        schema the migrations do not build, a lost database with backups), so a
+        run that is refused writes nothing and takes no backup; the backup is
+        taken only when a migration will be applied.
+        """
         result = UpResult()
         state = self._database_state()
+        if state != "sqlite":  # refuse a bad plan before creating anything
+            self.plan_up({}, to, allow_out_of_order)
+            self._check_new_database(state, create)
         if dry_run:
             return self._dry_run_up(state, to, allow_out_of_order, result)
-        if state == "missing":  # refuse a bad plan before creating anything
-            self.plan_up({}, to, allow_out_of_order)
-            parent = os.path.dirname(os.path.abspath(self.db_path))
-            if not os.path.isdir(parent):  # a wrong DB_PATH, not a first deploy
-                raise OpsError(EX_USAGE, f"directory {parent} does not exist: is --db "
-                                         "(DB_PATH) right? Create it, owned by the "
-                                         "application's user, and retry; nothing was changed")
-            if notice:  # a mistyped --db must not pass unnoticed
-                notice(f"{self.db_path} does not exist: creating a new database")
-        elif self._up_to_date(to, allow_out_of_order):
+        if state == "missing" and notice:  # a mistyped --db must not pass unnoticed
+            notice(f"{self.db_path} does not exist: creating a new database")
+        if state == "sqlite" and self._up_to_date(to, allow_out_of_order):
             # The deploy-time no-op: one query, no lock (a backup running now is
             # no reason to fail a deploy that has nothing to do).
             return result
         with self._lock("migrate up"):
             conn = self.connect()
             try:
-                layout, applied = self._read(conn)  # read again inside the lock
+                layout, applied, adopt = self._read_for_up(conn)  # again, inside the lock
                 plan = self.plan_up(applied, to, allow_out_of_order)
-                result.planned = plan
-                if not plan and layout == LAYOUT_CURRENT:
+                result.planned, result.adopted = plan, adopt
+                if not plan and not adopt and layout != LAYOUT_LEGACY:
                     return result
+                if adopt and on_adopt:
+                    on_adopt(adopt)
                 conn.execute("PRAGMA foreign_keys = ON")
-                need_backup = backup or any(m.load().no_transaction for m in plan)
-                if state == "sqlite" and need_backup:
+                if plan and state == "sqlite" and (
+                        backup or any(m.load().no_transaction for m in plan)):
                     if not backup and notice:
                         notice("taking a backup despite --no-backup: a migration runs "
                                "outside a transaction")
                     result.backup = self.take_backup()
                     if on_backup:
                         on_backup(result.backup)
-                unadopted = layout == LAYOUT_NONE and bool(schema_objects(conn))
-                self._ensure_layout(conn, layout, result)
-                hint = ("; the database had tables but no migration history: if it was made "
-                        "without migrations, adopt it with 'migrate baseline V'"
-                        if unadopted else "")
-                self._apply_plan(conn, plan, "up", result, progress, hint)
+
+                def prepare(c: sqlite3.Connection) -> None:
+                    result.upgraded_layout = prepare_records(c, self.migrations, adopt)
+
+                if plan:
+                    self._apply_plan(conn, plan, "up", result, progress, prepare)
+                else:
+                    self._in_transaction(conn, prepare)
             finally:
                 conn.close()
         return result
 
+    def _read_for_up(self, conn: sqlite3.Connection
+                     ) -> tuple[str, dict[int, Applied], list[Migration]]:
+        """The records, plus the migrations a verified adoption records (read-only)."""
+        layout, applied = self._read(conn)
+        adopt: list[Migration] = []
+        if layout == LAYOUT_NONE:
+            try:
+                adopt = self.verify_adoption(conn)
+            except sqlite3.DatabaseError as exc:
+                raise _db_error(self.db_path, exc) from None
+            applied = {m.version: Applied(m.version, m.name, m.checksum, "", None)
+                       for m in adopt}
+        return layout, applied, adopt
+
+    def _in_transaction(self, conn: sqlite3.Connection,
+                        work: Callable[[sqlite3.Connection], object]) -> None:
+        try:
+            with Transaction(conn):
+                work(conn)
+        except sqlite3.DatabaseError as exc:
+            raise _db_error(self.db_path, exc) from None
+
+    def _check_new_database(self, state: str, create: bool) -> None:
+        """Before ``up`` creates a database: the directory exists, and no backup
+        says the database was lost (then a new one would become "latest")."""
+        if state == "missing":
+            parent = os.path.dirname(os.path.abspath(self.db_path))
+            if not os.path.isdir(parent):  # a wrong DB_PATH, not a first deploy
+                raise OpsError(EX_USAGE, f"directory {parent} does not exist: is --db "
+                                         "(DB_PATH) right? Create it, owned by the "
+                                         "application's user, and retry; nothing was changed")
+        if create or not self.backup_dir:
+            return
+        from .catalog import db_name, list_backups
+
+        backups = list_backups(self.backup_dir, db_name(self.db_path), source=self.db_path)
+        if not backups:
+            return
+        newest = backups[0]
+        what = "does not exist" if state == "missing" else "is empty (0 bytes)"
+        raise OpsError(EX_USAGE, f"{self.db_path} {what}, but {self.backup_dir} holds "
+                                 f"{len(backups)} backup(s) of it (newest: {newest.path.name}, "
+                                 f"taken {newest.created_iso}): if it was lost, restore it: "
+                                 f"{self._restore_command(str(newest.path), yes=False)}; to "
+                                 "start a new, empty database instead, run 'migrate up "
+                                 "--create'; nothing was changed")
+
+    def verify_adoption(self, conn: sqlite3.Connection) -> list[Migration]:
+        """A database with tables but no history: the migrations its schema already has.
+
+        Its live schema is compared with what the migrations build, one version
+        at a time; the lowest version that matches exactly is the database's
+        (the lowest, so a migration that changes only data is run, never
+        assumed). No tables: nothing to adopt. No match: exit 3 listing the
+        differences from the closest version.
+        """
+        if not user_tables(conn) or not self.migrations:
+            return []
+        matched, closest, drift = self.adoption(conn)
+        if matched is not None:
+            return [m for m in self.migrations if m.version <= matched]
+        if closest is None:  # not even the first migration builds on an empty database
+            raise OpsError(EX_VERIFY, f"{self.db_path} has tables but no migration history, "
+                                      "and the migrations cannot be built on an empty "
+                                      f"database to compare it with ({drift[0]}); nothing was "
+                                      "written; record the version it is at with 'migrate "
+                                      "baseline V'")
+        shown = "; ".join(drift[:12]) + (f"; and {len(drift) - 12} more" if len(drift) > 12
+                                         else "")
+        foreign = foreign_history(conn)
+        other = ("; its own history (" + ", ".join(h.describe() for h in foreign)
+                 + ") is another tool's numbering and is not mapped onto these files, and "
+                 "is left as it is" if foreign else "")
+        where = f"closest: {closest.filename}, " if closest else ""
+        raise OpsError(EX_VERIFY, f"{self.db_path} has tables but no migration history, and "
+                                  "its schema is not one the migrations in "
+                                  f"{self.migrations_dir} build ({where}{len(drift)} "
+                                  f"difference(s): {shown}){other}; nothing was written; if "
+                                  "it is the right database, change it (or the migrations) "
+                                  "until they match, or record the version it is at anyway "
+                                  "with 'migrate baseline V --force'")
+
+    def adoption(self, conn: sqlite3.Connection
+                 ) -> tuple[int | None, Migration | None, list[str]]:
+        """(lowest version the live schema matches or None, the closest migration,
+        the differences from it)."""
+        reference = memory_database()
+        matched: int | None = None
+        closest: tuple[Migration, list[str]] | None = None
+        try:
+            for m in self.migrations:
+                try:
+                    apply_one(reference, m, "up")
+                except OpsError as exc:  # it needs what an empty database lacks
+                    if closest is None:
+                        return None, None, [exc.message]
+                    break  # nothing later can match
+                drift = schema_drift(conn, reference, f"the migrations through {m.filename}")
+                if not drift:
+                    matched = m.version
+                    break
+                if closest is None or len(drift) < len(closest[1]):
+                    closest = (m, drift)
+        finally:
+            reference.close()
+        if matched is not None:
+            return matched, None, []
+        return None, closest[0] if closest else None, closest[1] if closest else []
+
     def _apply_plan(self, conn: sqlite3.Connection, plan: list[Migration], direction: str,
-                    result: UpResult, progress: Callable | None, hint: str = "") -> None:
+                    result: UpResult, progress: Callable | None,
+                    prepare: Callable[[sqlite3.Connection], object] | None = None) -> None:
         """Apply ``plan`` one migration at a time (each in its own transaction),
-        recording each in ``result``. A failure says which migration and how to
-        restore the backup; ``hint`` is added when nothing had been applied yet."""
+        recording each in ``result``. ``prepare`` (the records table) runs in the
+        first transaction. A failure says which migration, what changed, and how
+        to get back to the state before the run when something did."""
         for m in plan:
             try:
-                ms = apply_one(conn, m, direction)
+                ms = apply_one(conn, m, direction, prepare)
             except MigrationFailed as exc:
-                error = self._explain(exc, direction, result.applied, result.backup)
-                if hint and not result.applied:
-                    error.message += hint
-                raise error from None
+                raise self._explain(exc, direction, result.applied, result.backup) from None
             except sqlite3.OperationalError as exc:
                 raise _db_error(self.db_path, exc) from None
             if ms is not None:
                 result.applied.append((m, ms))
+                prepare = None  # committed with this migration
             if progress:
                 progress(m, ms)
 
@@ -1040,29 +519,13 @@ class Migrator:
         if state == "sqlite":
             conn = self.connect(readonly=True)
             try:
-                _, applied = self._read(conn)
+                _, applied, result.adopted = self._read_for_up(conn)
                 base = [row[3] for row in schema_objects(conn)]
             finally:
                 conn.close()
         result.planned = self.plan_up(applied, to, allow_out_of_order)
         result.warnings = [str(w) for w in lint(result.planned, base_schema=base)]
         return result
-
-    def _ensure_layout(self, conn: sqlite3.Connection, layout: str, result: UpResult) -> None:
-        if layout == LAYOUT_CURRENT:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            layout, applied = read_applied(conn, self.migrations)
-            if layout != LAYOUT_CURRENT:
-                upgrade_layout(conn, layout, applied, self.migrations)
-                if layout != LAYOUT_NONE:
-                    result.upgraded_layout = layout
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _explain(self, exc: MigrationFailed, direction: str,
                  done: list[tuple[Migration, int]], backup: str | None) -> OpsError:
@@ -1072,16 +535,24 @@ class Migrator:
                      else "it ran outside a transaction and may be partly applied")
         parts.append(f"{verb} before it in this run: "
                      + (", ".join(m.filename for m, _ in done) if done else "none"))
-        if backup:
+        if not done and exc.rolled_back:
+            # Nothing changed: a restore would only throw away writes made since.
+            parts.append("the database is as it was before this run; fix the migration "
+                         f"and run 'migrate {direction}' again")
+        elif backup:
             parts.append(f"to return to the state before this run: {self._undo(backup)}")
         else:
             parts.append("no backup was taken in this run")
         return OpsError(exc.code, "; ".join(parts))
 
     def _undo(self, backup: str) -> str:
-        """The restore command for this run's backup, ready to paste: paths
-        quoted, and --force when the backup holds foreign-key violations (the
-        database had them; a restore would otherwise stop on them)."""
+        """The restore command for this run's backup, ready to paste."""
+        return self._restore_command(backup, yes=True)
+
+    def _restore_command(self, backup: str, yes: bool) -> str:
+        """restore_database.sh for ``backup``: paths quoted, and --force when the
+        backup holds foreign-key violations (the database had them; a restore
+        would otherwise stop on them)."""
         import shlex
 
         from .catalog import MANIFEST_SUFFIX, read_manifest, records_fk_problems
@@ -1089,8 +560,8 @@ class Migrator:
         manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
         force = ["--force"] if records_fk_problems(manifest) else []
         script = os.path.join(REPO_ROOT_STR, "scripts", "restore_database.sh")
-        words = [script, "--db", self.db_path, "--dir", os.path.dirname(backup), "--yes",
-                 *force, backup]
+        words = [script, "--db", self.db_path, "--dir", os.path.dirname(backup),
+                 *(["--yes"] if yes else []), *force, backup]
         return " ".join(shlex.quote(word) for word in words)
 
     # -- down
@@ -1159,49 +630,69 @@ class Migrator:
                     result.backup = self.take_backup()
                     if on_backup:
                         on_backup(result.backup)
-                self._ensure_layout(conn, layout, result)
-                self._apply_plan(conn, result.planned, "down", result, progress)
+                def prepare(c: sqlite3.Connection) -> None:
+                    result.upgraded_layout = prepare_records(c, self.migrations)
+
+                self._apply_plan(conn, result.planned, "down", result, progress, prepare)
             finally:
                 conn.close()
         return result
 
     # -- baseline, new
 
-    def baseline(self, version: int) -> list[Migration]:
-        """Record every migration up to ``version`` as applied, without running it."""
+    def baseline(self, version: int, force: bool = False) -> tuple[list[Migration], list[str]]:
+        """Record every migration up to ``version`` as applied, without running it.
+
+        Verified first: the live schema must be the one migrations 1..``version``
+        build (another tool's history table aside). With ``force`` it is recorded
+        anyway. Returns the migrations recorded and the differences found.
+        """
         if self._database_state() != "sqlite":
             raise OpsError(EX_USAGE, f"{self.db_path} does not exist or is empty; baseline "
                                      "adopts an existing database")
         if version not in self._by_version():
             raise OpsError(EX_USAGE, f"there is no migration {version} in {self.migrations_dir}")
         chosen = [m for m in self.migrations if m.version <= version]
-        with self._lock("migrate baseline"):
-            conn = self.connect()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
+        reference = self.build_schema(through=version)
+        try:
+            with self._lock("migrate baseline"):
+                conn = self.connect()
                 try:
-                    layout, applied = read_applied(conn, self.migrations)
-                    if layout != LAYOUT_NONE and (layout != LAYOUT_CURRENT or applied):
-                        raise OpsError(EX_USAGE, f"{self.db_path} already has migration "
-                                                 f"history ({layout} layout, {len(applied)} "
-                                                 "rows); see 'migrate status'")
-                    if layout == LAYOUT_NONE:
-                        conn.execute(TABLE_SQL)
-                    stamp = now_iso()
-                    conn.executemany(
-                        "INSERT INTO schema_migrations (version, description, checksum, "
-                        "applied_at, execution_ms) VALUES (?, ?, ?, ?, NULL)",
-                        [(m.version, m.name, m.checksum, stamp) for m in chosen])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as exc:
-                raise _db_error(self.db_path, exc) from None
-            finally:
-                conn.close()
-        return chosen
+                    with Transaction(conn):
+                        drift = self._baseline_in_transaction(conn, chosen, reference, force)
+                except sqlite3.DatabaseError as exc:
+                    raise _db_error(self.db_path, exc) from None
+                finally:
+                    conn.close()
+        finally:
+            reference.close()
+        return chosen, drift
+
+    def _baseline_in_transaction(self, conn: sqlite3.Connection, chosen: list[Migration],
+                                 reference: sqlite3.Connection, force: bool) -> list[str]:
+        layout, applied = read_applied(conn, self.migrations)
+        if layout != LAYOUT_NONE and (layout != LAYOUT_CURRENT or applied):
+            raise OpsError(EX_USAGE, f"{self.db_path} already has migration history "
+                                     f"({layout} layout, {len(applied)} rows); see "
+                                     "'migrate status'")
+        last = chosen[-1]
+        drift = schema_drift(conn, reference, f"the migrations through {last.filename}")
+        if drift and not force:
+            shown = "; ".join(drift[:12]) + (f"; and {len(drift) - 12} more"
+                                             if len(drift) > 12 else "")
+            raise OpsError(EX_VERIFY, f"{self.db_path} does not have the schema migrations "
+                                      f"1..{last.version} build ({len(drift)} difference(s): "
+                                      f"{shown}); nothing was recorded; pick the version it "
+                                      f"is at, or record {last.version} anyway with 'migrate "
+                                      f"baseline {last.version} --force'")
+        if layout == LAYOUT_NONE:
+            conn.execute(TABLE_SQL)
+        stamp = now_iso()
+        conn.executemany(
+            "INSERT INTO schema_migrations (version, description, checksum, applied_at, "
+            "execution_ms) VALUES (?, ?, ?, ?, NULL)",
+            [(m.version, m.name, m.checksum, stamp) for m in chosen])
+        return drift
 
     def new(self, name: str, python: bool = False) -> str:
         """Create the next numbered migration file from a template; returns its path."""
@@ -1267,16 +758,12 @@ class Migrator:
         except FileNotFoundError:
             raise OpsError(EX_USAGE, f"{self.schema_path} does not exist; run 'migrate schema' "
                                      "first") from None
-        reference = sqlite3.connect(":memory:", isolation_level=None)
         live = self.connect(readonly=True)
         try:
-            for statement in split_statements(reference_sql):
-                reference.execute(statement)
-            return schema_drift(live, reference)
+            return drift_from_file(live, reference_sql)
         except sqlite3.DatabaseError as exc:
             raise _db_error(self.db_path, exc) from None
         finally:
-            reference.close()
             live.close()
 
     # -- backup
@@ -1362,3 +849,4 @@ def validate(conn):
     """Return a true value when up() did what it should (optional)."""
     return True
 '''
+

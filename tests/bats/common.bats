@@ -178,7 +178,7 @@ setup() {
 
 @test "sqlite stops at the first failing statement (-bail)" {
   make_db "$WORK/t.db" 1
-  run sqlite "$WORK/t.db" "INSERT INTO nope VALUES (1);" "INSERT INTO devices(device_ip) VALUES ('x');"
+  run sqlite "$WORK/t.db" "INSERT INTO nope VALUES (1);" "INSERT INTO devices(ip) VALUES ('x');"
   [[ $status -ne 0 ]]
   assert_equal "$(count_rows "$WORK/t.db" devices)" 1
 }
@@ -208,7 +208,7 @@ setup() {
   pragma_ok "$WORK/t.db" integrity_check
   # Break an index: make it claim another column, so table and index disagree.
   sqlite3 "$WORK/t.db" "CREATE INDEX by_host ON devices(hostname);"
-  sqlite3 "$WORK/t.db" "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql='CREATE INDEX by_host ON devices(device_ip)' WHERE name='by_host';" >/dev/null
+  sqlite3 "$WORK/t.db" "PRAGMA writable_schema=ON; UPDATE sqlite_schema SET sql='CREATE INDEX by_host ON devices(ip)' WHERE name='by_host';" >/dev/null
   run sqlite3 "$WORK/t.db" "PRAGMA integrity_check;"
   assert_status 0 # the CLI exits 0 while printing error rows
   run pragma_ok "$WORK/t.db" integrity_check

@@ -32,11 +32,11 @@ make_db() {
   local db=$1 rows=${2:-100} mode=${3:-wal}
   sqlite3 -batch -bail "$db" >/dev/null <<SQL
 PRAGMA journal_mode=$mode;
-CREATE TABLE devices(id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL UNIQUE, hostname TEXT);
+CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL UNIQUE, hostname TEXT);
 CREATE TABLE services(id INTEGER PRIMARY KEY,
   device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE, port INTEGER);
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $rows)
-INSERT INTO devices(id, device_ip, hostname) SELECT i, '10.0.' || (i / 256) || '.' || (i % 256), 'host-' || i FROM n;
+INSERT INTO devices(id, ip, hostname) SELECT i, '10.0.' || (i / 256) || '.' || (i % 256), 'host-' || i FROM n;
 INSERT INTO services(device_id, port) SELECT id, 22 FROM devices;
 SQL
 }

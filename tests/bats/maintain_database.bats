@@ -277,7 +277,7 @@ last_line() { printf '%s\n' "$1" | tail -n 1; }
   make_db "$DB" 10
   # A writer that exits without closing leaves its WAL behind.
   python3 -c 'import os, sqlite3, sys
-c = sqlite3.connect(sys.argv[1]); c.execute("INSERT INTO devices(device_ip) VALUES (?)", ("10.9.9.9",)); c.commit(); os._exit(0)' "$DB"
+c = sqlite3.connect(sys.argv[1]); c.execute("INSERT INTO devices(ip) VALUES (?)", ("10.9.9.9",)); c.commit(); os._exit(0)' "$DB"
   [[ $(bytes_of "$DB-wal") -gt 0 ]]
   run "$MAINTAIN" --db "$DB" checkpoint
   assert_status 0
@@ -291,7 +291,7 @@ c = sqlite3.connect(sys.argv[1]); c.execute("INSERT INTO devices(device_ip) VALU
   mkfifo "$WORK/ready"
   python3 -c 'import sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("INSERT INTO devices(device_ip) VALUES (?)", ("10.9.9.9",))
+c.execute("INSERT INTO devices(ip) VALUES (?)", ("10.9.9.9",))
 c.execute("BEGIN"); c.execute("SELECT count(*) FROM devices").fetchall()
 open(sys.argv[2], "w").write("ready\n"); time.sleep(20)' "$DB" "$WORK/ready" &
   READER_PID=$!

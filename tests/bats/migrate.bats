@@ -102,7 +102,7 @@ setup() {
 
 @test "an edited applied migration: validate and up exit 3 naming the file" {
   "$MIGRATE" up --to 1 >/dev/null
-  echo "CREATE INDEX sneaky ON devices (device_ip);" >>"$MIGRATIONS_DIR/001_devices.sql"
+  echo "CREATE INDEX sneaky ON devices (ip);" >>"$MIGRATIONS_DIR/001_devices.sql"
   run --separate-stderr "$MIGRATE" validate
   assert_status 3
   assert_contains "$stderr" "001_devices.sql"
@@ -156,8 +156,13 @@ setup() {
   assert_equal "$output" "1 [2] ['applied', 'pending']"
 }
 
-@test "baseline adopts a database made without migrations" {
-  sqlite3 "$DB_PATH" "CREATE TABLE devices (id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL UNIQUE);"
+@test "baseline adopts a database made without migrations, after checking its schema" {
+  sqlite3 "$DB_PATH" "CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL UNIQUE, extra);"
+  run --separate-stderr "$MIGRATE" baseline 1
+  assert_status 3
+  assert_contains "$stderr" "table devices: column extra not in the migrations through 001_devices.sql"
+  assert_equal "$(migrate_tables "$DB_PATH")" "devices"
+  sqlite3 "$DB_PATH" "ALTER TABLE devices DROP COLUMN extra;"
   run --separate-stderr "$MIGRATE" baseline 1
   assert_status 0
   assert_equal "$output" "recorded 001_devices.sql as applied (not run)"
@@ -188,13 +193,114 @@ setup() {
   assert_equal "$output" "table devices: column hand_made not in schema.sql"
 }
 
-@test "the shipped migrations apply, match schema.sql and roll all the way back" {
+@test "the shipped migrations apply, match schema.sql and roll back to the application's own tables" {
   export MIGRATIONS_DIR="$REPO_ROOT/migrations"
   run "$MIGRATE" up --no-backup
   assert_status 0
   run "$MIGRATE" schema --check
   assert_status 0
-  run "$MIGRATE" down --to 0 --no-backup
+  run "$MIGRATE" down --to 2 --no-backup
   assert_status 0
-  assert_equal "$(migrate_tables "$DB_PATH")" "schema_migrations"
+  assert_equal "$(migrate_tables "$DB_PATH")" $'devices\nnetwork_changes\nscans\nschema_migrations'
+  run --separate-stderr "$MIGRATE" down --to 0 --no-backup
+  assert_status 1
+  assert_contains "$stderr" "002_installer_schema.sql has no down section"
+  assert_equal "$(migrate_versions "$DB_PATH")" "1 2"
+}
+
+@test "nMapping+'s own statements work at every shipped migration version" {
+  needs_nmapping
+  export MIGRATIONS_DIR="$REPO_ROOT/migrations"
+  local file version
+  for file in "$MIGRATIONS_DIR"/[0-9]*_*; do
+    version=${file##*/}
+    version=$((10#${version%%_*}))
+    rm -f "$DB_PATH"
+    run --separate-stderr "$MIGRATE" up --to "$version" --no-backup
+    assert_status 0
+    # The dashboard's start-up (CREATE ... IF NOT EXISTS), then its writes and page views.
+    sqlite3 -batch -bail "$DB_PATH" <"$NMAPPING_DIR/app_schema.sql"
+    run app_statements "$DB_PATH"
+    assert_status 0
+    assert_equal "$output" "192.0.2.10 online"
+  done
+}
+
+@test "up adopts the dashboard's own database and the installer's, and says so" {
+  needs_nmapping
+  export MIGRATIONS_DIR="$REPO_ROOT/migrations"
+  sqlite3 -batch -bail "$DB_PATH" <"$NMAPPING_DIR/app_schema.sql"
+  app_statements "$DB_PATH" >/dev/null
+  run --separate-stderr "$MIGRATE" up --no-backup
+  assert_status 0
+  assert_contains "$output" "adopting the database: its schema is the one migrations 1..1 build"
+  assert_contains "$output" "applied 002_installer_schema.sql"
+  assert_equal "$(migrate_versions "$DB_PATH")" "1 2 3 4"
+  assert_equal "$(sqlite3 "$DB_PATH" "SELECT device_ip, port FROM services;")" "192.0.2.10|22"
+  run "$MIGRATE" schema --check
+  assert_status 0
+
+  rm -f "$DB_PATH"
+  sqlite3 -batch -bail "$DB_PATH" <"$NMAPPING_DIR/installer_schema.sql" >/dev/null
+  run --separate-stderr "$MIGRATE" up --no-backup
+  assert_status 0
+  assert_contains "$output" "migrations 1..2 build"
+  assert_equal "$(migrate_versions "$DB_PATH")" "1 2 3 4"
+  run app_statements "$DB_PATH"
+  assert_status 0
+}
+
+@test "a database no version builds is refused: differences listed, nothing written, no backup" {
+  migrate_stub_backup
+  sqlite3 "$DB_PATH" "CREATE TABLE devices (id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL UNIQUE);"
+  local before
+  before=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$MIGRATE" up
+  assert_status 3
+  assert_contains "$stderr" "has tables but no migration history"
+  assert_contains "$stderr" "table devices: column ip missing"
+  assert_contains "$stderr" "nothing was written"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+  [[ ! -e $BACKUP_DIR/stub.db ]]
+}
+
+@test "a PiWardrive-shaped database keeps schema_version and migrations through a failed and a successful up" {
+  sqlite3 -batch -bail "$DB_PATH" <<'SQL'
+CREATE TABLE schema_version (version INTEGER);
+INSERT INTO schema_version VALUES (1);
+CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied_at TEXT);
+INSERT INTO migrations VALUES (1, '2024-01-01'), (2, '2024-02-01');
+CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL UNIQUE);
+SQL
+  local kept
+  kept=$(sqlite3 "$DB_PATH" ".dump schema_version migrations")
+  run --separate-stderr "$MIGRATE" status
+  assert_equal "${lines[0]}" "001  001_devices.sql                          pending"
+  assert_contains "$output" "note: table schema_version (1 row(s), highest version 1) is another tool's migration history"
+  printf 'CREATE TABLE broken (x);\nINSERT INTO nope VALUES (1);\n' >"$MIGRATIONS_DIR/002_services.sql"
+  run --separate-stderr "$MIGRATE" up --no-backup   # adopts 001, then 002 fails
+  assert_status 1
+  assert_contains "$stderr" "the database is as it was before this run"
+  [[ $stderr != *restore_database.sh* ]]
+  assert_equal "$(sqlite3 "$DB_PATH" ".dump schema_version migrations")" "$kept"
+  assert_equal "$(migrate_tables "$DB_PATH")" $'devices\nmigrations\nschema_version'
+  printf 'CREATE TABLE services (id INTEGER PRIMARY KEY);\n' >"$MIGRATIONS_DIR/002_services.sql"
+  run --separate-stderr "$MIGRATE" up --no-backup
+  assert_status 0
+  assert_equal "$(migrate_versions "$DB_PATH")" "1 2"
+  assert_equal "$(sqlite3 "$DB_PATH" ".dump schema_version migrations")" "$kept"
+}
+
+@test "up on a lost database refuses while backups of it exist; --create makes a new one" {
+  mkdir -p "$BACKUP_DIR"
+  : >"$BACKUP_DIR/dash_20260101_000000.db"
+  run --separate-stderr "$MIGRATE" up
+  assert_status 2
+  assert_contains "$stderr" "$DB_PATH does not exist, but $BACKUP_DIR holds 1 backup(s) of it"
+  assert_contains "$stderr" "restore_database.sh --db $DB_PATH --dir $BACKUP_DIR $BACKUP_DIR/dash_20260101_000000.db"
+  assert_contains "$stderr" "migrate up --create"
+  [[ ! -e $DB_PATH ]]
+  run --separate-stderr "$MIGRATE" up --create
+  assert_status 0
+  assert_equal "$(migrate_versions "$DB_PATH")" "1 2"
 }

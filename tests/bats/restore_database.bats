@@ -45,7 +45,7 @@ backup_content() {
 # add_rows DB N: N more devices (and services) committed normally.
 add_rows() {
   sqlite3 "$1" "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)
-    INSERT INTO devices(device_ip) SELECT 'new-' || i || '-' || random() FROM n;"
+    INSERT INTO devices(ip) SELECT 'new-' || i || '-' || random() FROM n;"
 }
 
 # crash_with_wal DB N: commit N rows and a new table into the WAL, then die
@@ -57,7 +57,7 @@ conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("PRAGMA wal_autocheckpoint=0")
 conn.execute("BEGIN")
 for i in range(int(sys.argv[2])):
-    conn.execute("INSERT INTO devices(device_ip) VALUES (?)", (f"after-backup-{i}",))
+    conn.execute("INSERT INTO devices(ip) VALUES (?)", (f"after-backup-{i}",))
 conn.execute("CREATE TABLE written_after_backup(x)")
 conn.execute("COMMIT")
 os._exit(0)
@@ -533,7 +533,7 @@ while not os.path.exists(os.path.join(work, "go")):
     time.sleep(0.01)
 seen.append(conn.execute("SELECT count(*) FROM devices").fetchone()[0])
 seen.append(conn.execute("PRAGMA integrity_check").fetchone()[0])
-conn.execute("INSERT INTO devices(device_ip) VALUES ('written-after-restore')")
+conn.execute("INSERT INTO devices(ip) VALUES ('written-after-restore')")
 open(os.path.join(work, "seen"), "w").write(" ".join(map(str, seen)) + "\n")
 PY
   BG_PIDS+=($!)

@@ -33,12 +33,12 @@ def build_dashboard(tmp: Path) -> None:
     fill = f"""
         PRAGMA journal_mode=WAL;
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {DEVICES})
-        INSERT INTO devices(id, device_ip, hostname, last_seen)
+        INSERT INTO devices(id, ip, hostname, last_seen)
         SELECT i, '10.' || (i >> 16) || '.' || ((i >> 8) & 255) || '.' || (i & 255),
-               'host-' || i, '2026-01-01T00:00:00Z' FROM n;
-        INSERT INTO services(device_id, port, protocol) SELECT id, 22, 'tcp' FROM devices;
-        INSERT INTO services(device_id, port, protocol) SELECT id, 80, 'tcp' FROM devices;
-        INSERT INTO services(device_id, port, protocol) SELECT id, 443, 'tcp' FROM devices;
+               'host-' || i, '2026-01-01' FROM n;
+        INSERT INTO services(device_ip, port, protocol) SELECT ip, 22, 'tcp' FROM devices;
+        INSERT INTO services(device_ip, port, protocol) SELECT ip, 80, 'tcp' FROM devices;
+        INSERT INTO services(device_ip, port, protocol) SELECT ip, 443, 'tcp' FROM devices;
         PRAGMA wal_checkpoint(TRUNCATE);
     """
     subprocess.run(["sqlite3", "-batch", "-bail", str(tmp)], input=fill, text=True, check=True,
@@ -46,7 +46,7 @@ def build_dashboard(tmp: Path) -> None:
 
 
 def main() -> int:
-    db = cached_db(f"dashboard_fk_{DEVICES}.db", build_dashboard)
+    db = cached_db(f"dashboard_fk_v2_{DEVICES}.db", build_dashboard)
     size_mib = db.stat().st_size / 2**20
     print(f"Machine: {machine()}")
     print(f"Database: {size_mib:.0f} MiB (WAL), {DEVICES} devices, {3 * DEVICES} services "

@@ -33,42 +33,42 @@ BATCH_DEVICES = 5000
 
 FILL_SQL = """
 WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :last)
-INSERT INTO devices(id, device_ip, hostname, mac_address, vendor, os_detected, device_type,
-                    status, last_seen, notes)
+INSERT INTO devices(id, ip, mac, vendor, hostname, first_seen, last_seen, status, os_info,
+                    services, notes)
 SELECT i, '10.' || (i >> 16 & 255) || '.' || (i >> 8 & 255) || '.' || (i & 255) || '/' || i,
-       'host-' || i || '.example.net', printf('02:00:%02x:%02x:%02x:%02x', i >> 24 & 255,
-       i >> 16 & 255, i >> 8 & 255, i & 255), 'vendor-' || (i % 97), 'Linux 6.' || (i % 9),
-       CASE i % 7 WHEN 0 THEN 'router' WHEN 1 THEN 'switch' WHEN 2 THEN 'server'
-         WHEN 3 THEN 'workstation' WHEN 4 THEN 'printer' WHEN 5 THEN 'iot' ELSE 'unknown' END,
-       CASE i % 3 WHEN 0 THEN 'up' WHEN 1 THEN 'down' ELSE 'unknown' END,
-       strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + i * 37, 'unixepoch'),
+       printf('02:00:%02x:%02x:%02x:%02x', i >> 24 & 255, i >> 16 & 255, i >> 8 & 255, i & 255),
+       'vendor-' || (i % 97), 'host-' || i || '.example.net', '2023-11-14',
+       strftime('%Y-%m-%d', 1700000000 + i * 37, 'unixepoch'),
+       CASE i % 5 WHEN 0 THEN 'online' WHEN 1 THEN 'recently_seen' WHEN 2 THEN 'inactive'
+         WHEN 3 THEN 'offline' ELSE 'unknown' END,
+       'Linux 6.' || (i % 9), '22/tcp open ssh' || char(10) || '443/tcp open https',
        hex(randomblob(60))
 FROM n;
 WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :last),
      p(port, service) AS (VALUES (22, 'ssh'), (80, 'http'), (443, 'https'), (161, 'snmp'),
                                  (3306, 'mysql'))
-INSERT INTO services(device_id, port, service, version, product, extra_info)
-SELECT i, port, service, service || '-' || (i % 13), 'product ' || (i % 31),
-       json_object('banner', hex(randomblob(24)))
+INSERT INTO services(device_ip, port, service, version, state)
+SELECT '10.' || (i >> 16 & 255) || '.' || (i >> 8 & 255) || '.' || (i & 255) || '/' || i,
+       port, service, service || '-' || (i % 13) || ' ' || hex(randomblob(12)), 'open'
 FROM n, p;
 WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :last),
      k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < 12)
-INSERT INTO device_changes(device_id, scan_id, change_type, old_value, new_value, description,
-                           detected_at)
-SELECT i, NULL, CASE j % 3 WHEN 0 THEN 'port_opened' WHEN 1 THEN 'status' ELSE 'os' END,
-       'old-' || hex(randomblob(8)), 'new-' || hex(randomblob(8)),
+INSERT INTO network_changes(device_ip, change_type, change_description, old_value, new_value,
+                            scan_id, created_at)
+SELECT '10.' || (i >> 16 & 255) || '.' || (i >> 8 & 255) || '.' || (i & 255) || '/' || i,
+       CASE j % 3 WHEN 0 THEN 'new' WHEN 1 THEN 'modified' ELSE 'disappeared' END,
        'change ' || j || ' of device ' || i || ': ' || hex(randomblob(20)),
-       strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + i * 37 + j * 3600, 'unixepoch')
+       'old-' || hex(randomblob(8)), 'new-' || hex(randomblob(8)), NULL,
+       strftime('%Y-%m-%d %H:%M:%S', 1700000000 + i * 37 + j * 3600, 'unixepoch')
 FROM n, k;
 """
-
 
 def bench_db(megabytes: int) -> Path:
     """The cached benchmark database, built when missing."""
     root = Path(os.environ.get("SQLITE_OPS_BENCH_DIR", "/tmp/sqlite-ops-bench"))
     root.mkdir(parents=True, exist_ok=True)
-    db = root / f"metrics_{megabytes}mb.db"
-    done = root / f"metrics_{megabytes}mb.done"
+    db = root / f"metrics_v2_{megabytes}mb.db"
+    done = root / f"metrics_v2_{megabytes}mb.done"
     if db.exists() and done.exists():
         return db
     for stale in (db, done, Path(f"{db}-wal"), Path(f"{db}-shm")):
@@ -80,14 +80,10 @@ def bench_db(megabytes: int) -> Path:
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = wal")
     conn.execute("PRAGMA synchronous = off")
-    conn.execute("INSERT INTO scan_history(scan_id, start_time, devices_found) "
-                 "SELECT 'scan-' || value, strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + value * "
-                 "600, 'unixepoch'), value % 500 FROM generate_series(1, 2000)"
-                 if _has_series(conn) else
-                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
-                 "INSERT INTO scan_history(scan_id, start_time, devices_found) "
-                 "SELECT 'scan-' || i, strftime('%Y-%m-%dT%H:%M:%SZ', 1700000000 + i * 600, "
-                 "'unixepoch'), i % 500 FROM n")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+                 "INSERT INTO scans(scan_type, scan_date, devices_found, scan_file) "
+                 "SELECT 'discovery', strftime('%Y-%m-%d %H:%M', 1700000000 + i * 600, "
+                 "'unixepoch'), i % 500, 'discovery_' || i || '.md' FROM n")
     first = 1
     target = megabytes * 1024 * 1024
     while db.stat().st_size + _wal_size(db) < target:
@@ -105,14 +101,6 @@ def bench_db(megabytes: int) -> Path:
     print(f"built in {time.monotonic() - started:.0f}s: {db.stat().st_size / 2**20:.0f} MiB, "
           f"{first - 1} devices", file=sys.stderr)
     return db
-
-
-def _has_series(conn: sqlite3.Connection) -> bool:
-    try:
-        conn.execute("SELECT * FROM generate_series(1, 1)").fetchall()
-        return True
-    except sqlite3.OperationalError:
-        return False
 
 
 def _wal_size(db: Path) -> int:

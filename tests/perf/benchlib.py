@@ -28,9 +28,9 @@ BENCH_DIR = Path(
 )
 
 BENCH_SCHEMA = """
-CREATE TABLE devices(id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL, hostname TEXT,
+CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL, hostname TEXT,
                      vendor TEXT, notes TEXT, last_seen TEXT NOT NULL);
-CREATE INDEX devices_ip ON devices(device_ip);
+CREATE INDEX devices_ip ON devices(ip);
 CREATE INDEX devices_last_seen ON devices(last_seen DESC);
 """
 
@@ -79,7 +79,7 @@ def _fill_devices(tmp: Path, size_mb: int, journal_mode: str) -> None:
                          f"2026-{rnd.randrange(1, 13):02d}-{rnd.randrange(1, 29):02d}"))
         conn.execute("BEGIN")
         conn.executemany(
-            "INSERT INTO devices(device_ip, hostname, vendor, notes, last_seen) VALUES (?,?,?,?,?)",
+            "INSERT INTO devices(ip, hostname, vendor, notes, last_seen) VALUES (?,?,?,?,?)",
             rows,
         )
         conn.execute("COMMIT")

@@ -20,6 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 CORPUS = Path(os.environ.get("SQLITE_OPS_CORPUS", REPO.parent / "shared" / "data"))
+# nMapping+'s own SQL: the CREATE statements its code and its installer run,
+# and the statements it issues on every scan import and page view.
+NMAPPING = Path(os.environ.get("SQLITE_OPS_CLIENTS", REPO.parent / "shared" / "clients")
+                ) / "nmapping-plus"
 
 CONTRACT_EXIT_CODES = {0, 1, 2, 3, 4, 75}
 
@@ -70,12 +74,12 @@ def make_dashboard(db: Path, devices: int = 50, env: dict[str, str] | None = Non
     with conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executemany(
-            "INSERT INTO devices(device_ip, hostname, last_seen) VALUES (?, ?, ?)",
+            "INSERT INTO devices(ip, hostname, last_seen) VALUES (?, ?, ?)",
             [(f"10.1.{i // 256}.{i % 256}", f"host-{i}", "2026-01-01T00:00:00Z")
              for i in range(devices)],
         )
         conn.execute(
-            "INSERT INTO services(device_id, port, protocol) SELECT id, 22, 'tcp' FROM devices"
+            "INSERT INTO services(device_ip, port, protocol) SELECT ip, 22, 'tcp' FROM devices"
         )
     conn.close()
 

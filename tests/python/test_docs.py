@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -53,8 +54,8 @@ def _world(tmp_path: Path) -> dict[str, str]:
                    capture_output=True)
     subprocess.run(
         ["sqlite3", str(db),
-         "INSERT INTO devices(device_ip, last_seen) VALUES ('10.0.0.1', '2026-01-01T00:00:00Z'),"
-         " ('10.0.0.2', '2026-01-02T00:00:00Z');"],
+         "INSERT INTO devices(ip, last_seen) VALUES ('10.0.0.1', '2026-01-01'),"
+         " ('10.0.0.2', '2026-01-02');"],
         check=True,
     )
     return env
@@ -177,3 +178,66 @@ def test_the_demo_runs_end_to_end_twice(tmp_path):
         assert "Offsite sync completed" in proc.stdout
     backups = list((tmp_path / "data" / "backups").glob("dashboard_*.db.*"))
     assert len([b for b in backups if not b.name.endswith(".manifest.json")]) == 2
+    # The demo database has the dashboard's real schema (nMapping+'s devices/scans).
+    assert "no drift" in proc.stdout
+    conn = sqlite3.connect(tmp_path / "data" / "dashboard.db")
+    try:
+        assert [r[1] for r in conn.execute("PRAGMA table_info(devices)")] == [
+            "id", "ip", "mac", "vendor", "hostname", "first_seen", "last_seen", "status",
+            "os_info", "services", "vulnerabilities", "notes", "created_at", "updated_at"]
+        assert conn.execute("SELECT count(*) FROM devices").fetchone() == (3,)
+    finally:
+        conn.close()
+
+
+_EXAMPLE = re.compile(r"```(?:sql|python)\n(?:--|#) (?P<path>migrations/[\w.]+)\n(?P<body>.*?)```",
+                      re.S)
+
+
+def test_every_example_migration_in_the_guide_runs_up_and_down(tmp_path):
+    """Each migration the guide shows (first line: its file name) is applied on
+    top of the shipped ones to a database holding the dashboard's rows, then
+    reverted: examples cannot rot into code that no longer runs."""
+    import shutil
+
+    guide = (REPO_ROOT / "docs" / "operations" / "database-management.md").read_text()
+    examples = {m["path"]: m["body"] for m in _EXAMPLE.finditer(guide)}
+    assert {"migrations/005_add_scan_host.sql", "migrations/006_backfill_vendor.py",
+            "migrations/base.py", "migrations/007_device_groups.py",
+            "migrations/008_scan_notes.py", "migrations/009_change_type_check.sql"
+            } <= set(examples)
+    migrations = tmp_path / "migrations"
+    shutil.copytree(REPO_ROOT / "migrations", migrations)
+    for path, body in examples.items():
+        (tmp_path / path).write_text(body)
+    db = tmp_path / "dashboard.db"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SQLITE_OPS_CONFIG": "/dev/null",
+           "DB_PATH": str(db), "MIGRATIONS_DIR": str(migrations)}
+
+    def migrate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SCRIPTS / "migrate"), *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    assert migrate("up", "--no-backup", "--to", "4").returncode == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO devices (ip, mac) VALUES ('10.0.0.1', '00:1A:2B:00:00:01'), "
+                     "('10.0.0.2', '3c:5a:b4:00:00:02'), ('10.0.0.3', NULL)")
+        conn.execute("INSERT INTO scans (scan_type, scan_date) VALUES ('discovery', '2024-05-01')")
+        conn.execute("INSERT INTO network_changes (device_ip, change_type, scan_id) "
+                     "VALUES ('10.0.0.1', 'new', 1)")
+    proc = migrate("up", "--no-backup")
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("applied")] \
+        == ["005_add_scan_host.sql", "006_backfill_vendor.py", "007_device_groups.py",
+            "008_scan_notes.py", "009_change_type_check.sql"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT vendor FROM devices ORDER BY ip").fetchall() == [
+            ("Ayecom",), ("Google",), (None,)]
+        assert "notes" in [r[1] for r in conn.execute("PRAGMA table_info(scans)")]
+        assert conn.execute("SELECT device_ip, scan_id FROM network_changes").fetchall() == [
+            ("10.0.0.1", 1)]
+        with pytest.raises(sqlite3.IntegrityError):  # 009's CHECK is in force
+            conn.execute("INSERT INTO network_changes (device_ip, change_type) VALUES ('x', 'y')")
+    proc = migrate("down", "--to", "4", "--no-backup")
+    assert proc.returncode == 0, proc.stderr
+    assert migrate("schema", "--check").returncode == 0

@@ -159,10 +159,10 @@ def _migrate_trial(tmp_path: Path, seed: int) -> None:
     migrations.mkdir()
     for src in (SCRIPTS.parent / "migrations").glob("0*"):
         (migrations / src.name).write_bytes(src.read_bytes())
-    (migrations / "003_copy_devices.sql").write_text(
+    (migrations / "099_copy_devices.sql").write_text(
         "-- migrate:up\n"
         "CREATE TABLE device_copy(id INTEGER PRIMARY KEY, ip TEXT, host TEXT);\n"
-        "INSERT INTO device_copy SELECT id, device_ip, hostname FROM devices;\n"
+        "INSERT INTO device_copy SELECT id, ip, hostname FROM devices;\n"
         "CREATE INDEX device_copy_ip ON device_copy(ip);\n"
         "UPDATE devices SET notes = 'migrated', updated_at = '2000-01-01T00:00:00Z';\n"
         "-- migrate:down\nDROP TABLE device_copy;\n"
@@ -181,10 +181,11 @@ def _migrate_trial(tmp_path: Path, seed: int) -> None:
     assert integrity_ok(db)
     state = data_digest(db)
     assert state in (before, after), "migration left a half-applied state"
-    assert applied_versions(db) == ([1, 2] if state == before else [1, 2, 3])
+    shipped = [int(p.name[:3]) for p in sorted((SCRIPTS.parent / "migrations").glob("0*"))]
+    assert applied_versions(db) == (shipped if state == before else [*shipped, 99])
     proc = run("migrate", "up", "--no-backup", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert data_digest(db) == after and applied_versions(db) == [1, 2, 3]
+    assert data_digest(db) == after and applied_versions(db) == [*shipped, 99]
 
 
 def _maintain_trial(tmp_path: Path, seed: int) -> None:

@@ -16,6 +16,8 @@ import pytest
 
 from sqlite_ops.common import CONFIG_KEYS, REPO_ROOT
 
+SHIPPED_VERSIONS = sorted(int(p.name[:3]) for p in (REPO_ROOT / "migrations").glob("[0-9]*"))
+
 
 def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO_ROOT), *args],
@@ -49,7 +51,7 @@ def test_make_migrate_on_a_configured_machine_migrates_the_configured_database(
     env = dict(base_env, SQLITE_OPS_CONFIG=str(conf))
     proc = make("migrate", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert applied(db) == [1, 2]
+    assert applied(db) == SHIPPED_VERSIONS
     proc = make("backup", env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"Backup completed: {tmp_path / 'backups'}/")
@@ -61,7 +63,7 @@ def test_a_config_file_named_on_the_make_command_line_counts_too(tmp_path, base_
     conf.write_text(f"DB_PATH={db}\n")
     proc = make("migrate", f"SQLITE_OPS_CONFIG={conf}", env=base_env)
     assert proc.returncode == 0, proc.stderr
-    assert applied(db) == [1, 2]
+    assert applied(db) == SHIPPED_VERSIONS
 
 
 def test_a_config_file_the_scripts_reject_still_keeps_make_off_the_checkout(tmp_path, base_env):
@@ -71,7 +73,7 @@ def test_a_config_file_the_scripts_reject_still_keeps_make_off_the_checkout(tmp_
     conf.write_text(f"DB_PATH={db}\nSQLITE_BUSY_TIMEOUT_MS=10s\n")
     env = dict(base_env, SQLITE_OPS_CONFIG=str(conf))
     assert make("migrate", env=env).returncode == 0
-    assert applied(db) == [1, 2]
+    assert applied(db) == SHIPPED_VERSIONS
     proc = make("backup", env=env)
     assert proc.returncode != 0
     assert "SQLITE_BUSY_TIMEOUT_MS must be a whole number" in proc.stderr
@@ -104,3 +106,17 @@ def test_make_restore_without_a_terminal_asks_for_yes_in_make_terms(tmp_path, ba
     assert proc.returncode == 0, proc.stderr
     assert "Restore completed:" in proc.stdout
     assert (tmp_path / "backups" / "pre-restore").is_dir()
+
+
+def test_make_migrate_refuses_a_lost_database_and_create_1_makes_a_new_one(tmp_path, base_env):
+    db = tmp_path / "dashboard.db"
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    (backups / "dashboard_20260101_000000.db").write_bytes(b"")
+    env = dict(base_env, DB_PATH=str(db), BACKUP_DIR=str(backups), SQLITE_OPS_CONFIG=os.devnull)
+    proc = make("migrate", env=env)
+    assert proc.returncode != 0 and "migrate up --create" in proc.stderr
+    assert not db.exists()
+    proc = make("migrate", "CREATE=1", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert applied(db) == SHIPPED_VERSIONS

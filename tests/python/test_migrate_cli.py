@@ -173,24 +173,69 @@ def test_edited_migration_exits_3_and_names_the_file(world):
     assert "EDITED" in migrate(*common, "status").stdout
 
 
-def test_migration_failure_names_statement_and_backup(world, stub_backup):
+def test_migration_failure_names_statement_and_offers_a_restore_only_after_a_change(
+        world, stub_backup):
     db, migrations = world
     common = ["--db", str(db), "--migrations", str(migrations)]
+    env = {"SQLITE_OPS_BACKUP_SCRIPT": str(stub_backup.script)}
     assert migrate(*common, "up", "--to", "1").returncode == EX_OK  # new db: no backup
     (migrations / "002_services.sql").write_text(
         "CREATE TABLE services (id INTEGER);\nCREATE TABLE devices (id INTEGER);\n")
-    proc = migrate(*common, "up", env={"SQLITE_OPS_BACKUP_SCRIPT": str(stub_backup.script)})
+    proc = migrate(*common, "up", env=env)
     assert proc.returncode == EX_FAIL
     backup = stub_backup.backups()[0]
     assert proc.stdout == f"backup: {backup}\n"
+    # Nothing was applied: a restore would only throw away writes made since.
     assert_one_error_line(proc, "002_services.sql failed at statement 2",
                           "table devices already exists",
-                          shlex.join([str(REPO_ROOT / "scripts" / "restore_database.sh"),
-                                      "--db", str(db), "--dir", str(backup.parent), "--yes",
-                                      str(backup)]))
+                          "the database is as it was before this run")
+    assert "restore_database.sh" not in proc.stderr
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'services'"
                             ).fetchone()[0] == 0
+    # 002 fixed, 003 broken: 002 was applied in this run, so the restore is offered.
+    (migrations / "002_services.sql").write_text("CREATE TABLE services (id INTEGER);\n")
+    (migrations / "003_bad.sql").write_text("CREATE TABLE devices (id INTEGER);\n")
+    proc = migrate(*common, "up", env=env)
+    assert proc.returncode == EX_FAIL
+    backup = stub_backup.backups()[-1]
+    assert_one_error_line(proc, "003_bad.sql failed at statement 1",
+                          "applied before it in this run: 002_services.sql",
+                          shlex.join([str(REPO_ROOT / "scripts" / "restore_database.sh"),
+                                      "--db", str(db), "--dir", str(backup.parent), "--yes",
+                                      str(backup)]))
+
+
+def test_up_on_a_lost_database_with_backups_refuses_unless_create(world, tmp_path):
+    """A deploy after the disk died must not create an empty database that the
+    next cron backup makes 'latest'."""
+    db, migrations = world
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for stamp in ("20260101_000000", "20260102_000000"):
+        (backups / f"d_{stamp}.db").write_bytes(b"")
+    common = ["--db", str(db), "--migrations", str(migrations)]
+    env = {"BACKUP_DIR": str(backups)}
+    for extra in ([], ["--dry-run"]):
+        proc = migrate(*common, "up", *extra, env=env)
+        assert proc.returncode == EX_USAGE
+        newest = backups / "d_20260102_000000.db"
+        assert_one_error_line(proc, f"{db} does not exist", "2 backup(s) of it",
+                              "newest: d_20260102_000000.db",
+                              shlex.join([str(REPO_ROOT / "scripts" / "restore_database.sh"),
+                                          "--db", str(db), "--dir", str(backups),
+                                          str(newest)]),
+                              "migrate up --create", "nothing was changed")
+        assert not db.exists()
+    db.write_bytes(b"")  # truncated to nothing: as lost as a missing file
+    proc = migrate(*common, "up", env=env)
+    assert proc.returncode == EX_USAGE
+    assert_one_error_line(proc, f"{db} is empty (0 bytes), but {backups} holds 2 backup(s)")
+    assert db.read_bytes() == b""
+    proc = migrate(*common, "up", "--create", env=env)
+    assert proc.returncode == EX_OK, proc.stderr
+    assert recorded(db) == [1, 2]
+    assert "--create" in migrate("up", "--help").stdout
 
 
 def test_a_database_in_a_missing_directory_is_a_usage_error_not_a_new_tree(tmp_path):
@@ -205,13 +250,14 @@ def test_a_database_in_a_missing_directory_is_a_usage_error_not_a_new_tree(tmp_p
 
 def test_failed_backup_is_exit_1_and_nothing_applied(world, failing_backup):
     db, migrations = world
-    sqlite3.connect(db).execute("CREATE TABLE keep (x)").connection.close()
-    proc = migrate("--db", str(db), "--migrations", str(migrations), "up",
-                   env={"SQLITE_OPS_BACKUP_SCRIPT": str(failing_backup.script)})
+    common = ["--db", str(db), "--migrations", str(migrations)]
+    assert migrate(*common, "up", "--to", "1").returncode == EX_OK
+    proc = migrate(*common, "up", env={"SQLITE_OPS_BACKUP_SCRIPT": str(failing_backup.script)})
     assert proc.returncode == EX_FAIL
     assert_one_error_line(proc, "backup", "nothing was changed")
     with sqlite3.connect(db) as conn:
-        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["keep"]
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master ORDER BY 1")] == [
+            "devices", "schema_migrations"]
 
 
 def test_down_dry_run_and_down(world):
@@ -342,3 +388,59 @@ def test_the_no_op_does_not_need_the_lock(world):
         fcntl.flock(handle, fcntl.LOCK_EX)
         proc = migrate(*common, "up")
     assert proc.returncode == EX_OK and proc.stdout == "up to date\n"
+
+
+def test_status_shows_foreign_history_and_up_says_it_adopted(world):
+    db, migrations = world
+    with sqlite3.connect(db) as conn:  # the application's own tables and history
+        conn.executescript("CREATE TABLE devices (id INTEGER PRIMARY KEY);"
+                           "CREATE TABLE schema_version (version INTEGER);"
+                           "INSERT INTO schema_version VALUES (7);")
+    common = ["--db", str(db), "--migrations", str(migrations)]
+    proc = migrate(*common, "status")
+    assert proc.returncode == EX_OK
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("001  001_devices.sql") and lines[0].endswith(" pending")
+    assert ("note: the database has tables but no sqlite-ops history; its schema is the one "
+            "migrations 1..1 build: 'migrate up' records them as applied and applies the rest"
+            ) in proc.stdout
+    assert ("note: table schema_version (1 row(s), highest version 7) is another tool's "
+            "migration history") in proc.stdout
+    status = json.loads(migrate(*common, "status", "--json").stdout)
+    assert status["unadopted"] is True and status["foreign_history"][0]["table"] == \
+        "schema_version"
+    assert status["adoption"] == {"matches": 1, "closest": None, "differences": []}
+    proc = migrate(*common, "up", "--no-backup")
+    assert proc.returncode == EX_OK, proc.stderr
+    assert "applied 002_services.sql" in proc.stdout
+    assert proc.stdout.splitlines()[0] == (
+        "adopting the database: its schema is the one migrations 1..1 build; 1 migration(s) "
+        "through 001_devices.sql recorded as applied (not run)")
+    assert recorded(db) == [1, 2]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT * FROM schema_version").fetchall() == [(7,)]
+
+
+def test_baseline_refuses_a_different_schema_and_force_prints_the_differences(world):
+    db, migrations = world
+    sqlite3.connect(db).execute("CREATE TABLE devices (id INTEGER PRIMARY KEY, x)"
+                                ).connection.close()
+    common = ["--db", str(db), "--migrations", str(migrations)]
+    proc = migrate(*common, "status")
+    assert ("its schema is not one the migrations build (closest: 001_devices.sql, 1 "
+            "difference(s)") in proc.stdout
+    assert json.loads(migrate(*common, "status", "--json").stdout)["adoption"] == {
+        "matches": None, "closest": "001_devices.sql",
+        "differences": ["table devices: column x not in the migrations through "
+                        "001_devices.sql"]}
+    proc = migrate(*common, "baseline", "1")
+    assert proc.returncode == EX_VERIFY
+    assert_one_error_line(proc, "table devices: column x not in the migrations through "
+                                "001_devices.sql", "nothing was recorded", "--force")
+    proc = migrate(*common, "baseline", "1", "--force")
+    assert proc.returncode == EX_OK
+    assert proc.stdout.splitlines() == [
+        "recorded 001_devices.sql as applied (not run)",
+        "difference: table devices: column x not in the migrations through 001_devices.sql"]
+    assert "recorded despite 1 difference(s)" in proc.stderr
+    assert recorded(db) == [1]

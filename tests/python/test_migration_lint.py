@@ -132,10 +132,20 @@ def test_python_migrations_are_linted_through_the_sql_they_run(make_migrations):
     ]
 
 
-def test_cascading_children_lists_only_cascade_references():
-    conn = Migrator(":memory:", str(SHIPPED)).build_schema()
-    assert cascading_children(conn, "devices") == ["device_changes", "services"]
-    assert cascading_children(conn, "scan_history") == []  # ON DELETE SET NULL
+def test_cascading_children_lists_only_cascade_references(make_migrations):
+    migrations = make_migrations({"001_a.sql": (
+        "CREATE TABLE p (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE c1 (p INTEGER REFERENCES p (id) ON DELETE CASCADE);"
+        "CREATE TABLE c2 (p INTEGER REFERENCES p (id) ON DELETE SET NULL);"
+        "CREATE TABLE c3 (p INTEGER REFERENCES p (id) ON DELETE CASCADE);")})
+    conn = Migrator(":memory:", str(migrations)).build_schema()
+    assert cascading_children(conn, "p") == ["c1", "c3"]
+    assert cascading_children(conn, "c2") == []
+    # The shipped schema has no cascades: the dashboard's INSERT OR REPLACE deletes
+    # and re-inserts devices and scans, and a cascade would delete their children.
+    shipped = Migrator(":memory:", str(SHIPPED)).build_schema()
+    assert cascading_children(shipped, "devices") == []
+    assert cascading_children(shipped, "scans") == []
 
 
 def test_dry_run_reports_lint_warnings_for_pending_migrations(tmp_path, make_migrations):

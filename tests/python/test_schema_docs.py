@@ -52,9 +52,9 @@ def test_a_new_column_without_a_description_fails_generation(tmp_path):
 
 def test_reference_shows_types_keys_and_indexes():
     text = schema_docs.generate(MIGRATIONS)
-    assert "| `device_id` | INTEGER | no |  | references devices(id) on delete cascade |" in text
-    assert "| `device_ip` | TEXT | no |  | unique |" in text
-    assert "* `idx_devices_last_seen` on (last_seen DESC)" in text
+    assert "| `device_ip` | TEXT | no |  | references devices(ip) |" in text
+    assert "| `ip` | TEXT | no |  | unique |" in text
+    assert "* `idx_devices_last_seen_ip` on (last_seen DESC, ip)" in text
     assert "CHECK (port BETWEEN 1 AND 65535)" in text
 
 

@@ -1,0 +1,275 @@
+"""The schema of a database, and how two schemas differ (``migrate schema``,
+adoption, ``db_metrics``'s drift). Imports nothing but ``.common``.
+
+Two schemas are compared by structure, not by the text of their CREATE
+statements: for each table its columns (name, type, NOT NULL, default, key),
+foreign keys, UNIQUE and PRIMARY KEY constraints, CHECK constraints and
+options (AUTOINCREMENT, WITHOUT ROWID, STRICT); for indexes, views and
+triggers their definitions with whitespace, quoting and comments ignored.
+Column order is not compared: ``ALTER TABLE ... ADD COLUMN`` appends a column
+that another tool's CREATE TABLE may have in the middle, and rows are the same.
+
+Bookkeeping is never part of a schema: ``schema_migrations``, and another
+tool's history table (:data:`FOREIGN_HISTORY_TABLES`, e.g. an application's
+``schema_version``), which is read and shown but never changed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .common import quote_ident
+
+TABLE = "schema_migrations"
+TYPE_ORDER = {"table": 0, "index": 1, "view": 2, "trigger": 3}
+
+# History tables other tools keep (the applications' own, PiWardrive-style
+# runners, Flyway, Alembic, Django, knex, yoyo, goose, sqlx). sqlite-ops reads
+# them and leaves them exactly as they are.
+FOREIGN_HISTORY_TABLES = (
+    "schema_version", "migrations", "_migrations", "migration_history", "schema_history",
+    "flyway_schema_history", "alembic_version", "django_migrations", "knex_migrations",
+    "_yoyo_migration", "goose_db_version", "_sqlx_migrations",
+)
+_VERSION_COLUMNS = ("version", "version_num", "version_id", "migration")
+_APPLIED_COLUMNS = ("applied", "applied_at", "migration_time", "installed_on")
+
+
+class ForeignHistory:
+    """Another tool's history table: what ``status`` shows of it."""
+
+    __slots__ = ("table", "columns", "rows", "highest")
+
+    def __init__(self, table: str, columns: list[str], rows: int, highest: object) -> None:
+        self.table = table
+        self.columns = columns
+        self.rows = rows
+        self.highest = highest
+
+    def describe(self) -> str:
+        latest = f", highest version {self.highest}" if self.highest is not None else ""
+        return f"table {self.table} ({self.rows} row(s){latest})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {key: getattr(self, key) for key in self.__slots__}
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))]
+
+
+def foreign_history(conn: sqlite3.Connection) -> list[ForeignHistory]:
+    """The other tools' history tables in the database (read-only)."""
+    found = []
+    names = {row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in FOREIGN_HISTORY_TABLES:
+        if table not in names:
+            continue
+        columns = table_columns(conn, table)
+        lower = {c.lower() for c in columns}
+        # A history table has a version (or a migration's name and when it ran);
+        # an application table that happens to be called "migrations" has not.
+        if not (lower & set(_VERSION_COLUMNS)
+                or "name" in lower and lower & set(_APPLIED_COLUMNS)):
+            continue
+        version = next((c for c in columns if c.lower() in ("version", "version_num",
+                                                           "version_id")), None)
+        select = f"max({quote_ident(version)})" if version else "NULL"
+        rows, highest = conn.execute(
+            f"SELECT count(*), {select} FROM {quote_ident(table)}").fetchone()
+        found.append(ForeignHistory(table, columns, rows, highest))
+    return found
+
+
+def schema_objects(conn: sqlite3.Connection, exclude: frozenset[str] | set[str] = frozenset()
+                   ) -> list[tuple[str, str, str, str]]:
+    """(type, name, table, sql) of the user schema in a stable order; no bookkeeping.
+
+    ``exclude``: tables (and their indexes and triggers) left out as well.
+    """
+    rows = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND substr(name, 1, 7) != 'sqlite_' AND name != 'schema_migrations' "
+        "AND tbl_name != 'schema_migrations'").fetchall()
+    rows = [r for r in rows if r[2] not in exclude]
+    return sorted(rows, key=lambda r: (TYPE_ORDER.get(r[0], 9), r[1]))
+
+
+def user_tables(conn: sqlite3.Connection) -> list[str]:
+    """The application's tables: no bookkeeping, no other tool's history."""
+    foreign = {h.table for h in foreign_history(conn)}
+    return [name for kind, name, _, _ in schema_objects(conn, foreign) if kind == "table"]
+
+
+def render_schema(objects: list[tuple[str, str, str, str]], version: int | None) -> str:
+    lines = [
+        f"-- The schema the migrations in this directory produce (version {version}).",
+        "-- Generated by 'migrate schema'; do not edit. 'migrate schema --check' compares",
+        "-- a live database with it.",
+        "",
+    ]
+    for _type, _name, _table, sql in objects:
+        lines.append(sql.strip() + ";")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def strip_comments(sql: str) -> str:
+    """``sql`` without ``--`` and ``/* */`` comments (string literals kept intact)."""
+    out, i, n = [], 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if char in "'\"`[":
+            close = "]" if char == "[" else char
+            end = sql.find(close, i + 1)
+            while end != -1 and close != "]" and sql.startswith(close * 2, end):
+                end = sql.find(close, end + 2)
+            end = n - 1 if end == -1 else end
+            out.append(sql[i:end + 1])
+            i = end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end == -1 else end
+            out.append(" ")
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+            out.append(" ")
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def normalise_sql(sql: str) -> str:
+    text = " ".join(strip_comments(sql).replace('"', "").replace("`", "").split()).lower()
+    for mark in "(),":
+        text = text.replace(f" {mark}", mark).replace(f"{mark} ", mark)
+    return text
+
+
+def _checks(normalised: str) -> list[str]:
+    """The CHECK (...) clauses of a normalised CREATE TABLE, sorted."""
+    found, start = [], 0
+    while True:
+        pos = normalised.find("check(", start)
+        if pos == -1:
+            return sorted(found)
+        if pos and (normalised[pos - 1].isalnum() or normalised[pos - 1] == "_"):
+            start = pos + 1
+            continue
+        depth, i = 0, pos + 5
+        while i < len(normalised):
+            if normalised[i] == "(":
+                depth += 1
+            elif normalised[i] == ")":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        found.append(normalised[pos:i + 1])
+        start = i + 1
+
+
+def _default(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    text = " ".join(value.split())
+    return text if text[:1] in ("'", '"') else text.lower()
+
+
+def _table_facts(conn: sqlite3.Connection, table: str, sql: str) -> dict[str, object]:
+    columns = {
+        row[0]: (" ".join((row[1] or "").upper().split()), row[2], _default(row[3]), row[4],
+                 row[5])
+        for row in conn.execute('SELECT name, type, "notnull", dflt_value, pk, hidden '
+                                "FROM pragma_table_xinfo(?)", (table,))}
+    groups: dict[int, list[tuple]] = {}
+    for row in conn.execute('SELECT id, "table", "from", "to", on_update, on_delete, "match" '
+                            "FROM pragma_foreign_key_list(?) ORDER BY id, seq", (table,)):
+        groups.setdefault(row[0], []).append(row[1:])
+    keys = []
+    for name, unique, origin, partial in conn.execute(
+            "SELECT name, \"unique\", origin, partial FROM pragma_index_list(?) "
+            "WHERE origin != 'c'", (table,)):
+        cols = tuple(conn.execute("SELECT name, \"desc\", coll FROM pragma_index_xinfo(?) "
+                                  "WHERE key = 1 ORDER BY seqno", (name,)))
+        keys.append((origin, unique, partial, cols))
+    text = normalise_sql(sql)
+    return {
+        "columns": columns,
+        "foreign keys": sorted(groups.values()),
+        "unique/primary key constraints": sorted(keys),
+        "check constraints": _checks(text),
+        "options": [flag for flag in ("autoincrement", "without rowid", "strict")
+                    if flag in text.replace(")strict", ") strict")],
+    }
+
+
+def schema_drift(live: sqlite3.Connection, reference: sqlite3.Connection,
+                 reference_name: str = "schema.sql") -> list[str]:
+    """Differences of the live schema from the reference one, object by object."""
+    want_objects = schema_objects(reference)
+    reference_tables = {n for t, n, _, _ in want_objects if t == "table"}
+    foreign = {h.table for h in foreign_history(live)} - reference_tables
+    want = {(t, n): (tbl, sql) for t, n, tbl, sql in want_objects}
+    have = {(t, n): (tbl, sql) for t, n, tbl, sql in schema_objects(live, foreign)}
+    drift = []
+    for key in sorted(set(want) | set(have), key=lambda k: (TYPE_ORDER.get(k[0], 9), k[1])):
+        kind, name = key
+        if key not in have:
+            drift.append(f"{kind} {name}: missing from the database")
+        elif key not in want:
+            drift.append(f"{kind} {name}: not in {reference_name}")
+        elif kind == "table":
+            drift.extend(f"table {name}: {d}" for d in _table_drift(
+                _table_facts(live, name, have[key][1]),
+                _table_facts(reference, name, want[key][1]), reference_name))
+        elif normalise_sql(have[key][1]) != normalise_sql(want[key][1]):
+            drift.append(f"{kind} {name}: definition differs")
+    return drift
+
+
+def drift_from_file(live: sqlite3.Connection, schema_sql: str) -> list[str]:
+    """:func:`schema_drift` of ``live`` from the schema a ``schema.sql`` text holds
+    (what ``migrate schema --check`` and ``db_metrics`` compare)."""
+    reference = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        chunk = ""
+        for line in schema_sql.splitlines(keepends=True):
+            chunk += line
+            if sqlite3.complete_statement(chunk):
+                reference.execute(chunk)
+                chunk = ""
+        return schema_drift(live, reference)
+    finally:
+        reference.close()
+
+
+def _table_drift(have: dict, want: dict, reference_name: str) -> list[str]:
+    have_cols, want_cols = have["columns"], want["columns"]
+    details = [f"column {c} missing" for c in want_cols if c not in have_cols]
+    details += [f"column {c} not in {reference_name}" for c in have_cols if c not in want_cols]
+    for column in want_cols:
+        if column in have_cols and have_cols[column] != want_cols[column]:
+            details.append(f"column {column} differs (type/not null/default/key): "
+                           f"{_column_text(have_cols[column])} instead of "
+                           f"{_column_text(want_cols[column])}")
+    for fact in ("foreign keys", "unique/primary key constraints", "check constraints",
+                 "options"):
+        if have[fact] != want[fact]:
+            details.append(f"{fact} differ")
+    return details
+
+
+def _column_text(facts: tuple) -> str:
+    kind, notnull, default, pk, _hidden = facts
+    words = [kind or "(no type)"]
+    if notnull:
+        words.append("NOT NULL")
+    if default is not None:
+        words.append(f"DEFAULT {default}")
+    if pk:
+        words.append("PRIMARY KEY")
+    return " ".join(words)
