@@ -303,8 +303,14 @@ def test_migrate_reads_a_database_with_a_hot_journal(tmp_path):
     assert "pending" in status.stdout
     assert content_digest(db) == committed
     kill_writer_mid_transaction(db)
+    # The journal is rolled back before migrate reads the schema; this
+    # database's tables are not the migrations' (table t), so `up` refuses
+    # the adoption and writes nothing, instead of failing on a read-only open.
     up = run("migrate", "up", env=env)
-    assert up.returncode == 0, up.stderr
+    assert up.returncode == 3, up.stderr
+    assert "nothing was written" in up.stderr
+    assert not Path(f"{db}-journal").exists()
+    assert content_digest(db) == committed
     assert integrity_ok(db)
 
 
@@ -440,7 +446,9 @@ def interrupt(cmd: list[str], env: dict[str, str], pause: Path, sig: signal.Sign
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 TARGETS = {"group": True, "script": False}
-BACKUP_PAUSES = {"snapshot packing": ("zstd", "-T0"), "quick_check": ("sqlite3", "quick_check")}
+# (The backup's integrity_check runs inside the packing step, in Python: the
+# pause in zstd interrupts it too.)
+BACKUP_PAUSES = {"snapshot packing": ("zstd", "-T0")}
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -460,7 +468,7 @@ def test_signal_during_backup_leaves_nothing_behind(tmp_path, step, sig, target)
 
 
 RESTORE_PAUSES = {"verify's decompression": ("zstd", "-d -q -c"),
-                  "the safety backup's quick_check": ("sqlite3", "quick_check")}
+                  "the safety backup's packing": ("zstd", "-T0")}
 
 
 @pytest.mark.parametrize("target", TARGETS)
