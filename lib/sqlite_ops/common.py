@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable
 
 # Exit codes from the contract.
 EX_OK = 0
@@ -249,3 +251,20 @@ def fail(prog: str, error: OpsError) -> int:
     message = error.message.replace("\n", "\\n")
     print(f"{prog}: {message}", file=sys.stderr)
     return error.code
+
+
+EX_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def run_interruptible(main: Callable[[], int]) -> int:
+    """Run a module's ``main`` so that Ctrl-C (or SIGTERM/SIGHUP, turned into
+    the same KeyboardInterrupt) ends it with exit 130 and no traceback; the
+    calling script says what the interruption left behind."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED

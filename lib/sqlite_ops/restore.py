@@ -63,6 +63,7 @@ from sqlite_ops.common import (
     is_sqlite_file,
     quote_ident,
     readonly_uri,
+    run_interruptible,
 )
 from sqlite_ops.snapshot import foreign_key_check, schema_version
 
@@ -1190,4 +1191,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main))
