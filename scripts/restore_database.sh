@@ -309,6 +309,7 @@ raw_copy() {
   local file why
   why=$(grep -v ': info: ' -- "$1" | tail -n 1) || true
   why=${why#*backup_database.sh: }
+  why=${why%%; nothing was published*} # its advice is for a backup run, not this one
   RAW_COPY=$PRE_DIR/${NAME}_$STAMP.raw
   mkdir -m 700 -- "$RAW_COPY" || die "$EX_FAIL" "cannot create $RAW_COPY; nothing was changed"
   for file in "$DB" "$DB-wal" "$DB-journal"; do
@@ -367,7 +368,7 @@ raw_undo_command() {
 print_receipt() {
   local undo=''
   local -a to=()
-  [[ -z $SAFETY ]] || undo=$(undo_command)
+  [[ -z $SAFETY && -z $RAW_COPY ]] || undo=$(undo_command)
   [[ -z $TO ]] || to=(--to)
   py_ops restore receipt --report "$REPORT" --target "$1" --safety "$SAFETY" \
     --raw-copy "$RAW_COPY" --undo "$undo" --seconds "$(elapsed_since "$START")" \

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import EX_FAIL, EX_OK, EX_USAGE, OpsError, Settings, fail
+from .common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, OpsError, Settings, fail
 from .metrics import DEFAULT_QUERY_RUNS, Options, collect, render_json, render_prometheus
 
 PROG = "db_metrics"
@@ -52,6 +52,12 @@ def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
                         help=f"runs per timed query (default {DEFAULT_QUERY_RUNS})")
     parser.add_argument("--textfile", metavar="DIR",
                         help="write DIR/sqlite_ops_<name>.prom atomically instead of stdout")
+    parser.add_argument("--integrity-check", action="store_true",
+                        help="also run PRAGMA quick_check (reads every page: from a cron job, "
+                             "not every scrape); exit 4 when it fails")
+    parser.add_argument("--metrics-dir", metavar="DIR",
+                        help="where maintenance records its checks (METRICS_DIR; default: "
+                             "--textfile's DIR)")
     parser.add_argument("--dir", metavar="BACKUP_DIR", help="backup directory (BACKUP_DIR)")
     parser.add_argument("--migrations", metavar="DIR", help="migrations (MIGRATIONS_DIR)")
     parser.add_argument("--listen", metavar="HOST:PORT",
@@ -86,7 +92,8 @@ def options_from(args, settings: Settings) -> Options:
     return Options(exact_counts=args.exact_counts, table_sizes=args.table_sizes,
                    queries_file=queries, time_queries=args.time_queries,
                    query_runs=args.query_runs, migrations_dir=migrations,
-                   backup_dir=settings.get("BACKUP_DIR"))
+                   backup_dir=settings.get("BACKUP_DIR"), integrity_check=args.integrity_check,
+                   records_dir=args.textfile or settings.get("METRICS_DIR") or None)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -109,6 +116,11 @@ def run_once(db_path: str, args, options: Options) -> int:
         print(write_textfile(args.textfile, report.name, render_prometheus(report)))
     else:
         sys.stdout.write(text)
+    if report.damage:
+        damage = report.damage.replace("\n", " ")
+        print(f"{PROG}: {report.db_path} is damaged: {damage}; run "
+              "maintain_database.sh check, then see the incident runbook", file=sys.stderr)
+        return EX_INTEGRITY
     return EX_OK
 
 
@@ -137,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         settings = Settings({
             "DB_PATH": args.db, "BACKUP_DIR": args.dir, "MIGRATIONS_DIR": args.migrations,
-            "METRICS_LISTEN": args.listen}, args.config, prog=PROG)
+            "METRICS_LISTEN": args.listen, "METRICS_DIR": args.metrics_dir}, args.config,
+            prog=PROG)
         db_path = settings.get("DB_PATH")
         options = options_from(args, settings)
         if args.command == "serve":

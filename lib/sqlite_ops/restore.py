@@ -784,6 +784,15 @@ class Progress:
         self.step = "start"  # start, copying, committed, checked, moving-aside, placed
         self.cookie: int | None = None  # the target's schema cookie before the copy
         self.moved: list[str] = []
+        self.work_inode: tuple[int, int] | None = None  # the file being renamed into place
+
+    def placed(self, target: str) -> bool:
+        """The rename happened (it may have, even when interrupted "before" it)."""
+        try:
+            st = os.stat(target)
+        except OSError:
+            return False
+        return self.work_inode == (st.st_dev, st.st_ino)
 
 
 def _one(conn: sqlite3.Connection, sql: str) -> Any:
@@ -1040,6 +1049,8 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
             raise OpsError(EX_FAIL, f"internal error: {work + suffix} left behind")
     if expected is not None:
         check_restored(work, expected, shown=target)
+    work_st = os.stat(work)
+    progress.work_inode = (work_st.st_dev, work_st.st_ino)
     progress.step = "moving-aside"
     moved = _move_aside(target, aside_dir, progress)
     fsync_path(work)
@@ -1115,6 +1126,8 @@ def interrupted_state(report: Report, target: str, progress: Progress) -> str:
     unchecked = f"; it was not checked: check it with: {maintain_check_command(target)}"
     if progress.step == "start":
         return f"interrupted before anything was written: {target} is as it was"
+    if progress.step == "moving-aside" and progress.placed(target):
+        progress.step = "placed"
     if progress.step == "moving-aside":
         moved = ", ".join(progress.moved)
         return (f"interrupted before the restored file was put in place: {target} is as it was"
