@@ -18,19 +18,27 @@
 #      the newest migration in MIGRATIONS_DIR, or one taken from another
 #      database (a mistyped --db?), is refused (exit 2) unless --force.
 #   2. show the backup's time and row counts next to the current database's,
-#      and ask (on a terminal, unless --yes; with no terminal and no --yes it
-#      refuses, exit 2).
+#      with warnings (`latest` far smaller than the backup before it; a backup
+#      older than a migration still in MIGRATIONS_DIR), and ask: type exactly
+#      yes (on a terminal, unless --yes; with no terminal and no --yes it
+#      refuses, exit 2). No lock is held while it asks; after yes it takes the
+#      lock and stops (exit 1, nothing changed) if the database file or
+#      `latest` changed meanwhile.
 #   3. safety backup of the current database into BACKUP_DIR/pre-restore/ (with
 #      backup_database.sh; when the database is too damaged for that, a raw
-#      copy of its files into pre-restore/<name>_<time>.raw/).
+#      copy of its files into pre-restore/<name>_<time>.raw/); of one incident
+#      (copies less than 24 h apart) only the first and newest two are kept.
 #   4. replace: the verified work file is copied INTO the live database with
 #      SQLite's backup API, so processes that have it open see the restored
 #      data on their next read and no old -wal/-journal is ever applied; WAL
 #      stays WAL. A missing database (or one SQLite cannot open) is replaced by
 #      renaming the work file into place after moving stale -wal/-shm/-journal
-#      files aside, and only when no process has it open (else exit 75).
-#   5. check the result (quick_check, row counts) and print a receipt with the
-#      command that undoes the restore (restoring the safety backup).
+#      files aside, and only when no process has it open (else exit 75). A new
+#      or empty file gets the manifest's journal mode, owner, group and mode.
+#   5. check exactly what was written (quick_check, row counts, in the same
+#      connection; a commit by the application right after is not damage) and
+#      print a receipt with the command that undoes the restore.
+#   Interrupted (Ctrl-C, SIGTERM), it says the state it left (exit 130).
 #
 #   --list             backups newest first (time, age, size, schema version,
 #                      tables, rows, whether manifest and checksum check out),
@@ -65,6 +73,7 @@
 #   3   the backup failed verification (corrupt, truncated, tampered with, or
 #       no manifest): nothing was changed
 #   4   the restored database failed its check (the safety backup is kept)
+#   130 interrupted: the message says what state the database was left in
 #   75  busy: another run holds the lock, or processes hold the database so it
 #       cannot be replaced safely (they are named); nothing was changed
 
@@ -217,12 +226,12 @@ confirm() {
   [[ $YES == 1 ]] && return 0
   local answer='' question
   if [[ -e $DB ]]; then
-    question="Replace $DB with this backup? A safety backup of it is taken first (a raw copy of its files if it is too damaged for one)."
+    question="Replace $DB with this backup? A safety backup of it is taken first (a raw copy of its files if it is too damaged for one). Type yes to continue: "
   else
-    question="Restore this backup into $DB? It does not exist, so there is nothing to keep."
+    question="Restore this backup into $DB? It does not exist, so there is nothing to keep. Type yes to continue: "
   fi
   STEP=prompt
-  printf '\n%s Type yes to continue: ' "$question" >&2
+  printf '\n%s' "$question" >&2
   read -r answer || true
   [[ $answer == yes ]] || {
     [[ ${answer,,} != y && ${answer,,} != yes ]] ||

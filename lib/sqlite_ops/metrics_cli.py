@@ -3,6 +3,7 @@
     db_metrics [--db PATH] [--config FILE] [--format prometheus|json]
                [--exact-counts] [--table-sizes] [--queries FILE]
                [--time-queries] [--query-runs N] [--textfile DIR]
+               [--integrity-check] [--metrics-dir DIR]
                [--dir BACKUP_DIR] [--migrations DIR]
     db_metrics serve [--listen 127.0.0.1:9560] [same options]
 
@@ -11,8 +12,14 @@ or 503; ``?quick_check=1`` adds PRAGMA quick_check) and 404 elsewhere, bound to
 127.0.0.1 unless told otherwise. Settings: flag > environment > config file >
 default (DB_PATH, BACKUP_DIR, MIGRATIONS_DIR, METRICS_LISTEN).
 
+Every scrape checks the pages it reads (header, schema, each table's first
+and last row); ``--integrity-check`` adds PRAGMA quick_check (every page).
+``sqlite_integrity_ok`` also reflects the last full check on record
+(maintain_database.sh's in METRICS_DIR, or the previous --integrity-check).
+
 Exit codes: 0 done, 1 failed, 2 usage (bad option, missing or non-SQLite
-database), 4 the database is damaged, 75 the database stayed locked.
+database), 4 the database is damaged (metrics still printed or written), 75 the
+database stayed locked.
 """
 
 from __future__ import annotations

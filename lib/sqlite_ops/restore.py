@@ -610,21 +610,21 @@ def missing_dir_message(db: str, configured: str | None) -> str:
     while not os.path.isdir(parent):
         missing.append(os.path.basename(parent))
         parent = os.path.dirname(parent)
-    parts = [f"directory {directory} does not exist (the nearest existing one is {parent}"]
     try:
         entries = [e for e in os.listdir(parent) if os.path.isdir(os.path.join(parent, e))]
     except OSError:
         entries = []
     close = difflib.get_close_matches(missing[-1], entries, n=1, cutoff=0.6) if missing else []
+    guess = configured_note = ""
     if close:
-        guess = os.path.join(parent, close[0], *reversed(missing[:-1]), os.path.basename(db))
-        parts.append(f"; did you mean {guess}?")
-    parts.append(")")
+        path = os.path.join(parent, close[0], *reversed(missing[:-1]), os.path.basename(db))
+        guess = f"; did you mean {path}?"
     if configured and os.path.abspath(configured) != os.path.abspath(db):
-        parts.append(f"; the configured DB_PATH is {configured}")
-    parts.append(": check --db (DB_PATH). If the directory was lost with its disk, recreate "
-                 "it, owned by the application's user, and retry; nothing was changed")
-    return "".join(parts)
+        configured_note = f"; the configured DB_PATH is {configured}"
+    return (f"directory {directory} does not exist (the nearest existing one is "
+            f"{parent}{guess}){configured_note}: check --db (DB_PATH). If the directory was "
+            "lost with its disk, recreate it, owned by the application's user, and retry; "
+            "nothing was changed")
 
 
 # ---------------------------------------------------------------------------
@@ -1133,7 +1133,9 @@ def interrupted_state(report: Report, target: str, progress: Progress) -> str:
         return (f"interrupted before the restored file was put in place: {target} is as it was"
                 + (f", except that its stale {moved} were moved aside" if moved else ""))
     if progress.step == "placed":
-        return f"interrupted after the restored file was put in place: {restored} (checked)"
+        return (f"interrupted after the restored file was put in place: {target} holds the "
+                f"backup's content ({os.path.basename(report.backup)}, {report.rows} rows) "
+                "(checked)")
     if progress.step in ("committed", "checked"):
         checked = " (checked)" if progress.step == "checked" else unchecked
         return f"interrupted after the copy was committed: {restored}{checked}"

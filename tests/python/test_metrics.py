@@ -299,12 +299,37 @@ def test_missing_and_non_sqlite_files_are_usage_errors(tmp_path: Path) -> None:
     assert text.value.code == 2 and "not an SQLite database" in text.value.message
 
 
-def test_a_damaged_database_is_exit_4(tmp_path: Path) -> None:
+def test_a_damaged_database_is_reported_not_hidden(tmp_path: Path) -> None:
+    """Damage is a metric (sqlite_integrity_ok 0) Prometheus can page on; the
+    CLI then exits 4 (tests/bats/incident.bats)."""
     db = tmp_path / "broken.db"
     shutil.copyfile(corpus_file("corrupt/chinook_rootswap.sqlite"), db)
-    with pytest.raises(OpsError) as damaged:
-        metrics.collect(str(db))
-    assert damaged.value.code == 4 and "malformed" in damaged.value.message
+    report = metrics.collect(str(db))
+    assert "malformed" in report.damage
+    assert report.value("sqlite_integrity_ok") == 0
+
+
+def test_the_cheap_probe_sees_a_damaged_first_or_last_leaf_and_nothing_else(tmp_path: Path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad TEXT)")
+    conn.executemany("INSERT INTO t(pad) VALUES (?)", [("x" * 300,)] * 2000)
+    conn.commit()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    healthy = metrics.collect(str(db))
+    assert healthy.value("sqlite_integrity_ok") == 1 and healthy.damage is None
+    with open(db, "r+b") as handle:  # a leaf in the middle: only quick_check sees it
+        handle.seek(4096 * (pages // 2) + 8)
+        handle.write(b"\xff" * 64)
+    assert metrics.collect(str(db)).value("sqlite_integrity_ok") == 1
+    checked = metrics.collect(str(db), metrics.Options(integrity_check=True))
+    assert checked.value("sqlite_integrity_ok") == 0
+    assert checked.value("sqlite_integrity_quick_check_ok") == 0
+    with open(db, "r+b") as handle:  # the last leaf: the probe reads it
+        handle.seek(4096 * (pages - 1) + 8)
+        handle.write(b"\xff" * 64)
+    assert metrics.collect(str(db)).value("sqlite_integrity_ok") == 0
 
 
 def test_northwind_order_details(tmp_path: Path) -> None:

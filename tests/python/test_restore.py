@@ -616,4 +616,4 @@ def test_python_entry_points_end_an_interrupt_without_a_traceback():
     for module in (REPO_ROOT / "lib" / "sqlite_ops").glob("*.py"):
         text = module.read_text()
         if 'if __name__ == "__main__":' in text:
-            assert "run_interruptible(main)" in text, f"{module.name}: Ctrl-C would print a traceback"
+            assert "run_interruptible(main)" in text, f"{module.name}: Ctrl-C gives a traceback"
