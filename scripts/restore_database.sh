@@ -225,7 +225,9 @@ can_confirm() {
 confirm() {
   [[ $YES == 1 ]] && return 0
   local answer='' question
-  if [[ -e $DB ]]; then
+  if db_is_empty; then
+    question="Restore this backup into $DB? It is empty (0 bytes), so there is nothing to keep. Type yes to continue: "
+  elif [[ -e $DB ]]; then
     question="Replace $DB with this backup? A safety backup of it is taken first (a raw copy of its files if it is too damaged for one). Type yes to continue: "
   else
     question="Restore this backup into $DB? It does not exist, so there is nothing to keep. Type yes to continue: "
@@ -239,6 +241,12 @@ confirm() {
     die "$EX_FAIL" "restore cancelled; nothing was changed"
   }
   STEP=plan
+}
+
+# db_is_empty: DB exists with no content at all (0 bytes, no -wal with frames):
+# what `sqlite3 DB` or an application starting leaves after the database was lost.
+db_is_empty() {
+  [[ -f $DB && ! -s $DB && ! -s $DB-wal ]]
 }
 
 # db_identity: "missing", or the device and inode of DB (a file put in its place
@@ -276,6 +284,10 @@ SAFETY='' RAW_COPY=''
 take_safety_backup() {
   if [[ ! -e $DB ]]; then
     log_warn "$DB does not exist: there is nothing to keep; restoring into a new file"
+    return 0
+  fi
+  if db_is_empty; then
+    log_warn "$DB is empty (0 bytes): there is nothing to keep; restoring into it"
     return 0
   fi
   ensure_private_dir "$PRE_DIR"

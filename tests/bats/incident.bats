@@ -219,6 +219,21 @@ wait_for() {
   [[ ! -e $DB_PATH-shm ]] || assert_equal "$(stat -c '%U %a' -- "$DB_PATH-shm")" "nobody 644"
 }
 
+@test "deleted, then an empty file in its place: nothing to keep, no raw copy of nothing" {
+  big_db "$DB_PATH"
+  b=$(backup_now)
+  rm -f "$DB_PATH" "$DB_PATH-wal" "$DB_PATH-shm"
+  touch "$DB_PATH"
+  on_terminal yes "$RESTORE" latest
+  assert_status 0
+  assert_contains "$output" "Restore this backup into $DB_PATH? It is empty (0 bytes), so there is nothing to keep. Type yes to continue:"
+  assert_contains "$output" "$DB_PATH is empty (0 bytes): there is nothing to keep; restoring into it"
+  [[ $output != *"too damaged"* && ! -e $BACKUP_DIR/pre-restore ]]
+  assert_contains "$output" "  safety backup:   none (there was no database to keep)"
+  assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA journal_mode')" wal
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+}
+
 @test "deleted, then recreated empty (sqlite3 or the application): the backup's journal mode and owner win" {
   big_db "$DB_PATH"
   chmod 0644 "$DB_PATH"
