@@ -1500,9 +1500,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    report = Report.load(args.report)
     progress = Progress()
+    report = None
     try:
+        report = Report.load(args.report)
         report.applied = apply_restore(report, args.target, args.aside, args.busy_timeout_ms,
                                        args.journal_mode, progress=progress)
         report.save(args.report)
@@ -1510,7 +1511,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         # Whatever arrives now, the state below is found out before it is said.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        print(f"{PROG}: {interrupted_state(report, args.target, progress)}", file=sys.stderr)
+        state = (interrupted_state(report, args.target, progress) if report is not None else
+                 f"interrupted before anything was written: {args.target} is as it was")
+        print(f"{PROG}: {state}", file=sys.stderr)
         return EX_INTERRUPTED
     return EX_OK
 

@@ -81,6 +81,21 @@ finish() {
   output=$(tr -d '\r' <"$WORK/screen")
 }
 
+# wait_until_copying: the restore's apply step has the database and the
+# verified work file both open: it is at the copy (waiting on a lock, here).
+wait_until_copying() {
+  local _ pid
+  for _ in $(seq 400); do
+    for pid in $(pgrep -f 'sqlite_ops.restore apply'); do
+      [[ $(find "/proc/$pid/fd" -lname "$DB_PATH" 2>/dev/null) &&
+        $(find "/proc/$pid/fd" -lname '*/restore.db' 2>/dev/null) ]] && return 0
+    done
+    sleep 0.05
+  done
+  echo "the restore never reached its copy" >&2
+  return 1
+}
+
 # corrupt_pages DB: overwrite bytes inside a b-tree page (quick_check fails,
 # the header and the first pages stay readable).
 corrupt_pages() {
@@ -373,6 +388,36 @@ SQL
   assert_contains "$output" "interrupted during the safety backup of $DB_PATH: the database was not touched and nothing was restored"
   [[ $output != *Traceback* && $output != *"nothing was published"* ]]
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+}
+
+@test "Ctrl-C during the copy (waiting on the application's lock): says the database is restored, not 'as it was'" {
+  big_db "$DB_PATH"
+  b=$(backup_now)
+  sqlite3 "$DB_PATH" 'DELETE FROM devices WHERE id > 10'
+  # The application holds a write transaction: the restore's copy waits for it.
+  python3 - "$DB_PATH" "$WORK" <<'PY' &
+import os, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+open(os.path.join(sys.argv[2], "holding"), "w").close()
+while not os.path.exists(os.path.join(sys.argv[2], "release")):
+    time.sleep(0.02)
+conn.execute("ROLLBACK")
+PY
+  BG_PIDS+=($!)
+  for _ in $(seq 200); do [[ -e $WORK/holding ]] && break; sleep 0.05; done
+  SQLITE_BUSY_TIMEOUT_MS=60000 start_at_prompt "$RESTORE" latest
+  keys $'yes\n'
+  wait_until_copying
+  keys $'\003'                      # Ctrl-C while the copy waits...
+  wait_for "$WORK/screen" "^C"      # ...delivered (the terminal echoed it)
+  touch "$WORK/release"             # then the application lets go
+  finish
+  assert_status 130
+  assert_contains "$output" "restore_database.sh: interrupted during the copy, after its commit: $DB_PATH holds the backup's content ($(basename -- "$b"), 2000 rows); it was not checked: check it with: "
+  [[ $output != *"as it was"* && $output != *"nothing was published"* && $output != *Traceback* ]]
+  assert_contains "$output" "the safety backup taken before this attempt is kept:"
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
 }
 
 # ---------------------------------------------------------------------------
