@@ -78,10 +78,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "sqlite_backup_catalog_verified_files": (
         "gauge", "Backup files of this database with a verified manifest."),
     "sqlite_metrics_scrape_duration_seconds": ("gauge", "How long collecting these took."),
-    # The help text is maintain_database.sh's, word for word: the textfile
-    # collector merges both files' samples of this name (told apart by source).
-    "sqlite_integrity_ok": (
-        "gauge", "1 when the last check or quick-check passed, 0 when it found a problem."),
+    # Not maintain_database.sh's sqlite_integrity_ok: no name is written to two
+    # .prom files of one textfile directory.
+    "sqlite_integrity_probe_ok": (
+        "gauge", "0 when this scrape met damage in the pages it read, or the newest full "
+        "check on record failed; else 1."),
     "sqlite_integrity_check_age_seconds": (
         "gauge", "Seconds since the last full check that read every page (maintain check or "
         "quick-check, db_metrics --integrity-check)."),
@@ -479,13 +480,10 @@ def collect_backups(report: Report, backup_dir: str | None) -> None:
 # A default scrape reads the header, the schema and sqlite_stat1, and probes
 # each table's first and last row (the pages on its leftmost and rightmost
 # b-tree path): damage there, or a file shorter than its header says, sets
-# sqlite_integrity_ok 0. Damage anywhere else (a leaf in the middle of a table,
+# sqlite_integrity_probe_ok 0. Damage anywhere else (a leaf in the middle of a table,
 # an index that disagrees with its table) needs every page read: that is
 # `--integrity-check` (PRAGMA quick_check) or maintain_database.sh check, whose
 # last verdicts and times are read from the metrics directory.
-
-INTEGRITY_SOURCE = {"source": "db_metrics"}
-
 
 def probe_pages(conn: sqlite3.Connection, tables: list[str]) -> str | None:
     """The first damage met reading each table's first and last row, or None."""
@@ -569,7 +567,7 @@ def recorded_checks(report: Report, directory: str,
 
 def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: Options,
                       damage: str | None) -> None:
-    """sqlite_integrity_ok (this scrape's probe, this run's quick_check, and the
+    """sqlite_integrity_probe_ok (this scrape's probe, this run's quick_check, and the
     recorded verdicts) and sqlite_integrity_check_age_seconds."""
     checking = options.integrity_check and conn is not None and damage is None
     checks = (recorded_checks(report, options.records_dir, own=not checking)
@@ -604,7 +602,7 @@ def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: 
         report.damage = damage
         report.notes.append(f"damage found: {damage} (run maintain_database.sh check)")
         verdict = False
-    report.add("sqlite_integrity_ok", int(verdict is not False), **INTEGRITY_SOURCE)
+    report.add("sqlite_integrity_probe_ok", int(verdict is not False))
     if dated:
         report.add("sqlite_integrity_check_age_seconds", round(max(now - dated[-1][0], 0), 3))
     elif not options.integrity_check:

@@ -143,7 +143,7 @@ wait_for() {
   damaged=$(sha256sum <"$DB_PATH")
   run --separate-stderr "$SCRIPTS/db_metrics" --integrity-check
   assert_status 4
-  assert_contains "$output" 'sqlite_integrity_ok{db="app",source="db_metrics"} 0'
+  assert_contains "$output" 'sqlite_integrity_probe_ok{db="app"} 0'
 
   on_terminal yes "$RESTORE" latest
   assert_status 0
@@ -164,7 +164,7 @@ wait_for() {
   assert_equal "$(sha256sum <"$DB_PATH")" "$damaged"
 }
 
-@test "corrupt corpus databases: db_metrics reports sqlite_integrity_ok 0 and exits 4" {
+@test "corrupt corpus databases: db_metrics reports sqlite_integrity_probe_ok 0 and exits 4" {
   local f name
   # What a default (cheap) scrape sees: the pages it reads.
   for name in chef_corrupt chinook_rootswap chinook_truncated chinook_header_pagecount; do
@@ -172,7 +172,7 @@ wait_for() {
     cp -- "$f" "$WORK/data/app.db"
     run --separate-stderr "$SCRIPTS/db_metrics" --db "$WORK/data/app.db"
     assert_status 4
-    assert_contains "$output" 'sqlite_integrity_ok{db="app",source="db_metrics"} 0'
+    assert_contains "$output" 'sqlite_integrity_probe_ok{db="app"} 0'
     assert_contains "$stderr" "db_metrics: $WORK/data/app.db is damaged: "
   done
   # Damage only a read of every page finds: --integrity-check.
@@ -182,7 +182,7 @@ wait_for() {
   assert_status 0
   run --separate-stderr "$SCRIPTS/db_metrics" --integrity-check --db "$WORK/data/app.db"
   assert_status 4
-  assert_contains "$output" 'sqlite_integrity_ok{db="app",source="db_metrics"} 0'
+  assert_contains "$output" 'sqlite_integrity_probe_ok{db="app"} 0'
 }
 
 @test "db_metrics keeps the last --integrity-check verdict and its age between cheap scrapes" {
@@ -193,20 +193,20 @@ wait_for() {
   run --separate-stderr "$SCRIPTS/db_metrics" --textfile "$WORK/prom"
   assert_status 0
   prom=$(cat "$WORK/prom/sqlite_ops_app.prom")
-  assert_contains "$prom" 'sqlite_integrity_ok{db="app",source="db_metrics"} 1'
+  assert_contains "$prom" 'sqlite_integrity_probe_ok{db="app"} 1'
   assert_contains "$prom" 'sqlite_integrity_check_age_seconds{db="app"} '
   assert_contains "$prom" 'sqlite_integrity_quick_check_ok{db="app"} 1'
   run --separate-stderr "$SCRIPTS/db_metrics" --integrity-check --textfile "$WORK/prom"
   assert_status 4
   run --separate-stderr "$SCRIPTS/db_metrics" --textfile "$WORK/prom" # cheap again
   prom=$(cat "$WORK/prom/sqlite_ops_app.prom")
-  assert_contains "$prom" 'sqlite_integrity_ok{db="app",source="db_metrics"} 0'
+  assert_contains "$prom" 'sqlite_integrity_probe_ok{db="app"} 0'
   # maintain_database.sh's failed check (METRICS_DIR) counts too, without a quick_check here.
   rm -rf "$WORK/prom"
   run "$SCRIPTS/maintain_database.sh" --metrics-dir "$WORK/prom" check
   assert_status 4
   run --separate-stderr "$SCRIPTS/db_metrics" --metrics-dir "$WORK/prom"
-  assert_contains "$output" 'sqlite_integrity_ok{db="app",source="db_metrics"} 0'
+  assert_contains "$output" 'sqlite_integrity_probe_ok{db="app"} 0'
 }
 
 # ---------------------------------------------------------------------------

@@ -300,13 +300,13 @@ def test_missing_and_non_sqlite_files_are_usage_errors(tmp_path: Path) -> None:
 
 
 def test_a_damaged_database_is_reported_not_hidden(tmp_path: Path) -> None:
-    """Damage is a metric (sqlite_integrity_ok 0) Prometheus can page on; the
+    """Damage is a metric (sqlite_integrity_probe_ok 0) Prometheus can page on; the
     CLI then exits 4 (tests/bats/incident.bats)."""
     db = tmp_path / "broken.db"
     shutil.copyfile(corpus_file("corrupt/chinook_rootswap.sqlite"), db)
     report = metrics.collect(str(db))
     assert "malformed" in report.damage
-    assert report.value("sqlite_integrity_ok") == 0
+    assert report.value("sqlite_integrity_probe_ok") == 0
 
 
 def test_the_cheap_probe_sees_a_damaged_first_or_last_leaf_and_nothing_else(tmp_path: Path):
@@ -318,18 +318,18 @@ def test_the_cheap_probe_sees_a_damaged_first_or_last_leaf_and_nothing_else(tmp_
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.close()
     healthy = metrics.collect(str(db))
-    assert healthy.value("sqlite_integrity_ok") == 1 and healthy.damage is None
+    assert healthy.value("sqlite_integrity_probe_ok") == 1 and healthy.damage is None
     with open(db, "r+b") as handle:  # a leaf in the middle: only quick_check sees it
         handle.seek(4096 * (pages // 2) + 8)
         handle.write(b"\xff" * 64)
-    assert metrics.collect(str(db)).value("sqlite_integrity_ok") == 1
+    assert metrics.collect(str(db)).value("sqlite_integrity_probe_ok") == 1
     checked = metrics.collect(str(db), metrics.Options(integrity_check=True))
-    assert checked.value("sqlite_integrity_ok") == 0
+    assert checked.value("sqlite_integrity_probe_ok") == 0
     assert checked.value("sqlite_integrity_quick_check_ok") == 0
     with open(db, "r+b") as handle:  # the last leaf: the probe reads it
         handle.seek(4096 * (pages - 1) + 8)
         handle.write(b"\xff" * 64)
-    assert metrics.collect(str(db)).value("sqlite_integrity_ok") == 0
+    assert metrics.collect(str(db)).value("sqlite_integrity_probe_ok") == 0
 
 
 def test_northwind_order_details(tmp_path: Path) -> None:
