@@ -203,6 +203,7 @@ verify_backup() {
 replace_database() {
   local rc=0
   log_info "restoring into $1"
+  TARGET=$1
   STEP=replace
   py_ops restore apply --report "$REPORT" --target "$1" --aside "$2" \
     --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" || rc=$?
@@ -515,7 +516,7 @@ action_restore() {
 # Interruptions (Ctrl-C, SIGTERM, SIGHUP): say what they left, never guess
 # ---------------------------------------------------------------------------
 
-STEP=plan PENDING_SIGNAL='' PLANNED_DB=''
+STEP=plan PENDING_SIGNAL='' PLANNED_DB='' TARGET=''
 CONFIRMED_LOCK_WAIT=300 # seconds to wait for the lock once a person said yes
 
 # on_restore_signal SIG: what each step leaves when it is interrupted. During
@@ -531,7 +532,7 @@ on_restore_signal() {
   case $STEP in
     prompt) what="restore cancelled; nothing was changed" ;;
     safety) what="interrupted during the safety backup of $DB: the database was not touched and nothing was restored" ;;
-    finished) what="interrupted after the restore was written and checked: $DB holds the backup's content; see --list for the safety backup" ;;
+    finished) what="interrupted after the restore was written and checked: $TARGET holds the backup's content" ;;
     *) what="interrupted before the database was touched; nothing was changed" ;;
   esac
   die $((128 + $(kill -l "$sig"))) "$what"
