@@ -263,6 +263,8 @@ lock_after_confirm() {
   [[ -z ${SQLITE_OPS_LOCK_HELD:-} ]] || return 0
   local wait=$TIMEOUT planned_backup=$BACKUP
   ((wait >= CONFIRMED_LOCK_WAIT)) || wait=$CONFIRMED_LOCK_WAIT
+  flock -n "$(lock_path_for "$DB")" true 2>/dev/null ||
+    log_info "another run (a backup, maintenance?) holds the lock on $DB; waiting up to $wait s for it"
   lock_acquire "$DB" "$wait" restore
   [[ $(db_identity) == "$PLANNED_DB" ]] ||
     die "$EX_FAIL" "$DB was created, removed or replaced while the plan was shown; nothing was changed; run the restore again to see a new plan"
