@@ -362,6 +362,19 @@ SQL
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
 }
 
+@test "after yes, a backup holding the lock is waited for, not a 75 for the person who said yes" {
+  big_db "$DB_PATH"
+  b=$(backup_now)
+  sqlite3 "$DB_PATH" 'DELETE FROM devices WHERE id > 10'
+  start_at_prompt "$RESTORE" "$(basename -- "$b")"
+  hold_lock "$(realpath -- "$DB_PATH").sqlite-ops.lock" 2 # a cron run, mid-way
+  keys $'yes\n'
+  finish
+  assert_status 0
+  assert_contains "$output" "holds the lock on $DB_PATH; waiting up to 300 s for it"
+  assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
+}
+
 @test "Ctrl-C at the prompt: cancelled, nothing changed" {
   big_db "$DB_PATH"
   backup_now >/dev/null
