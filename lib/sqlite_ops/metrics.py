@@ -522,47 +522,40 @@ def header_problem(path: str, journal_mode: str) -> str | None:
     return None
 
 
-def _prom_values(path: str, metric: str) -> dict[str, float]:
-    """``{label text: value}`` of ``metric``'s samples in a .prom file."""
-    found: dict[str, float] = {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        if line.startswith(metric + "{"):
-            labels, _, value = line[len(metric) + 1:].rpartition("} ")
-            try:
-                found[labels] = float(value)
-            except ValueError:
-                continue
-    return found
-
-
 def recorded_checks(report: Report, directory: str,
                     own: bool = True) -> list[tuple[float | None, bool | None]]:
     """(time, passed) of the full checks recorded in ``directory``: the last
     maintain_database.sh check/quick-check, and db_metrics' own last
     --integrity-check (kept in its previous .prom file)."""
+    from .promfile import read_values
+
     label = f'db="{escape_label(report.name)}"'
     found: list[tuple[float | None, bool | None]] = []
     maintenance = os.path.join(directory, textfile_name(report.name).replace(
         "sqlite_ops_", "sqlite_ops_maintenance_", 1))
-    ok = _prom_values(maintenance, "sqlite_integrity_ok").get(label)
-    stamps = _prom_values(maintenance, "sqlite_maintenance_last_success_timestamp_seconds")
-    when = max((v for k, v in stamps.items() if k in (f'{label},task="check"',
-                                                       f'{label},task="quick-check"')),
-               default=None)
+    ok = read_values(maintenance, "sqlite_integrity_ok").get(f"sqlite_integrity_ok{{{label}}}")
+    success = "sqlite_maintenance_last_success_timestamp_seconds"
+    stamps = read_values(maintenance, success)
+    times = [stamps.get(f'{success}{{{label},task="{task}"}}') for task in ("check", "quick-check")]
+    when = max((t for t in times if t is not None), default=None)
     if ok is not None or when is not None:
         found.append((when, None if ok is None else ok == 1))
     if own:
-        path = os.path.join(directory, textfile_name(report.name))
-        when = _prom_values(path, "sqlite_integrity_check_timestamp_seconds").get(label)
-        ok = _prom_values(path, "sqlite_integrity_quick_check_ok").get(label)
-        if when is not None:
-            found.append((when, None if ok is None else ok == 1))
+        found += own_check(directory, report)
     return found
+
+
+def own_check(directory: str, report: Report) -> list[tuple[float, bool | None]]:
+    """db_metrics' own last --integrity-check, kept in its previous .prom file."""
+    from .promfile import read_values
+
+    label = f'{{db="{escape_label(report.name)}"}}'
+    path = os.path.join(directory, textfile_name(report.name))
+    when = read_values(path, "sqlite_integrity_check_timestamp_seconds").get(
+        "sqlite_integrity_check_timestamp_seconds" + label)
+    ok = read_values(path, "sqlite_integrity_quick_check_ok").get(
+        "sqlite_integrity_quick_check_ok" + label)
+    return [] if when is None else [(when, None if ok is None else ok == 1)]
 
 
 def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: Options,
@@ -588,13 +581,10 @@ def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: 
         report.add("sqlite_integrity_check_timestamp_seconds", round(now, 3))
         report.add("sqlite_integrity_quick_check_ok", int(passed))
     elif options.records_dir:
-        own = os.path.join(options.records_dir, textfile_name(report.name))
-        label = f'db="{escape_label(report.name)}"'
-        when = _prom_values(own, "sqlite_integrity_check_timestamp_seconds").get(label)
-        ok = _prom_values(own, "sqlite_integrity_quick_check_ok").get(label)
-        if when is not None and ok is not None:  # carried over until the next check
+        for when, ok in own_check(options.records_dir, report):  # kept until the next check
             report.add("sqlite_integrity_check_timestamp_seconds", when)
-            report.add("sqlite_integrity_quick_check_ok", ok)
+            if ok is not None:
+                report.add("sqlite_integrity_quick_check_ok", int(ok))
     # The newest full check decides; the probe's damage overrides any of them.
     dated = sorted((c for c in checks if c[0] is not None), key=lambda c: c[0])
     verdict = dated[-1][1] if dated else next((c[1] for c in checks), None)

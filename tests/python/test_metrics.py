@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,29 @@ def test_health(db: Path, tmp_path: Path) -> None:
     shutil.copyfile(corpus_file("corrupt/corruptN_1.sqlite"), broken)
     ok, info = metrics.health(str(broken), quick_check=True)
     assert not ok and info["status"] == "error"
+
+
+def test_the_last_maintenance_check_is_read_back(tmp_path: Path) -> None:
+    """maintain_database.sh's verdict and time (METRICS_DIR) reach every cheap
+    scrape: a failed check keeps sqlite_integrity_probe_ok at 0, and the age
+    of the newest full check is exported."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    records = tmp_path / "metrics"
+    records.mkdir()
+    then = time.time() - 3 * 86400
+    prom = records / "sqlite_ops_maintenance_app.prom"
+    for ok in (1, 0):
+        prom.write_text(
+            "# TYPE sqlite_maintenance_last_success_timestamp_seconds gauge\n"
+            f'sqlite_maintenance_last_success_timestamp_seconds{{db="app",task="check"}} {then}\n'
+            "# TYPE sqlite_integrity_ok gauge\n"
+            f'sqlite_integrity_ok{{db="app"}} {ok}\n')
+        report = metrics.collect(str(db), metrics.Options(records_dir=str(records)))
+        assert report.value("sqlite_integrity_probe_ok") == ok
+        assert abs(report.value("sqlite_integrity_check_age_seconds") - 3 * 86400) < 60
+    none = metrics.collect(str(db))
+    assert none.value("sqlite_integrity_check_age_seconds") is None
+    assert any("no full integrity check on record" in note for note in none.notes)
