@@ -202,11 +202,13 @@ verify_backup() {
 # in (exit 130); a signal only this shell got waits for it to finish.
 replace_database() {
   local rc=0
+  local -a scratch=()
+  [[ $ACTION != drill ]] || scratch=(--scratch)
   log_info "restoring into $1"
   TARGET=$1
   STEP=replace
   py_ops restore apply --report "$REPORT" --target "$1" --aside "$2" \
-    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" || rc=$?
+    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" "${scratch[@]}" || rc=$?
   STEP=finished
   [[ $rc == 0 ]] || exit "$rc"
 }

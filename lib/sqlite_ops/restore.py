@@ -1511,8 +1511,12 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         # Whatever arrives now, the state below is found out before it is said.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        state = (interrupted_state(report, args.target, progress) if report is not None else
-                 f"interrupted before anything was written: {args.target} is as it was")
+        if args.scratch:
+            state = "interrupted; the drill's temp file is removed, nothing else was touched"
+        elif report is None:
+            state = f"interrupted before anything was written: {args.target} is as it was"
+        else:
+            state = interrupted_state(report, args.target, progress)
         print(f"{PROG}: {state}", file=sys.stderr)
         return EX_INTERRUPTED
     return EX_OK
@@ -1586,6 +1590,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--aside", required=True, help="where stale -wal/-shm/-journal files go")
     p.add_argument("--journal-mode", help="mode for a new file (default: the backup's source's)")
     p.add_argument("--busy-timeout-ms", type=int, default=5000)
+    p.add_argument("--scratch", action="store_true",
+                   help="TARGET is a drill's temp file (removed on exit)")
     p.set_defaults(func=_cmd_apply)
     p = sub.add_parser("receipt")
     p.add_argument("--report", required=True)
