@@ -617,3 +617,17 @@ def test_python_entry_points_end_an_interrupt_without_a_traceback():
         text = module.read_text()
         if 'if __name__ == "__main__":' in text:
             assert "run_interruptible(main)" in text, f"{module.name}: Ctrl-C gives a traceback"
+
+
+def test_an_interrupted_drill_says_its_temp_file_goes(world, monkeypatch, capsys):
+    db, _, tmp_path = world
+    report = _verified(world)
+    path = tmp_path / "report.json"
+    report.save(path)
+    _interrupt_in(monkeypatch, "_move_aside")
+    code = restore.main(["apply", "--report", str(path), "--target", str(tmp_path / "drill.db"),
+                         "--aside", str(tmp_path / "aside"), "--scratch"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "the drill's temp file is removed, nothing else was touched" in err
+    assert "check it with" not in err
