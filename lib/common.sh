@@ -490,13 +490,12 @@ py_ops() {
 }
 
 # manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
-# manifest records: a count, null (the check could not run), or 0 when it
-# records none. Manifests are written one key per line by sqlite_ops.snapshot.
+# manifest records: a count, null (the check could not run), 0 when it records
+# none (older backups), or "unreadable" when the manifest fails the catalog's
+# schema (the one reading of a manifest, sqlite_ops.catalog.read_manifest).
 manifest_fk_violations() {
-  local count
-  # Two spaces: the top level, never a table of that name inside "tables".
-  count=$(sed -n 's/^  "foreign_key_violations": \([0-9]*\|null\),*$/\1/p' -- "$1" 2>/dev/null) || true
-  printf '%s\n' "${count:-0}"
+  py_ops catalog field --default 0 -- "$1" foreign_key_violations 2>/dev/null ||
+    printf 'unreadable\n'
 }
 
 # ---------------------------------------------------------------------------

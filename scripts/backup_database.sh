@@ -145,7 +145,7 @@ check_free_space() {
 # A copy killed by a signal (OOM killer, SIGBUS on an I/O error) is exit 1.
 take_snapshot() {
   local rc=0
-  py_ops snapshot copy --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" -- "$SRC_DB" "$1" || rc=$?
+  py_ops snapshot copy --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" -- "$SRC_DB" "$1" || rc=$?
   ((rc <= 128)) || die "$EX_FAIL" "the snapshot process was killed by signal $((rc - 128)); nothing was published"
   return "$rc"
 }
@@ -168,7 +168,7 @@ finish_quick_check() {
 
 # pack_snapshot SNAPSHOT OUT: compress and hash in one pass; prints JSON.
 pack_snapshot() {
-  py_ops snapshot pack --compression "$COMPRESSION" -- "$1" "$2"
+  py_ops snapshot pack --compression="$COMPRESSION" -- "$1" "$2"
 }
 
 # write_manifest SNAPSHOT FILE_NAME OUT FACTS...: the manifest JSON into OUT.
@@ -176,9 +176,10 @@ write_manifest() {
   local snapshot=$1 file=$2 out=$3 fact
   shift 3
   local -a facts=()
-  for fact in "$@"; do facts+=(--facts "$fact"); done
-  py_ops snapshot manifest --source "$SRC_DB" --created "$CREATED" --file "$file" \
-    --name "$NAME" --compression "$COMPRESSION" --duration "$(elapsed_since "$START")" \
+  for fact in "$@"; do facts+=(--facts="$fact"); done
+  # (The name is the source's: snapshot derives it with the catalog's one rule.)
+  py_ops snapshot manifest --source="$SRC_DB" --created="$CREATED" --file="$file" \
+    --compression="$COMPRESSION" --duration="$(elapsed_since "$START")" \
     "${facts[@]}" -- "$snapshot" >"$out"
 }
 
@@ -189,6 +190,7 @@ warn_foreign_keys() {
   count=$(manifest_fk_violations "$1")
   case $count in
     0) return 0 ;;
+    unreadable) die "$EX_FAIL" "the manifest just written cannot be read back ($1); nothing was published" ;;
     null) log_warn "PRAGMA foreign_key_check cannot run on $SRC_DB (a foreign key names parent columns without a unique index; see foreign_key_check_error in the manifest); restoring this backup will need --force" ;;
     *)
       [[ $count != 1 ]] || rows=row
@@ -233,8 +235,8 @@ backup() {
 # prune [--dry-run]: apply the retention rules to this database's backups;
 # prints one line per file pruned (or, with --dry-run, that would be).
 prune() {
-  py_ops catalog prune --retention-days "$RETENTION" --keep "$KEEP" --source "$SRC_DB" "$@" \
-    -- "$DEST_DIR" "$NAME"
+  py_ops catalog prune --retention-days="$RETENTION" --keep="$KEEP" --source="$SRC_DB" "$@" \
+    -- "$DEST_DIR"
 }
 
 # prune_and_log: prune after a published backup; results go to the log.
@@ -263,7 +265,7 @@ write_metrics() {
   if [[ -d $DEST_DIR ]]; then
     while read -r key value; do
       stat[$key]=$value
-    done < <(py_ops catalog stats --source "$SRC_DB" -- "$DEST_DIR" "$NAME" 2>/dev/null || true)
+    done < <(py_ops catalog stats --source="$SRC_DB" -- "$DEST_DIR" 2>/dev/null || true)
   fi
   label="db=\"$(prom_label_escape "$NAME")\""
   {

@@ -8,7 +8,9 @@
 #        restore_database.sh --help
 #
 # BACKUP is a path, or a file name in BACKUP_DIR (or in BACKUP_DIR/pre-restore);
-# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR.
+# `latest` is the newest verified backup of DB_PATH's name in BACKUP_DIR, by
+# the time its manifest records (never by its name; one dated in the future
+# is never `latest`).
 #
 # A restore, step by step (it stops at the first problem, saying what changed):
 #   1. verify: SHA-256 against the manifest, decompress once into a work file
@@ -41,8 +43,9 @@
 #   Interrupted (Ctrl-C, SIGTERM), it says the state it left (exit 130).
 #
 #   --list             backups newest first (time, age, size, schema version,
-#                      tables, rows, whether manifest and checksum check out),
-#                      then the pre-restore safety backups
+#                      tables, rows, whether manifest and checksum check out,
+#                      odd names and times flagged), then the pre-restore
+#                      safety backups
 #   --json             with --list: the same as JSON
 #   --verify           verify only; changes nothing
 #   --yes              do not ask; with --to, allows replacing an existing PATH
@@ -152,7 +155,7 @@ load_settings() {
 
 # resolve_backup: BACKUP becomes the absolute path SPEC names.
 resolve_backup() {
-  BACKUP=$(py_ops restore resolve --dir "$BACKUP_ROOT" --db "$DB" -- "$SPEC") || exit
+  BACKUP=$(py_ops restore resolve --dir="$BACKUP_ROOT" --db="$DB" -- "$SPEC") || exit
   BACKUP=${BACKUP%/}
 }
 
@@ -175,7 +178,7 @@ require_dir_of() {
   [[ ! -d $(dirname -- "$1") ]] || return 0
   local configured='' message
   [[ -n ${SOPS_FLAGS[DB_PATH]+x} ]] && configured=${DB_PATH:-${SOPS_FILE[DB_PATH]:-}}
-  message=$(py_ops restore missing-dir --configured "$configured" -- "$1") || exit
+  message=$(py_ops restore missing-dir --configured="$configured" -- "$1") || exit
   die "$EX_USAGE" "$message"
 }
 
@@ -192,8 +195,8 @@ verify_backup() {
   [[ $FORCE == 1 ]] && extra+=(--force)
   [[ $SPEC == latest ]] && extra+=(--latest)
   log_info "verifying $BACKUP"
-  py_ops restore verify --work "$WORK_DIR/restore.db" --report "$REPORT" \
-    --migrations "$MIGRATIONS" --dir "$BACKUP_ROOT" --db "$DB" "${extra[@]}" -- "$BACKUP" || exit
+  py_ops restore verify --work="$WORK_DIR/restore.db" --report="$REPORT" \
+    --migrations="$MIGRATIONS" --dir="$BACKUP_ROOT" --db="$DB" "${extra[@]}" -- "$BACKUP" || exit
 }
 
 # replace_database TARGET ASIDE_DIR: put the verified content into TARGET and
@@ -207,8 +210,8 @@ replace_database() {
   log_info "restoring into $1"
   TARGET=$1
   STEP=replace
-  py_ops restore apply --report "$REPORT" --target "$1" --aside "$2" \
-    --busy-timeout-ms "$SQLITE_BUSY_TIMEOUT_MS" "${scratch[@]}" || rc=$?
+  py_ops restore apply --report="$REPORT" --target="$1" --aside="$2" \
+    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" "${scratch[@]}" || rc=$?
   STEP=finished
   [[ $rc == 0 ]] || exit "$rc"
 }
@@ -350,7 +353,7 @@ raw_copy() {
 # first and the newest ones (sqlite_ops.restore.plan_incident_prune).
 prune_safety_copies() {
   local removed line
-  removed=$(py_ops restore prune-incident --dir "$BACKUP_ROOT" --db "$DB") || {
+  removed=$(py_ops restore prune-incident --dir="$BACKUP_ROOT" --db="$DB") || {
     log_warn "could not prune older safety copies in $PRE_DIR (see above); continuing"
     return 0
   }
@@ -396,9 +399,9 @@ print_receipt() {
   local -a to=()
   [[ -z $SAFETY && -z $RAW_COPY ]] || undo=$(undo_command)
   [[ -z $TO ]] || to=(--to)
-  py_ops restore receipt --report "$REPORT" --target "$1" --safety "$SAFETY" \
-    --raw-copy "$RAW_COPY" --undo "$undo" --seconds "$(elapsed_since "$START")" \
-    --migrations "$MIGRATIONS" "${to[@]}"
+  py_ops restore receipt --report="$REPORT" --target="$1" --safety="$SAFETY" \
+    --raw-copy="$RAW_COPY" --undo="$undo" --seconds="$(elapsed_since "$START")" \
+    --migrations="$MIGRATIONS" "${to[@]}"
 }
 
 # keep_safety_note EXIT_CODE: after a failure, say where the safety backup is.
@@ -454,7 +457,7 @@ drill_metrics() {
 action_list() {
   local -a json=()
   [[ $JSON == 0 ]] || json=(--json)
-  py_ops restore list --dir "$BACKUP_ROOT" --db "$DB" "${json[@]}"
+  py_ops restore list --dir="$BACKUP_ROOT" --db="$DB" "${json[@]}"
 }
 
 action_verify() {
@@ -493,7 +496,7 @@ action_restore_to() {
 }
 
 action_restore() {
-  local -a PLAN=(--plan "$DB") # which backup, its time, its rows against the current ones
+  local -a PLAN=(--plan="$DB") # which backup, its time, its rows against the current ones
   [[ $QUIET == 1 && $YES == 1 ]] && PLAN=()
   can_confirm
   require_dir_of "$DB"
@@ -502,7 +505,7 @@ action_restore() {
   [[ $YES == 1 ]] || lock_release # nobody waits on a person reading the plan
   resolve_backup
   PLANNED_DB=$(db_identity)
-  verify_backup --enforce-schema --target "$DB" "${PLAN[@]}"
+  verify_backup --enforce-schema --target="$DB" "${PLAN[@]}"
   confirm
   lock_after_confirm
   on_exit keep_safety_note

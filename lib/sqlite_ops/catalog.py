@@ -6,7 +6,9 @@ file name without its extension, the time is UTC) with a sidecar
 never listed as a backup and never pruned.
 
 Used by backup (pruning), restore (listing, picking ``latest``) and metrics
-(backup freshness).
+(backup freshness). Two facts live here and nowhere else: what a manifest may
+hold (``MANIFEST_SCHEMA``, checked by ``read_manifest``) and when a backup was
+taken (``Backup.created_at``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlite_ops.common import fsync_path
 
@@ -29,7 +32,9 @@ MANIFEST_FORMAT = 1  # the manifest's "format" field; bump on incompatible chang
 EXTENSIONS = {"": "none", ".zst": "zstd", ".gz": "gzip"}
 SUFFIX_FOR = {"none": "", "zstd": ".zst", "gzip": ".gz"}
 
-_NAME_RE = re.compile(r"^(?P<name>.+)_(?P<stamp>\d{8}_\d{6})\.db(?P<ext>\.zst|\.gz)?$")
+# DOTALL and fullmatch: a database name may hold a newline, and "$" alone would
+# also match before a trailing one.
+_NAME_RE = re.compile(r"(?P<name>.+)_(?P<stamp>\d{8}_\d{6})\.db(?P<ext>\.zst|\.gz)?", re.DOTALL)
 
 
 def db_name(db_path: str | os.PathLike[str]) -> str:
@@ -50,13 +55,17 @@ def iso_utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+DAY = 86400
+FUTURE_SKEW = 3600  # seconds a backup's time may be ahead of this clock
+
+
 @dataclass
 class Backup:
     """One backup file and, when present and readable, its manifest."""
 
     path: Path
     name: str
-    created_at: float  # from the file name (UTC), never from mtime
+    name_time: float  # the UTC time in the file name
     compression: str
     size_bytes: int
     manifest: dict[str, Any] | None = None
@@ -67,18 +76,58 @@ class Backup:
     def manifest_path(self) -> Path:
         return self.path.with_name(self.path.name + MANIFEST_SUFFIX)
 
+    # The time of a backup: one rule, used by `latest`, the listing, pruning
+    # and the metrics. It is the manifest's created_at (written by the run that
+    # took it; a rename does not change it); the name's time only when
+    # there is no readable manifest (nothing else to go by). A backup whose time
+    # is more than FUTURE_SKEW ahead of the clock (a wrong clock when it was
+    # taken, or an edited manifest) has no believable time: it is never
+    # `latest`, never vouches for freshness, never holds a KEEP_MIN place and is
+    # never pruned. A name that disagrees with the manifest (a renamed file) is
+    # flagged in the listing, and never decides anything.
+
+    @property
+    def created_at(self) -> float:
+        """When the backup was taken (see above), epoch seconds."""
+        recorded = parse_iso_utc((self.manifest or {}).get("created_at"))
+        return self.name_time if recorded is None else recorded
+
     @property
     def created_iso(self) -> str:
         return iso_utc(self.created_at)
 
+    def in_future(self, now: float) -> bool:
+        """Its time is ahead of ``now`` by more than FUTURE_SKEW: not believable."""
+        return self.created_at > now + FUTURE_SKEW
+
+    def oddities(self, now: float) -> list[str]:
+        """What is odd about this backup's name and time, for the listing."""
+        found = []
+        if self.in_future(now):
+            found.append("dated in the future (a wrong clock?): never latest, never pruned")
+        elif self.name_time > now + FUTURE_SKEW:
+            found.append("name in the future")
+        elif abs(self.name_time - self.created_at) > FUTURE_SKEW:
+            found.append("name differs from its manifest's created_at")
+        recorded = (self.manifest or {}).get("file")
+        if recorded is not None and recorded != self.path.name:
+            found.append(f"renamed (published as {recorded!r})")
+        return found
+
     @property
     def verified(self) -> bool:
-        """The manifest exists, says verified, and matches the file's size.
+        """The manifest exists, has every field that proves a backup (NEEDED),
+        says verified, and matches the file's size.
 
         Cheap (no reading of the file); ``checksum_ok()`` reads it.
         """
         m = self.manifest
-        return bool(m and m.get("verified") is True and m.get("size_bytes") == self.size_bytes)
+        return bool(m and m.get("verified") is True and m.get("size_bytes") == self.size_bytes
+                    and manifest_problem(m, NEEDED) is None)
+
+    def usable(self, now: float) -> bool:
+        """Verified and believably dated: may be `latest`, vouches for freshness."""
+        return self.verified and not self.in_future(now)
 
     def checksum_ok(self) -> bool:
         """The published file's SHA-256 equals the manifest's."""
@@ -90,7 +139,7 @@ class Backup:
 
 def parse_backup_name(file_name: str) -> tuple[str, float, str] | None:
     """(name, created_at epoch, compression) for one of our file names, else None."""
-    match = _NAME_RE.match(file_name)
+    match = _NAME_RE.fullmatch(file_name)
     if not match:
         return None
     try:
@@ -100,17 +149,169 @@ def parse_backup_name(file_name: str) -> tuple[str, float, str] | None:
     return match["name"], float(created), EXTENSIONS[match["ext"] or ""]
 
 
-def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
-    """(manifest, None) or (None, why it could not be read)."""
+# ---------------------------------------------------------------------------
+# The manifest: one schema, checked in one place
+# ---------------------------------------------------------------------------
+#
+# Every reader of a manifest (listing, `latest`, pruning, --verify, restore,
+# metrics, migrate's undo, the backup script) goes through ``read_manifest``,
+# which checks the file against ``MANIFEST_SCHEMA``; the writer
+# (``snapshot.build_manifest``) checks what it wrote with ``manifest_problem``.
+# A manifest that fails is its own backup's problem: that backup lists as
+# "manifest unreadable", counts as unverified and is never pruned; every other
+# backup is unaffected.
+#
+# To add a field: one line in MANIFEST_SCHEMA, name -> (kind, level), with an
+# existing kind or a new Kind(...) / nullable(...). Level WRITTEN when the
+# writer always sets it (build_manifest then refuses to publish without it),
+# OPTIONAL when only some backups have it. Readers never require a WRITTEN
+# field (older backups lack new fields: treat absence as unknown); only NEEDED
+# ones, and making a field NEEDED makes every older backup fail --verify.
+# Fields not in the table are allowed and not checked (a newer version's
+# manifest stays readable); a wrong type in a known field makes the manifest
+# unreadable.
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A type a manifest field may have: how a message names it, and its test."""
+
+    what: str
+    test: Callable[[Any], bool]
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def nullable(kind: Kind) -> Kind:
+    return Kind(f"{kind.what} or null", lambda v: v is None or kind.test(v))
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
+
+
+def parse_iso_utc(value: Any) -> float | None:
+    """Epoch seconds of ``YYYY-mm-ddTHH:MM:SS[.fff]Z``, else None."""
+    if not isinstance(value, str) or not _ISO_UTC.fullmatch(value):
+        return None
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        return float(calendar.timegm(time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None
+
+
+COUNT = Kind("a non-negative integer", lambda v: _integer(v) and v >= 0)
+INTEGER = Kind("an integer", _integer)
+TEXT = Kind("a string", lambda v: isinstance(v, str))
+FLAG = Kind("true or false", lambda v: isinstance(v, bool))
+SECONDS = Kind("a non-negative number",
+               lambda v: (_integer(v) or isinstance(v, float)) and 0 <= v < float("inf"))
+SHA256 = Kind("a hex SHA-256", lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)))
+TIMESTAMP = Kind("an ISO 8601 UTC time", lambda v: parse_iso_utc(v) is not None)
+CODEC = Kind("zstd, gzip or none", lambda v: isinstance(v, str) and v in SUFFIX_FOR)
+FILE_MODE = Kind("octal permission bits such as \"0644\"",
+                 lambda v: isinstance(v, str) and bool(re.fullmatch(r"0[0-7]{3,4}", v)))
+ROW_COUNTS = Kind("an object of table -> row count",
+                  lambda v: isinstance(v, dict) and all(COUNT.test(n) for n in v.values()))
+
+# Levels. OPTIONAL: some backups have it. WRITTEN: every backup this version
+# writes has it (older ones may not). NEEDED: written, and --verify and restore
+# refuse a manifest without it (it is what proves the backup).
+OPTIONAL, WRITTEN, NEEDED = "optional", "written", "needed"
+
+MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
+    "format": (COUNT, WRITTEN),  # MANIFEST_FORMAT; a newer one is refused
+    "name": (TEXT, WRITTEN),  # the database's backup name
+    "file": (TEXT, WRITTEN),  # the backup's file name when it was published
+    "source": (TEXT, WRITTEN),  # absolute path of the database
+    "created_at": (TIMESTAMP, WRITTEN),  # when the snapshot was taken (UTC)
+    "sha256": (SHA256, NEEDED),  # of the published (compressed) file
+    "db_sha256": (SHA256, NEEDED),  # of the uncompressed database
+    "size_bytes": (COUNT, NEEDED),  # of the published file
+    "db_size_bytes": (COUNT, WRITTEN),  # of the uncompressed database
+    "page_size": (COUNT, WRITTEN),
+    "journal_mode": (TEXT, WRITTEN),  # of the database the backup was taken from
+    "sqlite_version": (TEXT, WRITTEN),  # of the library that took it
+    "schema_version": (nullable(INTEGER), WRITTEN),  # highest applied migration
+    "tables": (ROW_COUNTS, NEEDED),  # every table's row count
+    "compression": (CODEC, WRITTEN),
+    "duration_seconds": (SECONDS, WRITTEN),
+    "verified": (FLAG, NEEDED),  # quick_check said ok before publishing
+    "foreign_key_violations": (nullable(COUNT), WRITTEN),  # null: the check cannot run
+    "foreign_key_check_error": (TEXT, OPTIONAL),  # why, when it cannot
+    # The database file's owner and group (numeric ids) and mode ("0644"): a
+    # restore into a new file gives them back (older backups lack them).
+    "owner": (COUNT, WRITTEN),
+    "group": (COUNT, WRITTEN),
+    "mode": (FILE_MODE, WRITTEN),
+}
+
+MANIFEST_MAX_BYTES = 16 << 20  # far above any real manifest (a table name per line)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def manifest_problem(data: Any, level: str = OPTIONAL) -> str | None:
+    """Why ``data`` does not match the schema (None: it does).
+
+    Every known field present must have its kind; with ``level`` WRITTEN (or
+    NEEDED) the fields of that level (and NEEDED ones) must be present too.
+    """
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    wanted = {WRITTEN: (WRITTEN, NEEDED), NEEDED: (NEEDED,)}.get(level, ())
+    for key, (kind, field_level) in MANIFEST_SCHEMA.items():
+        if key not in data:
+            if field_level in wanted:
+                return f"it has no {key}"
+            continue
+        if not kind.test(data[key]):
+            return f"{key} is {_shown(data[key])}, not {kind.what}"
+    if data.get("format", MANIFEST_FORMAT) > MANIFEST_FORMAT:
+        return (f"format {data['format']} is newer than this version of sqlite-ops reads "
+                f"({MANIFEST_FORMAT}): upgrade it")
+    return None
+
+
+def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, None), or (None, why not): "no manifest", or "manifest
+    unreadable: ..." for a file that is not a manifest matching the schema.
+
+    Never raises for a hostile file: not a regular file (a FIFO would block),
+    too large, not UTF-8, not JSON, nested too deeply, or wrong field types.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None, "no manifest"
-    except (OSError, ValueError) as exc:
-        return None, f"unreadable manifest: {exc}"
-    if not isinstance(data, dict):
-        return None, "manifest is not a JSON object"
+    except OSError as exc:
+        return None, f"manifest unreadable: {exc.strerror or exc}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, "manifest unreadable: not a regular file"
+        if info.st_size > MANIFEST_MAX_BYTES:
+            return None, f"manifest unreadable: larger than {MANIFEST_MAX_BYTES} bytes"
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read(MANIFEST_MAX_BYTES + 1)
+    except OSError as exc:
+        return None, f"manifest unreadable: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        return None, "manifest unreadable: nested too deeply"
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        return None, f"manifest unreadable: not JSON ({str(exc).splitlines()[0][:80]})"
+    problem = manifest_problem(data)
+    if problem is not None:
+        return None, f"manifest unreadable: {problem}"
     return data, None
 
 
@@ -164,12 +365,16 @@ def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
         backup_name, created, compression = parsed
         if name is not None and backup_name != name:
             continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+        except OSError:  # removed meanwhile (a concurrent prune)
+            continue
         backup = Backup(
             path=directory / entry.name,
             name=backup_name,
-            created_at=created,
+            name_time=created,
             compression=compression,
-            size_bytes=entry.stat(follow_symlinks=False).st_size,
+            size_bytes=size,
         )
         backup.manifest, backup.manifest_error = read_manifest(backup.manifest_path)
         found.append(backup)
@@ -208,10 +413,6 @@ def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> Non
 # Retention
 # ---------------------------------------------------------------------------
 
-DAY = 86400
-FUTURE_SKEW = 3600  # seconds a backup's name may be ahead of this clock
-
-
 @dataclass
 class PrunePlan:
     """What retention would remove, and why the rest stays."""
@@ -231,13 +432,14 @@ def plan_prune(
     """Which of ``backups`` (one database's, from ``list_backups``) may be pruned.
 
     The rules (the contract's):
-      * age comes from the time in the file name, never from mtime;
+      * age comes from the backup's time (``Backup.created_at``: its manifest's
+        created_at), never from mtime, and never from a name alone;
       * the newest ``keep_min`` verified backups are never pruned;
       * when the newest verified backup is older than ``retention_days``
         (backups have been failing), nothing is pruned;
       * otherwise a backup older than ``retention_days`` is pruned, if it has a
         manifest (a file without one cannot be proven ours);
-      * a backup named more than an hour in the future is never pruned and does
+      * a backup dated more than an hour in the future is never pruned and does
         not count as a verified backup for the two rules above.
 
     ``assume_new_verified`` counts one more verified backup taken ``now``
@@ -247,7 +449,7 @@ def plan_prune(
     cutoff = now - retention_days * DAY
     # A backup dated in the future (a clock was wrong) is never pruned, but it
     # must not vouch for freshness nor take a KEEP_MIN place either.
-    verified = [b for b in ordered if b.verified and b.created_at <= now + FUTURE_SKEW]
+    verified = [b for b in ordered if b.usable(now)]
     newest_verified = now if assume_new_verified else (
         verified[0].created_at if verified else None)
     if newest_verified is None:
@@ -279,13 +481,15 @@ def orphan_manifests(backup_dir: str | os.PathLike[str], name: str, before: floa
         if not entry.name.endswith(MANIFEST_SUFFIX):
             continue
         parsed = parse_backup_name(entry.name[: -len(MANIFEST_SUFFIX)])
-        if parsed is None or parsed[0] != name or parsed[1] >= before:
+        if parsed is None or parsed[0] != name or not entry.is_file(follow_symlinks=False):
             continue
-        if not entry.is_file(follow_symlinks=False):
+        if os.path.lexists(directory / entry.name[: -len(MANIFEST_SUFFIX)]):
             continue
-        if (directory / entry.name[: -len(MANIFEST_SUFFIX)]).exists():
+        manifest = read_manifest(entry.path)[0]
+        recorded = parse_iso_utc((manifest or {}).get("created_at"))
+        if (parsed[1] if recorded is None else recorded) >= before:
             continue
-        if source is not None and from_other_database(read_manifest(entry.path)[0], source):
+        if source is not None and from_other_database(manifest, source):
             continue
         found.append(directory / entry.name)
     return sorted(found)
@@ -307,11 +511,11 @@ def remove_backup(backup: Backup) -> None:
 
 def _cli_prune(args: Any) -> int:
     """Apply (or with --dry-run, show) retention; one result line per file on stdout."""
-    now = time.time()
-    backups = list_backups(args.dir, args.name, args.source)
+    now, name = time.time(), db_name(args.source)
+    backups = list_backups(args.dir, name, args.source)
     plan = plan_prune(backups, now, args.retention_days, args.keep,
                       assume_new_verified=args.dry_run)
-    orphans = orphan_manifests(args.dir, args.name, now - args.retention_days * DAY,
+    orphans = orphan_manifests(args.dir, name, now - args.retention_days * DAY,
                                args.source)
     verb = "Would prune" if args.dry_run else "Pruned"
     for backup in plan.prune:
@@ -331,14 +535,28 @@ def _cli_prune(args: Any) -> int:
 def _cli_stats(args: Any) -> int:
     """``key value`` lines for the backup metrics."""
     now = time.time()
-    backups = list_backups(args.dir, args.name, args.source)
-    verified = [b for b in backups if b.verified]
+    backups = list_backups(args.dir, db_name(args.source), args.source)
+    verified = [b for b in backups if b.usable(now)]
     newest = verified[0] if verified else None
     print(f"count {len(backups)}")
     print(f"verified_count {len(verified)}")
     print(f"oldest_age_seconds {max(now - backups[-1].created_at, 0.0) if backups else 0:.0f}")
     print(f"newest_verified_created {newest.created_at if newest else 0:.0f}")
     print(f"newest_verified_size_bytes {newest.size_bytes if newest else 0}")
+    return 0
+
+
+def _cli_field(args: Any) -> int:
+    """One field of a manifest, as JSON (``--default`` when absent); exit 3 with
+    one line when the manifest is missing or fails the schema."""
+    manifest, why = read_manifest(args.manifest)
+    if manifest is None:
+        print(f"{args.manifest}: {why}", file=sys.stderr)
+        return 3
+    if args.key not in manifest and args.default is None:
+        print(f"{args.manifest}: no {args.key}", file=sys.stderr)
+        return 3
+    print(json.dumps(manifest[args.key] if args.key in manifest else json.loads(args.default)))
     return 0
 
 
@@ -354,8 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.catalog")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prune", help="apply the retention rules to one database's backups")
+    # No name argument: it is the source's (db_name), and a value of exactly
+    # "--" would not survive argparse.
     p.add_argument("dir")
-    p.add_argument("name")
     p.add_argument("--retention-days", type=int, required=True)
     p.add_argument("--keep", type=int, required=True)
     p.add_argument("--dry-run", action="store_true")
@@ -364,9 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("name", help="the name this database's backups carry")
     p.add_argument("db")
     p.set_defaults(func=_cli_name)
+    p = sub.add_parser("field", help="one field of a manifest (checked against the schema)")
+    p.add_argument("manifest")
+    p.add_argument("key")
+    p.add_argument("--default", help="JSON printed when the manifest lacks the field")
+    p.set_defaults(func=_cli_field)
     p = sub.add_parser("stats", help="numbers for the backup metrics")
     p.add_argument("dir")
-    p.add_argument("name")
     p.add_argument("--source", required=True, help="the database")
     p.set_defaults(func=_cli_stats)
     args = parser.parse_args(argv)

@@ -71,12 +71,16 @@ METRICS: dict[str, tuple[str, str]] = {
     "sqlite_schema_migration_version": ("gauge", "Highest applied migration version."),
     "sqlite_schema_drift": ("gauge", "1 when the schema differs from migrations/schema.sql."),
     "sqlite_backup_latest_timestamp_seconds": (
-        "gauge", "Time of the newest backup in the backup directory (from its name)."),
+        "gauge", "Time the newest backup was taken (its manifest's created_at; "
+                 "backups dated in the future left out)."),
     "sqlite_backup_latest_verified_timestamp_seconds": (
-        "gauge", "Time of the newest backup whose manifest says verified."),
+        "gauge", "Time the newest verified backup was taken (what restore latest picks)."),
     "sqlite_backup_catalog_files": ("gauge", "Backup files of this database in the directory."),
     "sqlite_backup_catalog_verified_files": (
         "gauge", "Backup files of this database with a verified manifest."),
+    "sqlite_backup_catalog_suspect_files": (
+        "gauge", "Backup files of this database whose manifest is unreadable or whose "
+                 "time is in the future (see restore_database.sh --list)."),
     "sqlite_metrics_scrape_duration_seconds": ("gauge", "How long collecting these took."),
     # Not maintain_database.sh's sqlite_integrity_ok: no name is written to two
     # .prom files of one textfile directory.
@@ -463,14 +467,20 @@ def collect_backups(report: Report, backup_dir: str | None) -> None:
         return
     from .catalog import list_backups
 
+    now = time.time()
     backups = list_backups(backup_dir, report.name, report.db_path)
+    dated = [b for b in backups if not b.in_future(now)]
     verified = [b for b in backups if b.verified]
+    usable = [b for b in dated if b.verified]
+    suspect = [b for b in backups if b.in_future(now) or (
+        b.manifest is None and b.manifest_error != "no manifest")]
     report.add("sqlite_backup_catalog_files", len(backups))
     report.add("sqlite_backup_catalog_verified_files", len(verified))
-    if backups:
-        report.add("sqlite_backup_latest_timestamp_seconds", backups[0].created_at)
-    if verified:
-        report.add("sqlite_backup_latest_verified_timestamp_seconds", verified[0].created_at)
+    report.add("sqlite_backup_catalog_suspect_files", len(suspect))
+    if dated:
+        report.add("sqlite_backup_latest_timestamp_seconds", dated[0].created_at)
+    if usable:
+        report.add("sqlite_backup_latest_verified_timestamp_seconds", usable[0].created_at)
 
 
 # ---------------------------------------------------------------------------

@@ -76,10 +76,29 @@ class UsageError(Exception):
     pass
 
 
+def attach_values(parser, argv: list[str]) -> list[str]:
+    """``--opt VALUE`` as ``--opt=VALUE`` for the options that take a value, so
+    the word after ``--db`` is its value even when it starts with "-" (a
+    database named ``-lead.db``), as in the bash scripts."""
+    valued = {opt for action in parser._actions if action.nargs is None  # noqa: SLF001
+              for opt in action.option_strings if opt.startswith("--")}
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] in valued and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def parse_args(argv: list[str]):
     parser = build_parser()
     parser.error = _raise_usage  # one line and exit 2, from main()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_values(parser, argv))
     if args.query_runs < 1:
         raise UsageError("--query-runs must be at least 1")
     return args

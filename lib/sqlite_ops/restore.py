@@ -104,6 +104,12 @@ def human_bytes(size: float) -> str:
     return f"{size:.1f} TiB"
 
 
+def printable(text: str) -> str:
+    """``text`` for one line of a table: a newline (or other control character)
+    in a name is shown escaped, the way a message shows it."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def human_age(seconds: float) -> str:
     seconds = max(int(seconds), 0)
     if seconds < 120:
@@ -146,14 +152,22 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def resolve_backup(spec: str, backup_dir: str | os.PathLike[str],
                    db_path: str | os.PathLike[str]) -> Path:
-    """``latest`` (newest verified backup of this database) or a path or a file name."""
+    """``latest`` (newest verified backup of this database, by the time it was
+    taken: see catalog.Backup.created_at) or a path or a file name."""
     root = Path(backup_dir)
     if spec == "latest":
         require_backup_dir(root)
-        name = catalog.db_name(db_path)
-        for backup in catalog.list_backups(root, name, db_path):
-            if backup.verified:
+        name, now = catalog.db_name(db_path), time.time()
+        backups = catalog.list_backups(root, name, db_path)
+        for backup in backups:
+            if backup.usable(now):
                 return backup.path.absolute()
+        future = [b for b in backups if b.verified and b.in_future(now)]
+        if future:
+            raise OpsError(EX_USAGE, f"no verified backup of '{name}' in {root} has a "
+                                     f"believable time: {len(future)} are dated in the "
+                                     f"future (newest {future[0].path.name}; a wrong "
+                                     "clock?); see --list, and name one explicitly")
         others = catalog.foreign_backups(root, name, db_path)
         if others:
             source = others[0].manifest.get("source")
@@ -364,13 +378,11 @@ def structural_checks(path: str) -> dict[str, Any]:
 
 
 def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    if manifest.get("verified") is not True:
+    missing = catalog.manifest_problem(manifest, catalog.NEEDED)
+    if missing is not None:
+        return f"its manifest is incomplete: {missing}"
+    if manifest["verified"] is not True:
         return "its manifest does not say the backup was verified when it was taken"
-    for key in ("sha256", "db_sha256"):
-        if not isinstance(manifest.get(key), str):
-            return f"its manifest has no {key}"
-    if not isinstance(manifest.get("tables"), dict):
-        return "its manifest has no table row counts"
     return None
 
 
@@ -404,13 +416,13 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
             raise _bad(path, why or "no manifest", forceable=why == "no manifest")
         warnings.append(f"{why}: checked structurally only (--force); completeness unproven")
     size = path.stat().st_size
-    if manifest is not None and manifest.get("size_bytes") not in (None, size):
+    if manifest is not None and manifest["size_bytes"] != size:
         raise _bad(path, f"the file is {size} bytes but its manifest says "
                          f"{manifest['size_bytes']}: truncated or replaced")
     if manifest is not None and manifest.get("compression", compression) != compression:
         raise _bad(path, f"its manifest says {manifest.get('compression')} but the file is "
                          f"{compression}")
-    need = int(manifest.get("db_size_bytes") or 0) if manifest else 0
+    need = manifest.get("db_size_bytes", 0) if manifest else 0
     _check_free_space(os.path.dirname(os.path.abspath(work)), need, "the decompressed copy")
 
     file_sha, problem = decompress(path, compression, work)
@@ -1278,11 +1290,22 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
 
 def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
     if backup.manifest is None:
-        return ("no manifest (unverified)" if backup.manifest_error == "no manifest"
-                else "manifest unreadable"), None
+        why = backup.manifest_error or "no manifest"
+        if why == "no manifest":
+            return "no manifest (unverified)", None
+        return f"manifest unreadable ({why.removeprefix('manifest unreadable: ')})", None
+    incomplete = catalog.manifest_problem(backup.manifest, catalog.NEEDED)
+    if incomplete is not None:
+        return f"manifest incomplete ({incomplete})", None
+    if backup.manifest.get("verified") is not True:
+        return "manifest does not say verified", None
     if not backup.verified:
         return "size differs from manifest", False
-    if not backup.checksum_ok():
+    try:
+        checksum_ok = backup.checksum_ok()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})", False
+    if not checksum_ok:
         return "CHECKSUM MISMATCH", False
     if catalog.records_fk_problems(backup.manifest):
         return "ok, foreign-key violations (restore needs --force)", True
@@ -1291,6 +1314,9 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
 
 def _entry(backup: catalog.Backup, kind: str, now: float) -> dict[str, Any]:
     status, checksum = _status(backup)
+    notes = backup.oddities(now)
+    if notes:
+        status = "; ".join([status, *notes])
     manifest = backup.manifest or {}
     tables = manifest.get("tables") if isinstance(manifest.get("tables"), dict) else None
     return {
@@ -1300,6 +1326,8 @@ def _entry(backup: catalog.Backup, kind: str, now: float) -> dict[str, Any]:
         "schema_version": manifest.get("schema_version"), "tables": tables,
         "rows": sum(tables.values()) if tables else None,
         "manifest": backup.manifest is not None, "checksum_ok": checksum, "status": status,
+        "manifest_error": backup.manifest_error, "in_future": backup.in_future(now),
+        "oddities": notes,
     }
 
 
@@ -1315,14 +1343,18 @@ def _raw_copies(directory: Path, name: str, now: float) -> list[dict[str, Any]]:
         parsed = catalog.parse_backup_name(entry.name[: -len(RAW_SUFFIX)] + ".db")
         if parsed is None or parsed[0] != name:
             continue
-        files = sorted(os.listdir(entry.path))
-        size = sum(os.path.getsize(os.path.join(entry.path, f)) for f in files)
+        try:
+            files = sorted(os.listdir(entry.path))
+            size = sum(os.lstat(os.path.join(entry.path, f)).st_size for f in files)
+        except OSError:
+            continue
         found.append({
             "kind": "raw-copy", "file": entry.name, "path": os.path.abspath(entry.path),
             "created_at": catalog.iso_utc(parsed[1]),
             "age_seconds": int(max(now - parsed[1], 0)), "size_bytes": size,
             "compression": "none", "schema_version": None, "tables": None, "rows": None,
-            "manifest": False, "checksum_ok": None,
+            "manifest": False, "checksum_ok": None, "manifest_error": None, "in_future": False,
+            "oddities": [],
             "status": "raw copy of a damaged database (" + ", ".join(files) + ")",
         })
     return sorted(found, key=lambda e: e["created_at"], reverse=True)
@@ -1369,11 +1401,12 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
     name, now = catalog.db_name(db_path), time.time()
     root = Path(backup_dir)
     sections = [
-        (f"Backups of '{name}' in {root} (newest first; `latest` is marked *):",
+        (f"Backups of '{printable(name)}' in {printable(str(root))} (newest first; "
+         "`latest` is marked *):",
          lambda: (_entry(b, "backup", now)
                   for b in catalog.list_backups(root, name, db_path))),
-        (f"Pre-restore safety backups in {root / PRE_RESTORE_DIR} (taken before each "
-         "restore; restore one by path to undo that restore):",
+        (f"Pre-restore safety backups in {printable(str(root / PRE_RESTORE_DIR))} (taken "
+         "before each restore; restore one by path to undo that restore):",
          lambda: sorted([_entry(b, "pre-restore", now) for b in
                          catalog.list_backups(root / PRE_RESTORE_DIR, name, db_path)]
                         + _raw_copies(root / PRE_RESTORE_DIR, name, now),
@@ -1390,11 +1423,13 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
             mark = "*" if entry["path"] == latest else " "
             schema = entry["schema_version"]
             tables = entry["tables"]
-            print(f"{mark} {entry['file']:<40} {entry['created_at'].replace('T', ' ')[:19]:<20} "
+            when = entry["created_at"].replace("T", " ")[:19]
+            print(f"{mark} {printable(entry['file']):<40} {when:<20} "
                   f"{human_age(entry['age_seconds']):>10} {human_bytes(entry['size_bytes']):>10} "
                   f"{'-' if schema is None else schema:>6} "
                   f"{'-' if tables is None else len(tables):>6} "
-                  f"{'-' if entry['rows'] is None else entry['rows']:>10}  {entry['status']}",
+                  f"{'-' if entry['rows'] is None else entry['rows']:>10}  "
+                  f"{printable(entry['status'])}",
                   flush=True)
         if count == 0:
             print("  (none)")
@@ -1429,9 +1464,9 @@ def next_older(backup: str | os.PathLike[str], backup_dir: str | os.PathLike[str
                db_path: str) -> Path | None:
     """The newest verified backup of ``db_path`` older than ``backup`` (one of
     BACKUP_DIR's): what to try when ``backup`` fails verification."""
-    found = False
+    found, now = False, time.time()
     for candidate in catalog.list_backups(backup_dir, catalog.db_name(db_path), db_path):
-        if found and candidate.verified:
+        if found and candidate.usable(now):
             return candidate.path
         found = found or os.path.realpath(candidate.path) == os.path.realpath(backup)
     return None

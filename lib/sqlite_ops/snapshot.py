@@ -40,7 +40,7 @@ import sys
 import threading
 from typing import Any
 
-from sqlite_ops.catalog import MANIFEST_FORMAT, iso_utc
+from sqlite_ops.catalog import MANIFEST_FORMAT, WRITTEN, db_name, iso_utc, manifest_problem
 from sqlite_ops.common import (
     EX_FAIL,
     EX_INTEGRITY,
@@ -317,17 +317,13 @@ def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: fl
         "duration_seconds": round(duration, 3),
         "verified": True,
     })
-    missing = [key for key in REQUIRED_FIELDS if key not in manifest]
-    if missing:
-        raise OpsError(EX_FAIL, f"internal error: manifest lacks {', '.join(missing)}")
+    # The schema every reader checks (catalog.MANIFEST_SCHEMA): never publish
+    # a manifest that the listing would call unreadable.
+    problem = manifest_problem(manifest, WRITTEN)
+    if problem:
+        raise OpsError(EX_FAIL, f"internal error: the manifest does not match its schema: "
+                                f"{problem}")
     return manifest
-
-
-REQUIRED_FIELDS = (
-    "source", "created_at", "sha256", "db_sha256", "size_bytes", "db_size_bytes", "page_size",
-    "journal_mode", "sqlite_version", "schema_version", "tables", "compression",
-    "duration_seconds", "verified", "format", "file", "name", "foreign_key_violations",
-)
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +358,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True)
     p.add_argument("--created", type=float, required=True)
     p.add_argument("--file", required=True)
-    p.add_argument("--name", required=True)
     p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--facts", type=_json_object, action="append", default=[])
@@ -379,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = build_manifest(
                 args.snapshot, source=args.source, created=args.created, file_name=args.file,
-                name=args.name, compression=args.compression, duration=args.duration,
+                name=db_name(args.source), compression=args.compression, duration=args.duration,
                 facts=args.facts)
             json.dump(result, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")

@@ -68,8 +68,8 @@ fake_backup() {
   python3 - "$file" "$verified" <<'PY'
 import json, os, sys
 path, verified = sys.argv[1], sys.argv[2] == "true"
-json.dump({"verified": verified, "size_bytes": os.path.getsize(path)},
-          open(path + ".manifest.json", "w"))
+json.dump({"verified": verified, "size_bytes": os.path.getsize(path), "tables": {},
+           "sha256": "0" * 64, "db_sha256": "0" * 64}, open(path + ".manifest.json", "w"))
 PY
 }
 
@@ -476,7 +476,7 @@ PY
   fake_backup dashboard "$(stamp_days_ago 1)" false # recent but unverified
   # The rule itself, through --dry-run (a real run would add a fresh backup):
   run --separate-stderr env PYTHONPATH="$REPO_ROOT/lib" python3 -m sqlite_ops.catalog prune \
-    --retention-days 30 --keep 0 --source "$DB" -- "$DIR" dashboard
+    --retention-days 30 --keep 0 --source "$DB" -- "$DIR"
   assert_status 0
   [[ $output != *Pruned* ]]
   assert_contains "$output" "keeping everything"

@@ -773,3 +773,140 @@ PY
   assert_status 0
   assert_contains "$output" "Backup verified: $b"
 }
+
+# ---------------------------------------------------------------------------
+# Hostile manifests, backups named in the future, odd database names
+# ---------------------------------------------------------------------------
+
+# spoil_manifest BACKUP KIND: replace its manifest with something hostile.
+spoil_manifest() {
+  python3 - "$1.manifest.json" "$2" <<'PY'
+import json, sys
+path, kind = sys.argv[1], sys.argv[2]
+if kind == "nested":
+    text = "[" * 100000
+else:
+    key, value = kind.split("=", 1)
+    manifest = json.load(open(path))
+    manifest[key] = json.loads(value)
+    text = json.dumps(manifest, indent=2)
+open(path, "w").write(text)
+PY
+}
+
+@test "a hostile manifest on an older backup spoils only that backup: list, verify, restore, prune, metrics" {
+  make_db "$DB_PATH" 20
+  local old new kind
+  old=$(backup_now)
+  sleep 1
+  new=$(backup_now)
+  for kind in nested 'db_size_bytes="garbage"' 'created_at=12345' 'tables={"devices": "many"}' 'schema_version={}'; do
+    cp -- "$new.manifest.json" "$WORK/good.json"
+    cp -- "$WORK/good.json" "$old.manifest.json"
+    spoil_manifest "$old" "$kind"
+    run --separate-stderr "$RESTORE" --list
+    assert_status 0
+    assert_equal "$stderr" "" "stderr of --list ($kind)"
+    assert_contains "$output" "* ${new##*/}"
+    assert_contains "$output" "${old##*/}"
+    assert_contains "$output" "manifest unreadable"
+    run --separate-stderr "$RESTORE" --list --json
+    assert_status 0
+    run --separate-stderr "$RESTORE" --verify "$old"
+    assert_status 3
+    assert_equal "$(printf '%s\n' "$stderr" | grep -vc ': info: ')" 1 "error lines ($kind)"
+    assert_contains "$stderr" "manifest unreadable"
+    run --separate-stderr "$RESTORE" --verify latest
+    assert_status 0
+    assert_contains "$output" "Backup verified: $new"
+  done
+  spoil_manifest "$old" nested
+  run --separate-stderr "$RESTORE" --yes --to "$WORK/drill.db" latest
+  assert_status 0
+  assert_equal "$(count_rows "$WORK/drill.db" devices)" 20
+  # Pruning still works: a good backup 40 days old goes, the unreadable one
+  # (named 50 days old) stays: it cannot be proven ours.
+  local aged hostile
+  aged="$BACKUP_DIR/app_$(date -u -d '-40 days' +%Y%m%d_%H%M%S).db.zst"
+  hostile="$BACKUP_DIR/app_$(date -u -d '-50 days' +%Y%m%d_%H%M%S).db.zst"
+  cp -- "$new" "$aged"
+  python3 - "$new.manifest.json" "$aged" <<'PY'
+import json, os, sys, time
+m = json.load(open(sys.argv[1]))
+m["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 40 * 86400))
+m["file"] = os.path.basename(sys.argv[2])
+json.dump(m, open(sys.argv[2] + ".manifest.json", "w"))
+PY
+  mv -- "$old" "$hostile"
+  mv -- "$old.manifest.json" "$hostile.manifest.json"
+  run --separate-stderr "$SCRIPTS/backup_database.sh" --retention-days 30 --keep 1
+  assert_status 0
+  [[ $stderr != *"pruning failed"* && $stderr != *Traceback* ]]
+  assert_contains "$stderr" "Pruned: $aged"
+  [[ -f $hostile && -f $new && ! -e $aged ]]
+  run --separate-stderr "$SCRIPTS/db_metrics" --dir "$BACKUP_DIR"
+  assert_status 0
+  assert_contains "$output" 'sqlite_backup_catalog_suspect_files{db="app"} 1'
+  assert_contains "$output" 'sqlite_backup_catalog_verified_files{db="app"} 2' # new and this run's
+}
+
+@test "latest never goes by a name: a backup renamed 30 days ahead is not chosen, and --list flags it" {
+  make_db "$DB_PATH" 10
+  local renamed future
+  renamed=$(backup_now)
+  sleep 1
+  add_rows "$DB_PATH" 5
+  local real
+  real=$(backup_now)
+  future="$BACKUP_DIR/app_$(date -u -d '+30 days' +%Y%m%d_%H%M%S).db.zst"
+  mv -- "$renamed" "$future"
+  mv -- "$renamed.manifest.json" "$future.manifest.json"
+  run --separate-stderr "$RESTORE" --verify latest
+  assert_status 0
+  assert_contains "$output" "Backup verified: $real"
+  run --separate-stderr "$RESTORE" --yes --to "$WORK/r.db" latest
+  assert_status 0
+  assert_equal "$(count_rows "$WORK/r.db" devices)" 15
+  run --separate-stderr "$RESTORE" --list
+  assert_contains "$output" "* ${real##*/}"
+  assert_contains "$(grep -F -- "${future##*/}" <<<"$output")" "name in the future"
+  # A manifest that says the future too (a wrong clock): never latest.
+  python3 - "$real.manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); m["created_at"] = "2099-01-01T00:00:00Z"
+json.dump(m, open(sys.argv[1], "w"))
+PY
+  run --separate-stderr "$RESTORE" --verify latest
+  assert_status 0
+  assert_contains "$output" "Backup verified: $future"
+  run --separate-stderr "$RESTORE" --list
+  assert_contains "$(grep -F -- "${real##*/}" <<<"$output")" "dated in the future"
+}
+
+@test "odd database names and a directory with spaces: backup, list, verify latest, restore --to, prune, metrics" {
+  local dir="$WORK/dir with spaces" name db out backup
+  mkdir -p "$dir"
+  for name in -lead.db --.db "a b'c\".db" $'new\nline.db'; do
+    db="$dir/$name"
+    make_db "$db" 7
+    out=$("$SCRIPTS/backup_database.sh" --quiet --db "$db" --dir "$dir/backups") ||
+      { echo "backup of $name failed" >&2; return 1; }
+    backup=${out##*Backup completed: }
+    [[ -f $backup && -f $backup.manifest.json ]]
+    run --separate-stderr "$RESTORE" --db "$db" --dir "$dir/backups" --list
+    assert_status 0
+    assert_contains "$output" "* $(printf '%s' "${backup##*/}" | sed -z 's/\n/\\n/g')"
+    run --separate-stderr "$RESTORE" --db "$db" --dir "$dir/backups" --verify latest
+    assert_status 0
+    run --separate-stderr "$RESTORE" --db "$db" --dir "$dir/backups" --yes --to "$dir/restored $name" latest
+    assert_status 0
+    assert_equal "$(count_rows "$dir/restored $name" devices)" 7 "rows restored from $name"
+    run --separate-stderr "$SCRIPTS/db_metrics" --db "$db" --dir "$dir/backups"
+    assert_status 0
+    assert_contains "$output" "sqlite_backup_catalog_verified_files{db=\"$(printf '%s' "${name%.db}" | sed -z 's/\\/\\\\/g; s/"/\\"/g; s/\n/\\n/g')\"} 1"
+    # Pruning sees it (keep 0, retention 0: a dry run would remove it).
+    run --separate-stderr "$SCRIPTS/backup_database.sh" --db "$db" --dir "$dir/backups" --dry-run --retention-days 0 --keep 0
+    assert_status 0
+    assert_contains "$output" "Would prune: $backup"
+  done
+}

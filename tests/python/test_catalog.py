@@ -28,7 +28,8 @@ def fake_backup(directory: Path, name: str, epoch: float, verified: bool = True,
     path = directory / f"{name}_{stamp(epoch)}.db{ext}"
     path.write_bytes(b"backup")
     if manifest:
-        fields: dict = {"verified": verified, "size_bytes": 6}
+        fields: dict = {"verified": verified, "size_bytes": 6, "sha256": catalog.sha256_file(path),
+                        "db_sha256": "0" * 64, "tables": {}}
         if source is not None:
             fields["source"] = source
         (directory / (path.name + catalog.MANIFEST_SUFFIX)).write_text(json.dumps(fields))
@@ -116,7 +117,8 @@ def test_write_json_atomic_is_private_and_leaves_no_temp(tmp_path):
 def test_checksum_ok(tmp_path):
     path = fake_backup(tmp_path, "d", NOW)
     manifest = path.with_name(path.name + catalog.MANIFEST_SUFFIX)
-    manifest.write_text(json.dumps({"verified": True, "size_bytes": 6,
+    manifest.write_text(json.dumps({"verified": True, "size_bytes": 6, "tables": {},
+                                    "db_sha256": "0" * 64,
                                     "sha256": catalog.sha256_file(path)}))
     assert catalog.list_backups(tmp_path, "d")[0].checksum_ok()
     path.write_bytes(b"BACKUP")
@@ -208,10 +210,10 @@ def test_cli_prune_removes_file_and_manifest(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
     dry = cli("prune", "--retention-days", "30", "--keep", "1", "--dry-run",
-              "--source", str(tmp_path / "d.db"), "--", str(tmp_path), "d")
+              "--source", str(tmp_path / "d.db"), "--", str(tmp_path))
     assert f"Would prune: {old}" in dry.stdout and old.exists()
     real = cli("prune", "--retention-days", "30", "--keep", "1",
-               "--source", str(tmp_path / "d.db"), "--", str(tmp_path), "d")
+               "--source", str(tmp_path / "d.db"), "--", str(tmp_path))
     assert f"Pruned: {old}" in real.stdout
     assert not old.exists() and not old.with_name(old.name + catalog.MANIFEST_SUFFIX).exists()
     assert notes.exists()
@@ -226,8 +228,8 @@ def test_cli_stats(tmp_path):
     fake_backup(tmp_path, "d", now - 10 * DAY)
     newest = fake_backup(tmp_path, "d", now - DAY)
     fake_backup(tmp_path, "d", now - 100, verified=False)
-    lines = cli("stats", "--source", str(tmp_path / "d.db"), "--", str(tmp_path),
-                "d").stdout.splitlines()
+    lines = cli("stats", "--source", str(tmp_path / "d.db"), "--",
+                str(tmp_path)).stdout.splitlines()
     stats = dict(line.split() for line in lines)
     assert stats["count"] == "3" and stats["verified_count"] == "2"
     assert abs(float(stats["oldest_age_seconds"]) - 10 * DAY) < 5
@@ -268,3 +270,224 @@ def test_a_file_without_a_manifest_is_never_pruned(tmp_path):
     orphan_file = fake_backup(tmp_path, "d", now - 90 * DAY, manifest=False)
     plan = catalog.plan_prune(catalog.list_backups(tmp_path, "d"), now, 30, 1)
     assert orphan_file not in [b.path for b in plan.prune]
+
+
+# --- hostile manifests: one schema, that backup's problem alone --------------------
+
+
+def good_manifest(path: Path, **fields) -> dict:
+    """A manifest that matches ``path`` and the schema, with ``fields`` changed."""
+    manifest = {
+        "format": 1, "name": "d", "file": path.name, "source": "/data/d.db",
+        "created_at": catalog.iso_utc(catalog.parse_backup_name(path.name)[1]),
+        "sha256": catalog.sha256_file(path), "db_sha256": "0" * 64,
+        "size_bytes": path.stat().st_size, "db_size_bytes": 4096, "page_size": 4096,
+        "journal_mode": "wal", "sqlite_version": "3.40.1", "schema_version": 3,
+        "tables": {"t": 1}, "compression": "gzip", "duration_seconds": 0.5,
+        "verified": True, "foreign_key_violations": 0,
+    }
+    manifest.update(fields)
+    path.with_name(path.name + catalog.MANIFEST_SUFFIX).write_text(json.dumps(manifest))
+    return manifest
+
+
+HOSTILE = {
+    "deeply nested": "[" * 100000,
+    "deeply nested object": '{"a":' * 50000,
+    "not JSON": "{not json",
+    "not UTF-8": b"\xff\xfe{}",
+    "a list": "[]",
+    "empty": "",
+    "a huge integer": '{"size_bytes": ' + "9" * 5000 + "}",
+}
+
+BAD_TYPES = [
+    ("db_size_bytes", "garbage"), ("created_at", 12345), ("created_at", "yesterday"),
+    ("tables", {"t": "many"}), ("tables", []), ("schema_version", {}), ("size_bytes", -1),
+    ("size_bytes", True), ("verified", "yes"), ("sha256", 7), ("compression", ["zstd"]),
+    ("foreign_key_violations", "3"), ("format", 99),
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_hostile_manifest_is_unreadable_never_a_traceback(tmp_path, text):
+    path = tmp_path / "m.json"
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    manifest, why = catalog.read_manifest(path)
+    assert manifest is None and why.startswith("manifest unreadable: ")
+    assert "\n" not in why
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_TYPES, ids=[f"{k}={v!r}" for k, v in BAD_TYPES])
+def test_a_field_of_the_wrong_type_makes_the_manifest_unreadable(tmp_path, key, value):
+    path = fake_backup(tmp_path, "d", NOW)
+    good_manifest(path, **{key: value})
+    manifest, why = catalog.read_manifest(path.with_name(path.name + catalog.MANIFEST_SUFFIX))
+    assert manifest is None and why.startswith(f"manifest unreadable: {key} ")
+
+
+def test_a_good_manifest_reads_and_unknown_fields_are_allowed(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW)
+    written = good_manifest(path, host="web-1", integrity={"ok": True}, future_field=[1])
+    manifest, why = catalog.read_manifest(path.with_name(path.name + catalog.MANIFEST_SUFFIX))
+    assert why is None and manifest == written
+    # Older manifests lack newer fields: still readable.
+    del written["foreign_key_violations"], written["format"]
+    path.with_name(path.name + catalog.MANIFEST_SUFFIX).write_text(json.dumps(written))
+    assert catalog.read_manifest(path.with_name(path.name + catalog.MANIFEST_SUFFIX))[1] is None
+
+
+def test_a_manifest_that_is_a_fifo_or_a_symlink_is_unreadable_and_never_blocks(tmp_path):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    assert catalog.read_manifest(fifo) == (None, "manifest unreadable: not a regular file")
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    assert catalog.read_manifest(link)[1].startswith("manifest unreadable")
+
+
+def test_one_hostile_manifest_spoils_only_its_own_backup(tmp_path):
+    """The newest good backup stays latest-worthy, pruning still works, and the
+    hostile one is neither verified nor pruned."""
+    now = time.time()
+    hostile = fake_backup(tmp_path, "d", now - 60 * DAY)
+    (tmp_path / (hostile.name + catalog.MANIFEST_SUFFIX)).write_text("[" * 100000)
+    old = fake_backup(tmp_path, "d", now - 50 * DAY)
+    good_manifest(old)
+    new = fake_backup(tmp_path, "d", now - DAY)
+    good_manifest(new)
+    backups = catalog.list_backups(tmp_path, "d", "/data/d.db")
+    assert [b.path for b in backups] == [new, old, hostile]
+    assert [b.usable(now) for b in backups] == [True, True, False]
+    assert backups[2].manifest_error == "manifest unreadable: nested too deeply"
+    plan = catalog.plan_prune(backups, now, 30, 1)
+    assert [b.path for b in plan.prune] == [old]
+    result = cli("prune", "--retention-days", "30", "--keep", "1", "--source", "/data/d.db",
+                 "--", str(tmp_path))
+    assert f"Pruned: {old}" in result.stdout and hostile.exists() and not old.exists()
+
+
+def test_cli_field_reads_through_the_schema(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW)
+    good_manifest(path, foreign_key_violations=None)
+    manifest = str(path) + catalog.MANIFEST_SUFFIX
+    assert cli("field", "--", manifest, "foreign_key_violations").stdout == "null\n"
+    assert cli("field", "--default", "0", "--", manifest, "absent").stdout == "0\n"
+    Path(manifest).write_text("[" * 100000)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
+    proc = subprocess.run([sys.executable, "-m", "sqlite_ops.catalog", "field", "--", manifest,
+                           "foreign_key_violations"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr == f"{manifest}: manifest unreadable: nested too deeply\n"
+
+
+def test_the_writer_and_the_readers_share_the_schema():
+    """What build_manifest must write is the table's WRITTEN and NEEDED fields."""
+    levels = {level for _, level in catalog.MANIFEST_SCHEMA.values()}
+    assert levels == {catalog.OPTIONAL, catalog.WRITTEN, catalog.NEEDED}
+    needed = {k for k, (_, level) in catalog.MANIFEST_SCHEMA.items() if level == catalog.NEEDED}
+    assert needed == {"sha256", "db_sha256", "size_bytes", "tables", "verified"}
+    assert catalog.manifest_problem({}, catalog.NEEDED) == "it has no sha256"
+
+
+# --- the time of a backup: the manifest's created_at, never a name alone -------------
+
+
+def test_a_backup_renamed_into_the_future_is_not_latest_and_is_flagged(tmp_path):
+    now = time.time()
+    real_new = fake_backup(tmp_path, "d", now - 3600)
+    good_manifest(real_new)
+    taken = fake_backup(tmp_path, "d", now - 2 * DAY)
+    good_manifest(taken)
+    renamed = tmp_path / f"d_{stamp(now + 30 * DAY)}.db.gz"
+    taken.rename(renamed)
+    Path(f"{taken}{catalog.MANIFEST_SUFFIX}").rename(f"{renamed}{catalog.MANIFEST_SUFFIX}")
+    backups = catalog.list_backups(tmp_path, "d")
+    assert [b.path for b in backups] == [real_new, renamed]  # by created_at
+    odd = backups[1]
+    assert odd.created_at == catalog.parse_backup_name(taken.name)[1]
+    assert odd.usable(now) and not odd.in_future(now)
+    assert odd.oddities(now) == ["name in the future", f"renamed (published as {taken.name!r})"]
+    assert backups[0].oddities(now) == []
+
+
+def test_a_backup_dated_in_the_future_is_never_latest_nor_pruned(tmp_path):
+    now = time.time()
+    recent = fake_backup(tmp_path, "d", now - DAY)
+    good_manifest(recent)
+    wrong_clock = fake_backup(tmp_path, "d", now - 40 * DAY)
+    good_manifest(wrong_clock, created_at=catalog.iso_utc(now + 30 * DAY))
+    backups = catalog.list_backups(tmp_path, "d")
+    assert backups[0].path == wrong_clock and backups[0].in_future(now)
+    assert not backups[0].usable(now) and backups[1].usable(now)
+    assert "dated in the future" in backups[0].oddities(now)[0]
+    assert catalog.plan_prune(backups, now, 30, 0).prune == []
+
+
+def test_a_backup_renamed_into_the_past_is_not_pruned_early(tmp_path):
+    now = time.time()
+    fresh = fake_backup(tmp_path, "d", now - DAY)
+    good_manifest(fresh)
+    fake = tmp_path / f"d_{stamp(now - 90 * DAY)}.db.gz"
+    fresh.rename(fake)
+    Path(f"{fresh}{catalog.MANIFEST_SUFFIX}").rename(f"{fake}{catalog.MANIFEST_SUFFIX}")
+    newer = fake_backup(tmp_path, "d", now - 3600)
+    good_manifest(newer)
+    backups = catalog.list_backups(tmp_path, "d")
+    assert catalog.plan_prune(backups, now, 30, 0).prune == []
+    assert "name differs from its manifest's created_at" in backups[1].oddities(now)
+
+
+def test_cli_stats_leave_out_a_backup_dated_in_the_future(tmp_path):
+    now = time.time()
+    real = fake_backup(tmp_path, "d", now - DAY)
+    good_manifest(real)
+    fake_backup(tmp_path, "d", now + 30 * DAY)  # name only: no created_at to go by
+    stats = dict(line.split() for line in cli("stats", "--source", "/data/d.db", "--",
+                                               str(tmp_path)).stdout.splitlines())
+    assert stats["count"] == "2" and stats["verified_count"] == "1"
+    assert stats["newest_verified_created"] == str(int(now - DAY))
+
+
+# --- odd names ------------------------------------------------------------------------
+
+
+ODD = ["-lead", "--", "a b'c\"", "new\nline", "trailing\n", " ", "x_20240101_000000"]
+
+
+@pytest.mark.parametrize("name", ODD, ids=repr)
+def test_odd_names_round_trip_through_the_file_name(name, tmp_path):
+    for codec in ("zstd", "gzip", "none"):
+        file_name = catalog.backup_file_name(name, NOW, codec)
+        assert catalog.parse_backup_name(file_name) == (name, NOW, codec)
+    path = fake_backup(tmp_path, name, NOW - DAY)
+    assert [b.path for b in catalog.list_backups(tmp_path, name)] == [path]
+    assert catalog.db_name(f"/x/{name}.db") == name
+
+
+def test_a_trailing_newline_is_not_one_of_our_names():
+    assert catalog.parse_backup_name("d_20240101_000000.db\n") is None
+    assert catalog.parse_backup_name("d_20240101_000000.db.gz\n") is None
+
+
+@pytest.mark.parametrize("name", ["-lead", "--", "new\nline"], ids=repr)
+def test_cli_prune_and_stats_of_odd_names(name, tmp_path):
+    now = time.time()
+    fake_backup(tmp_path, name, now - DAY)
+    old = fake_backup(tmp_path, name, now - 40 * DAY)
+    source = str(tmp_path / f"{name}.db")
+    stats = cli("stats", f"--source={source}", "--", str(tmp_path)).stdout
+    assert "count 2\n" in stats
+    out = cli("prune", "--retention-days=30", "--keep=1", f"--source={source}", "--",
+              str(tmp_path)).stdout
+    assert f"Pruned: {old}" in out and not old.exists()
+
+
+def test_a_manifest_that_cannot_prove_its_backup_is_not_verified(tmp_path):
+    """Planted or truncated: {"verified": true, "size_bytes": N} alone is never
+    latest and never holds a KEEP_MIN place."""
+    path = fake_backup(tmp_path, "d", NOW - DAY)
+    path.with_name(path.name + catalog.MANIFEST_SUFFIX).write_text(
+        json.dumps({"verified": True, "size_bytes": 6}))
+    (backup,) = catalog.list_backups(tmp_path, "d")
+    assert backup.manifest is not None and not backup.verified

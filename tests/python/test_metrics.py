@@ -237,13 +237,37 @@ def test_backup_freshness_from_the_catalog(db: Path, tmp_path: Path) -> None:
     for stamp, verified in [("20240101_000000", True), ("20240102_000000", False)]:
         path = backups / f"dash_{stamp}.db"
         path.write_bytes(b"x" * 10)
-        manifest = {"verified": verified, "size_bytes": 10}
+        manifest = {"verified": verified, "size_bytes": 10, "sha256": "0" * 64,
+                    "db_sha256": "0" * 64, "tables": {}}
         (backups / f"{path.name}.manifest.json").write_text(json.dumps(manifest))
     (backups / "other_20250101_000000.db").write_bytes(b"x")
     parsed = scrape(db, backup_dir=str(backups))
     assert parsed["sqlite_backup_catalog_files"][0][1] == 2
     assert parsed["sqlite_backup_catalog_verified_files"][0][1] == 1
     assert parsed["sqlite_backup_latest_timestamp_seconds"][0][1] == 1704153600
+    assert parsed["sqlite_backup_latest_verified_timestamp_seconds"][0][1] == 1704067200
+
+
+def test_backup_metrics_survive_a_hostile_manifest_and_ignore_the_future(db: Path,
+                                                                         tmp_path: Path) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    good = {"verified": True, "size_bytes": 10, "sha256": "0" * 64, "db_sha256": "0" * 64,
+            "tables": {}}
+    for stamp, text in [
+        ("20240101_000000", json.dumps(good)),
+        ("20240102_000000", "[" * 100000),  # newer, hostile
+        ("20240103_000000", json.dumps(dict(good, tables={"t": "many"}))),
+        ("20990101_000000", json.dumps(good)),  # a wrong clock
+    ]:
+        path = backups / f"dash_{stamp}.db"
+        path.write_bytes(b"x" * 10)
+        (backups / f"{path.name}.manifest.json").write_text(text)
+    parsed = scrape(db, backup_dir=str(backups))
+    assert parsed["sqlite_backup_catalog_files"][0][1] == 4
+    assert parsed["sqlite_backup_catalog_verified_files"][0][1] == 2
+    assert parsed["sqlite_backup_catalog_suspect_files"][0][1] == 3
+    assert parsed["sqlite_backup_latest_timestamp_seconds"][0][1] == 1704240000
     assert parsed["sqlite_backup_latest_verified_timestamp_seconds"][0][1] == 1704067200
 
 

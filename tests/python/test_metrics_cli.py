@@ -49,6 +49,16 @@ def test_prints_prometheus_text_with_exact_counts(db: Path) -> None:
     assert rows == [({"db": "shop", "table": "Order Details"}, 12)]
 
 
+@pytest.mark.parametrize("name", ["-lead.db", "--.db", "new\nline.db"], ids=repr)
+def test_a_database_named_like_an_option_is_the_value_of_db(tmp_path: Path, name: str) -> None:
+    make_db(tmp_path / name)
+    result = subprocess.run([str(DB_METRICS), "--db", name, "--exact-counts"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    label = name[:-3].replace("\n", "\\n")
+    assert f'sqlite_table_rows{{db="{label}",table="Order Details"}} 12' in result.stdout
+
+
 def test_json_format(db: Path) -> None:
     result = run("--db", str(db), "--format", "json")
     assert result.returncode == 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import threading
 import urllib.error
@@ -67,3 +68,110 @@ def test_server_reports_503_when_the_database_is_gone(server, db: Path) -> None:
     assert status == 503 and json.loads(body)["status"] == "error"
     status, _, body = get(server, "/metrics")
     assert status == 503 and "database not found" in body
+
+
+# --- a burst, a silent client, saturation (issue: backlog 5 dropped a burst) ---------
+
+
+def serving(srv):
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def make(db: Path):
+    started = []
+
+    def build(**kw):
+        srv = make_server(str(db), ("127.0.0.1", 0), Options(), **kw)
+        started.append((srv, serving(srv)))
+        return srv
+
+    yield build
+    for srv, thread in started:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+def silent_client(srv) -> socket.socket:
+    """Connects and sends nothing."""
+    return socket.create_connection(srv.server_address[:2], timeout=30)
+
+
+def test_a_burst_of_150_concurrent_scrapes_is_answered_in_full(server) -> None:
+    results: list = []
+
+    def scrape() -> None:
+        try:
+            results.append(get(server, "/metrics")[0])
+        except OSError as exc:  # a timeout (the urlopen's 10 s): the server stalled
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=scrape) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [200] * 150
+
+
+def test_a_silent_client_does_not_hold_up_a_scrape(make) -> None:
+    srv = make(client_timeout=120)  # the silent one stays connected the whole test
+    with silent_client(srv), silent_client(srv):
+        status, _, body = get(srv, "/metrics")  # 10 s timeout: far below 120
+        assert status == 200 and "sqlite_file_size_bytes" in body
+
+
+def test_a_silent_client_is_dropped_after_the_client_timeout(make) -> None:
+    srv = make(client_timeout=0.2)
+    with silent_client(srv) as sock:
+        assert sock.recv(100) == b""  # the server closed it (30 s socket timeout: a hang)
+    assert get(srv, "/metrics")[0] == 200
+
+
+def test_saturated_server_answers_503_at_once_and_recovers(make) -> None:
+    srv = make(max_connections=2, client_timeout=120)
+    with silent_client(srv), silent_client(srv):
+        status, _, body = get(srv, "/metrics")
+        assert status == 503 and "too many connections" in body
+    # Both gone: the slots are free again (as soon as their threads see the close).
+    for _ in range(400):
+        status = get(srv, "/metrics")[0]
+        if status == 200:
+            break
+        threading.Event().wait(0.05)
+    assert status == 200
+
+
+def test_concurrent_scrapes_share_one_collection(make, monkeypatch) -> None:
+    from sqlite_ops import metrics_server
+
+    calls = []
+    release = threading.Event()
+    real = metrics_server.collect
+
+    def slow_collect(*args, **kw):
+        calls.append(1)
+        release.wait(30)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(metrics_server, "collect", slow_collect)
+    srv = make()
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(get(srv, "/metrics")[0]))
+               for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for _ in range(200):  # until the first collection is under way
+        if calls:
+            break
+        threading.Event().wait(0.05)
+    threading.Event().wait(0.5)  # the others arrive and wait for it
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == [200] * 20
+    assert len(calls) < 20

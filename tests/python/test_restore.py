@@ -398,6 +398,85 @@ def test_cli_list_json(world):
 
 
 # ---------------------------------------------------------------------------
+# Hostile manifests and backups dated in the future
+# ---------------------------------------------------------------------------
+
+
+def _copy_as(backup: Path, epoch: float, **fields) -> Path:
+    """A copy of ``backup`` named for ``epoch``, its manifest edited with ``fields``."""
+    copy = backup.with_name(catalog.backup_file_name("app", epoch, "zstd"))
+    shutil.copyfile(backup, copy)
+    manifest = json.loads(Path(f"{backup}{catalog.MANIFEST_SUFFIX}").read_text())
+    manifest.update(fields)
+    Path(f"{copy}{catalog.MANIFEST_SUFFIX}").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("db_size_bytes", "garbage"), ("created_at", 12345), ("tables", {"devices": "many"}),
+    ("schema_version", {}), ("size_bytes", None),
+])
+def test_verify_refuses_a_mistyped_manifest_with_exit_3(world, key, value):
+    _, backup, tmp_path = world
+    bad = _copy_as(backup, time.time() - 60, **{key: value})
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(bad, tmp_path / "work.db")
+    assert err.value.code == EX_VERIFY
+    assert f"manifest unreadable: {key} is" in err.value.message
+
+
+def test_verify_names_what_an_incomplete_manifest_lacks(world):
+    _, backup, tmp_path = world
+    manifest_path = Path(f"{backup}{catalog.MANIFEST_SUFFIX}")
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["db_sha256"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db")
+    assert err.value.code == EX_VERIFY
+    assert "its manifest is incomplete: it has no db_sha256" in err.value.message
+
+
+def test_a_hostile_newer_manifest_leaves_latest_and_the_list_working(world):
+    db, backup, tmp_path = world
+    newer = _copy_as(backup, time.time() + 60)
+    Path(f"{newer}{catalog.MANIFEST_SUFFIX}").write_text("[" * 100000)
+    assert restore.resolve_backup("latest", tmp_path / "backups", db) == backup
+    entries = {e["file"]: e for e in restore.list_entries(tmp_path / "backups", str(db))}
+    assert entries[newer.name]["status"] == "manifest unreadable (nested too deeply)"
+    assert entries[newer.name]["manifest_error"] == "manifest unreadable: nested too deeply"
+    assert entries[backup.name]["status"] == "ok"
+
+
+def test_latest_skips_a_backup_dated_in_the_future_and_says_so_when_nothing_else(world):
+    db, backup, tmp_path = world
+    future = _copy_as(backup, time.time() + 30 * 86400)  # name and created_at both
+    Path(f"{future}{catalog.MANIFEST_SUFFIX}").write_text(json.dumps(dict(
+        json.loads(Path(f"{backup}{catalog.MANIFEST_SUFFIX}").read_text()),
+        created_at=catalog.iso_utc(time.time() + 30 * 86400), file=future.name)))
+    assert restore.resolve_backup("latest", tmp_path / "backups", db) == backup
+    entry = {e["file"]: e for e in restore.list_entries(tmp_path / "backups", str(db))}[
+        future.name]
+    assert entry["in_future"] and "dated in the future" in entry["status"]
+    assert entry["oddities"][0].startswith("dated in the future")
+    backup.unlink()
+    with pytest.raises(OpsError) as err:
+        restore.resolve_backup("latest", tmp_path / "backups", db)
+    assert err.value.code == EX_USAGE
+    assert "1 are dated in the future" in err.value.message
+
+
+def test_list_shows_a_newline_in_a_name_escaped_on_one_line(tmp_path):
+    db = make_db(tmp_path / "new\nline.db", rows=3)
+    take_backup(db, tmp_path / "backups")
+    proc = run_cli("list", "--dir", str(tmp_path / "backups"), "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("* ")]
+    assert row.startswith("* new\\nline_") and row.endswith("  ok")
+    assert "Backups of 'new\\nline'" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
 # The incident path tells the truth
 # ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlite_ops import snapshot
+from sqlite_ops import catalog, snapshot
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, REPO_ROOT, OpsError
 
 
@@ -211,12 +211,28 @@ def test_manifest_has_every_contract_field(tmp_path):
         snap, source="live.db", created=0, file_name="live_19700101_000000.db", name="live",
         compression="none", duration=1.23456,
         facts=[{"journal_mode": "wal", "sqlite_version": "3"},
-               {"sha256": "a", "db_sha256": "a", "size_bytes": 1, "db_size_bytes": 1}])
-    assert set(snapshot.REQUIRED_FIELDS) <= set(manifest)
+               {"sha256": "a" * 64, "db_sha256": "b" * 64, "size_bytes": 1,
+                "db_size_bytes": 1}])
+    written = {key for key, (_, level) in catalog.MANIFEST_SCHEMA.items()
+               if level != catalog.OPTIONAL}
+    assert written <= set(manifest)
     assert manifest["created_at"] == "1970-01-01T00:00:00Z"
     assert manifest["source"] == os.path.abspath("live.db")
     assert manifest["verified"] is True and manifest["format"] == 1
     assert manifest["duration_seconds"] == 1.235
+
+
+def test_a_manifest_that_breaks_its_schema_is_never_published(tmp_path):
+    snap = make_db(tmp_path / "snap.db", 5, "delete")
+    with pytest.raises(OpsError) as raised:
+        snapshot.build_manifest(
+            snap, source="live.db", created=0, file_name="live_19700101_000000.db",
+            name="live", compression="none", duration=1.0,
+            facts=[{"journal_mode": "wal", "sqlite_version": "3"},
+                   {"sha256": "not hex", "db_sha256": "b" * 64, "size_bytes": 1,
+                    "db_size_bytes": 1}])
+    assert raised.value.code == EX_FAIL
+    assert "sha256 is \"not hex\", not a hex SHA-256" in raised.value.message
 
 
 def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
