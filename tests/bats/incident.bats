@@ -448,6 +448,7 @@ i = 0
 while not os.path.exists(os.path.join(sys.argv[2], "stop")):
     conn.execute("INSERT INTO devices(device_ip) VALUES (?)", (f"app-{i}",))
     i += 1
+    time.sleep(0.002)  # a busy application, not one that never lets go of the lock
 PY
   BG_PIDS+=($!)
   for _ in $(seq 200); do [[ -e $WORK/writing ]] && break; sleep 0.05; done
