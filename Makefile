@@ -40,11 +40,11 @@ STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
 BASH_FILES := lib/common.sh scripts/backup_database.sh scripts/restore_database.sh \
-	scripts/maintain_database.sh .ci/run $(wildcard tests/bats/*.bash tests/bats/*.bats \
+	scripts/maintain_database.sh scripts/offsite_sync.sh .ci/run $(wildcard tests/bats/*.bash tests/bats/*.bats \
 	tests/perf/*.sh tests/*.sh docs/examples/*.sh)
 
-.PHONY: help setup test test-fast test-slow lint bats pytest demo migrate status rollback \
-	backup restore verify list-backups drill maintain metrics bench soak docs clean
+.PHONY: help setup tools test test-fast test-slow lint bats pytest demo migrate status rollback \
+	backup restore verify list-backups drill maintain metrics bench soak docs clean offsite
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,9 @@ $(STAMP): requirements-dev.txt
 	@touch $@
 
 setup: $(STAMP) ## create .venv with the pinned dev/test dependencies (fast when nothing changed)
+
+tools: ## install the system tools the tests need (rclone, openssh-server) when missing; root
+	@bash tests/install_test_tools.sh
 
 lint: setup ## shellcheck every bash file, ruff every Python file
 	@$(VENV)/bin/shellcheck -x $(filter-out $(wildcard tests/bats/*.bats),$(BASH_FILES))
@@ -69,7 +72,7 @@ bats: setup ## the bash-layer tests (fails if it finds none)
 pytest: setup ## the Python tests (fast suite; pytest itself fails when it collects none)
 	@$(PY) -m pytest -q -m "not slow" tests/python
 
-test: setup lint bats pytest ## everything CI runs: setup, lint, bats, pytest
+test: setup tools lint bats pytest ## everything CI runs: setup, tools, lint, bats, pytest
 
 test-slow: setup ## the slow proof suites: seeded kill -9 trials, long concurrency runs
 	@$(PY) -m pytest -q -m slow tests/python
@@ -100,8 +103,11 @@ verify: ## verify the latest backup (BACKUP=<file> for another; FORCE=1 = --forc
 list-backups: ## list backups, newest first
 	@scripts/restore_database.sh --list
 
-drill: ## restore the latest backup into a temp file, verify it, remove it (FORCE=1 = --force)
-	@scripts/restore_database.sh --drill $(force_flag)
+offsite: ## copy verified backups to OFFSITE_REMOTES (REMOTE=nas:path for one), check and prune
+	@scripts/offsite_sync.sh $(if $(REMOTE),--remote $(call quote,$(REMOTE)))
+
+drill: ## restore the latest backup into a temp file, verify it, remove it (FORCE=1 = --force; FROM=remote)
+	@scripts/restore_database.sh --drill $(force_flag) $(if $(FROM),--from $(call quote,$(FROM)))
 
 maintain: ## routine maintenance (TASKS="check analyze" for a subset)
 	@scripts/maintain_database.sh $${TASKS:-all}

@@ -108,7 +108,7 @@ config_file_path() {
 # Every setting a config file may hold (sqlite_ops.common.CONFIG_KEYS is the
 # same list; a test keeps them equal). Anything else is a typo, and a typo
 # must not quietly fall back to a default path.
-SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS "
+SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS OFFSITE_REMOTES OFFSITE_RETENTION_DAYS OFFSITE_KEEP_MIN OFFSITE_HOST RCLONE_CONFIG "
 
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
@@ -164,6 +164,34 @@ cfg() {
   else
     printf '%s\n' "$default"
   fi
+}
+
+# offsite_settings RETENTION KEEP [REMOTE...]: the offsite settings, for the sync
+# and for the local prune (which keeps backups still pending upload). Sets
+# OFFSITE_LIST (the REMOTEs given, from --remote flags, else OFFSITE_REMOTES split
+# on spaces), OFFSITE_RETENTION and OFFSITE_KEEP (default: the local RETENTION
+# and KEEP given), OFFSITE_ARGS (all of it as sqlite_ops.offsite arguments; an
+# empty OFFSITE_HOST lets it use the short host name), and exports RCLONE_CONFIG
+# when a setting names rclone's config file (rclone reads it from there).
+offsite_settings() {
+  local retention=$1 keep=$2 remote rclone_config
+  shift 2
+  OFFSITE_LIST=("$@")
+  [[ $# -gt 0 ]] || read -r -a OFFSITE_LIST <<<"$(cfg OFFSITE_REMOTES '')" || true
+  OFFSITE_RETENTION=$(cfg OFFSITE_RETENTION_DAYS "$retention")
+  OFFSITE_KEEP=$(cfg OFFSITE_KEEP_MIN "$keep")
+  require_uint OFFSITE_RETENTION_DAYS "$OFFSITE_RETENTION"
+  require_uint OFFSITE_KEEP_MIN "$OFFSITE_KEEP"
+  OFFSITE_ARGS=(--host="$(cfg OFFSITE_HOST '')")
+  for remote in "${OFFSITE_LIST[@]}"; do OFFSITE_ARGS+=(--remote="$remote"); done
+  rclone_config=$(cfg RCLONE_CONFIG '')
+  [[ -z $rclone_config ]] || export RCLONE_CONFIG=$rclone_config
+}
+
+# require_rclone: offsite copies need rclone (exit 2 naming the package).
+require_rclone() {
+  command -v rclone >/dev/null 2>&1 ||
+    die "$EX_USAGE" "'rclone' is not installed; install the 'rclone' package (apt-get install rclone): offsite copies need it"
 }
 
 # require_uint NAME VALUE

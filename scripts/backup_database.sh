@@ -20,6 +20,8 @@
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when
 # the time in its name is more than RETENTION_DAYS ago; and nothing at all is
 # pruned when the newest verified backup is itself older than RETENTION_DAYS.
+# With OFFSITE_REMOTES set, a backup not yet verified on every remote (see
+# offsite_sync.sh) is kept until it is.
 #
 #   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
 #   --dir DIR            where backups live, created 0700 if its parent exists (BACKUP_DIR)
@@ -89,6 +91,7 @@ load_settings() {
     *) usage_error "COMPRESS must be zstd, gzip or none, not '$COMPRESSION'" ;;
   esac
   db_name NAME "$SRC_DB" || exit
+  offsite_settings "$RETENTION" "$KEEP"
 }
 
 # ---------------------------------------------------------------------------
@@ -180,7 +183,7 @@ write_manifest() {
   # (The name is the source's: snapshot derives it with the catalog's one rule.)
   py_ops snapshot manifest --source="$SRC_DB" --created="$CREATED" --file="$file" \
     --compression="$COMPRESSION" --duration="$(elapsed_since "$START")" \
-    "${facts[@]}" -- "$snapshot" >"$out"
+    --host="$(cfg OFFSITE_HOST '')" "${facts[@]}" -- "$snapshot" >"$out"
 }
 
 # warn_foreign_keys MANIFEST: foreign-key violations are copied as they are
@@ -233,10 +236,14 @@ backup() {
 }
 
 # prune [--dry-run]: apply the retention rules to this database's backups;
-# prints one line per file pruned (or, with --dry-run, that would be).
+# prints one line per file pruned (or, with --dry-run, that would be). With
+# OFFSITE_REMOTES set, a backup not yet verified on every remote is kept.
 prune() {
-  py_ops catalog prune --retention-days="$RETENTION" --keep="$KEEP" --source="$SRC_DB" "$@" \
-    -- "$DEST_DIR"
+  local -a offsite=()
+  [[ ${#OFFSITE_LIST[@]} -eq 0 ]] || offsite=("${OFFSITE_ARGS[@]}"
+    --offsite-retention-days="$OFFSITE_RETENTION" --offsite-keep="$OFFSITE_KEEP")
+  py_ops catalog prune --retention-days="$RETENTION" --keep="$KEEP" --source="$SRC_DB" \
+    "${offsite[@]}" "$@" -- "$DEST_DIR"
 }
 
 # prune_and_log: prune after a published backup; results go to the log.

@@ -5,6 +5,7 @@
 #        restore_database.sh --verify [--force] BACKUP|latest
 #        restore_database.sh [--yes] [--force] [--to PATH] BACKUP|latest
 #        restore_database.sh --drill
+#        restore_database.sh --from REMOTE [--host H] (--list|--verify|--drill|restore ...)
 #        restore_database.sh --help
 #
 # BACKUP is a path, or a file name in BACKUP_DIR (or in BACKUP_DIR/pre-restore);
@@ -57,6 +58,14 @@
 #                      database itself is not touched; no safety backup
 #   --drill            restore `latest` into a temp file, check it, remove it;
 #                      with METRICS_DIR, record the time it took
+#   --from REMOTE      use the copies offsite_sync.sh put on an rclone remote
+#                      (REMOTE/<host>/<name>/): BACKUP is a file name as
+#                      --list --from shows it, `latest` the newest copy with its
+#                      manifest; it is downloaded into BACKUP_DIR/.offsite-cache
+#                      (TMPDIR when BACKUP_DIR does not exist), then verified and
+#                      restored exactly like a local backup; the download is removed
+#   --host H           with --from: another machine's copies (OFFSITE_HOST; the
+#                      lost-machine case: restore on a new host)
 #   --db PATH          the database (DB_PATH; default /dashboard/data/dashboard.db)
 #   --dir DIR          where backups live (BACKUP_DIR; default /dashboard/data/backups)
 #   --migrations DIR   migration files (MIGRATIONS_DIR; default <repo>/migrations)
@@ -72,13 +81,16 @@
 #   0   done
 #   1   failed; the message says what changed (normally nothing)
 #   2   usage error; backup or directory not found; no terminal and no --yes;
-#       backup schema newer than the migrations (--force to override)
+#       backup schema newer than the migrations (--force to override); with
+#       --from: rclone missing, an unknown remote, refused credentials, no
+#       complete copy there
 #   3   the backup failed verification (corrupt, truncated, tampered with, or
 #       no manifest): nothing was changed
 #   4   the restored database failed its check (the safety backup is kept)
 #   130 interrupted: the message says what state the database was left in
 #   75  busy: another run holds the lock, or processes hold the database so it
-#       cannot be replaced safely (they are named); nothing was changed
+#       cannot be replaced safely (they are named); with --from, the remote
+#       cannot be reached now (try again later); nothing was changed
 
 set -euo pipefail
 
@@ -91,7 +103,7 @@ source "$(dirname -- "$SELF")/../lib/common.sh"
 # Settings
 # ---------------------------------------------------------------------------
 
-ACTION=restore YES=0 FORCE=0 JSON=0 TO='' SPEC='' NAME=''
+ACTION=restore YES=0 FORCE=0 JSON=0 TO='' SPEC='' NAME='' FROM=''
 
 # set_action NAME: --list, --verify and --drill exclude each other.
 set_action() {
@@ -118,6 +130,8 @@ restore_option() {
     --yes | -y) YES=1 ;;
     --force) FORCE=1 ;;
     --to) set_flag TO "$@" && TO=${SOPS_FLAGS[TO]} && SOPS_SHIFT=2 ;;
+    --from) set_flag FROM "$@" && FROM=${SOPS_FLAGS[FROM]} && SOPS_SHIFT=2 ;;
+    --host) set_flag OFFSITE_HOST "$@" && SOPS_SHIFT=2 ;;
     --) POSITIONAL+=("${@:2}") && SOPS_SHIFT=$# ;;
     -*) usage_error "unknown option '$1'" ;;
     *) POSITIONAL+=("$1") ;;
@@ -128,6 +142,7 @@ restore_option() {
 check_args() {
   [[ $JSON == 0 || $ACTION == list ]] || usage_error "--json goes with --list"
   [[ -z $TO || $ACTION == restore ]] || usage_error "--to goes with a restore, not --$ACTION"
+  [[ -n $FROM || -z ${SOPS_FLAGS[OFFSITE_HOST]:-} ]] || usage_error "--host goes with --from REMOTE"
   case $ACTION in
     list | drill) [[ -z $SPEC ]] || usage_error "--$ACTION takes no backup argument" ;;
     *) [[ -n $SPEC ]] || usage_error "name a backup (a file, or 'latest'); see --list" ;;
@@ -147,16 +162,34 @@ load_settings() {
   require_tool python3 python3
   db_name NAME "$DB" || exit
   STAMP=$(date -u +%Y%m%d_%H%M%S)
+  [[ -z $FROM ]] || { offsite_settings 0 0 "$FROM" && require_rclone; }
 }
 
 # ---------------------------------------------------------------------------
 # Steps shared by verify, restore and drill
 # ---------------------------------------------------------------------------
 
-# resolve_backup: BACKUP becomes the absolute path SPEC names.
+# resolve_backup: BACKUP becomes the absolute path SPEC names (with --from, of
+# the local copy fetch_backup downloads).
 resolve_backup() {
+  [[ -z $FROM ]] || { fetch_backup && return 0; }
   BACKUP=$(py_ops restore resolve --dir="$BACKUP_ROOT" --db="$DB" -- "$SPEC") || exit
   BACKUP=${BACKUP%/}
+}
+
+# fetch_backup: download SPEC and its manifest from the remote into a private
+# temp directory (removed on exit); from here on it is a local backup like any.
+fetch_backup() {
+  local root=${TMPDIR:-/tmp} into
+  if [[ -d $BACKUP_ROOT ]]; then
+    root=$BACKUP_ROOT/.offsite-cache
+    ensure_private_dir "$root"
+  fi
+  temp_dir_in into "$root"
+  BACKUP=$(SQLITE_OPS_PROG=$PROG py_ops offsite fetch --db="$DB" "${OFFSITE_ARGS[@]}" \
+    --into="$into" -- "$SPEC") || exit
+  BACKUP=${BACKUP%/}
+  log_info "fetched ${BACKUP##*/} from $FROM; verifying it like a local backup"
 }
 
 # work_dir_beside TARGET: WORK_DIR becomes a private temp directory beside
@@ -432,6 +465,7 @@ write_metrics() {
   local -A value=()
   for item in "$@"; do value[${item%%=*}]=${item#*=}; done
   label="db=\"$(prom_label_escape "$NAME")\""
+  [[ -z $FROM ]] || label+=",remote=\"$(prom_label_escape "$FROM")\""
   for ((i = 0; i < ${#RESTORE_METRICS[@]}; i += 2)); do
     name=${RESTORE_METRICS[i]}
     prom_family "$name" "${RESTORE_METRICS[i + 1]}"
@@ -457,6 +491,10 @@ drill_metrics() {
 action_list() {
   local -a json=()
   [[ $JSON == 0 ]] || json=(--json)
+  if [[ -n $FROM ]]; then
+    SQLITE_OPS_PROG=$PROG py_ops offsite list --db="$DB" "${OFFSITE_ARGS[@]}" "${json[@]}"
+    return
+  fi
   py_ops restore list --dir="$BACKUP_ROOT" --db="$DB" "${json[@]}"
 }
 

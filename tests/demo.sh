@@ -4,8 +4,10 @@
 # Usage: make demo    (or: bash tests/demo.sh)
 #
 # Migrates a fresh dashboard database, adds a little sample data, backs it up,
-# verifies and lists the backups, restores the newest into a scratch file and
-# compares it with the live database, runs maintenance and prints metrics.
+# verifies and lists the backups, copies them to an offsite remote (a
+# directory under data/, through rclone when it is installed) and verifies the
+# copy, restores the newest into a scratch file and compares it with the live
+# database, runs maintenance and prints metrics.
 # Everything lives under data/ in the checkout (DB_PATH and BACKUP_DIR
 # override it). Safe to run again: each run adds one backup.
 set -euo pipefail
@@ -17,17 +19,18 @@ export BACKUP_DIR=${BACKUP_DIR:-$ROOT/data/backups}
 export MIGRATIONS_DIR=${MIGRATIONS_DIR:-$ROOT/migrations}
 export METRICS_DIR=${METRICS_DIR:-$ROOT/data/metrics}
 SCRATCH=${SCRATCH:-$(dirname -- "$DB_PATH")/scratch}
+OFFSITE=${OFFSITE:-$(dirname -- "$DB_PATH")/offsite}
 export SQLITE_OPS_CONFIG=${SQLITE_OPS_CONFIG:-/dev/null}
 
 step() { printf '\n==> %s\n' "$*"; }
 
 mkdir -p -- "$(dirname -- "$DB_PATH")" "$SCRATCH"
 
-step "1/8 migrate: bring $DB_PATH to the newest schema"
+step "1/9 migrate: bring $DB_PATH to the newest schema"
 "$S/migrate" up
 "$S/migrate" status
 
-step "2/8 sample data: a few devices, their services and one scan"
+step "2/9 sample data: a few devices, their services and one scan"
 sqlite3 -batch -bail -init /dev/null "$DB_PATH" <<'SQL'
 INSERT INTO devices(device_ip, hostname, vendor, device_type, status, last_seen)
 VALUES ('192.168.1.1', 'gateway', 'Ubiquiti', 'router', 'up', datetime('now')),
@@ -44,16 +47,24 @@ SQL
 echo "devices: $(sqlite3 -init /dev/null "$DB_PATH" 'SELECT count(*) FROM devices;')," \
   "services: $(sqlite3 -init /dev/null "$DB_PATH" 'SELECT count(*) FROM services;')"
 
-step "3/8 backup: a consistent, verified, compressed snapshot with a manifest"
+step "3/9 backup: a consistent, verified, compressed snapshot with a manifest"
 "$S/backup_database.sh"
 
-step "4/8 verify: checksum, integrity, foreign keys and row counts of the newest backup"
+step "4/9 verify: checksum, integrity, foreign keys and row counts of the newest backup"
 "$S/restore_database.sh" --verify latest
 
-step "5/8 list: every backup, newest first"
+step "5/9 list: every backup, newest first"
 "$S/restore_database.sh" --list
 
-step "6/8 restore --to: the newest backup into a scratch file, compared with the live database"
+step "6/9 offsite: copy the backups to a remote (a local directory here), then verify from there"
+if command -v rclone >/dev/null 2>&1; then
+  "$S/offsite_sync.sh" --remote "$OFFSITE"
+  "$S/restore_database.sh" --from "$OFFSITE" --verify latest
+else
+  echo "(rclone is not installed: apt-get install rclone to try offsite copies)"
+fi
+
+step "7/9 restore --to: the newest backup into a scratch file, compared with the live database"
 restored="$SCRATCH/restored.db"
 "$S/restore_database.sh" --yes --to "$restored" latest
 live_sum=$(sqlite3 -init /dev/null -readonly "$DB_PATH" .sha3sum)
@@ -65,10 +76,10 @@ else
   exit 1
 fi
 
-step "7/8 maintain: integrity check, checkpoint, statistics, vacuum if worth it"
+step "8/9 maintain: integrity check, checkpoint, statistics, vacuum if worth it"
 "$S/maintain_database.sh"
 
-step "8/8 metrics: what Prometheus would scrape (first lines)"
+step "9/9 metrics: what Prometheus would scrape (first lines)"
 "$S/db_metrics" | grep -v '^#' | head -n 20
 
 printf '\nDone. Database: %s\nBackups: %s\nMetrics files: %s\n' "$DB_PATH" "$BACKUP_DIR" "$METRICS_DIR"

@@ -241,6 +241,7 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     "verified": (FLAG, NEEDED),  # quick_check said ok before publishing
     "foreign_key_violations": (nullable(COUNT), WRITTEN),  # null: the check cannot run
     "foreign_key_check_error": (TEXT, OPTIONAL),  # why, when it cannot
+    "host": (TEXT, WRITTEN),  # OFFSITE_HOST of the machine: its offsite directory
     # The database file's owner and group (numeric ids) and mode ("0644"): a
     # restore into a new file gives them back (older backups lack them).
     "owner": (COUNT, WRITTEN),
@@ -428,6 +429,7 @@ def plan_prune(
     retention_days: int,
     keep_min: int,
     assume_new_verified: bool = False,
+    pending: frozenset[str] = frozenset(),
 ) -> PrunePlan:
     """Which of ``backups`` (one database's, from ``list_backups``) may be pruned.
 
@@ -443,7 +445,9 @@ def plan_prune(
         not count as a verified backup for the two rules above.
 
     ``assume_new_verified`` counts one more verified backup taken ``now``
-    (what a run would have published: used by ``--dry-run``).
+    (what a run would have published: used by ``--dry-run``). ``pending``: file
+    names of backups still waiting for their offsite copy (``offsite.pending_backups``),
+    never pruned.
     """
     ordered = sorted(backups, key=lambda b: (b.created_at, b.path.name), reverse=True)
     cutoff = now - retention_days * DAY
@@ -460,11 +464,15 @@ def plan_prune(
     protected_count = max(keep_min - (1 if assume_new_verified else 0), 0)
     protected = {id(b) for b in verified[:protected_count]}
     # A file without a manifest cannot be proven ours: never pruned.
-    prune = [b for b in ordered
-             if id(b) not in protected and b.created_at < cutoff and b.manifest is not None]
+    old = [b for b in ordered
+           if id(b) not in protected and b.created_at < cutoff and b.manifest is not None]
+    prune = [b for b in old if b.path.name not in pending]
     keep = [b for b in ordered if b not in prune]
+    waiting = len(old) - len(prune)
     return PrunePlan(prune, keep, f"{len(prune)} older than {retention_days} days "
-                                  f"beyond the newest {keep_min} verified")
+                                  f"beyond the newest {keep_min} verified"
+                                  + (f"; {waiting} kept until their offsite copy is verified"
+                                     if waiting else ""))
 
 
 def orphan_manifests(backup_dir: str | os.PathLike[str], name: str, before: float,
@@ -513,8 +521,16 @@ def _cli_prune(args: Any) -> int:
     """Apply (or with --dry-run, show) retention; one result line per file on stdout."""
     now, name = time.time(), db_name(args.source)
     backups = list_backups(args.dir, name, args.source)
+    pending: frozenset[str] = frozenset()
+    if args.remote:  # OFFSITE_REMOTES is set: keep what has not reached every remote
+        from sqlite_ops import offsite  # lazily: it imports this module
+
+        waiting = offsite.pending_backups(args.dir, name, args.source, args.remote,
+                                          args.host or offsite.short_host_name(),
+                                          args.offsite_retention_days, args.offsite_keep, now)
+        pending = frozenset(b.path.name for found in waiting.values() for b in found)
     plan = plan_prune(backups, now, args.retention_days, args.keep,
-                      assume_new_verified=args.dry_run)
+                      assume_new_verified=args.dry_run, pending=pending)
     orphans = orphan_manifests(args.dir, name, now - args.retention_days * DAY,
                                args.source)
     verb = "Would prune" if args.dry_run else "Pruned"
@@ -579,6 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=int, required=True)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--source", required=True, help="the database: other databases' are left alone")
+    p.add_argument("--remote", action="append", default=[],
+                   help="an offsite remote (OFFSITE_REMOTES): backups pending upload stay")
+    p.add_argument("--host", default="", help="OFFSITE_HOST")
+    p.add_argument("--offsite-retention-days", type=int, default=30)
+    p.add_argument("--offsite-keep", type=int, default=7)
     p.set_defaults(func=_cli_prune)
     p = sub.add_parser("name", help="the name this database's backups carry")
     p.add_argument("db")

@@ -56,7 +56,8 @@ SYSTEM_CONFIG = "/etc/sqlite-ops.conf"
 CONFIG_KEYS = (
     "DB_PATH", "BACKUP_DIR", "RETENTION_DAYS", "KEEP_MIN", "COMPRESS", "MIGRATIONS_DIR",
     "METRICS_DIR", "LOCK_TIMEOUT", "VACUUM_THRESHOLD", "ANALYSIS_LIMIT", "METRICS_LISTEN",
-    "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS",
+    "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS", "OFFSITE_REMOTES", "OFFSITE_RETENTION_DAYS",
+    "OFFSITE_KEEP_MIN", "OFFSITE_HOST", "RCLONE_CONFIG",
 )
 
 # Set once a config file's unknown settings have been reported (common.sh too).
@@ -204,6 +205,13 @@ class OpsLock:
             os.environ.pop(LOCK_HELD_ENV, None)
             os.close(self._fd)
             self._fd = None
+
+
+def short_host_name() -> str:
+    """This machine's host name up to the first dot (OFFSITE_HOST's default)."""
+    import socket  # lazily: the migrate no-op does not need it
+
+    return socket.gethostname().split(".", 1)[0]
 
 
 def quote_ident(name: str) -> str:

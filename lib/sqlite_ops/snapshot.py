@@ -50,6 +50,7 @@ from sqlite_ops.common import (
     fsync_path,
     quote_ident,
     readonly_uri,
+    short_host_name,
 )
 
 PROG = "backup_database.sh"
@@ -301,8 +302,10 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
 
 def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: float,
                    file_name: str, name: str, compression: str, duration: float,
-                   facts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest of one backup (field names are the contract's)."""
+                   facts: list[dict[str, Any]], host: str = "") -> dict[str, Any]:
+    """The manifest of one backup (field names are the contract's). ``host``: the
+    machine it was taken on (OFFSITE_HOST; default the short host name), the
+    directory its offsite copies live in."""
     manifest: dict[str, Any] = {}
     for fact in facts:
         manifest.update(fact)
@@ -312,6 +315,7 @@ def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: fl
         "name": name,
         "file": file_name,
         "source": os.path.abspath(source),
+        "host": host or short_host_name(),
         "created_at": iso_utc(created),
         "compression": compression,
         "duration_seconds": round(duration, 3),
@@ -361,6 +365,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--facts", type=_json_object, action="append", default=[])
+    p.add_argument("--host", default="", help="OFFSITE_HOST (default: the short host name)")
     return parser
 
 
@@ -375,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             result = build_manifest(
                 args.snapshot, source=args.source, created=args.created, file_name=args.file,
                 name=db_name(args.source), compression=args.compression, duration=args.duration,
-                facts=args.facts)
+                facts=args.facts, host=args.host)
             json.dump(result, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
             return 0

@@ -173,7 +173,8 @@ def test_the_demo_runs_end_to_end_twice(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"run {run_number}:\n{proc.stdout}\n{proc.stderr}"
         assert "restored copy matches the live database" in proc.stdout
-        assert "8/8 metrics" in proc.stdout
+        assert "9/9 metrics" in proc.stdout
+        assert "Offsite sync completed" in proc.stdout
     backups = list((tmp_path / "data" / "backups").glob("dashboard_*.db.*"))
     assert len([b for b in backups if not b.name.endswith(".manifest.json")]) == 2
 
