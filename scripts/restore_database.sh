@@ -308,7 +308,8 @@ lock_after_confirm() {
     die "$EX_FAIL" "$DB was created, removed or replaced while the plan was shown; nothing was changed; run the restore again to see a new plan"
   [[ -f $WORK_DIR/restore.db ]] ||
     die "$EX_FAIL" "the verified copy in $WORK_DIR was removed while the plan was shown (another restore?); nothing was changed; run the restore again"
-  if [[ $SPEC == latest ]]; then
+  # (--from: the copy shown was fetched and verified; the remote is not asked again.)
+  if [[ $SPEC == latest && -z $FROM ]]; then
     resolve_backup
     [[ $BACKUP == "$planned_backup" ]] ||
       die "$EX_FAIL" "'latest' is now $BACKUP, taken while the plan was shown; nothing was changed; run the restore again, naming the backup you mean ($(basename -- "$planned_backup") is the one you were shown)"
