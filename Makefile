@@ -118,7 +118,7 @@ metrics: ## print database metrics in Prometheus format
 docs: ## regenerate docs/schema.md from the migrations
 	@PYTHONPATH=lib $(PYTHON) -m sqlite_ops.schema_docs --output docs/schema.md
 
-bench: setup ## benchmarks: ratios against cp, naive backup, bare python start-up
+bench: setup ## benchmarks: the recovery-time targets against the compression floor first, then the rest
 	@bash tests/perf/run_all.sh
 
 soak: setup ## long mixed-load run (DURATION=seconds, default 600)

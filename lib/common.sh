@@ -22,6 +22,9 @@ readonly EX_FAIL=1 EX_USAGE=2 EX_BUSY=75
 SQLITE_OPS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROG=${PROG:-sqlite-ops}
 QUIET=${QUIET:-0}
+# What to pass a Python step so it draws no progress line either (--quiet).
+QUIET_ARGS=()
+[[ $QUIET == 0 ]] || QUIET_ARGS=(--quiet)
 
 # ---------------------------------------------------------------------------
 # Logging: timestamped lines on stderr; stdout is for results only
@@ -108,7 +111,7 @@ config_file_path() {
 # Every setting a config file may hold (sqlite_ops.common.CONFIG_KEYS is the
 # same list; a test keeps them equal). Anything else is a typo, and a typo
 # must not quietly fall back to a default path.
-SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS OFFSITE_REMOTES OFFSITE_RETENTION_DAYS OFFSITE_KEEP_MIN OFFSITE_HOST RCLONE_CONFIG "
+SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS OFFSITE_REMOTES OFFSITE_RETENTION_DAYS OFFSITE_KEEP_MIN OFFSITE_HOST RCLONE_CONFIG FK_ACCEPT "
 
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
@@ -216,7 +219,7 @@ parse_common_option() {
     --metrics-dir) set_flag METRICS_DIR "$@" ;;
     --migrations) set_flag MIGRATIONS_DIR "$@" ;;
     --lock-timeout) set_flag LOCK_TIMEOUT "$@" ;;
-    --quiet | -q) QUIET=1 SOPS_SHIFT=1 ;;
+    --quiet | -q) QUIET=1 QUIET_ARGS=(--quiet) SOPS_SHIFT=1 ;;
     -h | --help) show_help "$0" && exit "$EX_OK" ;;
     *) SOPS_SHIFT=0 ;;
   esac
@@ -494,16 +497,13 @@ pragma_ok() {
   return 1
 }
 
-# foreign_keys_ok DB: true when PRAGMA foreign_key_check returns no rows.
+# foreign_keys_ok DB [FK_ACCEPT]: true when the database has no foreign-key
+# violations but the orphans FK_ACCEPT accepts (sqlite_ops.fkcheck: one
+# anti-join per foreign key, the same answer as PRAGMA foreign_key_check).
+# Else the violating rows (table|rowid|parent|fkid), or the error, on stdout.
+# On success, stdout holds the line on the accepted orphans, if any.
 foreign_keys_ok() {
-  local out
-  out=$(sqlite_ro "$1" "PRAGMA foreign_key_check;" 2>&1) || {
-    printf '%s\n' "${out:-sqlite3 failed}"
-    return 1
-  }
-  [[ -z $out ]] && return 0
-  printf '%s\n' "$out"
-  return 1
+  py_ops fkcheck --prog "$PROG" --accept "${2:-}" -- "$1" 2>&1 || return 1
 }
 
 # ---------------------------------------------------------------------------
@@ -524,6 +524,12 @@ py_ops() {
 manifest_fk_violations() {
   py_ops catalog field --default 0 -- "$1" foreign_key_violations 2>/dev/null ||
     printf 'unreadable\n'
+}
+
+# manifest_number MANIFEST KEY: a top-level field of a manifest, as JSON (a
+# number, or null); nothing when it has none or the manifest is unreadable.
+manifest_number() {
+  py_ops catalog field -- "$1" "$2" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------

@@ -7,14 +7,19 @@
 #        backup_database.sh --help
 #
 # Takes a consistent snapshot of the live database while other processes keep
-# writing (SQLite's online backup API in one step), checks it (PRAGMA
-# quick_check must say exactly "ok"), counts the rows of every table,
-# compresses it, and publishes DIR/<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz] with
-# a sidecar <same>.manifest.json (checksums, sizes, row counts, schema
-# version, foreign-key violations: copied as they are, with a warning, since a
-# restore of them will need --force). Nothing appears under a final name
-# unless it is complete, verified and fsynced. Then prunes old backups of this
-# database and prints "Backup completed: <path>" as the last line on stdout.
+# writing (SQLite's online backup API in one step), checks it with the full
+# PRAGMA integrity_check (exactly "ok"; it runs beside the compression, on the
+# second core), counts the rows of every table, compresses it, and publishes
+# DIR/<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz] with a sidecar
+# <same>.manifest.json (checksums, sizes, row counts, schema version, the
+# integrity_check result recorded against the content's SHA-256, so that a
+# restore of these same bytes need not run the check again, and foreign-key
+# violations: copied as they are, with a warning, since a restore of them will
+# need --force unless FK_ACCEPT lists their tables). Nothing appears under a
+# final name unless it is complete, verified and fsynced. Then prunes old
+# backups of this database and prints "Backup completed: <path>" as the last
+# line on stdout. On a terminal, the long steps (snapshot, compression,
+# integrity_check) show their progress on stderr; --quiet silences it.
 #
 # Retention: only this database's own backup files are ever removed; the
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when
@@ -33,7 +38,11 @@
 #   --lock-timeout N     wait up to N seconds for another run's lock (LOCK_TIMEOUT; 0)
 #   --metrics-dir DIR    write sqlite_ops_backup_<name>.prom there (METRICS_DIR)
 #   --config FILE        KEY=value settings file (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
-#   --quiet              only warnings and errors on stderr
+#   --quiet              only warnings and errors on stderr (no progress line)
+#
+# FK_ACCEPT (config or environment): child tables whose orphaned rows the
+# application makes by design, comma-separated, each TABLE or TABLE:N (at most
+# N rows); their orphans are recorded as accepted, not warned about.
 #
 # Exit codes:
 #   0   backup published (and pruned)
@@ -81,6 +90,7 @@ load_settings() {
   TIMEOUT=$(cfg LOCK_TIMEOUT 0)
   METRICS=$(cfg METRICS_DIR '')
   COMPRESSION=$(cfg COMPRESS "$(default_compression)")
+  FK_ACCEPT=$(cfg FK_ACCEPT '')
   require_uint RETENTION_DAYS "$RETENTION"
   require_uint KEEP_MIN "$KEEP"
   require_uint LOCK_TIMEOUT "$TIMEOUT"
@@ -148,30 +158,16 @@ check_free_space() {
 # A copy killed by a signal (OOM killer, SIGBUS on an I/O error) is exit 1.
 take_snapshot() {
   local rc=0
-  py_ops snapshot copy --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" -- "$SRC_DB" "$1" || rc=$?
+  py_ops snapshot copy --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" "${QUIET_ARGS[@]}" -- "$SRC_DB" "$1" || rc=$?
   ((rc <= 128)) || die "$EX_FAIL" "the snapshot process was killed by signal $((rc - 128)); nothing was published"
   return "$rc"
 }
 
-# start_quick_check SNAPSHOT RESULT_FILE: PRAGMA quick_check in the background
-# (it only reads the private snapshot), so it overlaps compression. Sets CHECK_PID.
-start_quick_check() {
-  pragma_ok "$1" quick_check >"$2" &
-  CHECK_PID=$!
-}
-
-# finish_quick_check RESULT_FILE: exit 4 unless quick_check said exactly "ok".
-finish_quick_check() {
-  local problems
-  if ! wait "$CHECK_PID"; then
-    problems=$(grep -v -m 2 -- '^\*\*\* in database' "$1" | paste -s -d ' ')
-    die "$EX_INTEGRITY" "$SRC_DB failed PRAGMA quick_check (${problems:-no result}); nothing was published; run maintain_database.sh check"
-  fi
-}
-
-# pack_snapshot SNAPSHOT OUT: compress and hash in one pass; prints JSON.
+# pack_snapshot SNAPSHOT OUT: compress and hash in one pass while the full
+# PRAGMA integrity_check runs on the snapshot; prints JSON (with the check's
+# record). Exit 4 unless the check said exactly "ok".
 pack_snapshot() {
-  py_ops snapshot pack --compression="$COMPRESSION" -- "$1" "$2"
+  py_ops snapshot pack --compression="$COMPRESSION" --source="$SRC_DB" "${QUIET_ARGS[@]}" -- "$1" "$2"
 }
 
 # write_manifest SNAPSHOT FILE_NAME OUT FACTS...: the manifest JSON into OUT.
@@ -183,28 +179,33 @@ write_manifest() {
   # (The name is the source's: snapshot derives it with the catalog's one rule.)
   py_ops snapshot manifest --source="$SRC_DB" --created="$CREATED" --file="$file" \
     --compression="$COMPRESSION" --duration="$(elapsed_since "$START")" \
-    --host="$(cfg OFFSITE_HOST '')" "${facts[@]}" -- "$snapshot" >"$out"
+    --fk-accept="$FK_ACCEPT" --host="$(cfg OFFSITE_HOST '')" "${facts[@]}" -- "$snapshot" >"$out"
 }
 
 # warn_foreign_keys MANIFEST: foreign-key violations are copied as they are
 # (a backup never edits data); say so now, not first during an incident.
 warn_foreign_keys() {
-  local count rows=rows
+  local count accepted rows=rows
   count=$(manifest_fk_violations "$1")
+  accepted=$(manifest_number "$1" foreign_key_violations_accepted)
+  if [[ $count != null && $count != 0 && $count == "${accepted:-0}" ]]; then
+    log_info "$SRC_DB has $count orphaned rows in tables FK_ACCEPT lists; recorded as accepted"
+    return 0
+  fi
   case $count in
     0) return 0 ;;
     unreadable) die "$EX_FAIL" "the manifest just written cannot be read back ($1); nothing was published" ;;
     null) log_warn "PRAGMA foreign_key_check cannot run on $SRC_DB (a foreign key names parent columns without a unique index; see foreign_key_check_error in the manifest); restoring this backup will need --force" ;;
     *)
       [[ $count != 1 ]] || rows=row
-      log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count $rows with a missing parent row); the backup keeps them as they are, so restoring it will need --force; maintain_database.sh check lists them"
+      log_warn "$SRC_DB fails PRAGMA foreign_key_check ($count $rows with a missing parent row); the backup keeps them as they are, so restoring it will need --force (or, for orphans the application makes by design, FK_ACCEPT listing their tables); maintain_database.sh check lists them"
       ;;
   esac
 }
 
 # backup: snapshot, verify, pack, manifest, publish. Sets PUBLISHED.
 backup() {
-  local ext='' snapshot packed manifest check final source_facts pack_facts
+  local ext='' snapshot packed manifest final source_facts pack_facts
   case $COMPRESSION in zstd) ext=.zst ;; gzip) ext=.gz ;; esac
   choose_stamp
   final="$DEST_DIR/${NAME}_$STAMP.db$ext"
@@ -217,14 +218,11 @@ backup() {
     temp_beside packed "$final"
   fi
   temp_beside manifest "$final.manifest.json"
-  temp_beside check "$final.check"
 
   log_info "snapshot of $SRC_DB"
   source_facts=$(take_snapshot "$snapshot") || exit
-  log_info "snapshot taken ($(human_bytes "$(file_size "$snapshot")")); checking it and packing with $COMPRESSION"
-  start_quick_check "$snapshot" "$check"
+  log_info "snapshot taken ($(human_bytes "$(file_size "$snapshot")")); PRAGMA integrity_check and packing with $COMPRESSION"
   pack_facts=$(pack_snapshot "$snapshot" "$packed") || exit
-  finish_quick_check "$check"
   write_manifest "$snapshot" "${final##*/}" "$manifest" "$source_facts" "$pack_facts" || exit
   warn_foreign_keys "$manifest"
   [[ $snapshot == "$packed" ]] || rm -f -- "$snapshot"

@@ -7,7 +7,10 @@
 #
 # Tasks run in the order given (default: all):
 #   check        PRAGMA integrity_check (healthy only when it prints exactly "ok")
-#                and PRAGMA foreign_key_check (healthy only when it prints nothing)
+#                and the foreign-key check (healthy only when it finds no row
+#                whose parent is missing, but for the orphans FK_ACCEPT
+#                accepts; the rows it finds are those PRAGMA foreign_key_check
+#                lists)
 #   quick-check  PRAGMA quick_check: faster, does not compare indexes with tables
 #   checkpoint   PRAGMA wal_checkpoint(TRUNCATE); "busy" (exit 75) when a reader
 #                holds the WAL back
@@ -33,7 +36,9 @@
 #
 # Settings (flag > environment > config file > default): DB_PATH, LOCK_TIMEOUT,
 # METRICS_DIR, VACUUM_THRESHOLD (0.25: freelist fraction of the file),
-# ANALYSIS_LIMIT (1000: rows sampled per index by ANALYZE).
+# ANALYSIS_LIMIT (1000: rows sampled per index by ANALYZE), FK_ACCEPT (child
+# tables whose orphaned rows the application makes by design: TABLE or
+# TABLE:N, comma-separated; a violation anywhere else, or more than N, fails).
 #
 # Output: one line per task on stdout (result, seconds, details), then one
 # summary line with the size and freelist before and after. Progress and
@@ -120,6 +125,7 @@ load_settings() {
   VACUUM_THRESHOLD=$(cfg VACUUM_THRESHOLD 0.25)
   ANALYSIS_LIMIT=$(cfg ANALYSIS_LIMIT 1000)
   LOCK_TIMEOUT=$(cfg LOCK_TIMEOUT 0)
+  FK_ACCEPT=$(cfg FK_ACCEPT '')
   require_uint LOCK_TIMEOUT "$LOCK_TIMEOUT"
   require_uint ANALYSIS_LIMIT "$ANALYSIS_LIMIT"
   [[ $VACUUM_THRESHOLD =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] ||
@@ -211,12 +217,13 @@ task_check() {
     check_failed integrity_check "$rows"
     return
   fi
-  if ! rows=$(foreign_keys_ok "$DB"); then
+  if ! rows=$(foreign_keys_ok "$DB" "$FK_ACCEPT"); then
     check_failed foreign_key_check "$rows"
     return
   fi
   INTEGRITY=1
   TASK_DETAIL="integrity_check ok, foreign_key_check found no violations"
+  [[ -z $rows ]] || TASK_DETAIL="integrity_check ok, ${rows#foreign_key_check: }"
 }
 
 task_quick_check() {
@@ -317,6 +324,26 @@ sql_task() {
   TASK_DETAIL=$done
 }
 
+PROGRESS_FD='' PROGRESS_PID=''
+
+# vacuum_progress_start: on a terminal (not --quiet), a line on stderr showing
+# the rebuilt pages arriving in the WAL (or the old ones in the rollback
+# journal) while VACUUM runs. It lasts until vacuum_progress_stop closes its pipe.
+vacuum_progress_start() {
+  [[ $QUIET == 0 && -t 2 ]] || return 0
+  local content=$(((STAT_PAGES - STAT_FREELIST) * STAT_PAGE_SIZE))
+  exec {PROGRESS_FD}> >(py_ops progress watch --prog "$PROG" --label VACUUM --total "$content" -- "$DB-wal" "$DB-journal")
+  PROGRESS_PID=$!
+}
+
+# vacuum_progress_stop: end the line vacuum_progress_start drew (it clears it).
+vacuum_progress_stop() {
+  [[ -n $PROGRESS_FD ]] || return 0
+  exec {PROGRESS_FD}>&-
+  wait "$PROGRESS_PID" 2>/dev/null || true
+  PROGRESS_FD='' PROGRESS_PID=''
+}
+
 task_vacuum() {
   local percent before_bytes before_free rc=0
   if ! read_stats; then
@@ -339,7 +366,9 @@ task_vacuum() {
   fi
   before_bytes=$STAT_FILE_BYTES
   before_free=$STAT_FREELIST
+  vacuum_progress_start
   sql_run "VACUUM;" || rc=$?
+  vacuum_progress_stop
   if ((rc != 0)); then
     TASK_DETAIL="VACUUM failed (the database is unchanged): $SQL_OUT"
     return "$rc"

@@ -14,10 +14,16 @@
 # is never `latest`).
 #
 # A restore, step by step (it stops at the first problem, saying what changed):
-#   1. verify: SHA-256 against the manifest, decompress once into a work file
-#      beside the database, PRAGMA integrity_check exactly "ok", an empty
-#      foreign_key_check, row counts equal to the manifest. Nothing is touched
-#      when this fails (exit 3). A backup whose schema version is newer than
+#   1. verify: decompress once into a work file beside the database, hashing
+#      both streams: the file's and the content's SHA-256 must be the
+#      manifest's. Integrity: the manifest's integrity_check record of these
+#      same bytes (made when the backup was taken) is trusted, and it says
+#      "integrity: recorded at backup, same bytes"; without one (an older
+#      backup, or one made by an older SQLite) PRAGMA integrity_check runs now
+#      and must say exactly "ok" ("integrity: checked now"). Then no
+#      foreign-key violations but those FK_ACCEPT accepts, and row counts
+#      equal to the manifest. Nothing is touched when this fails (exit 3).
+#      A backup whose schema version is newer than
 #      the newest migration in MIGRATIONS_DIR, or one taken from another
 #      database (a mistyped --db?), is refused (exit 2) unless --force.
 #   2. show the backup's time and row counts next to the current database's,
@@ -72,10 +78,13 @@
 #   --metrics-dir DIR  write sqlite_ops_restore_<name>.prom there (METRICS_DIR)
 #   --lock-timeout N   wait up to N seconds for another run's lock (LOCK_TIMEOUT; 0)
 #   --config FILE      KEY=value settings (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
-#   --quiet            only warnings, errors and results
+#   --quiet            only warnings, errors and results (no progress line)
 #
-# --verify and --drill decompress into TMPDIR (default /tmp). The incident
-# runbook is in docs/operations/database-management.md.
+# On a terminal, decompression, a check run now and the write into the live
+# database show a progress line on stderr. FK_ACCEPT (config or environment):
+# child tables whose orphaned rows the application makes by design, TABLE or
+# TABLE:N, comma-separated. --verify and --drill decompress into TMPDIR
+# (default /tmp). The incident runbook is in docs/operations/database-management.md.
 #
 # Exit codes:
 #   0   done
@@ -158,6 +167,7 @@ load_settings() {
   MIGRATIONS=$(cfg MIGRATIONS_DIR "$SQLITE_OPS_ROOT/migrations")
   METRICS=$(cfg METRICS_DIR '')
   TIMEOUT=$(cfg LOCK_TIMEOUT 0)
+  FK_ACCEPT=$(cfg FK_ACCEPT '')
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   require_tool python3 python3
   db_name NAME "$DB" || exit
@@ -229,7 +239,8 @@ verify_backup() {
   [[ $SPEC == latest ]] && extra+=(--latest)
   log_info "verifying $BACKUP"
   py_ops restore verify --work="$WORK_DIR/restore.db" --report="$REPORT" \
-    --migrations="$MIGRATIONS" --dir="$BACKUP_ROOT" --db="$DB" "${extra[@]}" -- "$BACKUP" || exit
+    --migrations="$MIGRATIONS" --dir="$BACKUP_ROOT" --db="$DB" --fk-accept="$FK_ACCEPT" \
+    "${QUIET_ARGS[@]}" "${extra[@]}" -- "$BACKUP" || exit
 }
 
 # replace_database TARGET ASIDE_DIR: put the verified content into TARGET and
@@ -244,7 +255,7 @@ replace_database() {
   TARGET=$1
   STEP=replace
   py_ops restore apply --report="$REPORT" --target="$1" --aside="$2" \
-    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" "${scratch[@]}" || rc=$?
+    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" "${QUIET_ARGS[@]}" "${scratch[@]}" || rc=$?
   STEP=finished
   [[ $rc == 0 ]] || exit "$rc"
 }
@@ -398,16 +409,17 @@ prune_safety_copies() {
 
 # undo_command: the command that restores the safety backup, every path given
 # explicitly so it works as printed even in a shell without the config file.
-# With --force when the old database had foreign-key violations: the safety
-# backup keeps them, and undoing must not stop on them.
+# With --force when the old database had foreign-key violations beyond those
+# FK_ACCEPT accepts: the safety backup keeps them, and undoing must not stop on them.
 undo_command() {
-  local line
+  local line count
   local -a force=()
   [[ -n $SAFETY ]] || {
     raw_undo_command
     return
   }
-  [[ $(manifest_fk_violations "$SAFETY.manifest.json") == 0 ]] || force=(--force)
+  count=$(manifest_fk_violations "$SAFETY.manifest.json")
+  [[ $count == 0 || $count == "$(manifest_number "$SAFETY.manifest.json" foreign_key_violations_accepted)" ]] || force=(--force)
   line=$(printf '%q ' "$SELF" --db "$DB" --dir "$BACKUP_ROOT" --yes "${force[@]}" "$SAFETY")
   printf '%s\n' "${line% }"
 }

@@ -14,7 +14,6 @@ taken (``Backup.created_at``).
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sqlite_ops.common import fsync_path
+from sqlite_ops.hashing import sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_FORMAT = 1  # the manifest's "format" field; bump on incompatible changes
@@ -215,6 +215,10 @@ FILE_MODE = Kind("octal permission bits such as \"0644\"",
                  lambda v: isinstance(v, str) and bool(re.fullmatch(r"0[0-7]{3,4}", v)))
 ROW_COUNTS = Kind("an object of table -> row count",
                   lambda v: isinstance(v, dict) and all(COUNT.test(n) for n in v.values()))
+INTEGRITY_RECORD = Kind(
+    "an integrity_check record ({result, sqlite_version, db_sha256})",
+    lambda v: (isinstance(v, dict) and isinstance(v.get("result"), str)
+               and isinstance(v.get("sqlite_version"), str) and SHA256.test(v.get("db_sha256"))))
 
 # Levels. OPTIONAL: some backups have it. WRITTEN: every backup this version
 # writes has it (older ones may not). NEEDED: written, and --verify and restore
@@ -238,9 +242,13 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     "tables": (ROW_COUNTS, NEEDED),  # every table's row count
     "compression": (CODEC, WRITTEN),
     "duration_seconds": (SECONDS, WRITTEN),
-    "verified": (FLAG, NEEDED),  # quick_check said ok before publishing
+    "verified": (FLAG, NEEDED),  # integrity_check said ok before publishing
+    # That check, for restores to trust (sqlite_ops.integrity): older backups lack it.
+    "integrity_check": (INTEGRITY_RECORD, WRITTEN),
     "foreign_key_violations": (nullable(COUNT), WRITTEN),  # null: the check cannot run
     "foreign_key_check_error": (TEXT, OPTIONAL),  # why, when it cannot
+    "foreign_key_violations_by_table": (ROW_COUNTS, OPTIONAL),  # with violations
+    "foreign_key_violations_accepted": (COUNT, OPTIONAL),  # of them, in FK_ACCEPT's tables
     "host": (TEXT, WRITTEN),  # OFFSITE_HOST of the machine: its offsite directory
     # The database file's owner and group (numeric ids) and mode ("0644"): a
     # restore into a new file gives them back (older backups lack them).
@@ -318,8 +326,11 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, 
 
 def records_fk_problems(manifest: dict[str, Any] | None) -> bool:
     """The manifest says the database had foreign-key violations (or that the
-    check could not run) when the backup was taken: restoring it needs --force."""
-    return (manifest or {}).get("foreign_key_violations", 0) != 0
+    check could not run) when the backup was taken, beyond the orphans FK_ACCEPT
+    accepted then: restoring it needs --force."""
+    found = (manifest or {}).get("foreign_key_violations", 0)
+    # Orphans FK_ACCEPT accepted when the backup was taken are no problem.
+    return found != 0 and found != (manifest or {}).get("foreign_key_violations_accepted")
 
 
 def from_other_database(manifest: dict[str, Any] | None,
@@ -381,15 +392,6 @@ def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
         found.append(backup)
     found.sort(key=lambda b: (b.created_at, b.path.name), reverse=True)
     return found
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (flat memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlite_ops import catalog
+from sqlite_ops import catalog, hashing
 from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
@@ -278,14 +278,11 @@ class Rclone:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdout and proc.stderr
-        digest, size = hashlib.sha256(), 0
         errors: list[bytes] = []
         reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
         reader.start()
         try:
-            while block := proc.stdout.read(CHUNK):
-                digest.update(block)
-                size += len(block)
+            digest, size = hashing.sha256_stream(proc.stdout)
         except BaseException:
             proc.kill()
             raise
@@ -295,7 +292,7 @@ class Rclone:
         if proc.returncode != 0:
             raise classify(remote, "download check", b"".join(errors).decode(errors="replace"),
                            proc.returncode)
-        return digest.hexdigest(), size
+        return digest, size
 
     def upload(self, remote: str, local: str | os.PathLike[str], dest: str,
                checked_after: bool = False) -> None:

@@ -37,7 +37,6 @@ import argparse
 import calendar
 import difflib
 import grp
-import hashlib
 import json
 import os
 import pwd
@@ -54,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlite_ops import catalog
+from sqlite_ops import catalog, fkcheck, hashing, integrity
 from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
@@ -72,7 +71,8 @@ from sqlite_ops.common import (
     readonly_uri,
     run_interruptible,
 )
-from sqlite_ops.snapshot import foreign_key_check, schema_version
+from sqlite_ops.progress import Progress, file_size_probe
+from sqlite_ops.snapshot import schema_version, table_counts
 
 PROG = "restore_database.sh"
 PRE_RESTORE_DIR = "pre-restore"
@@ -134,15 +134,6 @@ def sniff_compression(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    """Row count of every table (the manifest's definition: no sqlite_* internals)."""
-    names = [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' "
-        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
-    # fetchall: each statement runs to its end, so none is left pending on a
-    # connection that goes on to checkpoint (the restore's own, after its check).
-    return {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0]
-            for name in names}
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +213,9 @@ class Report:
     # of each one applied since the backup was taken that MIGRATIONS_DIR holds.
     undone: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # How integrity was established: "recorded at backup, same bytes (...)" or "checked now (...)".
+    integrity: str = ""
+    fk_note: str = ""  # the orphaned rows FK_ACCEPT accepted, if any
     applied: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -251,12 +245,15 @@ def _bad(backup: Path, why: str, forceable: bool = False) -> OpsError:
     return kind(EX_VERIFY, f"{backup}: {why}{NOTHING_CHANGED}")
 
 
-def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseException]) -> None:
+def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseException],
+          tick: Any = None) -> None:
     """Read ``source`` to the end, hashing it, writing to ``sink`` while it accepts."""
     broken = False
     try:
         while block := source.read(CHUNK):
             digest.update(block)
+            if tick is not None:
+                tick(len(block))
             if not broken:
                 try:
                     sink.write(block)
@@ -271,50 +268,56 @@ def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseExcept
             pass
 
 
-def _hash_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def decompress(backup: str | os.PathLike[str], compression: str,
-               out: str | os.PathLike[str]) -> tuple[str, str | None]:
-    """Decompress ``backup`` into ``out``, hashing the backup file on the way.
+               out: str | os.PathLike[str], quiet: bool = True) -> tuple[str, str, str | None]:
+    """Decompress ``backup`` into ``out``, hashing both streams on the way.
 
-    Returns (sha256 of the backup file, the decompressor's complaint or None).
-    The decompressor writes ``out`` itself: no copy through Python.
+    Returns (SHA-256 of the backup file, SHA-256 of the decompressed content,
+    the decompressor's complaint or None). Each byte is read once: a thread
+    feeds the file to the decompressor, hashing it; its output is hashed as it
+    is written to ``out``. On a terminal a progress line follows the file.
     """
-    file_digest = hashlib.sha256()
+    file_digest, db_digest = hashing.new(), hashing.new()
+    total = os.path.getsize(backup)
     if compression == "none":
-        with open(backup, "rb") as src, open(out, "wb") as dst:
+        with open(backup, "rb") as src, open(out, "wb") as dst, \
+                Progress("copying", total, prog=PROG, quiet=quiet) as bar:
             while block := src.read(CHUNK):
                 file_digest.update(block)
                 dst.write(block)
-        return file_digest.hexdigest(), None
+                bar.advance(len(block))
+        return file_digest.hexdigest(), file_digest.hexdigest(), None
     command = DECOMPRESSORS[compression]
     if shutil.which(command[0]) is None:
         raise OpsError(EX_FAIL, f"'{command[0]}' is not installed; install the "
                                 f"'{command[0]}' package (apt-get install {command[0]})")
     errors: list[BaseException] = []
-    with open(backup, "rb") as src, open(out, "wb") as dst:
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=dst,
+    with open(backup, "rb") as src, open(out, "wb") as dst, \
+            Progress(f"decompressing ({compression})", total, prog=PROG, quiet=quiet) as bar:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
-        assert proc.stdin and proc.stderr
-        feeder = threading.Thread(target=_feed, args=(src, proc.stdin, file_digest, errors),
-                                  daemon=True)
+        assert proc.stdin and proc.stdout and proc.stderr
+        feeder = threading.Thread(target=_feed, daemon=True,
+                                  args=(src, proc.stdin, file_digest, errors, bar.advance))
         feeder.start()
-        complaint = proc.stderr.read().decode(errors="replace").strip()
-        feeder.join()
-        proc.wait()
+        try:
+            while block := proc.stdout.read(CHUNK):
+                db_digest.update(block)
+                dst.write(block)
+        except OSError:
+            proc.kill()
+            raise
+        finally:
+            complaint = proc.stderr.read().decode(errors="replace").strip()
+            feeder.join()
+            proc.wait()
     if errors:
         exc = errors[0]
         raise OpsError(EX_FAIL, f"cannot read {backup}: {getattr(exc, 'strerror', None) or exc}")
     problem = None
     if proc.returncode != 0:
         problem = complaint.splitlines()[-1] if complaint else f"exit status {proc.returncode}"
-    return file_digest.hexdigest(), problem
+    return file_digest.hexdigest(), db_digest.hexdigest(), problem
 
 
 def _check_free_space(directory: str, need: int, what: str) -> None:
@@ -328,30 +331,11 @@ def _check_free_space(directory: str, need: int, what: str) -> None:
                                 "changed (--verify and --drill use TMPDIR)")
 
 
-# Reads of the private work file go through mmap: integrity_check then costs
-# CPU only, not a pread() per page (measured: 14.5 s -> 8.8 s for 800 MB).
-_MMAP = "PRAGMA mmap_size=2147418112"
-
-
-def _integrity(path: str, result: dict[str, Any]) -> None:
+def _contents(path: str, result: dict[str, Any], check_fk: bool = True) -> None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
-            conn.execute(_MMAP).fetchall()
-            rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-        finally:
-            conn.close()
-        result["integrity"] = rows
-    except sqlite3.Error as exc:
-        result["integrity"] = [str(exc)]
-
-
-def _contents(path: str, result: dict[str, Any]) -> None:
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            conn.execute(_MMAP).fetchall()
-            result["fk"] = foreign_key_check(conn)
+            result["fk"] = fkcheck.check(conn) if check_fk else fkcheck.ForeignKeyReport(count=0)
             result["tables"] = table_counts(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             result["schema_version"] = schema_version(conn)
@@ -359,21 +343,21 @@ def _contents(path: str, result: dict[str, Any]) -> None:
             conn.close()
     except sqlite3.Error as exc:
         result["error"] = str(exc)
-    result["db_sha256"] = _hash_file(path)
 
 
-def structural_checks(path: str) -> dict[str, Any]:
-    """integrity_check in one thread; foreign keys, row counts, schema version and
-    the file's SHA-256 in another.
-
-    integrity_check is one CPU-bound pass; SQLite and hashlib release the GIL, so
-    the rest runs on the second core meanwhile and costs no wall time.
-    """
+def structural_checks(path: str, check_integrity: bool = True, quiet: bool = True,
+                      check_fk: bool = True) -> dict[str, Any]:
+    """Foreign keys (unless ``check_fk`` is false: then none), row counts and
+    schema version of the work file, and (when ``check_integrity``) PRAGMA
+    integrity_check in another thread meanwhile: SQLite releases the GIL, so
+    the two run on both cores."""
     result: dict[str, Any] = {}
-    worker = threading.Thread(target=_integrity, args=(path, result))
-    worker.start()
-    _contents(path, result)
-    worker.join()
+    label = "integrity_check" if check_integrity else "foreign keys and row counts"
+    with Progress(label, prog=PROG, quiet=quiet):
+        check = integrity.Background(path, mmap=True) if check_integrity else None
+        _contents(path, result, check_fk)
+        if check is not None:
+            result["integrity"] = check.result()
     return result
 
 
@@ -387,13 +371,20 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
 
 
 def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
-                  force: bool = False) -> Report:
+                  force: bool = False, fk_accept: str = "", quiet: bool = True) -> Report:
     """Prove ``backup`` complete and sound; leaves its database in ``work``.
 
     Raises OpsError(EX_VERIFY) with the reason for anything that does not check
     out. A file without a manifest cannot be proven complete: refused unless
     ``force``, in which case only the internal checks decide.
+
+    Integrity: the SHA-256 of the file and of the decompressed content must be
+    the manifest's; then the manifest's integrity_check record of that content
+    is trusted (sqlite_ops.integrity says when it is not, and the check runs
+    here). Foreign-key violations in the tables ``fk_accept`` (FK_ACCEPT)
+    lists are accepted without ``force``.
     """
+    accepted = fkcheck.parse_accept(fk_accept)
     path = Path(backup)
     warnings: list[str] = []
     if not path.is_file():
@@ -425,7 +416,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     need = manifest.get("db_size_bytes", 0) if manifest else 0
     _check_free_space(os.path.dirname(os.path.abspath(work)), need, "the decompressed copy")
 
-    file_sha, problem = decompress(path, compression, work)
+    file_sha, db_sha, problem = decompress(path, compression, work, quiet)
     if manifest is not None and file_sha != manifest["sha256"]:
         raise _bad(path, "checksum mismatch: the file's SHA-256 differs from its manifest's "
                          "(changed or damaged after the backup was taken)")
@@ -433,27 +424,39 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         raise _bad(path, f"cannot be decompressed ({problem}): truncated or damaged")
     if not is_sqlite_file(work):
         raise _bad(path, "its content is not an SQLite database")
-
-    found = structural_checks(os.fspath(work))
-    if manifest is not None and found["db_sha256"] != manifest["db_sha256"]:
+    if manifest is not None and db_sha != manifest["db_sha256"]:
         raise _bad(path, "the decompressed database's SHA-256 differs from its manifest's")
-    integrity = found.get("integrity", [])
-    if integrity != ["ok"]:
-        # One result row can hold several lines ("*** in database main ***\n...").
-        lines = [line for row in integrity for line in row.splitlines() if line.strip()]
-        shown = "; ".join(lines[:3]) if lines else "no result"
-        raise _bad(path, f"PRAGMA integrity_check failed: {shown}")
+
+    # The same bytes the backup checked: its record stands. Else check now.
+    recorded, why_not = integrity.trusted(manifest, db_sha)
+    # The same bytes' foreign-key count stands too when it is 0; any violation
+    # is counted again, for the rows to name and for FK_ACCEPT to judge.
+    fk_recorded = recorded and (manifest or {}).get("foreign_key_violations") == 0
+    found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
+                              check_fk=not fk_recorded)
+    if not recorded:
+        rows = found.get("integrity", [])
+        if rows != ["ok"]:
+            raise _bad(path, f"PRAGMA integrity_check failed: {integrity.summary(rows)}")
+    checked = why_not if recorded else f"checked now (integrity_check ok; {why_not})"
     if "error" in found:
         raise _bad(path, f"cannot be read: {found['error']}")
-    fk_violations, first = found["fk"]
+    fks: fkcheck.ForeignKeyReport = found["fk"]
+    fk_violations, first, fk_note = fks.count, fks.error, ""
+    if fks.count:
+        problems = fkcheck.unaccepted(fks, accepted)
+        fk_violations = sum(problems.values())
+        first = next((fks.firsts[t] for t in fks.firsts if t in problems), None)
+        fk_note = fkcheck.describe_accepted(fks, accepted) or ""
     if fk_violations != 0:
         what = foreign_key_problem(fk_violations, first)
         if not force:
             origin = ("; the database already had this when the backup was taken (its "
                       "manifest says so): its own state, not damage"
-                      if catalog.records_fk_problems(manifest) else "")
-            raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is",
-                       forceable=True)
+                      if (manifest or {}).get("foreign_key_violations", 0) != 0 else "")
+            raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is "
+                             "(or, for orphans the application makes by design, list their "
+                             "table in FK_ACCEPT)", forceable=True)
         warnings.append(f"{what}; accepted as it is (--force)")
     tables: dict[str, int] = found["tables"]
     if manifest is not None:
@@ -467,7 +470,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         journal_mode=(manifest or {}).get("journal_mode"),
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
         owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
-        mode=(manifest or {}).get("mode"), warnings=warnings)
+        mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note)
 
 
 def foreign_key_problem(count: int | None, first: Any) -> str:
@@ -788,7 +791,7 @@ def _target_mode(mode: str | None) -> str:
     return "wal" if (mode or "").lower() == "wal" else "delete"
 
 
-class Progress:
+class ApplyState:
     """How far ``apply`` got: what an interruption (Ctrl-C, SIGTERM) left is
     said from this, never guessed."""
 
@@ -862,14 +865,14 @@ def _check_own_copy(dst: sqlite3.Connection, target: str, expected: dict[str, in
 
 def restore_into(work: str, target: str, busy_ms: int = 5000,
                  expected: dict[str, int] | None = None, journal_mode: str | None = None,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: ApplyState | None = None, quiet: bool = True) -> dict[str, Any]:
     """Copy ``work`` into the existing database ``target`` with the backup API,
     then check what was copied (``expected``: the backup's row counts).
 
     The target keeps its journal mode, unless it is fresh (no schema: created
     empty by an application or `sqlite3` after the database was lost): then it
     gets ``journal_mode``, the mode the backup's database had."""
-    progress = progress or Progress()
+    progress = progress or ApplyState()
     dst, live_mode, dst_page, fresh = _open_target(target, busy_ms)
     # The new content passes through the WAL (or the old through the journal).
     grow = os.path.getsize(work) if live_mode == "wal" else os.path.getsize(target)
@@ -907,7 +910,12 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
             version_before = _one(dst, "PRAGMA data_version")
             progress.step = "copying"
             try:
-                src.backup(dst, progress=_abort_when_busy)
+                # One step: progress watches the WAL (or the rollback journal) grow.
+                log = target + ("-wal" if live_mode == "wal" else "-journal")
+                with Progress("writing into the database", grow, prog=PROG, quiet=quiet,
+                              probe=file_size_probe(log)) as bar:
+                    src.backup(dst, progress=_abort_when_busy)
+                    bar.complete()
             except sqlite3.Error as exc:
                 if _busy(exc):
                     raise OpsError(EX_BUSY, f"{target} stayed locked past the busy timeout "
@@ -963,7 +971,7 @@ def maintain_check_command(target: str) -> str:
     return " ".join(shlex.quote(w) for w in (script, "--db", target, "quick-check"))
 
 
-def _move_aside(target: str, aside_dir: str, progress: Progress) -> list[str]:
+def _move_aside(target: str, aside_dir: str, progress: ApplyState) -> list[str]:
     for suffix in COMPANIONS:
         stale = target + suffix
         if os.path.lexists(stale):
@@ -1037,7 +1045,7 @@ def settle_ownership(report: Report, target: str, previous: os.stat_result | Non
 
 def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                expected: dict[str, int] | None = None,
-               progress: Progress | None = None) -> dict[str, Any]:
+               progress: ApplyState | None = None) -> dict[str, Any]:
     """Rename ``work`` into place as ``target`` (no inode is open: checked first).
 
     ``work`` is checked (quick_check, ``expected`` row counts) while it is still
@@ -1045,7 +1053,7 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     Stale -wal/-shm/-journal files beside ``target`` are moved into
     ``aside_dir`` FIRST, so SQLite can never apply them to the new file.
     """
-    progress = progress or Progress()
+    progress = progress or ApplyState()
     if os.path.islink(target):
         raise OpsError(EX_USAGE, f"{target} is a symbolic link: name the file it points to "
                                  "with --db (or --to); nothing was changed")
@@ -1076,10 +1084,10 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
 
 def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 5000,
                   journal_mode: str | None = None, check: bool = True,
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: ApplyState | None = None, quiet: bool = True) -> dict[str, Any]:
     """Put the verified work file's content into ``target`` and check it (unless
     ``check`` is false); returns what was done."""
-    progress = progress or Progress()
+    progress = progress or ApplyState()
     expected = report.tables if check else None
     wanted_mode = journal_mode or report.journal_mode
     previous = os.stat(target) if os.path.exists(target) else None
@@ -1087,7 +1095,8 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
         if not os.path.isfile(target):
             raise OpsError(EX_USAGE, f"not a regular file: {target}")
         try:
-            applied = restore_into(report.work, target, busy_ms, expected, wanted_mode, progress)
+            applied = restore_into(report.work, target, busy_ms, expected, wanted_mode, progress,
+                                   quiet)
         except _Unusable as exc:
             applied = place_file(report.work, target, _target_mode(report.journal_mode),
                                  aside_dir, expected, progress)
@@ -1130,7 +1139,7 @@ def check_restored(target: str, expected: dict[str, int], shown: str | None = No
     return counts
 
 
-def interrupted_state(report: Report, target: str, progress: Progress) -> str:
+def interrupted_state(report: Report, target: str, progress: ApplyState) -> str:
     """What an interruption of ``apply`` left in ``target``, found out rather than
     assumed, and what to do next (one line)."""
     restored = (f"{target} holds the backup's content ({os.path.basename(report.backup)}, "
@@ -1489,7 +1498,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                                  f"mistyped? To restore it into {args.target} anyway, pass "
                                  f"--force{NOTHING_CHANGED}")
     try:
-        report = verify_backup(args.backup, args.work, force=args.force)
+        report = verify_backup(args.backup, args.work, force=args.force,
+                               fk_accept=args.fk_accept, quiet=args.quiet)
     except OpsError as exc:
         # A damaged backup: name the one to try instead. Not for a forceable
         # refusal: older backups hold the same data problem, and less data.
@@ -1523,24 +1533,36 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         tables = len(report.tables)
         fks = ("foreign_key_check clean" if report.fk_violations == 0
                else "foreign-key problems accepted (--force)")
+        if report.fk_violations == 0 and report.fk_note:
+            fks = "foreign_key_check clean but for the orphans FK_ACCEPT lists"
         print(f"Backup verified: {report.backup} ({_when(report)}; {tables} tables, "
               f"{report.rows} rows; schema version "
               f"{'-' if report.schema_version is None else report.schema_version}; "
-              f"integrity_check ok, {fks}"
+              f"integrity: {report.integrity}; {fks}"
               f"{', row counts match the manifest' if report.has_manifest else ''})")
+    if not args.quiet:
+        _info(f"integrity: {report.integrity}")
+        if report.fk_note:
+            _info(report.fk_note)
     if args.announce or args.show_warnings:
         for warning in report.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return EX_OK
 
 
+def _info(message: str) -> None:
+    """An info line on stderr, as lib/common.sh's log_info writes them."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    print(f"{stamp} {PROG}: info: {message}".replace("\n", "\\n"), file=sys.stderr)
+
+
 def _cmd_apply(args: argparse.Namespace) -> int:
-    progress = Progress()
+    progress = ApplyState()
     report = None
     try:
         report = Report.load(args.report)
         report.applied = apply_restore(report, args.target, args.aside, args.busy_timeout_ms,
-                                       args.journal_mode, progress=progress)
+                                       args.journal_mode, progress=progress, quiet=args.quiet)
         report.save(args.report)
     except KeyboardInterrupt:
         # Whatever arrives now, the state below is found out before it is said.
@@ -1618,6 +1640,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="BACKUP was chosen as `latest`: warn when it holds far fewer rows")
     p.add_argument("--dir", help="BACKUP_DIR, to name the next older backup on failure")
     p.add_argument("--db", help="DB_PATH, with --dir")
+    p.add_argument("--fk-accept", default="", help="FK_ACCEPT: TABLE[:N],... (orphans known)")
+    p.add_argument("--quiet", action="store_true", help="no info or progress lines")
     p.set_defaults(func=_cmd_verify)
     p = sub.add_parser("apply", help="replace, then quick_check and count the result")
     p.add_argument("--report", required=True)
@@ -1627,6 +1651,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--busy-timeout-ms", type=int, default=5000)
     p.add_argument("--scratch", action="store_true",
                    help="TARGET is a drill's temp file (removed on exit)")
+    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
     p.set_defaults(func=_cmd_apply)
     p = sub.add_parser("receipt")
     p.add_argument("--report", required=True)

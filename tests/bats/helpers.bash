@@ -8,6 +8,10 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SCRIPTS="$REPO_ROOT/scripts"
 export REPO_ROOT SCRIPTS
 
+# The code's own list of config keys (read from lib/common.sh in a subshell,
+# so this shell does not get its readonly exit codes).
+SOPS_CONFIG_KEYS=$(bash -c 'source "$1/lib/common.sh" && printf "%s" "$SOPS_CONFIG_KEYS"' _ "$REPO_ROOT")
+
 # The real-world corpus lives beside the repository, never inside it.
 CORPUS_DIR=${SQLITE_OPS_CORPUS:-$REPO_ROOT/../shared/data}
 
@@ -15,10 +19,10 @@ CORPUS_DIR=${SQLITE_OPS_CORPUS:-$REPO_ROOT/../shared/data}
 common_setup() {
   export WORK="$BATS_TEST_TMPDIR/w"
   mkdir -p "$WORK"
-  # No settings leak in from the machine running the tests.
-  unset DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR \
-    LOCK_TIMEOUT SQLITE_OPS_LOCK_HELD LOG_SYSLOG OFFSITE_REMOTES OFFSITE_RETENTION_DAYS \
-    OFFSITE_KEEP_MIN OFFSITE_HOST RCLONE_CONFIG
+  # No settings leak in from the machine running the tests: every key the code
+  # knows (lib/common.sh's SOPS_CONFIG_KEYS), and what passes state to child runs.
+  # shellcheck disable=SC2086 # the list is space-separated on purpose
+  unset $SOPS_CONFIG_KEYS QUIET SQLITE_OPS_LOCK_HELD SQLITE_OPS_BACKUP_SCRIPT SQLITE_OPS_CONFIG_WARNED
   export SQLITE_OPS_CONFIG=/dev/null
   export TZ=UTC
 }

@@ -167,7 +167,7 @@ PY
   run --separate-stderr "$RESTORE" --verify latest
   assert_status 0
   assert_contains "$output" "Backup verified:"
-  assert_contains "$output" "integrity_check ok"
+  assert_contains "$output" "integrity: recorded at backup, same bytes (integrity_check ok under SQLite"
   assert_contains "$output" "row counts match the manifest"
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
   assert_equal "$(ls -A "$BACKUP_DIR")" "$listing"
@@ -260,6 +260,46 @@ refused_without_change() {
     write_manifest "$b"
     refused_without_change "$b" "check failed"
   done
+}
+
+@test "integrity: a backup's record is trusted for the same bytes; without one it is checked now" {
+  make_db "$DB_PATH" 50
+  b=$(backup_now)
+  run --separate-stderr "$RESTORE" --yes --to "$WORK/r1.db" "$b"
+  assert_status 0
+  assert_contains "$stderr" "integrity: recorded at backup, same bytes"
+  # An older backup, made before the record existed: the check runs here.
+  python3 -c 'import json, sys; p = sys.argv[1]; m = json.load(open(p)); del m["integrity_check"]; json.dump(m, open(p, "w"), indent=2)' "$b.manifest.json"
+  run --separate-stderr "$RESTORE" --verify "$b"
+  assert_status 0
+  assert_contains "$output" "integrity: checked now (integrity_check ok; the manifest has no integrity_check record"
+  run --separate-stderr "$RESTORE" --quiet --yes --to "$WORK/r2.db" "$b"
+  assert_status 0
+  assert_equal "$stderr" "" "stderr with --quiet"
+}
+
+@test "a forged record for damaged content: the rows verify reads still expose it (exit 3)" {
+  # What the record proves: these bytes passed integrity_check when the backup
+  # was made. It is not signed: whoever can rewrite a backup can rewrite its
+  # manifest. Verify still reads every table (row counts, foreign keys), and a
+  # restore runs quick_check on its result.
+  make_db "$DB_PATH" 3000 delete
+  b=$(backup_now --compress none)
+  dd if=/dev/urandom of="$b" bs=4096 seek=5 count=2 conv=notrunc status=none
+  python3 - "$b" <<'PY'
+import hashlib, json, os, sys
+path = sys.argv[1]
+digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+m = json.load(open(path + ".manifest.json"))
+m.update(sha256=digest, db_sha256=digest, size_bytes=os.path.getsize(path))
+m["integrity_check"]["db_sha256"] = digest
+json.dump(m, open(path + ".manifest.json", "w"), indent=2)
+PY
+  before=$(sha256sum <"$DB_PATH")
+  run --separate-stderr "$RESTORE" --yes "$b"
+  assert_status 3
+  assert_contains "$stderr" "cannot be read: database disk image is malformed"
+  assert_equal "$(sha256sum <"$DB_PATH")" "$before" "live database"
 }
 
 @test "a database with foreign-key violations: backed up as it is; restore needs --force and says why" {

@@ -33,7 +33,7 @@ from benchlib import (  # noqa: E402
 
 sys.path.insert(0, str(REPO / "lib"))
 
-from sqlite_ops import restore  # noqa: E402
+from sqlite_ops import integrity, restore  # noqa: E402
 
 RESTORE = str(SCRIPTS / "restore_database.sh")
 BACKUP = str(SCRIPTS / "backup_database.sh")
@@ -67,10 +67,13 @@ def stages(backup_file: Path, source: Path, work: Path) -> list[list[object]]:
         return result
 
     compression = restore.sniff_compression(backup_file)
-    clock("decompress + SHA-256 of the backup file", lambda: restore.decompress(
+    clock("decompress + SHA-256 of the file and of the content", lambda: restore.decompress(
         backup_file, compression, out))
-    clock("PRAGMA integrity_check alone (mmap)", lambda: restore._integrity(str(out), {}))
-    found = clock("verify checks: integrity_check + (FKs, counts, db SHA-256) alongside",
+    clock("PRAGMA integrity_check alone (mmap; only without a record)",
+          lambda: integrity.run_check(str(out)))
+    clock("verify checks with a record: FKs (fkcheck), counts",
+          lambda: restore.structural_checks(str(out), check_integrity=False))
+    found = clock("verify checks without one: integrity_check + (FKs, counts) alongside",
                   lambda: restore.structural_checks(str(out)))
     fresh_live(source, live)
     clock("replace: backup API into the live WAL db + checkpoint",

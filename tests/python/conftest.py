@@ -8,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from sqlite_ops.common import LOCK_HELD_ENV, REPO_ROOT
+from sqlite_ops.common import CONFIG_KEYS, LOCK_HELD_ENV, REPO_ROOT
 
 SHIPPED_MIGRATIONS = REPO_ROOT / "migrations"
 
 
-# Every setting a sqlite-ops command reads from the environment.
-SETTINGS = ("DB_PATH", "BACKUP_DIR", "RETENTION_DAYS", "KEEP_MIN", "COMPRESS", "MIGRATIONS_DIR",
-            "METRICS_DIR", "LOCK_TIMEOUT", "VACUUM_THRESHOLD", "ANALYSIS_LIMIT", "METRICS_LISTEN",
-            "LOG_SYSLOG", LOCK_HELD_ENV, "SQLITE_OPS_BACKUP_SCRIPT", "SQLITE_OPS_CONFIG",
-            "OFFSITE_REMOTES", "OFFSITE_RETENTION_DAYS", "OFFSITE_KEEP_MIN", "OFFSITE_HOST",
-            "RCLONE_CONFIG")
+# Every setting a sqlite-ops command reads from the environment: the code's own
+# list of config keys, plus the variables that pass state to child runs.
+SETTINGS = (*CONFIG_KEYS, "QUIET", LOCK_HELD_ENV, "SQLITE_OPS_BACKUP_SCRIPT",
+            "SQLITE_OPS_CONFIG", "SQLITE_OPS_CONFIG_WARNED")
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +34,7 @@ def isolated_ops_env(monkeypatch, tmp_path):
     """No sqlite-ops setting leaks in from the machine running the suite; BACKUP_DIR is
     inside tmp_path, never the production default. Use with
     ``pytestmark = pytest.mark.usefixtures("isolated_ops_env")``."""
-    for key in ("DB_PATH", "MIGRATIONS_DIR", "LOCK_TIMEOUT", "METRICS_DIR",
-                LOCK_HELD_ENV, "SQLITE_OPS_BACKUP_SCRIPT"):
+    for key in SETTINGS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)
     monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "backups"))

@@ -44,6 +44,23 @@ def run(script: str, *args: str, env: dict[str, str], timeout: float = 120,
                           text=True, timeout=timeout, input=input)
 
 
+def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096) -> Path:
+    """The pytest layer's one small database: ``rows`` devices, one service each
+    (``services.device_id`` references ``devices``), in journal mode ``mode``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size={page_size}")
+    conn.execute(f"PRAGMA journal_mode={mode}")
+    conn.execute("CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL)")
+    conn.execute("CREATE TABLE services(id INTEGER PRIMARY KEY, "
+                 "device_id INTEGER NOT NULL REFERENCES devices(id), port INTEGER)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO devices(ip) VALUES (?)", [(f"10.0.0.{i}",) for i in range(rows)])
+    conn.execute("INSERT INTO services(device_id, port) SELECT id, 22 FROM devices")
+    conn.execute("COMMIT")
+    conn.close()
+    return path
+
+
 def make_dashboard(db: Path, devices: int = 50, env: dict[str, str] | None = None) -> None:
     """A dashboard database built by the shipped migrations, with some rows."""
     env = env or ops_env(db.parent)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlite_ops.common import REPO_ROOT
+from sqlite_ops.common import CONFIG_KEYS, REPO_ROOT
 
 
 def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -25,7 +25,7 @@ def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in {"DB_PATH", "BACKUP_DIR", "MIGRATIONS_DIR", "MAKEFLAGS", "MFLAGS"}}
+           if k not in {*CONFIG_KEYS, "MAKEFLAGS", "MFLAGS"}}
     env["HOME"] = str(tmp_path)
     return env
 

@@ -12,24 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from opsenv import make_db
 
 from sqlite_ops import catalog, restore
 from sqlite_ops.common import EX_BUSY, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
 
 BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
-
-
-def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096) -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(f"PRAGMA page_size={page_size}")
-    conn.execute(f"PRAGMA journal_mode={mode}")
-    conn.execute("CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL)")
-    conn.execute("CREATE TABLE services(id INTEGER PRIMARY KEY, "
-                 "device_id INTEGER NOT NULL REFERENCES devices(id), port INTEGER)")
-    conn.executemany("INSERT INTO devices(ip) VALUES (?)", [(f"10.0.0.{i}",) for i in range(rows)])
-    conn.execute("INSERT INTO services(device_id, port) SELECT id, 22 FROM devices")
-    conn.close()
-    return path
 
 
 def count(path: Path, table: str = "devices") -> int:
@@ -225,6 +213,86 @@ def test_verify_rejects_a_broken_foreign_key_unless_forced(tmp_path):
     report = restore.verify_backup(backup, tmp_path / "work2.db", force=True)
     assert report.fk_violations == 2
     assert any("accepted as it is (--force)" in w for w in report.warnings)
+
+
+def edit_manifest(backup: Path, change) -> None:
+    path = Path(f"{backup}{catalog.MANIFEST_SUFFIX}")
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest, indent=2))
+
+
+def test_verify_trusts_the_integrity_record_of_the_same_bytes(world, tmp_path, monkeypatch):
+    _, backup, _ = world
+    ran = []
+    real = restore.integrity.run_check
+    monkeypatch.setattr(restore.integrity, "run_check", lambda *a: ran.append(a) or real(*a))
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    assert report.integrity.startswith("recorded at backup, same bytes")
+    assert ran == []  # the check's time is not spent again
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda m: m.pop("integrity_check"), "no integrity_check record (an older backup)"),
+    (lambda m: m["integrity_check"].update(sqlite_version="3.31.0"),
+     "made by SQLite 3.31.0, older than this one"),
+    (lambda m: m["integrity_check"].update(db_sha256="0" * 64), "record is of other content"),
+    (lambda m: m["integrity_check"].update(result="not run"), "does not say ok"),
+])
+def test_verify_checks_now_when_the_record_cannot_stand(world, tmp_path, monkeypatch,
+                                                        change, why):
+    _, backup, _ = world
+    edit_manifest(backup, change)
+    ran = []
+    real = restore.integrity.run_check
+    monkeypatch.setattr(restore.integrity, "run_check", lambda *a: ran.append(a) or real(*a))
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    assert report.integrity.startswith("checked now (integrity_check ok; ")
+    assert why in report.integrity
+    assert len(ran) == 1
+
+
+def test_the_same_bytes_clean_foreign_key_count_stands_too(world, tmp_path, monkeypatch):
+    """With a standing integrity record, a manifest's count of 0 violations is
+    these bytes' count: not counted again. Without the record, it is."""
+    _, backup, _ = world
+    calls = []
+    real = restore.fkcheck.check
+    monkeypatch.setattr(restore.fkcheck, "check", lambda conn: calls.append(1) or real(conn))
+    assert restore.verify_backup(backup, tmp_path / "w1.db").fk_violations == 0
+    assert calls == []
+    edit_manifest(backup, lambda m: m.pop("integrity_check"))
+    assert restore.verify_backup(backup, tmp_path / "w2.db").fk_violations == 0
+    assert calls == [1]
+
+
+def test_a_record_does_not_excuse_other_bytes(world, tmp_path):
+    """A record names content by its SHA-256: a file whose content differs from
+    the manifest's db_sha256 is refused before any record is looked at."""
+    _, backup, _ = world
+    edit_manifest(backup, lambda m: m.update(db_sha256="f" * 64))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db")
+    assert err.value.code == EX_VERIFY
+    assert "decompressed database's SHA-256 differs" in err.value.message
+
+
+def test_verify_accepts_orphans_in_the_tables_fk_accept_lists(tmp_path):
+    db = make_db(tmp_path / "app.db", mode="delete")
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO services(device_id, port) VALUES (?, 80)", [(998,), (999,)])
+    conn.commit()
+    conn.close()
+    backup = take_backup(db, tmp_path / "backups")
+    report = restore.verify_backup(backup, tmp_path / "w1.db", fk_accept="services")
+    assert report.fk_violations == 0 and report.warnings == []
+    assert report.fk_note == ('foreign_key_check: accepted orphaned rows (FK_ACCEPT): '
+                              '2 in "services"')
+    assert restore.verify_backup(backup, tmp_path / "w2.db", fk_accept="services:2").fk_note
+    for over in ("services:1", "devices"):  # more than accepted, or another table
+        with pytest.raises(OpsError) as err:
+            restore.verify_backup(backup, tmp_path / f"w-{over}.db", fk_accept=over)
+        assert err.value.code == EX_VERIFY and "2 rows point to missing" in err.value.message
 
 
 def test_check_schema_refuses_newer_and_notes_older(world, tmp_path):

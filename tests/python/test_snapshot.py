@@ -15,22 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from opsenv import make_db
 
 from sqlite_ops import catalog, snapshot
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, REPO_ROOT, OpsError
-
-
-def make_db(path: Path, rows: int = 100, mode: str = "wal") -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(f"PRAGMA journal_mode={mode}")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-    conn.execute('CREATE TABLE "Order ""Details"""(x)')
-    conn.execute("BEGIN")
-    conn.executemany("INSERT INTO t(v) VALUES (?)", [(f"row {i}",) for i in range(rows)])
-    conn.execute("COMMIT")
-    conn.execute('INSERT INTO "Order ""Details""" VALUES (1)')
-    conn.close()
-    return path
 
 
 def sha(path: Path) -> str:
@@ -47,7 +35,7 @@ def test_copy_is_complete_and_self_contained(tmp_path):
     assert facts["sqlite_version"] == sqlite3.sqlite_version
     assert dest.read_bytes()[18:20] == b"\x01\x01"  # rollback-journal header
     conn = sqlite3.connect(dest)
-    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 500
+    assert conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 500
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     conn.close()
     assert not Path(f"{dest}-wal").exists() and not Path(f"{dest}-shm").exists()
@@ -57,12 +45,12 @@ def test_copy_includes_uncheckpointed_wal_commits(tmp_path):
     src = make_db(tmp_path / "live.db", 10)
     holder = sqlite3.connect(src, isolation_level=None)
     holder.execute("PRAGMA wal_autocheckpoint=0")
-    holder.execute("INSERT INTO t(v) SELECT v FROM t")
+    holder.execute("INSERT INTO devices(ip) SELECT ip FROM devices")
     assert Path(f"{src}-wal").stat().st_size > 0
     dest = tmp_path / "snap.db"
     snapshot.take_snapshot(src, dest)
     holder.close()
-    assert sqlite3.connect(dest).execute("SELECT count(*) FROM t").fetchone()[0] == 20
+    assert sqlite3.connect(dest).execute("SELECT count(*) FROM devices").fetchone()[0] == 20
 
 
 @pytest.mark.parametrize("mode", ["wal", "delete"])
@@ -81,7 +69,7 @@ def test_copy_completes_under_a_steady_writer(tmp_path, mode):
     def writer() -> None:
         w = sqlite3.connect(src, timeout=30, isolation_level=None)
         while not stop.is_set():
-            w.execute("INSERT INTO t(v) VALUES ('w')")
+            w.execute("INSERT INTO devices(ip) VALUES ('w')")
             commits[0] += 1
             time.sleep(0.003)
         w.close()
@@ -119,8 +107,8 @@ def test_copy_opens_hostile_paths_as_files(tmp_path):
     src = make_db(weird / "db%20name.db", 3)
     dest = weird / "snap?.db"
     snapshot.take_snapshot(src, dest)
-    assert sqlite3.connect(dest).execute("SELECT count(*) FROM t").fetchone()[0] == 3
-    assert sqlite3.connect(src).execute("SELECT count(*) FROM t").fetchone()[0] == 3
+    assert sqlite3.connect(dest).execute("SELECT count(*) FROM devices").fetchone()[0] == 3
+    assert sqlite3.connect(src).execute("SELECT count(*) FROM devices").fetchone()[0] == 3
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip", "none"])
@@ -141,6 +129,40 @@ def test_pack_hashes_both_streams(tmp_path, codec):
         plain = subprocess.run(["zstd", "-d", "-c", str(out)], capture_output=True, check=True)
         assert plain.stdout == original
         assert facts["size_bytes"] < len(original)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "none"])
+def test_pack_records_the_integrity_check_against_the_content_hash(tmp_path, codec):
+    snap = make_db(tmp_path / "snap.db", 500, "delete")
+    out = snap if codec == "none" else tmp_path / "out.gz"
+    facts = snapshot.pack(snap, out, codec)
+    assert facts["integrity_check"] == {"result": "ok", "db_sha256": sha(snap),
+                                        "sqlite_version": sqlite3.sqlite_version}
+
+
+def test_pack_refuses_content_that_fails_integrity_check(tmp_path):
+    """An index that disagrees with its table: quick_check passes it, the full
+    check does not; nothing may be recorded as ok."""
+    snap = tmp_path / "snap.db"
+    conn = sqlite3.connect(snap, isolation_level=None)
+    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);"
+                       "INSERT INTO t(v) VALUES ('a'), ('b');")
+    # Hide the index, add rows it never sees, show it again.
+    entry = conn.execute("SELECT * FROM sqlite_schema WHERE name = 't_v'").fetchone()
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("DELETE FROM sqlite_schema WHERE name = 't_v'")
+    conn.close()
+    conn = sqlite3.connect(snap, isolation_level=None)
+    conn.execute("INSERT INTO t(v) VALUES ('c')")
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("INSERT INTO sqlite_schema VALUES (?, ?, ?, ?, ?)", entry)
+    conn.close()
+    assert sqlite3.connect(snap).execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    assert sqlite3.connect(snap).execute("PRAGMA integrity_check").fetchone()[0] != "ok"
+    with pytest.raises(OpsError) as info:
+        snapshot.pack(snap, tmp_path / "out.gz", "gzip", source="live.db")
+    assert info.value.code == EX_INTEGRITY
+    assert info.value.message.startswith("live.db failed PRAGMA integrity_check (")
 
 
 def test_pack_reports_a_failing_compressor(tmp_path, monkeypatch):
@@ -165,8 +187,13 @@ def test_pack_names_the_package_of_a_missing_compressor(tmp_path, monkeypatch):
 
 def test_describe_counts_rows_of_awkward_table_names(tmp_path):
     snap = make_db(tmp_path / "snap.db", 7, "delete")
+    conn = sqlite3.connect(snap)
+    conn.execute('CREATE TABLE "Order ""Details"""(x)')
+    conn.execute('INSERT INTO "Order ""Details""" VALUES (1)')
+    conn.commit()
+    conn.close()
     facts = snapshot.describe(snap)
-    assert facts["tables"] == {"Order \"Details\"": 1, "t": 7}
+    assert facts["tables"] == {"Order \"Details\"": 1, "devices": 7, "services": 7}
     assert facts["schema_version"] is None
 
 
@@ -211,9 +238,7 @@ def test_manifest_has_every_contract_field(tmp_path):
         snap, source="live.db", created=0, file_name="live_19700101_000000.db", name="live",
         compression="none", duration=1.23456,
         facts=[{"journal_mode": "wal", "sqlite_version": "3", "owner": 0, "group": 0,
-                "mode": "0644"},
-               {"sha256": "a" * 64, "db_sha256": "b" * 64, "size_bytes": 1,
-                "db_size_bytes": 1}])
+                "mode": "0644"}, snapshot.pack(snap, snap, "none")])
     written = {key for key, (_, level) in catalog.MANIFEST_SCHEMA.items()
                if level != catalog.OPTIONAL}
     assert written <= set(manifest)

@@ -1,0 +1,278 @@
+"""The recovery-time targets in one table: every ratio against the compression floor.
+
+    python3 tests/perf/bench_targets.py       # BENCH_MB=800 (default), BENCH_RUNS=3
+
+The floor is `zstd -1 -T0 -c db > out; sync`, measured in the same run on the
+same file. Two database shapes: `big` (the benchmark database of
+tests/perf/benchlib.py: one wide table, two indexes, WAL) and `app` (five
+tables with 4 foreign keys and 6 indexes, WAL), both about BENCH_MB MiB.
+Every operation runs the real scripts as an operator would; a writer thread
+commits 100 times a second during the "under load" backup and its commit
+latency is reported. Peak memory is measured on `big` at BENCH_MB/8 and
+BENCH_MB. Prints one Markdown table; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import (  # noqa: E402
+    REPO,
+    SCRIPTS,
+    bench_db,
+    cached_db,
+    machine,
+    median_time,
+    peak_rss_kib,
+    print_table,
+)
+
+sys.path.insert(0, str(REPO / "lib"))
+
+from sqlite_ops import fkcheck  # noqa: E402
+
+SIZE_MB = int(os.environ.get("BENCH_MB", "800"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+BACKUP = str(SCRIPTS / "backup_database.sh")
+RESTORE = str(SCRIPTS / "restore_database.sh")
+
+APP_SCHEMA = """
+CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL UNIQUE, mac TEXT, vendor TEXT,
+                     hostname TEXT, last_seen TEXT);
+CREATE TABLE scans(id INTEGER PRIMARY KEY, scan_type TEXT NOT NULL, scan_date TEXT NOT NULL,
+                   UNIQUE(scan_type, scan_date));
+CREATE TABLE services(id INTEGER PRIMARY KEY, device_id INTEGER NOT NULL REFERENCES devices(id),
+                      port INTEGER, protocol TEXT, banner TEXT);
+CREATE TABLE network_changes(id INTEGER PRIMARY KEY, device_id INTEGER REFERENCES devices(id),
+                             scan_id INTEGER REFERENCES scans(id), change TEXT);
+CREATE TABLE vulnerabilities(id INTEGER PRIMARY KEY,
+                             service_id INTEGER REFERENCES services(id), cve TEXT, notes TEXT);
+CREATE INDEX devices_last_seen ON devices(last_seen);
+CREATE INDEX services_device ON services(device_id);
+CREATE INDEX changes_device ON network_changes(device_id);
+CREATE INDEX changes_scan ON network_changes(scan_id);
+CREATE INDEX vulns_service ON vulnerabilities(service_id);
+"""  # plus the UNIQUE indexes on devices.ip and scans: 6 indexes with changes_scan
+
+
+def build_app(tmp: Path) -> None:
+    """The `app` shape, filled to about SIZE_MB MiB with related rows."""
+    rnd = random.Random(SIZE_MB)
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(APP_SCHEMA)
+    conn.executemany("INSERT INTO scans(id, scan_type, scan_date) VALUES (?, 'nmap', ?)",
+                     [(i, f"2026-{i:06d}") for i in range(1, 1001)])
+    device = service = 0
+    while tmp.stat().st_size + _size(f"{tmp}-wal") < SIZE_MB << 20:
+        conn.execute("BEGIN")
+        for _ in range(5000):
+            device += 1
+            conn.execute("INSERT INTO devices VALUES (?, ?, ?, 'Cisco', ?, '2026-01-01')",
+                         (device, f"10.{device >> 16}.{(device >> 8) & 255}.{device & 255}",
+                          f"00:11:{device:08x}", f"host-{device}"))
+            for port in (22, 80, 443):
+                service += 1
+                conn.execute("INSERT INTO services VALUES (?, ?, ?, 'tcp', ?)",
+                             (service, device, port, "x" * rnd.randrange(20, 80)))
+                if service % 3 == 0:
+                    conn.execute("INSERT INTO vulnerabilities(service_id, cve, notes) "
+                                 "VALUES (?, 'CVE-2026-0001', ?)", (service, "y" * 60))
+            conn.execute("INSERT INTO network_changes(device_id, scan_id, change) "
+                         "VALUES (?, ?, 'new')", (device, rnd.randrange(1, 1001)))
+        conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def env_for(db: Path, backups: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("METRICS_DIR", "MIGRATIONS_DIR", "LOCK_TIMEOUT", "FK_ACCEPT",
+                        "SQLITE_OPS_LOCK_HELD")}
+    env.update(SQLITE_OPS_CONFIG=os.devnull, DB_PATH=str(db), BACKUP_DIR=str(backups))
+    env.update(extra)
+    return env
+
+
+class Writer(threading.Thread):
+    """Commits one row about 100 times a second; records each commit's latency."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(daemon=True)
+        self.db, self.latencies, self.stop = db, [], threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.db, timeout=60, isolation_level=None)
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_writes(id INTEGER PRIMARY KEY, v BLOB)")
+        while not self.stop.is_set():
+            start = time.perf_counter()
+            conn.execute("INSERT INTO bench_writes(v) VALUES (randomblob(100))")
+            self.latencies.append(time.perf_counter() - start)
+            self.stop.wait(max(0.0, 0.01 - (time.perf_counter() - start)))
+        conn.close()
+
+
+def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], dict]:
+    live, backups = work / f"{shape}.db", work / f"backups-{shape}"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{live}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(source, live)
+    env = env_for(live, backups, TMPDIR=str(work))
+    out = work / "floor.zst"
+    floor = median_time(["sh", "-c", 'zstd -q -1 -T0 -c "$1" > "$2"; sync "$2"', "floor",
+                         str(live), str(out)], runs=RUNS, env=env)
+    out.unlink(missing_ok=True)
+
+    def clear() -> None:
+        shutil.rmtree(backups, ignore_errors=True)
+
+    backup_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=clear)
+    writer = Writer(live)
+    writer.start()
+    time.sleep(0.5)
+    loaded_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=clear)
+    writer.stop.set()
+    writer.join()
+    lat = sorted(writer.latencies)
+    p99 = lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
+    rate = len(lat) / (RUNS * loaded_s + 0.5)
+    clear()
+    subprocess.run([BACKUP, "--quiet"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+    verify_s = median_time([RESTORE, "--quiet", "--verify", "latest"], runs=RUNS, env=env)
+    target = work / "to.db"
+    to_s = median_time([RESTORE, "--quiet", "--to", str(target), "latest"], runs=RUNS, env=env,
+                       before=lambda: target.unlink(missing_ok=True))
+    target.unlink(missing_ok=True)
+    live_s = median_time([RESTORE, "--quiet", "--yes", "latest"], runs=RUNS, env=env)
+    metrics = work / "metrics"
+    subprocess.run([RESTORE, "--quiet", "--drill", "--metrics-dir", str(metrics)], env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    prom = (metrics / f"sqlite_ops_restore_{shape}.prom").read_text()
+    found = re.search(r"^sqlite_restore_drill_duration_seconds\{[^}]*\} (\S+)$", prom, re.M)
+    drill = float(found.group(1)) if found else float("nan")
+
+    def ratio(seconds: float, target_ratio: float) -> list[object]:
+        r = seconds / floor
+        return [seconds, f"{r:.2f}x", f"<= {target_ratio}x", "yes" if r <= target_ratio else "no"]
+
+    size = live.stat().st_size / 2**20
+    rows = [
+        [shape, f"compression floor ({size:.0f} MiB)", floor, "1.00x", "", ""],
+        [shape, "backup, idle", *ratio(backup_s, 1.6)],
+        [shape, f"backup, writer at {rate:.0f} commits/s (p99 commit {p99:.0f} ms)",
+         *ratio(loaded_s, 1.6)],
+        [shape, "--verify latest", *ratio(verify_s, 1.0)],
+        [shape, "restore --to", *ratio(to_s, 1.0)],
+        [shape, "restore over the live db, safety backup included", *ratio(live_s, 3.0)],
+        [shape, "drill's recorded duration vs --to", drill, f"{drill / to_s:.2f}x of --to",
+         "within 10 %", "yes" if abs(drill / to_s - 1) <= 0.10 else "no"],
+    ]
+    fk = {}
+    conn = sqlite3.connect(live)
+    start = time.perf_counter()
+    fk["fkcheck"] = fkcheck.check(conn).count
+    fk["fkcheck_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    fk["pragma"] = len(conn.execute("PRAGMA foreign_key_check").fetchall())
+    fk["pragma_s"] = time.perf_counter() - start
+    conn.close()
+    return rows, fk
+
+
+def rollback_under_load(source: Path, work: Path) -> list[list[object]]:
+    """The backup of `big` in rollback-journal mode while the writer commits: it
+    completes; the writer waits for the snapshot's shared lock (its p99 says how long)."""
+    live, backups = work / "rollback.db", work / "backups-rollback"
+    shutil.copyfile(source, live)
+    conn = sqlite3.connect(live, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+    conn.close()
+    env = env_for(live, backups, TMPDIR=str(work))
+    writer = Writer(live)
+    writer.start()
+    time.sleep(0.5)
+    seconds = median_time([BACKUP, "--quiet"], runs=RUNS, env=env,
+                          before=lambda: shutil.rmtree(backups, ignore_errors=True))
+    writer.stop.set()
+    writer.join()
+    lat = sorted(writer.latencies)
+    p99 = lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
+    live.unlink(missing_ok=True)
+    shutil.rmtree(backups, ignore_errors=True)
+    return [["big", f"backup in rollback-journal mode under the writer (p99 commit {p99:.0f} ms)",
+             seconds, "", "completes", "yes"]]
+
+
+def memory(work: Path) -> list[list[object]]:
+    small = max(SIZE_MB // 8, 10)
+    rows = []
+    peaks = {}
+    for size in (small, SIZE_MB):
+        source = bench_db(size)
+        live, backups = work / f"mem{size}.db", work / f"backups-mem{size}"
+        shutil.copyfile(source, live)
+        env = env_for(live, backups, TMPDIR=str(work))
+        peaks[(size, "backup")] = peak_rss_kib([BACKUP, "--quiet"], env) / 1024
+        target = work / f"mem{size}-to.db"
+        peaks[(size, "to")] = peak_rss_kib([RESTORE, "--quiet", "--to", str(target), "latest"],
+                                           env) / 1024
+        for path in (live, target):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(backups, ignore_errors=True)
+    for op, what in (("backup", "backup peak RSS"), ("to", "restore --to peak RSS")):
+        a, b = peaks[(small, op)], peaks[(SIZE_MB, op)]
+        rows.append(["big", f"{what}, {small} MB -> {SIZE_MB} MB", f"{a:.1f} -> {b:.1f} MiB",
+                     f"{b / a:.2f}x", "flat", "yes" if b / a <= 1.25 else "no"])
+    return rows
+
+
+def main() -> int:
+    big = bench_db(SIZE_MB)
+    app = cached_db(f"bench_app_{SIZE_MB}mb.db", build_app)
+    work = Path(tempfile.mkdtemp(prefix="bench-targets-", dir=big.parent))
+    try:
+        rows, fks = [], {}
+        for shape, source in (("big", big), ("app", app)):
+            found, fks[shape] = measure(shape, source, work)
+            rows += found
+        rows += rollback_under_load(big, work)
+        rows += memory(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"Machine: {machine()}")
+    print(f"BENCH_MB={SIZE_MB}, median of {RUNS} runs per row, warm page cache")
+    print_table("Recovery-time targets (ratios against the compression floor)",
+                ["db", "operation", "seconds", "vs floor", "target", "met?"], rows)
+    print_table("Foreign-key check: sqlite_ops.fkcheck against PRAGMA foreign_key_check",
+                ["db", "fkcheck s", "PRAGMA s", "speed-up", "same count?"],
+                [[shape, f["fkcheck_s"], f["pragma_s"],
+                  f"{f['pragma_s'] / max(f['fkcheck_s'], 1e-9):.1f}x",
+                  "yes" if f["fkcheck"] == f["pragma"] else "NO"]
+                 for shape, f in fks.items()])
+    print(f"\nCommand: BENCH_MB={SIZE_MB} BENCH_RUNS={RUNS} python3 tests/perf/bench_targets.py")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

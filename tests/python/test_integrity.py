@@ -1,0 +1,75 @@
+"""sqlite_ops.integrity: when a backup's integrity_check record stands."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from sqlite_ops import integrity
+
+SHA = "a" * 64
+
+
+def manifest(**record) -> dict:
+    entry = {"result": "ok", "sqlite_version": sqlite3.sqlite_version, "db_sha256": SHA}
+    entry.update(record)
+    return {"db_sha256": SHA, "integrity_check": entry}
+
+
+def test_a_record_of_the_same_bytes_stands():
+    ok, why = integrity.trusted(manifest(), SHA)
+    assert ok and why.startswith(integrity.RECORDED)
+
+
+def test_a_record_made_by_a_newer_sqlite_stands():
+    assert integrity.trusted(manifest(sqlite_version="9.0.0"), SHA)[0]
+
+
+@pytest.mark.parametrize("given, content, why", [
+    (None, SHA, "no manifest"),
+    ({"db_sha256": SHA}, SHA, "no integrity_check record"),
+    (manifest(result="failed"), SHA, "does not say ok"),
+    (manifest(), "b" * 64, "of other content"),
+    (manifest(db_sha256="b" * 64), SHA, "of other content"),
+    (manifest(sqlite_version="3.31.1"), SHA, "older than this one"),
+    (manifest(sqlite_version="soon"), SHA, "older than this one"),
+])
+def test_the_check_runs_now_when_the_record_cannot_stand(given, content, why):
+    ok, reason = integrity.trusted(given, content)
+    assert not ok and why in reason
+
+
+def test_run_check_and_record(tmp_path):
+    db = tmp_path / "a.db"
+    sqlite3.connect(db).execute("CREATE TABLE t(x)").connection.close()
+    assert integrity.run_check(str(db)) == ["ok"]
+    assert integrity.Background(str(db)).result() == ["ok"]
+    assert integrity.record(SHA) == {"result": "ok", "db_sha256": SHA,
+                                     "sqlite_version": sqlite3.sqlite_version}
+    broken = tmp_path / "b.db"
+    broken.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    assert integrity.run_check(str(broken)) != ["ok"]
+
+
+def test_summary_keeps_the_problems_on_one_line():
+    rows = ["*** in database main ***\nPage 5: btreeInitPage() returns error code 11",
+            "row 3 missing from index t_v"]
+    assert integrity.summary(rows) == ("Page 5: btreeInitPage() returns error code 11; "
+                                       "row 3 missing from index t_v")
+
+
+def test_the_catalog_schema_knows_the_record(tmp_path):
+    """A manifest whose integrity_check is not a record is unreadable (it could
+    not be trusted, and must not be mistaken for one)."""
+    import json
+
+    from sqlite_ops import catalog
+
+    path = tmp_path / "a.manifest.json"
+    good = manifest()
+    path.write_text(json.dumps(good))
+    assert catalog.read_manifest(path) == (good, None)
+    path.write_text(json.dumps({**good, "integrity_check": "ok"}))
+    data, why = catalog.read_manifest(path)
+    assert data is None and "integrity_check" in why
