@@ -149,7 +149,7 @@ wait_for() {
   assert_status 0
   assert_contains "$output" "Restore plan for $DB_PATH"
   assert_contains "$output" "A safety backup of it is taken first (a raw copy of its files if it is too damaged for one). Type yes to continue:"
-  assert_contains "$output" "is too damaged for a verified backup ($DB_PATH failed PRAGMA quick_check ("
+  assert_contains "$output" "is too damaged for a verified backup ($DB_PATH failed PRAGMA integrity_check ("
   # The safety backup's own advice is not printed on its own line mid-restore.
   [[ $output != *"run maintain_database.sh check"* ]]
   [[ $output != *"backup_database.sh: "* ]]
