@@ -572,6 +572,15 @@ lock_problem() {
   fi
 }
 
+# lock_release: give the lock back before the run ends (a restore does while a
+# person reads its plan); lock_acquire takes it again.
+lock_release() {
+  [[ -n ${SOPS_LOCK_FD:-} ]] || return 0
+  exec {SOPS_LOCK_FD}>&-
+  SOPS_LOCK_FD=''
+  unset SQLITE_OPS_LOCK_HELD
+}
+
 # ---------------------------------------------------------------------------
 # sqlite3, safely
 # ---------------------------------------------------------------------------

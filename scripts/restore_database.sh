@@ -27,19 +27,27 @@
 #      the newest migration in MIGRATIONS_DIR, or one taken from another
 #      database (a mistyped --db?), is refused (exit 2) unless --force.
 #   2. show the backup's time and row counts next to the current database's,
-#      and ask (on a terminal, unless --yes; with no terminal and no --yes it
-#      refuses, exit 2).
+#      with warnings (`latest` far smaller than the backup before it; a backup
+#      older than a migration still in MIGRATIONS_DIR), and ask: type exactly
+#      yes (on a terminal, unless --yes; with no terminal and no --yes it
+#      refuses, exit 2). No lock is held while it asks; after yes it takes the
+#      lock and stops (exit 1, nothing changed) if the database file or
+#      `latest` changed meanwhile.
 #   3. safety backup of the current database into BACKUP_DIR/pre-restore/ (with
 #      backup_database.sh; when the database is too damaged for that, a raw
-#      copy of its files into pre-restore/<name>_<time>.raw/).
+#      copy of its files into pre-restore/<name>_<time>.raw/); of one incident
+#      (copies less than 24 h apart) only the first and newest two are kept.
 #   4. replace: the verified work file is copied INTO the live database with
 #      SQLite's backup API, so processes that have it open see the restored
 #      data on their next read and no old -wal/-journal is ever applied; WAL
 #      stays WAL. A missing database (or one SQLite cannot open) is replaced by
 #      renaming the work file into place after moving stale -wal/-shm/-journal
-#      files aside, and only when no process has it open (else exit 75).
-#   5. check the result (quick_check, row counts) and print a receipt with the
-#      command that undoes the restore (restoring the safety backup).
+#      files aside, and only when no process has it open (else exit 75). A new
+#      or empty file gets the manifest's journal mode, owner, group and mode.
+#   5. check exactly what was written (quick_check, row counts, in the same
+#      connection; a commit by the application right after is not damage) and
+#      print a receipt with the command that undoes the restore.
+#   Interrupted (Ctrl-C, SIGTERM), it says the state it left (exit 130).
 #
 #   --list             backups newest first (time, age, size, schema version,
 #                      tables, rows, whether manifest and checksum check out,
@@ -89,6 +97,7 @@
 #   3   the backup failed verification (corrupt, truncated, tampered with, or
 #       no manifest): nothing was changed
 #   4   the restored database failed its check (the safety backup is kept)
+#   130 interrupted: the message says what state the database was left in
 #   75  busy: another run holds the lock, or processes hold the database so it
 #       cannot be replaced safely (they are named); with --from, the remote
 #       cannot be reached now (try again later); nothing was changed
@@ -212,10 +221,21 @@ fetch_backup() {
 work_dir_beside() {
   local dir
   dir=$(dirname -- "$1")
-  [[ -d $dir ]] || usage_error "directory $dir does not exist; create it (owned by the application's user) and retry"
+  require_dir_of "$1"
   sweep_temps_matching "$dir" ".$(glob_escape "$(basename -- "$1")").tmp.*"
   temp_dir_beside WORK_DIR "$1"
   REPORT=$WORK_DIR/report.json
+}
+
+# require_dir_of PATH: PATH's directory exists; a missing one is most often a
+# typo in --db, so the error names the nearest existing path and DB_PATH's
+# configured value (exit 2).
+require_dir_of() {
+  [[ ! -d $(dirname -- "$1") ]] || return 0
+  local configured='' message
+  [[ -n ${SOPS_FLAGS[DB_PATH]+x} ]] && configured=${DB_PATH:-${SOPS_FILE[DB_PATH]:-}}
+  message=$(py_ops restore missing-dir --configured="$configured" -- "$1") || exit
+  die "$EX_USAGE" "$message"
 }
 
 # work_dir_in_tmp: WORK_DIR in TMPDIR, for --verify and --drill.
@@ -229,18 +249,28 @@ work_dir_in_tmp() {
 verify_backup() {
   local -a extra=("$@")
   [[ $FORCE == 1 ]] && extra+=(--force)
+  [[ $SPEC == latest ]] && extra+=(--latest)
   log_info "verifying $BACKUP"
   py_ops restore verify --work="$WORK_DIR/restore.db" --report="$REPORT" \
     --migrations="$MIGRATIONS" --dir="$BACKUP_ROOT" --db="$DB" --fk-accept="$FK_ACCEPT" \
     "${QUIET_ARGS[@]}" "${extra[@]}" -- "$BACKUP" || exit
 }
 
-# replace_database TARGET ASIDE_DIR: put the verified content into TARGET, then
-# check the result: quick_check and row counts (exit 4 when wrong).
+# replace_database TARGET ASIDE_DIR: put the verified content into TARGET and
+# check it: quick_check and row counts of exactly what was written (exit 4 when
+# wrong). Interrupted, the Python step finds out and says what state TARGET is
+# in (exit 130); a signal only this shell got waits for it to finish.
 replace_database() {
+  local rc=0
+  local -a scratch=()
+  [[ $ACTION != drill ]] || scratch=(--scratch)
   log_info "restoring into $1"
+  TARGET=$1
+  STEP=replace
   py_ops restore apply --report="$REPORT" --target="$1" --aside="$2" \
-    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" "${QUIET_ARGS[@]}" || exit
+    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" "${QUIET_ARGS[@]}" "${scratch[@]}" || rc=$?
+  STEP=finished
+  [[ $rc == 0 ]] || exit "$rc"
 }
 
 # ---------------------------------------------------------------------------
@@ -253,35 +283,90 @@ can_confirm() {
     die "$EX_USAGE" "refusing to restore over $DB without confirmation: no terminal to ask on; check the backup with --verify, then pass --yes"
 }
 
-# confirm: on a terminal, the operator types yes.
+# confirm: on a terminal, the operator types yes (exactly that). No lock is
+# held meanwhile, so backups and maintenance keep running while a person reads.
 confirm() {
   [[ $YES == 1 ]] && return 0
-  local answer=''
-  printf '\nReplace %s with this backup? A safety backup of it is taken first. Type yes to continue: ' "$DB" >&2
+  local answer='' question
+  if db_is_empty; then
+    question="Restore this backup into $DB? It is empty (0 bytes), so there is nothing to keep. Type yes to continue: "
+  elif [[ -e $DB ]]; then
+    question="Replace $DB with this backup? A safety backup of it is taken first (a raw copy of its files if it is too damaged for one). Type yes to continue: "
+  else
+    question="Restore this backup into $DB? It does not exist, so there is nothing to keep. Type yes to continue: "
+  fi
+  STEP=prompt
+  printf '\n%s' "$question" >&2
   read -r answer || true
-  case ${answer,,} in
-    y | yes) ;;
-    *) die "$EX_FAIL" "restore cancelled; nothing was changed" ;;
-  esac
+  [[ $answer == yes ]] || {
+    [[ ${answer,,} != y && ${answer,,} != yes ]] ||
+      die "$EX_FAIL" "restore cancelled: type yes in full to restore (you typed '$answer'); nothing was changed"
+    die "$EX_FAIL" "restore cancelled; nothing was changed"
+  }
+  STEP=plan
+}
+
+# db_is_empty: DB exists with no content at all (0 bytes, no -wal with frames):
+# what `sqlite3 DB` or an application starting leaves after the database was lost.
+db_is_empty() {
+  [[ -f $DB && ! -s $DB && ! -s $DB-wal ]]
+}
+
+# db_identity: "missing", or the device and inode of DB (a file put in its place
+# is another file, even with the same rows).
+db_identity() {
+  if [[ -e $DB ]]; then stat -L -c '%d:%i' -- "$DB"; else echo missing; fi
+}
+
+# lock_after_confirm: take the lock again after the question, then make sure
+# the plan the operator agreed to still holds: the same database file and the
+# same backup. Anything else changed while they read: exit 1, nothing changed.
+lock_after_confirm() {
+  [[ -z ${SQLITE_OPS_LOCK_HELD:-} ]] || return 0
+  local wait=$TIMEOUT planned_backup=$BACKUP
+  ((wait >= CONFIRMED_LOCK_WAIT)) || wait=$CONFIRMED_LOCK_WAIT
+  flock -n "$(lock_path_for "$DB")" true 2>/dev/null ||
+    log_info "another run (a backup, maintenance?) holds the lock on $DB; waiting up to $wait s for it"
+  lock_acquire "$DB" "$wait" restore
+  [[ $(db_identity) == "$PLANNED_DB" ]] ||
+    die "$EX_FAIL" "$DB was created, removed or replaced while the plan was shown; nothing was changed; run the restore again to see a new plan"
+  [[ -f $WORK_DIR/restore.db ]] ||
+    die "$EX_FAIL" "the verified copy in $WORK_DIR was removed while the plan was shown (another restore?); nothing was changed; run the restore again"
+  # (--from: the copy shown was fetched and verified; the remote is not asked again.)
+  if [[ $SPEC == latest && -z $FROM ]]; then
+    resolve_backup
+    [[ $BACKUP == "$planned_backup" ]] ||
+      die "$EX_FAIL" "'latest' is now $BACKUP, taken while the plan was shown; nothing was changed; run the restore again, naming the backup you mean ($(basename -- "$planned_backup") is the one you were shown)"
+  fi
 }
 
 SAFETY='' RAW_COPY=''
 
 # take_safety_backup: a verified backup of the current database into PRE_DIR
 # (outside BACKUP_DIR's root, so `latest` never picks it); a raw copy of its
-# files when it is too damaged for that. Sets SAFETY or RAW_COPY.
+# files when it is too damaged for that. Sets SAFETY or RAW_COPY. The backup's
+# own messages are held back and shown where they belong: its "failed
+# quick_check" only as the reason for the raw copy.
 take_safety_backup() {
   if [[ ! -e $DB ]]; then
     log_warn "$DB does not exist: there is nothing to keep; restoring into a new file"
     return 0
   fi
+  if db_is_empty; then
+    log_warn "$DB is empty (0 bytes): there is nothing to keep; restoring into it"
+    return 0
+  fi
   ensure_private_dir "$PRE_DIR"
   local script=${SQLITE_OPS_BACKUP_SCRIPT:-$SQLITE_OPS_ROOT/scripts/backup_database.sh} out rc=0
+  local errors=$WORK_DIR/safety-backup.err
   log_info "safety backup of $DB into $PRE_DIR"
+  STEP=safety
   # Its metrics go to the work dir: they would describe pre-restore/, not BACKUP_DIR.
-  out=$("$script" --db "$DB" --dir "$PRE_DIR" --metrics-dir "$WORK_DIR/metrics" --quiet) || rc=$?
+  out=$("$script" --db "$DB" --dir "$PRE_DIR" --metrics-dir "$WORK_DIR/metrics" --quiet 2>"$errors") || rc=$?
+  STEP=plan
   case $rc in
     0)
+      cat -- "$errors" >&2 # its warnings (foreign-key violations, say) still count
       out=${out##*Backup completed: } # the last line; the path may hold newlines
       [[ $out == /* && -f $out ]] || die "$EX_FAIL" "the safety backup did not report its file; nothing was changed"
       SAFETY=$out
@@ -290,16 +375,28 @@ take_safety_backup() {
     # Only damage justifies a raw copy: quick_check failed (4), or the file is
     # no longer recognisable as SQLite (2). Any other refusal (a configuration
     # error, say) stops here: a raw cp of a healthy live database is no backup.
-    4) raw_copy ;;
-    2) is_sqlite_file "$DB" && die "$EX_FAIL" "the safety backup of $DB was refused (backup_database.sh exit 2, see above); nothing was changed"
-      raw_copy ;;
-    *) die "$EX_FAIL" "the safety backup of $DB failed (backup_database.sh exit $rc, see above); nothing was changed" ;;
+    4) raw_copy "$errors" ;;
+    2)
+      if is_sqlite_file "$DB"; then
+        cat -- "$errors" >&2
+        die "$EX_FAIL" "the safety backup of $DB was refused (backup_database.sh exit 2, see above); nothing was changed"
+      fi
+      raw_copy "$errors"
+      ;;
+    *)
+      cat -- "$errors" >&2
+      die "$EX_FAIL" "the safety backup of $DB failed (backup_database.sh exit $rc, see above); nothing was changed"
+      ;;
   esac
 }
 
-# raw_copy: copy the damaged database and its -wal/-journal as they are.
+# raw_copy ERRORS: copy the damaged database and its -wal/-journal as they are;
+# ERRORS holds the safety backup's complaint, given as the reason.
 raw_copy() {
-  local file
+  local file why
+  why=$(grep -v ': info: ' -- "$1" | tail -n 1) || true
+  why=${why#*backup_database.sh: }
+  why=${why%%; nothing was published*} # its advice is for a backup run, not this one
   RAW_COPY=$PRE_DIR/${NAME}_$STAMP.raw
   mkdir -m 700 -- "$RAW_COPY" || die "$EX_FAIL" "cannot create $RAW_COPY; nothing was changed"
   for file in "$DB" "$DB-wal" "$DB-journal"; do
@@ -307,7 +404,20 @@ raw_copy() {
     cp -p -- "$file" "$RAW_COPY/" || die "$EX_FAIL" "cannot copy $file into $RAW_COPY; nothing was changed"
   done
   sync -- "$RAW_COPY" "$RAW_COPY"/* || die "$EX_FAIL" "cannot fsync $RAW_COPY; nothing was changed"
-  log_warn "$DB is too damaged for a verified backup: its files were copied as they are into $RAW_COPY"
+  log_warn "$DB is too damaged for a verified backup (${why:-the backup refused it}): its files were copied as they are into $RAW_COPY"
+}
+
+# prune_safety_copies: of one incident's safety copies in pre-restore/, keep the
+# first and the newest ones (sqlite_ops.restore.plan_incident_prune).
+prune_safety_copies() {
+  local removed line
+  removed=$(py_ops restore prune-incident --dir="$BACKUP_ROOT" --db="$DB") || {
+    log_warn "could not prune older safety copies in $PRE_DIR (see above); continuing"
+    return 0
+  }
+  while IFS= read -r line; do
+    [[ -z $line ]] || log_info "pruned ${line%/} (a middle retry of this incident; the first and the newest are kept)"
+  done <<<"$removed"
 }
 
 # undo_command: the command that restores the safety backup, every path given
@@ -317,17 +427,36 @@ raw_copy() {
 undo_command() {
   local line count
   local -a force=()
+  [[ -n $SAFETY ]] || {
+    raw_undo_command
+    return
+  }
   count=$(manifest_fk_violations "$SAFETY.manifest.json")
   [[ $count == 0 || $count == "$(manifest_number "$SAFETY.manifest.json" foreign_key_violations_accepted)" ]] || force=(--force)
   line=$(printf '%q ' "$SELF" --db "$DB" --dir "$BACKUP_ROOT" --yes "${force[@]}" "$SAFETY")
   printf '%s\n' "${line% }"
 }
 
+# raw_undo_command: how to put a raw copy back (it cannot pass verification, so
+# not by a restore): the restored -wal/-shm/-journal go first, or SQLite would
+# apply them to the old file.
+raw_undo_command() {
+  local file rm_part cp_part
+  local -a files=()
+  for file in "$RAW_COPY/$(basename -- "$DB")" "$RAW_COPY/$(basename -- "$DB")-wal" \
+    "$RAW_COPY/$(basename -- "$DB")-journal"; do
+    [[ -e $file ]] && files+=("$file")
+  done
+  rm_part=$(printf '%q ' rm -f -- "$DB-wal" "$DB-shm" "$DB-journal")
+  cp_part=$(printf '%q ' cp -p -- "${files[@]}" "$(dirname -- "$DB")/")
+  printf 'stop the application, then: %s&& %s\n' "$rm_part" "${cp_part% }"
+}
+
 # print_receipt TARGET: what was restored, the safety backup, how to undo.
 print_receipt() {
   local undo=''
   local -a to=()
-  [[ -z $SAFETY ]] || undo=$(undo_command)
+  [[ -z $SAFETY && -z $RAW_COPY ]] || undo=$(undo_command)
   [[ -z $TO ]] || to=(--to)
   py_ops restore receipt --report="$REPORT" --target="$1" --safety="$SAFETY" \
     --raw-copy="$RAW_COPY" --undo="$undo" --seconds="$(elapsed_since "$START")" \
@@ -338,7 +467,7 @@ print_receipt() {
 keep_safety_note() {
   [[ $1 != 0 ]] || return 0
   [[ -z $SAFETY ]] || log_warn "the safety backup taken before this attempt is kept: $SAFETY (restore it with: $(undo_command))"
-  [[ -z $RAW_COPY ]] || log_warn "the raw copy of the old database is kept in $RAW_COPY"
+  [[ -z $RAW_COPY ]] || log_warn "the raw copy of the old database is kept in $RAW_COPY (to put it back: $(undo_command))"
 }
 
 # ---------------------------------------------------------------------------
@@ -421,7 +550,7 @@ action_restore_to() {
   require_regular_or_missing "$target"
   [[ ! -e $target || $YES == 1 ]] ||
     usage_error "refusing to overwrite existing $target; pass --yes to replace it"
-  [[ -d $(dirname -- "$target") ]] || usage_error "directory $(dirname -- "$target") does not exist"
+  require_dir_of "$target"
   lock_acquire "$target" "$TIMEOUT" restore
   work_dir_beside "$target"
   resolve_backup
@@ -434,26 +563,70 @@ action_restore() {
   local -a PLAN=(--plan="$DB") # which backup, its time, its rows against the current ones
   [[ $QUIET == 1 && $YES == 1 ]] && PLAN=()
   can_confirm
-  [[ -d $(dirname -- "$DB") ]] ||
-    usage_error "directory $(dirname -- "$DB") does not exist; create it (owned by the application's user) and retry"
+  require_dir_of "$DB"
   lock_acquire "$DB" "$TIMEOUT" restore
   work_dir_beside "$DB"
+  [[ $YES == 1 ]] || lock_release # nobody waits on a person reading the plan
   resolve_backup
+  PLANNED_DB=$(db_identity)
   verify_backup --enforce-schema --target="$DB" "${PLAN[@]}"
   confirm
+  lock_after_confirm
   on_exit keep_safety_note
   take_safety_backup
+  prune_safety_copies
   replace_database "$DB" "${RAW_COPY:-$PRE_DIR/${NAME}_$STAMP.raw}"
   print_receipt "$DB"
   write_metrics "sqlite_restore_last_success_timestamp_seconds=$(date +%s)" \
     "sqlite_restore_last_duration_seconds=$(elapsed_since "$START")"
+  [[ -z $PENDING_SIGNAL ]] || die $((128 + $(kill -l "$PENDING_SIGNAL"))) \
+    "SIG$PENDING_SIGNAL arrived while the restore was being written; it was finished and checked first (receipt above)"
+}
+
+# ---------------------------------------------------------------------------
+# Interruptions (Ctrl-C, SIGTERM, SIGHUP): say what they left, never guess
+# ---------------------------------------------------------------------------
+
+STEP=plan PENDING_SIGNAL='' PLANNED_DB='' TARGET=''
+CONFIRMED_LOCK_WAIT=300 # seconds to wait for the lock once a person said yes
+
+# on_restore_signal SIG: what each step leaves when it is interrupted. During
+# the replace, the Python step reports the database's actual state itself; a
+# signal only this shell received waits for that step to finish.
+on_restore_signal() {
+  local sig=$1 what
+  if [[ $STEP == replace ]]; then
+    PENDING_SIGNAL=$sig
+    return 0
+  fi
+  trap - "$sig"
+  case $STEP in
+    prompt) what="restore cancelled; nothing was changed" ;;
+    safety) what="interrupted during the safety backup of $DB: the database was not touched and nothing was restored" ;;
+    finished) what="interrupted after the restore was written and checked: $TARGET holds the backup's content" ;;
+    *) what="interrupted before the database was touched; nothing was changed" ;;
+  esac
+  die $((128 + $(kill -l "$sig"))) "$what"
+}
+
+# restore_traps: the shared cleanup traps, with this flow's own signal messages.
+restore_traps() {
+  install_traps
+  local sig
+  for sig in INT TERM HUP; do
+    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
+    trap "on_restore_signal $sig" "$sig"
+  done
 }
 
 main() {
   START=$(now_epoch)
   parse_args "$@"
   load_settings
-  install_traps
+  case $ACTION in
+    restore) restore_traps ;;
+    *) install_traps ;;
+  esac
   warn_untrusted_backups
   case $ACTION in
     list) action_list ;;

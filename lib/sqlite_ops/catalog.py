@@ -211,6 +211,8 @@ SECONDS = Kind("a non-negative number",
 SHA256 = Kind("a hex SHA-256", lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)))
 TIMESTAMP = Kind("an ISO 8601 UTC time", lambda v: parse_iso_utc(v) is not None)
 CODEC = Kind("zstd, gzip or none", lambda v: isinstance(v, str) and v in SUFFIX_FOR)
+FILE_MODE = Kind("octal permission bits such as \"0644\"",
+                 lambda v: isinstance(v, str) and bool(re.fullmatch(r"0[0-7]{3,4}", v)))
 ROW_COUNTS = Kind("an object of table -> row count",
                   lambda v: isinstance(v, dict) and all(COUNT.test(n) for n in v.values()))
 INTEGRITY_RECORD = Kind(
@@ -248,6 +250,11 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     "foreign_key_violations_by_table": (ROW_COUNTS, OPTIONAL),  # with violations
     "foreign_key_violations_accepted": (COUNT, OPTIONAL),  # of them, in FK_ACCEPT's tables
     "host": (TEXT, WRITTEN),  # OFFSITE_HOST of the machine: its offsite directory
+    # The database file's owner and group (numeric ids) and mode ("0644"): a
+    # restore into a new file gives them back (older backups lack them).
+    "owner": (COUNT, WRITTEN),
+    "group": (COUNT, WRITTEN),
+    "mode": (FILE_MODE, WRITTEN),
 }
 
 MANIFEST_MAX_BYTES = 16 << 20  # far above any real manifest (a table name per line)
@@ -613,4 +620,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # Ctrl-C: exit 130, no traceback
+
+    sys.exit(run_interruptible(main))

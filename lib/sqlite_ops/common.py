@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import stat
 import sys
 import time
+from collections.abc import Callable
 
 # Exit codes from the contract.
 EX_OK = 0
@@ -375,6 +377,23 @@ def fail(prog: str, error: OpsError) -> int:
     return error.code
 
 
+EX_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+def run_interruptible(main: Callable[[], int]) -> int:
+    """Run a module's ``main`` so that Ctrl-C (or SIGTERM/SIGHUP, turned into
+    the same KeyboardInterrupt) ends it with exit 130 and no traceback; the
+    calling script says what the interruption left behind."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python3 -m sqlite_ops.common roll-back-journal [--busy-timeout-ms N] -- DB``:
     the bash scripts' way to :func:`roll_back_hot_journal` (prints a line when
@@ -398,4 +417,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main))

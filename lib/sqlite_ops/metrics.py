@@ -83,6 +83,18 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge", "Backup files of this database whose manifest is unreadable or whose "
                  "time is in the future (see restore_database.sh --list)."),
     "sqlite_metrics_scrape_duration_seconds": ("gauge", "How long collecting these took."),
+    # Not maintain_database.sh's sqlite_integrity_ok: no name is written to two
+    # .prom files of one textfile directory.
+    "sqlite_integrity_probe_ok": (
+        "gauge", "0 when this scrape met damage in the pages it read, or the newest full "
+        "check on record failed; else 1."),
+    "sqlite_integrity_check_age_seconds": (
+        "gauge", "Seconds since the last full check that read every page (maintain check or "
+        "quick-check, db_metrics --integrity-check)."),
+    "sqlite_integrity_check_timestamp_seconds": (
+        "gauge", "When db_metrics --integrity-check last ran PRAGMA quick_check."),
+    "sqlite_integrity_quick_check_ok": (
+        "gauge", "1 when the last db_metrics --integrity-check passed, 0 when it did not."),
 }
 
 # SQLite's lock bytes (os_unix.c): the write lock of a rollback-journal database
@@ -104,7 +116,8 @@ class Options:
                  query_runs: int = DEFAULT_QUERY_RUNS,
                  query_time_limit: float = DEFAULT_QUERY_TIME_LIMIT,
                  migrations_dir: str | None = None, backup_dir: str | None = None,
-                 busy_timeout: float = BUSY_TIMEOUT) -> None:
+                 busy_timeout: float = BUSY_TIMEOUT, integrity_check: bool = False,
+                 records_dir: str | None = None) -> None:
         self.exact_counts = exact_counts
         self.table_sizes = table_sizes
         self.queries_file = queries_file
@@ -114,6 +127,8 @@ class Options:
         self.migrations_dir = migrations_dir
         self.backup_dir = backup_dir
         self.busy_timeout = busy_timeout
+        self.integrity_check = integrity_check  # PRAGMA quick_check: reads every page
+        self.records_dir = records_dir  # where the last full checks' results are
 
 
 class Report:
@@ -126,6 +141,8 @@ class Report:
         self.notes: list[str] = []
         self.schema_version: int | None = None
         self.drift: list[str] | None = None
+        self.damage: str | None = None  # what the integrity probe or check found
+        self.journal_mode = ""
 
     def add(self, metric: str, value: float, **labels: str) -> None:
         if metric not in METRICS:
@@ -209,21 +226,29 @@ def collect(db_path: str, options: Options | None = None) -> Report:
         conn = connect_readonly(db_path, options.busy_timeout)
     except sqlite3.Error as exc:
         raise database_error(db_path, exc) from None
+    damage = None
     try:
         collect_file(report, conn)
         tables, indexes = schema_objects(conn)
-        collect_rows(report, conn, tables, options.exact_counts)
-        collect_index_stats(report, conn, indexes)
-        if options.table_sizes:
-            collect_sizes(report, conn, tables, indexes)
-        queries = read_queries(options.queries_file, report)
-        if queries:
-            collect_query_plans(report, conn, queries, indexes)
-            if options.time_queries:
-                collect_query_times(report, conn, queries, options)
-        collect_schema_version(report, conn)
+        damage = header_problem(db_path, report.journal_mode) or probe_pages(conn, tables)
+        if damage is None:
+            collect_rows(report, conn, tables, options.exact_counts)
+            collect_index_stats(report, conn, indexes)
+            if options.table_sizes:
+                collect_sizes(report, conn, tables, indexes)
+            queries = read_queries(options.queries_file, report)
+            if queries:
+                collect_query_plans(report, conn, queries, indexes)
+                if options.time_queries:
+                    collect_query_times(report, conn, queries, options)
+            collect_schema_version(report, conn)
+        collect_integrity(report, conn, options, damage)
     except sqlite3.Error as exc:
-        raise database_error(db_path, exc) from None
+        error = database_error(db_path, exc)
+        if error.code != EX_INTEGRITY:
+            raise error from None
+        # Damaged beyond the probe (the schema itself): still say so as a metric.
+        collect_integrity(report, None, options, str(exc))
     finally:
         conn.close()
     collect_drift(report, options.migrations_dir)
@@ -238,6 +263,7 @@ def collect_file(report: Report, conn: sqlite3.Connection) -> None:
         "SELECT page_count, page_size, freelist_count FROM pragma_page_count(), "
         "pragma_page_size(), pragma_freelist_count()").fetchone()
     journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    report.journal_mode = str(journal_mode).lower()
     try:
         wal_bytes = os.stat(path + "-wal").st_size
     except OSError:
@@ -468,6 +494,134 @@ def collect_backups(report: Report, backup_dir: str | None) -> None:
         report.add("sqlite_backup_latest_timestamp_seconds", dated[0].created_at)
     if usable:
         report.add("sqlite_backup_latest_verified_timestamp_seconds", usable[0].created_at)
+
+
+# ---------------------------------------------------------------------------
+# Integrity: what a cheap scrape can see, and the last full check's verdict
+# ---------------------------------------------------------------------------
+#
+# A default scrape reads the header, the schema and sqlite_stat1, and probes
+# each table's first and last row (the pages on its leftmost and rightmost
+# b-tree path): damage there, or a file shorter than its header says, sets
+# sqlite_integrity_probe_ok 0. Damage anywhere else (a leaf in the middle of a table,
+# an index that disagrees with its table) needs every page read: that is
+# `--integrity-check` (PRAGMA quick_check) or maintain_database.sh check, whose
+# last verdicts and times are read from the metrics directory.
+
+def probe_pages(conn: sqlite3.Connection, tables: list[str]) -> str | None:
+    """The first damage met reading each table's first and last row, or None."""
+    for table in tables:
+        name = quote_ident(table)
+        for sql in (f"SELECT * FROM {name} LIMIT 1",
+                    f"SELECT * FROM {name} ORDER BY rowid DESC LIMIT 1"):
+            try:
+                conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:
+                continue  # no rowid (WITHOUT ROWID), a virtual table's module missing
+            except sqlite3.DatabaseError as exc:
+                return f"reading {table}: {exc}"
+    return None
+
+
+def header_problem(path: str, journal_mode: str) -> str | None:
+    """A rollback-journal file shorter than the page count its header claims
+    (when that count is valid): truncated. WAL files may lag their header."""
+    if journal_mode == "wal":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(100)
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    if len(head) < 100:
+        return "the header is incomplete"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[24:28] == head[92:96]
+    if valid and pages and page_size and size < pages * page_size:
+        return f"the file has {size} bytes; its header says {pages} pages of {page_size}"
+    return None
+
+
+def recorded_checks(report: Report, directory: str,
+                    own: bool = True) -> list[tuple[float | None, bool | None]]:
+    """(time, passed) of the full checks recorded in ``directory``: the last
+    maintain_database.sh check/quick-check, and db_metrics' own last
+    --integrity-check (kept in its previous .prom file)."""
+    from .promfile import read_values
+
+    label = f'db="{escape_label(report.name)}"'
+    found: list[tuple[float | None, bool | None]] = []
+    maintenance = os.path.join(directory, textfile_name(report.name).replace(
+        "sqlite_ops_", "sqlite_ops_maintenance_", 1))
+    ok = read_values(maintenance, "sqlite_integrity_ok").get(f"sqlite_integrity_ok{{{label}}}")
+    success = "sqlite_maintenance_last_success_timestamp_seconds"
+    stamps = read_values(maintenance, success)
+    times = [stamps.get(f'{success}{{{label},task="{task}"}}') for task in ("check", "quick-check")]
+    when = max((t for t in times if t is not None), default=None)
+    if ok is not None or when is not None:
+        found.append((when, None if ok is None else ok == 1))
+    if own:
+        found += own_check(directory, report)
+    return found
+
+
+def own_check(directory: str, report: Report) -> list[tuple[float, bool | None]]:
+    """db_metrics' own last --integrity-check, kept in its previous .prom file."""
+    from .promfile import read_values
+
+    label = f'{{db="{escape_label(report.name)}"}}'
+    path = os.path.join(directory, textfile_name(report.name))
+    when = read_values(path, "sqlite_integrity_check_timestamp_seconds").get(
+        "sqlite_integrity_check_timestamp_seconds" + label)
+    ok = read_values(path, "sqlite_integrity_quick_check_ok").get(
+        "sqlite_integrity_quick_check_ok" + label)
+    return [] if when is None else [(when, None if ok is None else ok == 1)]
+
+
+def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: Options,
+                      damage: str | None) -> None:
+    """sqlite_integrity_probe_ok (this scrape's probe, this run's quick_check, and the
+    recorded verdicts) and sqlite_integrity_check_age_seconds."""
+    checking = options.integrity_check and conn is not None and damage is None
+    checks = (recorded_checks(report, options.records_dir, own=not checking)
+              if options.records_dir else [])
+    now = time.time()
+    if checking:
+        assert conn is not None
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        passed = rows == ["ok"]
+        if not passed:
+            lines = [line for row in rows for line in str(row).splitlines()
+                     if line.strip() and not line.startswith("***")]
+            damage = "PRAGMA quick_check: " + "; ".join(lines[:3])
+        checks.append((now, passed))
+        report.add("sqlite_integrity_check_timestamp_seconds", round(now, 3))
+        report.add("sqlite_integrity_quick_check_ok", int(passed))
+    elif options.records_dir:
+        for when, ok in own_check(options.records_dir, report):  # kept until the next check
+            report.add("sqlite_integrity_check_timestamp_seconds", when)
+            if ok is not None:
+                report.add("sqlite_integrity_quick_check_ok", int(ok))
+    # The newest full check decides; the probe's damage overrides any of them.
+    dated = sorted((c for c in checks if c[0] is not None), key=lambda c: c[0])
+    verdict = dated[-1][1] if dated else next((c[1] for c in checks), None)
+    if damage is not None:
+        report.damage = damage
+        report.notes.append(f"damage found: {damage} (run maintain_database.sh check)")
+        verdict = False
+    report.add("sqlite_integrity_probe_ok", int(verdict is not False))
+    if dated:
+        report.add("sqlite_integrity_check_age_seconds", round(max(now - dated[-1][0], 0), 3))
+    elif not options.integrity_check:
+        report.notes.append("no full integrity check on record (maintain_database.sh check, "
+                            "or db_metrics --integrity-check): only the pages this scrape "
+                            "reads were checked")
 
 
 # ---------------------------------------------------------------------------

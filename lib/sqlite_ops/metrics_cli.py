@@ -3,6 +3,7 @@
     db_metrics [--db PATH] [--config FILE] [--format prometheus|json]
                [--exact-counts] [--table-sizes] [--queries FILE]
                [--time-queries] [--query-runs N] [--textfile DIR]
+               [--integrity-check] [--metrics-dir DIR]
                [--dir BACKUP_DIR] [--migrations DIR]
     db_metrics serve [--listen 127.0.0.1:9560] [same options]
 
@@ -11,8 +12,14 @@ or 503; ``?quick_check=1`` adds PRAGMA quick_check) and 404 elsewhere, bound to
 127.0.0.1 unless told otherwise. Settings: flag > environment > config file >
 default (DB_PATH, BACKUP_DIR, MIGRATIONS_DIR, METRICS_LISTEN).
 
+Every scrape checks the pages it reads (header, schema, each table's first
+and last row); ``--integrity-check`` adds PRAGMA quick_check (every page).
+``sqlite_integrity_ok`` also reflects the last full check on record
+(maintain_database.sh's in METRICS_DIR, or the previous --integrity-check).
+
 Exit codes: 0 done, 1 failed, 2 usage (bad option, missing or non-SQLite
-database), 4 the database is damaged, 75 the database stayed locked.
+database), 4 the database is damaged (metrics still printed or written), 75 the
+database stayed locked.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import EX_FAIL, EX_OK, EX_USAGE, OpsError, Settings, fail
+from .common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, OpsError, Settings, fail
 from .metrics import DEFAULT_QUERY_RUNS, Options, collect, render_json, render_prometheus
 
 PROG = "db_metrics"
@@ -52,6 +59,12 @@ def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
                         help=f"runs per timed query (default {DEFAULT_QUERY_RUNS})")
     parser.add_argument("--textfile", metavar="DIR",
                         help="write DIR/sqlite_ops_<name>.prom atomically instead of stdout")
+    parser.add_argument("--integrity-check", action="store_true",
+                        help="also run PRAGMA quick_check (reads every page: from a cron job, "
+                             "not every scrape); exit 4 when it fails")
+    parser.add_argument("--metrics-dir", metavar="DIR",
+                        help="where maintenance records its checks (METRICS_DIR; default: "
+                             "--textfile's DIR)")
     parser.add_argument("--dir", metavar="BACKUP_DIR", help="backup directory (BACKUP_DIR)")
     parser.add_argument("--migrations", metavar="DIR", help="migrations (MIGRATIONS_DIR)")
     parser.add_argument("--listen", metavar="HOST:PORT",
@@ -105,7 +118,8 @@ def options_from(args, settings: Settings) -> Options:
     return Options(exact_counts=args.exact_counts, table_sizes=args.table_sizes,
                    queries_file=queries, time_queries=args.time_queries,
                    query_runs=args.query_runs, migrations_dir=migrations,
-                   backup_dir=settings.get("BACKUP_DIR"))
+                   backup_dir=settings.get("BACKUP_DIR"), integrity_check=args.integrity_check,
+                   records_dir=args.textfile or settings.get("METRICS_DIR") or None)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -128,6 +142,11 @@ def run_once(db_path: str, args, options: Options) -> int:
         print(write_textfile(args.textfile, report.name, render_prometheus(report)))
     else:
         sys.stdout.write(text)
+    if report.damage:
+        damage = report.damage.replace("\n", " ")
+        print(f"{PROG}: {report.db_path} is damaged: {damage}; run "
+              "maintain_database.sh check, then see the incident runbook", file=sys.stderr)
+        return EX_INTEGRITY
     return EX_OK
 
 
@@ -156,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         settings = Settings({
             "DB_PATH": args.db, "BACKUP_DIR": args.dir, "MIGRATIONS_DIR": args.migrations,
-            "METRICS_LISTEN": args.listen}, args.config, prog=PROG)
+            "METRICS_LISTEN": args.listen, "METRICS_DIR": args.metrics_dir}, args.config,
+            prog=PROG)
         db_path = settings.get("DB_PATH")
         options = options_from(args, settings)
         if args.command == "serve":
@@ -173,4 +193,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # Ctrl-C: exit 130, no traceback
+
+    sys.exit(run_interruptible(main))

@@ -36,6 +36,24 @@ def _samples(text: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def read_values(path: str, family: str) -> dict[str, float]:
+    """``{series: value}`` of one family's samples in a .prom file (the series
+    is the name with its labels: ``x{db="a"}``); {} when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for name, series, value in _samples(text):
+        if name == family:
+            try:
+                found[series] = float(value)
+            except ValueError:
+                continue
+    return found
+
+
 def merge(old: str, new: str) -> str:
     """``new`` with the series of its declared families that only ``old`` has."""
     families: dict[str, list[str]] = {}  # name -> its HELP and TYPE lines, in order
@@ -72,4 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # Ctrl-C: exit 130, no traceback
+
+    sys.exit(run_interruptible(main))

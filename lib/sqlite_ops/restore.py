@@ -35,9 +35,14 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import difflib
+import grp
 import json
 import os
+import pwd
+import shlex
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -53,9 +58,11 @@ from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
     EX_INTEGRITY,
+    EX_INTERRUPTED,
     EX_OK,
     EX_USAGE,
     EX_VERIFY,
+    REPO_ROOT_STR,
     OpsError,
     fail,
     fsync_path,
@@ -63,6 +70,7 @@ from sqlite_ops.common import (
     quote_ident,
     readonly_uri,
     roll_back_hot_journal,
+    run_interruptible,
 )
 from sqlite_ops.progress import Progress, file_size_probe
 from sqlite_ops.snapshot import schema_version, table_counts
@@ -127,20 +135,6 @@ def sniff_compression(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def newest_migration(directory: str | os.PathLike[str] | None) -> int | None:
-    """The highest ``NNN`` of the ``NNN_*.sql|py`` files in ``directory``, or None."""
-    if not directory:
-        return None
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return None
-    versions = []
-    for name in names:
-        number, sep, rest = name.partition("_")
-        if sep and number.isdigit() and rest and name.endswith((".sql", ".py")):
-            versions.append(int(number))
-    return max(versions) if versions else None
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +205,14 @@ class Report:
     tables: dict[str, int]
     # Rows foreign_key_check reported (None: it could not run), accepted with --force.
     fk_violations: int | None = 0
+    # The database file's owner, group (ids) and mode ("0644") when the backup
+    # was taken; None in manifests older than these fields.
+    owner: Any = None
+    group: Any = None
+    mode: Any = None
+    # Migrations this restore takes the database back before: (version, file)
+    # of each one applied since the backup was taken that MIGRATIONS_DIR holds.
+    undone: list[Any] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # How integrity was established: "recorded at backup, same bytes (...)" or "checked now (...)".
     integrity: str = ""
@@ -468,7 +470,8 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         sha256=file_sha, db_size_bytes=os.path.getsize(work), page_size=found["page_size"],
         journal_mode=(manifest or {}).get("journal_mode"),
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
-        warnings=warnings, integrity=checked, fk_note=fk_note)
+        owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
+        mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note)
 
 
 def foreign_key_problem(count: int | None, first: Any) -> str:
@@ -502,23 +505,202 @@ def compare_counts(expected: dict[str, Any], actual: dict[str, int]) -> str | No
     return "; ".join(problems[:3]) or None
 
 
+def migration_files(directory: str | os.PathLike[str] | None) -> dict[int, str]:
+    """``{NNN: file name}`` of the ``NNN_*.sql|py`` files in ``directory``."""
+    if not directory:
+        return {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return {}
+    found = {}
+    for name in sorted(names):
+        number, sep, rest = name.partition("_")
+        if sep and number.isdigit() and rest and name.endswith((".sql", ".py")):
+            found[int(number)] = name
+    return found
+
+
+def newest_migration(directory: str | os.PathLike[str] | None) -> int | None:
+    """The highest ``NNN`` of the ``NNN_*.sql|py`` files in ``directory``, or None."""
+    return max(migration_files(directory), default=None)
+
+
+def later_versions(backup: str, db: str, backup_dir: str | None) -> list[tuple[int, str]]:
+    """(schema version, where) this database is known to have reached since
+    ``backup`` was taken: the database about to be replaced, and every backup
+    of it (pre-restore ones too) taken after this one."""
+    found: list[tuple[int, str]] = []
+    counts, _, error = current_state(db)
+    if error is None:
+        try:
+            conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
+            try:
+                version = schema_version(conn)
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            version = None
+        if version is not None:
+            found.append((version, "the database being replaced"))
+    parsed = catalog.parse_backup_name(os.path.basename(backup))
+    if not backup_dir or parsed is None:
+        return found
+    name = catalog.db_name(db)
+    for directory in (Path(backup_dir), Path(backup_dir) / PRE_RESTORE_DIR):
+        for other in catalog.list_backups(directory, name, db):
+            version = (other.manifest or {}).get("schema_version")
+            if other.created_at > parsed[1] and isinstance(version, int):
+                found.append((version, f"the later backup {other.path.name}"))
+    return found
+
+
+def undone_migrations(report: Report, migrations_dir: str | None,
+                      later: list[tuple[int, str]]) -> list[list[Any]]:
+    """[version, file, where] of each migration file still in ``migrations_dir``
+    that was applied to this database after the backup was taken: restoring
+    the backup takes the database back before it, and `make migrate` would run
+    it again (after a destructive migration, the same damage again)."""
+    files = migration_files(migrations_dir)
+    mine = report.schema_version or 0
+    undone = []
+    for version, file in sorted(files.items()):
+        where = next((w for v, w in sorted(later, reverse=True) if v >= version), None)
+        if version > mine and where:
+            undone.append([version, file, where])
+    return undone
+
+
 def check_schema(report: Report, migrations_dir: str | None, force: bool) -> str | None:
     """Refuse a backup newer than the code's migrations; a note for an older one."""
     newest = newest_migration(migrations_dir)
     version = report.schema_version
+    if version is not None and newest is not None and version > newest and not force:
+        raise OpsError(EX_USAGE, f"{report.backup} has schema version {version}, newer than "
+                                 f"the newest migration ({newest}) in {migrations_dir}: the "
+                                 "code deployed here may not understand it. Deploy the "
+                                 "matching code first, or pass --force; nothing was changed")
+    if report.undone:
+        names = ", ".join(file for _, file, _ in report.undone)
+        where = report.undone[0][2]
+        which = "it" if len(report.undone) == 1 else "them"
+        return (f"this backup predates migration {names}, which {where} had applied and "
+                f"MIGRATIONS_DIR still holds: do not run `make migrate` yet, it would apply "
+                f"{which} again; if {which} caused the damage, revert or fix "
+                f"{'that file' if which == 'it' else 'those files'} first")
     if version is None or newest is None:
         return None
     if version > newest:
-        if not force:
-            raise OpsError(EX_USAGE, f"{report.backup} has schema version {version}, newer than "
-                                     f"the newest migration ({newest}) in {migrations_dir}: the "
-                                     "code deployed here may not understand it. Deploy the "
-                                     "matching code first, or pass --force; nothing was changed")
         return f"schema version {version} is newer than the newest migration ({newest}) (--force)"
     if version < newest:
         return (f"schema version {version} is older than the newest migration ({newest}): "
                 "run `make migrate` (scripts/migrate up) to bring it forward")
     return None
+
+
+def shrink_warning(backup: str, backup_dir: str, db: str) -> str | None:
+    """When ``backup`` is `latest` and holds under half the rows of the verified
+    backup before it: the database was likely lost or emptied before that
+    backup ran (a deploy's `migrate up` recreating it, say), and `latest` is
+    then the wrong backup to restore in a hurry."""
+    verified = [b for b in catalog.list_backups(backup_dir, catalog.db_name(db), db)
+                if b.verified and isinstance((b.manifest or {}).get("tables"), dict)]
+    if len(verified) < 2 or os.path.realpath(verified[0].path) != os.path.realpath(backup):
+        return None
+    newest, before = verified[0], verified[1]
+    new_rows = sum(v for v in newest.manifest["tables"].values() if isinstance(v, int))
+    old_rows = sum(v for v in before.manifest["tables"].values() if isinstance(v, int))
+    if old_rows == 0 or new_rows * 2 >= old_rows:
+        return None
+    return (f"`latest` ({newest.path.name}, {new_rows} rows) has under half the rows of the "
+            f"backup before it ({before.path.name}, {old_rows} rows): if the database was "
+            f"lost or emptied before {newest.path.name} was taken, restore "
+            f"{before.path.name} instead")
+
+
+def missing_dir_message(db: str, configured: str | None) -> str:
+    """Why ``db``'s directory is missing is most often a typo in --db: say what
+    exists nearest to it (and a close name there), and the configured DB_PATH."""
+    directory = os.path.dirname(os.path.abspath(db))
+    parent, missing = directory, []
+    while not os.path.isdir(parent):
+        missing.append(os.path.basename(parent))
+        parent = os.path.dirname(parent)
+    try:
+        entries = [e for e in os.listdir(parent) if os.path.isdir(os.path.join(parent, e))]
+    except OSError:
+        entries = []
+    close = difflib.get_close_matches(missing[-1], entries, n=1, cutoff=0.6) if missing else []
+    guess = configured_note = ""
+    if close:
+        path = os.path.join(parent, close[0], *reversed(missing[:-1]), os.path.basename(db))
+        guess = f"; did you mean {path}?"
+    if configured and os.path.abspath(configured) != os.path.abspath(db):
+        configured_note = f"; the configured DB_PATH is {configured}"
+    return (f"directory {directory} does not exist (the nearest existing one is "
+            f"{parent}{guess}){configured_note}: check --db (DB_PATH). If the directory was "
+            "lost with its disk, recreate it, owned by the application's user, and retry; "
+            "nothing was changed")
+
+
+# ---------------------------------------------------------------------------
+# Pre-restore pruning: retries of one incident
+# ---------------------------------------------------------------------------
+
+# One incident: safety copies of one database each taken less than this long
+# after the one before (retries of a restore, and going back and forth).
+INCIDENT_GAP_SECONDS = 24 * 3600
+# Of one incident, kept: its first copy (the database before anyone restored
+# anything) and the newest INCIDENT_KEEP - 1 (the undo of the latest tries).
+INCIDENT_KEEP = 3
+
+
+@dataclass
+class SafetyCopy:
+    path: Path
+    created_at: float
+    backup: catalog.Backup | None  # None: a raw copy directory
+
+
+def safety_copies(backup_dir: str | os.PathLike[str], db: str) -> list[SafetyCopy]:
+    """The verified safety backups and raw copies of ``db`` in pre-restore/, oldest first."""
+    pre, name = Path(backup_dir) / PRE_RESTORE_DIR, catalog.db_name(db)
+    found = [SafetyCopy(b.path, b.created_at, b) for b in catalog.list_backups(pre, name, db)
+             if b.verified]
+    for entry in _raw_copies(pre, name, time.time()):
+        created = catalog.parse_backup_name(entry["file"][: -len(RAW_SUFFIX)] + ".db")
+        if created is not None:
+            found.append(SafetyCopy(Path(entry["path"]), created[1], None))
+    return sorted(found, key=lambda c: c.created_at)
+
+
+def plan_incident_prune(copies: list[SafetyCopy], gap: float = INCIDENT_GAP_SECONDS,
+                        keep: int = INCIDENT_KEEP) -> list[SafetyCopy]:
+    """Which safety copies (oldest first) to remove: of each incident holding
+    more than ``keep``, all but its first and its newest ``keep - 1``."""
+    incidents: list[list[SafetyCopy]] = []
+    for copy in copies:
+        if incidents and copy.created_at - incidents[-1][-1].created_at < gap:
+            incidents[-1].append(copy)
+        else:
+            incidents.append([copy])
+    prune = []
+    for incident in incidents:
+        if len(incident) > keep:
+            prune.extend(incident[1:len(incident) - (keep - 1)])
+    return prune
+
+
+def prune_incident(backup_dir: str, db: str) -> list[str]:
+    """Apply ``plan_incident_prune`` to pre-restore/; returns what was removed."""
+    removed = []
+    for copy in plan_incident_prune(safety_copies(backup_dir, db)):
+        if copy.backup is not None:
+            catalog.remove_backup(copy.backup)
+        else:
+            shutil.rmtree(copy.path)
+        removed.append(str(copy.path))
+    return removed
 
 
 # ---------------------------------------------------------------------------
@@ -610,12 +792,40 @@ def _target_mode(mode: str | None) -> str:
     return "wal" if (mode or "").lower() == "wal" else "delete"
 
 
-def _open_target(target: str, busy_ms: int) -> tuple[sqlite3.Connection, str, int]:
+class ApplyState:
+    """How far ``apply`` got: what an interruption (Ctrl-C, SIGTERM) left is
+    said from this, never guessed."""
+
+    def __init__(self) -> None:
+        self.step = "start"  # start, copying, committed, checked, moving-aside, placed
+        self.cookie: int | None = None  # the target's schema cookie before the copy
+        self.moved: list[str] = []
+        self.work_inode: tuple[int, int] | None = None  # the file being renamed into place
+
+    def placed(self, target: str) -> bool:
+        """The rename happened (it may have, even when interrupted "before" it)."""
+        try:
+            st = os.stat(target)
+        except OSError:
+            return False
+        return self.work_inode == (st.st_dev, st.st_ino)
+
+
+def _one(conn: sqlite3.Connection, sql: str) -> Any:
+    """The first value of a one-row statement, run to its end: a statement left
+    pending keeps a later checkpoint or mode change from running ("database
+    table is locked")."""
+    return conn.execute(sql).fetchall()[0][0]
+
+
+def _open_target(target: str, busy_ms: int) -> tuple[sqlite3.Connection, str, int, bool]:
+    """(connection, journal mode, page size, fresh): fresh is a file with no
+    schema at all (empty, or just created by an application or `sqlite3`)."""
     conn = sqlite3.connect(target, timeout=busy_ms / 1000, isolation_level=None)
     try:
-        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        mode = str(_one(conn, "PRAGMA journal_mode")).lower()
+        page_size = int(_one(conn, "PRAGMA page_size"))
+        objects = _one(conn, "SELECT count(*) FROM sqlite_schema")
     except sqlite3.Error as exc:
         conn.close()
         if _busy(exc):
@@ -623,13 +833,48 @@ def _open_target(target: str, busy_ms: int) -> tuple[sqlite3.Connection, str, in
                                     f"timeout: {describe_holders(target)}; nothing was "
                                     "changed; retry when it is idle") from None
         raise _Unusable(str(exc)) from None
-    return conn, mode, page_size
+    return conn, mode, page_size, objects == 0
+
+
+def _check_own_copy(dst: sqlite3.Connection, target: str, expected: dict[str, int],
+                    version_before: int) -> str | None:
+    """quick_check and row counts of what ``dst`` has just committed, in one read
+    transaction. If no other connection committed since the copy (PRAGMA
+    data_version unchanged), that transaction sees exactly the restored content,
+    and a difference is damage (exit 4). If one did, its rows are the
+    application's, not damage: a note says so, and only quick_check decides."""
+    dst.execute("BEGIN")
+    try:
+        _one(dst, "SELECT count(*) FROM sqlite_schema")  # starts the read snapshot
+        others = _one(dst, "PRAGMA data_version") != version_before
+        rows = [r[0] for r in dst.execute("PRAGMA quick_check").fetchall()]
+        counts = table_counts(dst) if rows == ["ok"] else {}
+    finally:
+        dst.execute("COMMIT")
+    if rows != ["ok"]:
+        raise OpsError(EX_INTEGRITY, f"the restored {target} failed PRAGMA quick_check "
+                                     f"({'; '.join(rows[:3])})")
+    mismatch = compare_counts(expected, counts)
+    if mismatch and not others:
+        raise OpsError(EX_INTEGRITY, f"the restored {target} does not match the backup: {mismatch}")
+    if mismatch:
+        return ("another process committed writes right after the restore, before its check "
+                f"({mismatch.replace('manifest says', 'the backup has')}): those rows are the "
+                "application's, not damage; quick_check passed")
+    return None
 
 
 def restore_into(work: str, target: str, busy_ms: int = 5000,
-                 quiet: bool = True) -> dict[str, Any]:
-    """Copy ``work`` into the existing database ``target`` with the backup API."""
-    dst, live_mode, dst_page = _open_target(target, busy_ms)
+                 expected: dict[str, int] | None = None, journal_mode: str | None = None,
+                 progress: ApplyState | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Copy ``work`` into the existing database ``target`` with the backup API,
+    then check what was copied (``expected``: the backup's row counts).
+
+    The target keeps its journal mode, unless it is fresh (no schema: created
+    empty by an application or `sqlite3` after the database was lost): then it
+    gets ``journal_mode``, the mode the backup's database had."""
+    progress = progress or ApplyState()
+    dst, live_mode, dst_page, fresh = _open_target(target, busy_ms)
     # The new content passes through the WAL (or the old through the journal).
     grow = os.path.getsize(work) if live_mode == "wal" else os.path.getsize(target)
     try:
@@ -639,6 +884,7 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
     except OpsError:
         dst.close()
         raise
+    notes: list[str] = []
     try:
         # The backup API copies the source's header, journal-mode bytes included,
         # into a rollback-journal target: give it a rollback-journal source. A WAL
@@ -646,12 +892,12 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
         set_journal_mode(work, "delete")
         src = sqlite3.connect(work, isolation_level=None)
         try:
-            src_page = int(src.execute("PRAGMA page_size").fetchone()[0])
+            src_page = int(_one(src, "PRAGMA page_size"))
             switched = False
             if live_mode == "wal" and src_page != dst_page:
                 # The backup API cannot change a WAL database's page size.
                 try:
-                    dst.execute("PRAGMA journal_mode=DELETE").fetchone()
+                    _one(dst, "PRAGMA journal_mode=DELETE")
                 except sqlite3.Error as exc:
                     if not _busy(exc):
                         raise
@@ -661,6 +907,9 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
                                             f"open: {describe_holders(target)}; stop them and "
                                             "retry; nothing was changed") from None
                 switched = True
+            progress.cookie = int(_one(dst, "PRAGMA schema_version"))
+            version_before = _one(dst, "PRAGMA data_version")
+            progress.step = "copying"
             try:
                 # One step: progress watches the WAL (or the rollback journal) grow.
                 log = target + ("-wal" if live_mode == "wal" else "-journal")
@@ -674,28 +923,56 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
                                             f"({busy_ms} ms): {describe_holders(target)}; "
                                             "nothing was changed; retry when it is idle") from None
                 raise
+            progress.step = "committed"
         finally:
             src.close()
-        note = None
+        wanted = _target_mode(journal_mode) if fresh and journal_mode else None
         if switched:
-            dst.execute("PRAGMA journal_mode=WAL").fetchone()
-        mode = str(dst.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            wanted = "wal"
+        mode = str(_one(dst, "PRAGMA journal_mode")).lower()
+        if wanted and wanted != mode:
+            refused = None
+            try:
+                mode = str(_one(dst, f"PRAGMA journal_mode={wanted}")).lower()
+            except sqlite3.Error as exc:
+                refused = str(exc)
+            if mode != wanted:
+                notes.append(f"could not put {target} back into {wanted} mode "
+                             f"({refused or 'SQLite refused'}); it is in {mode} mode: set it "
+                             "when nothing has it open (sqlite3 DB 'PRAGMA journal_mode="
+                             f"{wanted.upper()}')")
         if mode == "wal":
-            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, _, _ = dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
             if busy:
-                note = ("a reader kept the WAL from being checkpointed now; SQLite will "
-                        "checkpoint it later (the restored data is already committed)")
+                notes.append("a reader kept the WAL from being checkpointed now; SQLite will "
+                             "checkpoint it later (the restored data is already committed)")
+        # Last: on this connection, quick_check followed by a checkpoint after a
+        # journal-mode change fails with "database table is locked".
+        if expected is not None:
+            note = _check_own_copy(dst, target, expected, version_before)
+            if note:
+                notes.append(note)
+        progress.step = "checked"
     except sqlite3.Error as exc:
+        if progress.step != "copying":
+            raise OpsError(EX_FAIL, f"restoring into {target} failed after the copy was "
+                                    f"committed: {exc}; check it with: "
+                                    f"{maintain_check_command(target)}") from None
         raise OpsError(EX_FAIL, f"restoring into {target} failed: {exc}; SQLite rolled the "
                                 "transaction back, so the database is as it was") from None
     finally:
         dst.close()
-    return {"method": "backup-api", "journal_mode": mode, "note": note,
-            "page_size_changed": src_page != dst_page}
+    return {"method": "backup-api", "journal_mode": mode, "fresh": fresh,
+            "note": "; ".join(notes) or None, "page_size_changed": src_page != dst_page}
 
 
-def _move_aside(target: str, aside_dir: str) -> list[str]:
-    moved = []
+def maintain_check_command(target: str) -> str:
+    """The command that checks a database by hand, ready to paste."""
+    script = os.path.join(REPO_ROOT_STR, "scripts", "maintain_database.sh")
+    return " ".join(shlex.quote(w) for w in (script, "--db", target, "quick-check"))
+
+
+def _move_aside(target: str, aside_dir: str, progress: ApplyState) -> list[str]:
     for suffix in COMPANIONS:
         stale = target + suffix
         if os.path.lexists(stale):
@@ -708,16 +985,82 @@ def _move_aside(target: str, aside_dir: str) -> list[str]:
                                             f"{exc.strerror}; nothing was changed") from None
             dest = os.path.join(aside_dir, os.path.basename(stale))
             shutil.move(stale, dest)
-            moved.append(dest)
-    return moved
+            progress.moved.append(dest)
+    return list(progress.moved)
 
 
-def place_file(work: str, target: str, journal_mode: str, aside_dir: str) -> dict[str, Any]:
+def _recorded_ownership(report: Report) -> tuple[int, int, int] | None:
+    """(uid, gid, mode) from the manifest, read defensively (older manifests
+    have none)."""
+    uid, gid, mode = report.owner, report.group, report.mode
+    if not (isinstance(uid, int) and isinstance(gid, int) and isinstance(mode, str)):
+        return None
+    try:
+        bits = int(mode, 8)
+    except ValueError:
+        return None
+    return (uid, gid, bits) if 0 <= bits <= 0o7777 else None
+
+
+def _owner_text(uid: int, gid: int, mode: int) -> str:
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"{user}:{group} {mode:04o}"
+
+
+def give_ownership(path: str, uid: int, gid: int, mode: int) -> str | None:
+    """chmod/chown ``path`` and the -wal/-shm beside it; a note when chown is not
+    allowed (only root may give a file away)."""
+    problem = None
+    for file in (path, path + "-wal", path + "-shm"):
+        if not os.path.exists(file):
+            continue
+        os.chmod(file, mode)
+        try:
+            os.chown(file, uid, gid)
+        except PermissionError:
+            problem = (f"could not give {path} to {_owner_text(uid, gid, mode)} (only root can): "
+                       f"chown it (and its -wal/-shm) so the application's user can open it")
+    return problem
+
+
+def settle_ownership(report: Report, target: str, previous: os.stat_result | None,
+                     fresh: bool) -> dict[str, Any]:
+    """Give a restored file the owner, group and mode of the file it replaced,
+    or, for a new or fresh file, those recorded in the backup's manifest."""
+    if previous is not None and not fresh:
+        wanted = (previous.st_uid, previous.st_gid, stat.S_IMODE(previous.st_mode))
+        source = "as the replaced file"
+    else:
+        wanted = _recorded_ownership(report)
+        source = "as recorded in the backup's manifest"
+    if wanted is None:
+        st = os.stat(target)
+        return {"ownership": _owner_text(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) +
+                " (the backup records no owner: make sure the application's user can open it)"}
+    problem = give_ownership(target, *wanted)
+    st = os.stat(target)
+    now = _owner_text(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    return {"ownership": f"{now} ({source})", "ownership_note": problem}
+
+
+def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
+               expected: dict[str, int] | None = None,
+               progress: ApplyState | None = None) -> dict[str, Any]:
     """Rename ``work`` into place as ``target`` (no inode is open: checked first).
 
+    ``work`` is checked (quick_check, ``expected`` row counts) while it is still
+    private, so nothing another process writes can be mistaken for damage.
     Stale -wal/-shm/-journal files beside ``target`` are moved into
     ``aside_dir`` FIRST, so SQLite can never apply them to the new file.
     """
+    progress = progress or ApplyState()
     if os.path.islink(target):
         raise OpsError(EX_USAGE, f"{target} is a symbolic link: name the file it points to "
                                  "with --db (or --to); nothing was changed")
@@ -727,20 +1070,19 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str) -> dic
                                 f"{describe_holders(target)}: replacing a file under an open "
                                 "process is undefined behaviour. Stop them and retry; nothing "
                                 "was changed")
-    old = os.stat(target) if os.path.exists(target) else None
     mode = set_journal_mode(work, _target_mode(journal_mode))
     for suffix in COMPANIONS:  # a clean close removes them; make sure
         if os.path.exists(work + suffix):
             raise OpsError(EX_FAIL, f"internal error: {work + suffix} left behind")
-    if old is not None:
-        os.chmod(work, stat.S_IMODE(old.st_mode))
-        try:
-            os.chown(work, old.st_uid, old.st_gid)
-        except PermissionError:
-            pass
-    moved = _move_aside(target, aside_dir)
+    if expected is not None:
+        check_restored(work, expected, shown=target)
+    work_st = os.stat(work)
+    progress.work_inode = (work_st.st_dev, work_st.st_ino)
+    progress.step = "moving-aside"
+    moved = _move_aside(target, aside_dir, progress)
     fsync_path(work)
     os.replace(work, target)
+    progress.step = "placed"
     fsync_path(os.path.dirname(os.path.abspath(target)))
     note = None if complete else ("other users' processes could not be checked for an open "
                                   "file; run as root to be sure")
@@ -748,30 +1090,44 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str) -> dic
 
 
 def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 5000,
-                  journal_mode: str | None = None, quiet: bool = True) -> dict[str, Any]:
-    """Put the verified work file's content into ``target``; returns what was done."""
-    if os.path.exists(target):
+                  journal_mode: str | None = None, check: bool = True,
+                  progress: ApplyState | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Put the verified work file's content into ``target`` and check it (unless
+    ``check`` is false); returns what was done."""
+    progress = progress or ApplyState()
+    expected = report.tables if check else None
+    wanted_mode = journal_mode or report.journal_mode
+    previous = os.stat(target) if os.path.exists(target) else None
+    if previous is not None:
         if not os.path.isfile(target):
             raise OpsError(EX_USAGE, f"not a regular file: {target}")
         try:
-            return restore_into(report.work, target, busy_ms, quiet)
+            applied = restore_into(report.work, target, busy_ms, expected, wanted_mode, progress,
+                                   quiet)
         except _Unusable as exc:
             applied = place_file(report.work, target, _target_mode(report.journal_mode),
-                                 aside_dir)
+                                 aside_dir, expected, progress)
             applied["why"] = f"SQLite cannot write into the current file ({exc})"
-            return applied
-    return place_file(report.work, target, _target_mode(journal_mode or report.journal_mode),
-                      aside_dir)
+            applied["fresh"] = False
+    else:
+        applied = place_file(report.work, target, _target_mode(wanted_mode), aside_dir,
+                             expected, progress)
+        applied["fresh"] = True
+    applied.update(settle_ownership(report, target, previous, bool(applied.get("fresh"))))
+    return applied
 
 
-def check_restored(target: str, expected: dict[str, int]) -> dict[str, int]:
-    """quick_check and row counts of the restored database.
+def check_restored(target: str, expected: dict[str, int], shown: str | None = None,
+                   ) -> dict[str, int]:
+    """quick_check and row counts of a restored database nobody else writes to
+    (a private file about to be renamed into place, a drill's temp file).
 
     The pages were copied verbatim from a file that had just passed a full
     integrity_check, so what is left to catch is a bad write: quick_check
     walks every b-tree page (without cross-checking indexes against tables),
     and the row counts confirm the content.
     """
+    shown = shown or target
     try:
         conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None)
         try:
@@ -782,12 +1138,55 @@ def check_restored(target: str, expected: dict[str, int]) -> dict[str, int]:
     except sqlite3.Error as exc:
         rows, counts = [str(exc)], {}
     if rows != ["ok"]:
-        raise OpsError(EX_INTEGRITY, f"the restored {target} failed PRAGMA quick_check "
+        raise OpsError(EX_INTEGRITY, f"the restored {shown} failed PRAGMA quick_check "
                                      f"({'; '.join(rows[:3])})")
     mismatch = compare_counts(expected, counts)
     if mismatch:
-        raise OpsError(EX_INTEGRITY, f"the restored {target} does not match the backup: {mismatch}")
+        raise OpsError(EX_INTEGRITY, f"the restored {shown} does not match the backup: {mismatch}")
     return counts
+
+
+def interrupted_state(report: Report, target: str, progress: ApplyState) -> str:
+    """What an interruption of ``apply`` left in ``target``, found out rather than
+    assumed, and what to do next (one line)."""
+    restored = (f"{target} holds the backup's content ({os.path.basename(report.backup)}, "
+                f"{report.rows} rows)")
+    unchecked = f"; it was not checked: check it with: {maintain_check_command(target)}"
+    if progress.step == "start":
+        return f"interrupted before anything was written: {target} is as it was"
+    if progress.step == "moving-aside" and progress.placed(target):
+        progress.step = "placed"
+    if progress.step == "moving-aside":
+        moved = ", ".join(progress.moved)
+        return (f"interrupted before the restored file was put in place: {target} is as it was"
+                + (f", except that its stale {moved} were moved aside" if moved else ""))
+    if progress.step == "placed":
+        return (f"interrupted after the restored file was put in place: {target} holds the "
+                f"backup's content ({os.path.basename(report.backup)}, {report.rows} rows) "
+                "(checked)")
+    if progress.step in ("committed", "checked"):
+        checked = " (checked)" if progress.step == "checked" else unchecked
+        return f"interrupted after the copy was committed: {restored}{checked}"
+    # Interrupted during the backup-API step: its commit bumps the target's
+    # schema cookie by one, which says whether it happened.
+    try:
+        conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None, timeout=5)
+        try:
+            cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+            counts = table_counts(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return (f"interrupted during the copy into {target}, which cannot be read now ({exc}): "
+                f"whether the restore was committed is unknown; check it with: "
+                f"{maintain_check_command(target)}")
+    if progress.cookie is not None and cookie == progress.cookie:
+        return (f"interrupted during the copy: SQLite rolled it back, so {target} is as it was "
+                "(nothing was restored)")
+    if progress.cookie is not None and cookie > progress.cookie and counts == report.tables:
+        return f"interrupted during the copy, after its commit: {restored}{unchecked}"
+    return (f"interrupted during the copy into {target}: its content matches neither the "
+            f"backup nor the state before; check it with: {maintain_check_command(target)}")
 
 
 # ---------------------------------------------------------------------------
@@ -892,11 +1291,13 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
         f"  rows:            {report.rows} ({table_text})",
         f"  method:          {how}",
         f"  journal mode:    {applied.get('journal_mode', '?')}",
+        f"  owner, mode:     {applied.get('ownership', '?')}",
         f"  time taken:      {seconds:.1f} s",
     ]
     for moved in applied.get("moved_aside", []):
         lines.append(f"  moved aside:     {moved} (stale, never applied)")
-    for extra in (applied.get("why"), applied.get("note"), note, *report.warnings):
+    for extra in (applied.get("why"), applied.get("note"), applied.get("ownership_note"), note,
+                  *report.warnings):
         if extra:
             lines.append(f"  note: {extra}")
     return "\n".join(lines)
@@ -1120,6 +1521,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         hint = f"; the next older backup is {older.name} (--verify {older.name})"
         raise OpsError(exc.code, exc.message.removesuffix(NOTHING_CHANGED) + hint
                        + NOTHING_CHANGED) from None
+    if args.target:
+        later = later_versions(report.backup, args.target, args.dir)
+        report.undone = undone_migrations(report, args.migrations, later)
+    if args.latest and args.dir and args.db:
+        shrunk = shrink_warning(report.backup, args.dir, args.db)
+        if shrunk:
+            report.warnings.append(shrunk)
     if args.enforce_schema:
         note = check_schema(report, args.migrations, args.force)
     else:
@@ -1160,11 +1568,25 @@ def _info(message: str) -> None:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    report = Report.load(args.report)
-    report.applied = apply_restore(report, args.target, args.aside, args.busy_timeout_ms,
-                                   args.journal_mode, quiet=args.quiet)
-    report.save(args.report)
-    check_restored(args.target, report.tables)
+    progress = ApplyState()
+    report = None
+    try:
+        report = Report.load(args.report)
+        report.applied = apply_restore(report, args.target, args.aside, args.busy_timeout_ms,
+                                       args.journal_mode, progress=progress, quiet=args.quiet)
+        report.save(args.report)
+    except KeyboardInterrupt:
+        # Whatever arrives now, the state below is found out before it is said.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if args.scratch:
+            state = "interrupted; the drill's temp file is removed, nothing else was touched"
+        elif report is None:
+            state = f"interrupted before anything was written: {args.target} is as it was"
+        else:
+            state = interrupted_state(report, args.target, progress)
+        print(f"{PROG}: {state}", file=sys.stderr)
+        return EX_INTERRUPTED
     return EX_OK
 
 
@@ -1175,6 +1597,17 @@ def _cmd_receipt(args: argparse.Namespace) -> int:
         note = None
     print(format_receipt(report, args.target, safety=args.safety, raw_copy=args.raw_copy,
                          seconds=args.seconds, undo=args.undo, note=note, to=args.to))
+    return EX_OK
+
+
+def _cmd_missing_dir(args: argparse.Namespace) -> int:
+    print(missing_dir_message(args.db, args.configured or None))
+    return EX_OK
+
+
+def _cmd_prune_incident(args: argparse.Namespace) -> int:
+    for removed in prune_incident(args.dir, args.db):
+        _print_path(removed)
     return EX_OK
 
 
@@ -1214,6 +1647,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", metavar="DB", help="then show what restoring over DB would do")
     p.add_argument("--target", metavar="DB",
                    help="refuse (unless --force) a backup taken from another database")
+    p.add_argument("--latest", action="store_true",
+                   help="BACKUP was chosen as `latest`: warn when it holds far fewer rows")
     p.add_argument("--dir", help="BACKUP_DIR, to name the next older backup on failure")
     p.add_argument("--db", help="DB_PATH, with --dir")
     p.add_argument("--fk-accept", default="", help="FK_ACCEPT: TABLE[:N],... (orphans known)")
@@ -1225,6 +1660,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--aside", required=True, help="where stale -wal/-shm/-journal files go")
     p.add_argument("--journal-mode", help="mode for a new file (default: the backup's source's)")
     p.add_argument("--busy-timeout-ms", type=int, default=5000)
+    p.add_argument("--scratch", action="store_true",
+                   help="TARGET is a drill's temp file (removed on exit)")
     p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
     p.set_defaults(func=_cmd_apply)
     p = sub.add_parser("receipt")
@@ -1237,6 +1674,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--migrations")
     p.add_argument("--to", action="store_true", help="a --to restore (no safety backup)")
     p.set_defaults(func=_cmd_receipt)
+    p = sub.add_parser("missing-dir", help="the error for a --db whose directory is missing")
+    p.add_argument("db")
+    p.add_argument("--configured", default="")
+    p.set_defaults(func=_cmd_missing_dir)
+    p = sub.add_parser("prune-incident", help="keep the first and newest safety copies "
+                                              "of each incident in pre-restore/")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--db", required=True)
+    p.set_defaults(func=_cmd_prune_incident)
     p = sub.add_parser("holders")
     p.add_argument("db")
     p.set_defaults(func=_cmd_holders)
@@ -1251,14 +1697,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, exc)
     except BrokenPipeError:
         return EX_FAIL
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; an unfinished restore is rolled back by SQLite, so the "
-              "database is as it was", file=sys.stderr)
-        return 130
     except OSError as exc:
         where = exc.filename or args.command
         return fail(PROG, OpsError(EX_FAIL, f"{where}: {exc.strerror or exc}"))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main))

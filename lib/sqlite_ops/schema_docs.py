@@ -194,4 +194,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # Ctrl-C: exit 130, no traceback
+
+    sys.exit(run_interruptible(main))

@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -94,7 +95,8 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
 
     ``dest`` may exist and be empty (a private temp file made by the caller);
     anything in it is replaced. Returns the source's ``journal_mode``,
-    ``page_size`` and the SQLite library version that made the copy.
+    ``page_size``, the SQLite library version that made the copy, and the
+    file's owner, group and mode.
 
     In WAL mode writers keep committing during the copy (the copy reads one
     snapshot; checkpoints simply cannot pass it until it ends). In
@@ -135,7 +137,15 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
         src.close()
     _make_self_contained(dest)
     return {"journal_mode": str(mode).lower(), "page_size": int(page_size),
-            "sqlite_version": sqlite3.sqlite_version}
+            "sqlite_version": sqlite3.sqlite_version, **file_ownership(source)}
+
+
+def file_ownership(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest's ``owner``, ``group`` (numeric ids) and ``mode`` ("0644") of
+    the database file, so a restore into a new file gives it back to the
+    application's user instead of leaving it the restoring user's, 0600."""
+    st = os.stat(path)
+    return {"owner": st.st_uid, "group": st.st_gid, "mode": f"{stat.S_IMODE(st.st_mode):04o}"}
 
 
 def _make_self_contained(path: str | os.PathLike[str]) -> None:
@@ -333,7 +343,9 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     names = [row[0] for row in conn.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table' "
         "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
-    return {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchone()[0]
+    # fetchall: each statement runs to its end, so none is left pending on a
+    # connection that goes on to checkpoint (a restore's own, after its check).
+    return {name: conn.execute(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0]
             for name in names}
 
 
@@ -455,4 +467,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # Ctrl-C: exit 130, no traceback
+
+    sys.exit(run_interruptible(main))

@@ -241,3 +241,33 @@ def test_every_example_migration_in_the_guide_runs_up_and_down(tmp_path):
     proc = migrate("down", "--to", "4", "--no-backup")
     assert proc.returncode == 0, proc.stderr
     assert migrate("schema", "--check").returncode == 0
+
+
+_QUOTED = re.compile(r"<!-- quoted -->\s*\n\s*```text\n(?P<body>.*?)```", re.S)
+
+
+def _code_strings() -> str:
+    """The scripts' and library's text with string literals split over lines
+    (Python's implicit concatenation) joined back, so a message reads whole."""
+    files = [p for p in SCRIPTS.iterdir() if p.is_file()]
+    files += sorted((REPO_ROOT / "lib").rglob("*.py")) + [REPO_ROOT / "lib" / "common.sh"]
+    text = "\n".join(p.read_text() for p in files)
+    return re.sub(r'"\s*\n\s*(?:rf|f|r)?"', "", text)
+
+
+def test_messages_the_runbook_quotes_are_printed_by_the_code():
+    """Each `<!-- quoted -->` block of the guide holds messages word for word,
+    with <placeholders> for paths and numbers: every literal piece of them
+    must be in the code, so the runbook cannot promise a line nobody prints."""
+    guide = (REPO_ROOT / "docs" / "operations" / "database-management.md").read_text()
+    blocks = [m["body"] for m in _QUOTED.finditer(guide)]
+    assert len(blocks) >= 8
+    code = _code_strings()
+    for block in blocks:
+        for line in block.splitlines():
+            line = re.sub(r"^(restore_database\.sh|db_metrics): (info: |warning: )?", "",
+                          line.strip())
+            for piece in re.split(r"<[^<>]+>", line):
+                piece = piece.strip()
+                if len(piece) >= 8:
+                    assert piece in code, f"the guide quotes {piece!r}, which no code prints"

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -323,12 +324,37 @@ def test_missing_and_non_sqlite_files_are_usage_errors(tmp_path: Path) -> None:
     assert text.value.code == 2 and "not an SQLite database" in text.value.message
 
 
-def test_a_damaged_database_is_exit_4(tmp_path: Path) -> None:
+def test_a_damaged_database_is_reported_not_hidden(tmp_path: Path) -> None:
+    """Damage is a metric (sqlite_integrity_probe_ok 0) Prometheus can page on; the
+    CLI then exits 4 (tests/bats/incident.bats)."""
     db = tmp_path / "broken.db"
     shutil.copyfile(corpus_file("corrupt/chinook_rootswap.sqlite"), db)
-    with pytest.raises(OpsError) as damaged:
-        metrics.collect(str(db))
-    assert damaged.value.code == 4 and "malformed" in damaged.value.message
+    report = metrics.collect(str(db))
+    assert "malformed" in report.damage
+    assert report.value("sqlite_integrity_probe_ok") == 0
+
+
+def test_the_cheap_probe_sees_a_damaged_first_or_last_leaf_and_nothing_else(tmp_path: Path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, pad TEXT)")
+    conn.executemany("INSERT INTO t(pad) VALUES (?)", [("x" * 300,)] * 2000)
+    conn.commit()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    healthy = metrics.collect(str(db))
+    assert healthy.value("sqlite_integrity_probe_ok") == 1 and healthy.damage is None
+    with open(db, "r+b") as handle:  # a leaf in the middle: only quick_check sees it
+        handle.seek(4096 * (pages // 2) + 8)
+        handle.write(b"\xff" * 64)
+    assert metrics.collect(str(db)).value("sqlite_integrity_probe_ok") == 1
+    checked = metrics.collect(str(db), metrics.Options(integrity_check=True))
+    assert checked.value("sqlite_integrity_probe_ok") == 0
+    assert checked.value("sqlite_integrity_quick_check_ok") == 0
+    with open(db, "r+b") as handle:  # the last leaf: the probe reads it
+        handle.seek(4096 * (pages - 1) + 8)
+        handle.write(b"\xff" * 64)
+    assert metrics.collect(str(db)).value("sqlite_integrity_probe_ok") == 0
 
 
 def test_northwind_order_details(tmp_path: Path) -> None:
@@ -371,3 +397,29 @@ def test_health(db: Path, tmp_path: Path) -> None:
     shutil.copyfile(corpus_file("corrupt/corruptN_1.sqlite"), broken)
     ok, info = metrics.health(str(broken), quick_check=True)
     assert not ok and info["status"] == "error"
+
+
+def test_the_last_maintenance_check_is_read_back(tmp_path: Path) -> None:
+    """maintain_database.sh's verdict and time (METRICS_DIR) reach every cheap
+    scrape: a failed check keeps sqlite_integrity_probe_ok at 0, and the age
+    of the newest full check is exported."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    records = tmp_path / "metrics"
+    records.mkdir()
+    then = time.time() - 3 * 86400
+    prom = records / "sqlite_ops_maintenance_app.prom"
+    for ok in (1, 0):
+        prom.write_text(
+            "# TYPE sqlite_maintenance_last_success_timestamp_seconds gauge\n"
+            f'sqlite_maintenance_last_success_timestamp_seconds{{db="app",task="check"}} {then}\n'
+            "# TYPE sqlite_integrity_ok gauge\n"
+            f'sqlite_integrity_ok{{db="app"}} {ok}\n')
+        report = metrics.collect(str(db), metrics.Options(records_dir=str(records)))
+        assert report.value("sqlite_integrity_probe_ok") == ok
+        assert abs(report.value("sqlite_integrity_check_age_seconds") - 3 * 86400) < 60
+    none = metrics.collect(str(db))
+    assert none.value("sqlite_integrity_check_age_seconds") is None
+    assert any("no full integrity check on record" in note for note in none.notes)

@@ -542,3 +542,239 @@ def test_list_shows_a_newline_in_a_name_escaped_on_one_line(tmp_path):
     (row,) = [line for line in proc.stdout.splitlines() if line.startswith("* ")]
     assert row.startswith("* new\\nline_") and row.endswith("  ok")
     assert "Backups of 'new\\nline'" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# The incident path tells the truth
+# ---------------------------------------------------------------------------
+
+
+def test_a_commit_right_after_the_restore_is_not_mistaken_for_damage(world, monkeypatch):
+    """The application commits between the restore's commit and its check: the
+    check still sees exactly what the restore wrote, or knows it did not."""
+    db, _, tmp_path = world
+    report = _verified(world)
+    app = sqlite3.connect(db, isolation_level=None)
+    real_check = restore._check_own_copy
+
+    def app_writes_first(dst, target, expected, version_before):
+        app.execute("INSERT INTO devices(ip) VALUES ('written by the app after the restore')")
+        return real_check(dst, target, expected, version_before)
+
+    monkeypatch.setattr(restore, "_check_own_copy", app_writes_first)
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    app.close()
+    assert "another process committed writes right after the restore" in applied["note"]
+    assert "devices has 51 rows, the backup has 50" in applied["note"]
+    assert count(db) == 51  # the app's row is kept: it is the application's
+
+
+def test_a_difference_nobody_else_wrote_is_still_damage(world, monkeypatch):
+    db, _, tmp_path = world
+    report = _verified(world)
+    report.tables = dict(report.tables, devices=49)  # as if a page had been written wrong
+    with pytest.raises(OpsError) as caught:
+        restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert caught.value.code == 4
+    assert "devices has 50 rows, manifest says 49" in caught.value.message
+
+
+def _interrupt_in(monkeypatch, name):
+    real = getattr(restore, name)
+
+    def interrupted(*args, **kwargs):
+        if name in ("_check_own_copy", "_move_aside"):
+            raise KeyboardInterrupt
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(restore, name, interrupted)
+
+
+def _apply_cli(report, db, tmp_path, capsys):
+    path = tmp_path / "report.json"
+    report.save(path)
+    code = restore.main(["apply", "--report", str(path), "--target", str(db),
+                         "--aside", str(tmp_path / "aside")])
+    return code, capsys.readouterr().err
+
+
+def test_interrupted_after_the_commit_says_restored_not_as_it_was(world, monkeypatch, capsys):
+    db, _, tmp_path = world
+    restore.set_journal_mode(str(db), "wal")
+    app = sqlite3.connect(db, isolation_level=None)
+    app.executemany("INSERT INTO devices(ip) VALUES (?)", [("later",)] * 7)
+    app.close()
+    report = _verified(world)
+    wanted = content(Path(report.work))
+    _interrupt_in(monkeypatch, "_check_own_copy")
+    code, err = _apply_cli(report, db, tmp_path, capsys)
+    assert code == 130
+    assert "interrupted after the copy was committed" in err
+    assert f"{db} holds the backup's content ({Path(report.backup).name}, 100 rows)" in err
+    assert "it was not checked: check it with:" in err and "quick-check" in err
+    assert "as it was" not in err
+    assert content(db) == wanted  # and it really does
+
+
+def test_interrupted_before_the_copy_says_as_it_was(world, monkeypatch, capsys):
+    db, _, tmp_path = world
+    app = sqlite3.connect(db, isolation_level=None)
+    app.executemany("INSERT INTO devices(ip) VALUES (?)", [("later",)] * 7)
+    app.close()
+    before = content(db)
+    report = _verified(world)
+    monkeypatch.setattr(restore, "_check_free_space",
+                        lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    code, err = _apply_cli(report, db, tmp_path, capsys)
+    assert code == 130
+    assert f"interrupted before anything was written: {db} is as it was" in err
+    assert content(db) == before
+
+
+def test_interrupted_during_the_copy_finds_out_from_the_schema_cookie(world, monkeypatch, capsys):
+    """A Ctrl-C inside the backup-API step is raised after the step returns:
+    whether it committed is read from the database, not assumed."""
+    db, _, tmp_path = world
+    report = _verified(world)
+    wanted = content(Path(report.work))
+
+    def progress_interrupted(status, remaining, total):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(restore, "_abort_when_busy", progress_interrupted)
+    code, err = _apply_cli(report, db, tmp_path, capsys)
+    assert code == 130
+    assert "interrupted during the copy, after its commit" in err
+    assert content(db) == wanted
+
+
+def test_interrupted_after_a_rename_into_place(world, monkeypatch, capsys):
+    db, _, tmp_path = world
+    report = _verified(world)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real_replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(restore.os, "replace", replace_then_interrupt)
+    code, err = _apply_cli(report, db, tmp_path, capsys)
+    assert code == 130
+    assert "interrupted after the restored file was put in place" in err
+    assert count(db) == 50
+
+
+def test_a_new_file_gets_the_manifests_journal_mode_owner_and_mode(world):
+    db, backup, tmp_path = world
+    manifest_path = Path(f"{backup}{catalog.MANIFEST_SUFFIX}")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["journal_mode"] == "wal"
+    assert {"owner", "group", "mode"} <= set(manifest)  # recorded by every backup
+    manifest["mode"] = "0640"
+    manifest_path.write_text(json.dumps(manifest))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    report = _verified(world)
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["journal_mode"] == "wal"
+    assert oct(os.stat(db).st_mode & 0o777) == "0o640"
+    assert "0640 (as recorded in the backup's manifest)" in applied["ownership"]
+
+
+def test_a_fresh_empty_file_in_place_of_the_database_gets_the_backups_journal_mode(world):
+    """`sqlite3 app.db` (or an application starting) after the loss leaves an
+    empty rollback-journal file: the restore must not keep that mode."""
+    db, _, tmp_path = world
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    db.touch(mode=0o600)
+    report = _verified(world)
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "backup-api"
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert "as recorded in the backup's manifest" in applied["ownership"]
+
+
+def test_an_existing_file_keeps_its_owner_and_mode(world):
+    db, _, tmp_path = world
+    os.chmod(db, 0o644)
+    report = _verified(world)
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert "0644 (as the replaced file)" in applied["ownership"]
+    assert os.stat(db).st_mode & 0o777 == 0o644
+
+
+def test_incident_pruning_keeps_the_first_and_the_newest_two():
+    day = 86400.0
+    copies = [restore.SafetyCopy(Path(f"c{i}"), t, None)
+              for i, t in enumerate([0, 600, 1200, 1800, 2400, 5 * day, 5 * day + 60])]
+    pruned = [c.path.name for c in restore.plan_incident_prune(copies)]
+    # c0..c4 are one incident: keep c0 (before anyone restored) and c3, c4;
+    # c5, c6 are another, small enough to keep whole.
+    assert pruned == ["c1", "c2"]
+
+
+def test_migration_undone_by_the_restore_is_named(tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    for name in ("001_init.sql", "002_devices.sql", "003_drop_hostnames.sql"):
+        (migrations / name).write_text("-- migrate:up\nSELECT 1;\n")
+    report = restore.Report(backup="b", work="w", has_manifest=True, created_at=None,
+                            compression="none", sha256="", db_size_bytes=0, page_size=4096,
+                            journal_mode="wal", schema_version=2, tables={})
+    report.undone = restore.undone_migrations(report, str(migrations),
+                                              [(3, "the database being replaced")])
+    assert report.undone == [[3, "003_drop_hostnames.sql", "the database being replaced"]]
+    note = restore.check_schema(report, str(migrations), False)
+    assert "predates migration 003_drop_hostnames.sql" in note
+    assert "do not run `make migrate` yet" in note
+    report.undone = restore.undone_migrations(report, str(migrations), [])
+    assert "run `make migrate`" in restore.check_schema(report, str(migrations), False)
+
+
+def test_a_mistyped_directory_names_the_nearest_existing_path(tmp_path):
+    (tmp_path / "dashboard" / "data").mkdir(parents=True)
+    typo = tmp_path / "dashbaord" / "data" / "dashboard.db"
+    message = restore.missing_dir_message(str(typo), str(tmp_path / "conf.db"))
+    assert f"directory {typo.parent} does not exist" in message
+    assert f"the nearest existing one is {tmp_path}" in message
+    assert f"did you mean {tmp_path / 'dashboard' / 'data' / 'dashboard.db'}?" in message
+    assert f"the configured DB_PATH is {tmp_path / 'conf.db'}" in message
+    assert "create it (owned" not in message
+
+
+def test_python_entry_points_end_an_interrupt_without_a_traceback():
+    for sig in ("SIGINT", "SIGTERM"):
+        # (A test runner may start children with SIGINT ignored: give it back.)
+        code = ("import os, signal\nfrom sqlite_ops.common import run_interruptible\n"
+                "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                f"def main():\n    os.kill(os.getpid(), signal.{sig})\n    return 0\n"
+                "raise SystemExit(run_interruptible(main))\n")
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True)
+        assert proc.returncode == 130, sig
+        assert "Traceback" not in proc.stderr
+    for module in (REPO_ROOT / "lib" / "sqlite_ops").glob("*.py"):
+        text = module.read_text()
+        if 'if __name__ == "__main__":' in text:
+            assert "run_interruptible(main)" in text, f"{module.name}: Ctrl-C gives a traceback"
+
+
+def test_an_interrupted_drill_says_its_temp_file_goes(world, monkeypatch, capsys):
+    db, _, tmp_path = world
+    report = _verified(world)
+    path = tmp_path / "report.json"
+    report.save(path)
+    _interrupt_in(monkeypatch, "_move_aside")
+    code = restore.main(["apply", "--report", str(path), "--target", str(tmp_path / "drill.db"),
+                         "--aside", str(tmp_path / "aside"), "--scratch"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "the drill's temp file is removed, nothing else was touched" in err
+    assert "check it with" not in err

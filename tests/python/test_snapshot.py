@@ -237,7 +237,8 @@ def test_manifest_has_every_contract_field(tmp_path):
     manifest = snapshot.build_manifest(
         snap, source="live.db", created=0, file_name="live_19700101_000000.db", name="live",
         compression="none", duration=1.23456,
-        facts=[{"journal_mode": "wal", "sqlite_version": "3"}, snapshot.pack(snap, snap, "none")])
+        facts=[{"journal_mode": "wal", "sqlite_version": "3", "owner": 0, "group": 0,
+                "mode": "0644"}, snapshot.pack(snap, snap, "none")])
     written = {key for key, (_, level) in catalog.MANIFEST_SCHEMA.items()
                if level != catalog.OPTIONAL}
     assert written <= set(manifest)
@@ -253,7 +254,8 @@ def test_a_manifest_that_breaks_its_schema_is_never_published(tmp_path):
         snapshot.build_manifest(
             snap, source="live.db", created=0, file_name="live_19700101_000000.db",
             name="live", compression="none", duration=1.0,
-            facts=[{"journal_mode": "wal", "sqlite_version": "3"},
+            facts=[{"journal_mode": "wal", "sqlite_version": "3", "owner": 0, "group": 0,
+                    "mode": "0644"},
                    {"sha256": "not hex", "db_sha256": "b" * 64, "size_bytes": 1,
                     "db_size_bytes": 1}])
     assert raised.value.code == EX_FAIL
