@@ -328,6 +328,11 @@ _sops_on_signal() {
 
 SOPS_TRAPS=0
 
+# The function called with the signal's name on INT, TERM or HUP. A script
+# whose interruption needs its own words (a restore knows which step it was
+# in) sets its own before install_traps; hold_signals/release_signals keep it.
+SOPS_SIGNAL_HANDLER=_sops_on_signal
+
 # install_traps: call once from main(); cleanup runs on exit, INT, TERM, HUP.
 install_traps() {
   trap _sops_on_exit EXIT
@@ -339,7 +344,7 @@ _sops_signal_traps() {
   local sig
   for sig in INT TERM HUP; do
     # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
-    trap "_sops_on_signal $sig" "$sig"
+    trap "$SOPS_SIGNAL_HANDLER $sig" "$sig"
   done
 }
 
@@ -360,7 +365,7 @@ hold_signals() {
 release_signals() {
   [[ $SOPS_TRAPS == 1 ]] || return 0
   _sops_signal_traps
-  [[ -z $SOPS_HELD_SIGNAL ]] || _sops_on_signal "$SOPS_HELD_SIGNAL"
+  [[ -z $SOPS_HELD_SIGNAL ]] || "$SOPS_SIGNAL_HANDLER" "$SOPS_HELD_SIGNAL"
 }
 
 # _sops_mktemp MKTEMP_ARGS...: mktemp, its path registered for removal on exit

@@ -611,12 +611,8 @@ on_restore_signal() {
 
 # restore_traps: the shared cleanup traps, with this flow's own signal messages.
 restore_traps() {
+  SOPS_SIGNAL_HANDLER=on_restore_signal
   install_traps
-  local sig
-  for sig in INT TERM HUP; do
-    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
-    trap "on_restore_signal $sig" "$sig"
-  done
 }
 
 main() {

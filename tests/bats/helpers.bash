@@ -98,3 +98,33 @@ hold_lock() {
   echo "hold_lock: the lock on $1 was never taken" >&2
   return 1
 }
+
+# Background processes a test starts (writers, holders); stop_background kills
+# them, from the teardown of the files that use it.
+BG_PIDS=()
+stop_background() {
+  local pid
+  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+
+# backup_now: a verified backup of DB_PATH with the real script; prints its path.
+backup_now() {
+  local out
+  out=$("$SCRIPTS/backup_database.sh" --quiet "$@") || return
+  printf '%s\n' "${out##*Backup completed: }"
+}
+
+# content DB: a digest of the database's content (ignores header bookkeeping).
+content() { sqlite3 -readonly "$1" .sha3sum; }
+
+# backup_content BACKUP: the content digest of a (compressed) backup file.
+backup_content() {
+  local tmp="$BATS_TEST_TMPDIR/decompressed.db"
+  rm -f "$tmp"
+  case $1 in
+    *.zst) zstd -q -d -c -- "$1" >"$tmp" ;;
+    *.gz) gzip -d -c -- "$1" >"$tmp" ;;
+    *) cp -- "$1" "$tmp" ;;
+  esac
+  content "$tmp"
+}

@@ -21,30 +21,7 @@ setup() {
   mkdir -p "$WORK/data" "$MIGRATIONS_DIR"
 }
 
-teardown() {
-  local pid
-  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-}
-
-BG_PIDS=()
-
-# backup_now: a verified backup of DB_PATH with the real script; prints its path.
-backup_now() {
-  local out
-  out=$("$SCRIPTS/backup_database.sh" --quiet "$@") || return
-  printf '%s\n' "${out##*Backup completed: }"
-}
-
-# content DB: a digest of the database's content.
-content() { sqlite3 -readonly "$1" .sha3sum; }
-
-# backup_content BACKUP: the content digest of a zstd backup.
-backup_content() {
-  local tmp="$BATS_TEST_TMPDIR/decompressed.db"
-  rm -f "$tmp"
-  zstd -q -d -c -- "$1" >"$tmp"
-  content "$tmp"
-}
+teardown() { stop_background; }
 
 # on_terminal ANSWER COMMAND...: run COMMAND on a pseudo-terminal (script(1)),
 # typing ANSWER at its prompt; sets status and output (stdout and stderr, as a

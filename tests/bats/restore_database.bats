@@ -13,34 +13,7 @@ setup() {
   mkdir -p "$MIGRATIONS_DIR"
 }
 
-teardown() {
-  local pid
-  for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-}
-
-BG_PIDS=()
-
-# backup_now: a verified backup of DB_PATH with the real script; prints its path.
-backup_now() {
-  local out
-  out=$("$SCRIPTS/backup_database.sh" --quiet "$@") || return
-  printf '%s\n' "${out##*Backup completed: }"
-}
-
-# content DB: a digest of the database's content (ignores header bookkeeping).
-content() { sqlite3 -readonly "$1" .sha3sum; }
-
-# backup_content BACKUP: the content digest of a (compressed) backup file.
-backup_content() {
-  local tmp="$BATS_TEST_TMPDIR/decompressed.db"
-  rm -f "$tmp"
-  case $1 in
-    *.zst) zstd -q -d -c -- "$1" >"$tmp" ;;
-    *.gz) gzip -d -c -- "$1" >"$tmp" ;;
-    *) cp -- "$1" "$tmp" ;;
-  esac
-  content "$tmp"
-}
+teardown() { stop_background; }
 
 # add_rows DB N: N more devices (and services) committed normally.
 add_rows() {
