@@ -448,7 +448,10 @@ PY
   for minutes in 50 40 30 20; do
     stamps+=("$(date -u -d "-$minutes min" +%Y%m%d_%H%M%S)")
     cp -- "$safety" "$BACKUP_DIR/pre-restore/app_${stamps[-1]}.db.zst"
-    cp -- "$safety.manifest.json" "$BACKUP_DIR/pre-restore/app_${stamps[-1]}.db.zst.manifest.json"
+    # A backup's time is its manifest's created_at: each copy's says when it was taken.
+    sed -e "s/\"created_at\": \"[^\"]*\"/\"created_at\": \"$(date -u -d "-$minutes min" +%Y-%m-%dT%H:%M:%SZ)\"/" \
+      -e "s/\"file\": \"[^\"]*\"/\"file\": \"app_${stamps[-1]}.db.zst\"/" \
+      -- "$safety.manifest.json" >"$BACKUP_DIR/pre-restore/app_${stamps[-1]}.db.zst.manifest.json"
   done
   rm -f -- "$safety" "$safety.manifest.json"
   run --separate-stderr "$RESTORE" --yes latest
