@@ -25,7 +25,8 @@ from typing import IO, Callable
 INTERVAL = 0.25  # seconds between redraws
 
 
-def _human(size: float) -> str:
+def human_bytes(size: float) -> str:
+    """1536 -> '1.5 KiB': the one size format of messages, tables and progress."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -88,15 +89,15 @@ class Progress:
         done = self.done
         if not self.total:
             if done:
-                return f"{self.prog}: {self.label}: {_human(done)}, {_duration(elapsed)}"
+                return f"{self.prog}: {self.label}: {human_bytes(done)}, {_duration(elapsed)}"
             return f"{self.prog}: {self.label}: {_duration(elapsed)}"
         done = min(done, self.total)
         rate = done / elapsed if elapsed > 0 else 0.0
-        text = (f"{self.prog}: {self.label}: {_human(done)} of {_human(self.total)} "
+        text = (f"{self.prog}: {self.label}: {human_bytes(done)} of {human_bytes(self.total)} "
                 f"({100 * done // self.total}%)")
         if rate > 0 and elapsed >= 0.5:
             left = (self.total - done) / rate
-            text += f", {_human(rate)}/s, {_duration(left)} left"
+            text += f", {human_bytes(rate)}/s, {_duration(left)} left"
         return text
 
     def _draw(self) -> None:

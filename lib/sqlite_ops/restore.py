@@ -72,7 +72,7 @@ from sqlite_ops.common import (
     roll_back_hot_journal,
     run_interruptible,
 )
-from sqlite_ops.progress import Progress, file_size_probe
+from sqlite_ops.progress import Progress, file_size_probe, human_bytes
 from sqlite_ops.snapshot import schema_version, table_counts
 
 PROG = "restore_database.sh"
@@ -95,14 +95,6 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
 
 
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def printable(text: str) -> str:
