@@ -33,6 +33,7 @@ from benchlib import (  # noqa: E402
     SCRIPTS,
     bench_db,
     cached_db,
+    file_size,
     machine,
     median_time,
     peak_rss_kib,
@@ -76,7 +77,7 @@ def build_app(tmp: Path) -> None:
     conn.executemany("INSERT INTO scans(id, scan_type, scan_date) VALUES (?, 'nmap', ?)",
                      [(i, f"2026-{i:06d}") for i in range(1, 1001)])
     device = service = 0
-    while tmp.stat().st_size + _size(f"{tmp}-wal") < SIZE_MB << 20:
+    while tmp.stat().st_size + file_size(f"{tmp}-wal") < SIZE_MB << 20:
         conn.execute("BEGIN")
         for _ in range(5000):
             device += 1
@@ -96,13 +97,6 @@ def build_app(tmp: Path) -> None:
     conn.execute("ANALYZE")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def env_for(db: Path, backups: Path, **extra: str) -> dict[str, str]:

@@ -68,7 +68,7 @@ def _fill_devices(tmp: Path, size_mb: int, journal_mode: str) -> None:
     conn.executescript(BENCH_SCHEMA)
     target = size_mb * 1024 * 1024
     next_id = 0
-    while tmp.stat().st_size + _size(f"{tmp}-wal") < target:
+    while tmp.stat().st_size + file_size(f"{tmp}-wal") < target:
         rows = []
         for _ in range(20000):
             next_id += 1
@@ -89,7 +89,8 @@ def _fill_devices(tmp: Path, size_mb: int, journal_mode: str) -> None:
     conn.close()
 
 
-def _size(path: str) -> int:
+def file_size(path: str) -> int:
+    """Bytes, or 0 for a file that is not there (a -wal not yet made)."""
     try:
         return os.path.getsize(path)
     except OSError:

@@ -218,3 +218,14 @@ class Writer:
         finally:
             conn.close()
         return [s for s in self.committed if s not in present]
+
+
+def wait_for_group_end(pgid: int) -> None:
+    """Wait until no process of the group ``pgid`` (a run started with
+    start_new_session) is left: the tools it started end too."""
+    for _ in range(3000):  # polling for an event, not timing one
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)

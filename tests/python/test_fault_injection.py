@@ -33,6 +33,7 @@ from opsenv import (
     make_dashboard,
     ops_env,
     run,
+    wait_for_group_end,
 )
 
 from sqlite_ops.catalog import list_backups
@@ -77,12 +78,7 @@ def _signal_at_random(cmd: list[str], env: dict[str, str], seed: int, span: floa
     except ProcessLookupError:
         pass
     code = proc.wait(timeout=300)
-    for _ in range(3000):  # and every process of the run has ended
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.02)
+    wait_for_group_end(proc.pid)  # and every process of the run has ended
     return code
 
 

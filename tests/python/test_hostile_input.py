@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import SCRIPTS, content_digest, integrity_ok, ops_env, run
+from opsenv import SCRIPTS, content_digest, integrity_ok, ops_env, run, wait_for_group_end
 
 ROOT = os.geteuid() == 0
 VICTIM_TEXT = "precious: must never be truncated or written by sqlite-ops\n"
@@ -431,12 +431,7 @@ def interrupt(cmd: list[str], env: dict[str, str], pause: Path, sig: signal.Sign
             os.kill(proc.pid, sig)
         (pause / "release").touch()
         code = proc.wait(timeout=120)
-        for _ in range(3000):  # orphans of the group (a tool released above) end too
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.02)
+        wait_for_group_end(proc.pid)  # orphans of the group (a tool released above) end too
         return code
     finally:
         if proc.poll() is None:
