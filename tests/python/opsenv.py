@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -229,3 +230,12 @@ def wait_for_group_end(pgid: int) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.02)
+
+
+def default_signals() -> None:
+    """preexec_fn for a run a test interrupts: SIGINT and SIGQUIT back to their
+    default. A shell without job control starts background commands with them
+    ignored, and an ignored signal cannot be trapped by the scripts, so a trial
+    started from such a shell would test nothing."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)

@@ -29,6 +29,7 @@ from opsenv import (
     applied_versions,
     content_digest,
     data_digest,
+    default_signals,
     integrity_ok,
     make_dashboard,
     ops_env,
@@ -47,7 +48,7 @@ def _kill_at_random(cmd: list[str], env: dict[str, str], seed: int, span: float)
     Returns the exit code if it finished first, else None."""
     delay = random.Random(seed).uniform(0, span)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
     try:
         return proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -65,7 +66,7 @@ def _signal_at_random(cmd: list[str], env: dict[str, str], seed: int, span: floa
     sig = rnd.choice([signal.SIGTERM, signal.SIGINT])
     whole_group = rnd.choice([True, False])
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
     try:
         return proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:

@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import SCRIPTS, content_digest, integrity_ok, ops_env, run, wait_for_group_end
+from opsenv import (
+    SCRIPTS,
+    content_digest,
+    default_signals,
+    integrity_ok,
+    ops_env,
+    run,
+    wait_for_group_end,
+)
 
 ROOT = os.geteuid() == 0
 VICTIM_TEXT = "precious: must never be truncated or written by sqlite-ops\n"
@@ -422,7 +430,7 @@ def interrupt(cmd: list[str], env: dict[str, str], pause: Path, sig: signal.Sign
     group, as Ctrl-C and systemd do, or to the script alone), release the
     tool, and return the exit code once every process of the run is gone."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
     try:
         wait_for(pause / "paused", proc, "the paused step")
         if whole_group:
