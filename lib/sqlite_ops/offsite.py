@@ -41,10 +41,15 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import base64
+import collections
+import ctypes
 import hashlib
 import json
 import os
 import re
+import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -52,6 +57,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +320,171 @@ class Rclone:
                  missing_ok=True)
 
 
+def split_path(path: str) -> tuple[str, str]:
+    """``nas:dir/sub/file`` as (``nas:dir/sub``, ``file``): the directory and the name
+    in it, as rclone's remote control takes them."""
+    head, slash, tail = path.rpartition("/")
+    if slash:
+        return (head + "/" if head.endswith(":") or not head else head), tail
+    head, colon, tail = path.partition(":")
+    return head + colon, tail
+
+
+def _parent_death_signal() -> Any:
+    """A function that, run in a child before exec, has the kernel kill the child
+    when this process dies (Linux ``prctl(PR_SET_PDEATHSIG)``); None elsewhere."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+class RcloneDaemon(Rclone):
+    """One ``rclone rcd`` for a whole sync: the listing, the uploads, the hash checks
+    and the removals are calls to it over loopback HTTP, so rclone starts once and
+    keeps its connections (one SSH handshake per sync, not one per step).
+
+    It listens on 127.0.0.1, on a port the kernel picks, and answers only to a user
+    and password made up for this run and passed in its environment, never on its
+    command line (which the process list shows). It stops when the sync ends and is
+    killed with it: no rclone goes on writing after us. Downloads (the download
+    check, the manifests read by the remote retention) run as one-off rclone
+    commands, as in ``Rclone``."""
+
+    STARTUP_SECONDS = 30
+
+    def __init__(self, executable: str | None = None) -> None:
+        super().__init__(executable)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._url = ""
+        self._auth = ""
+        self._log: collections.deque[str] = collections.deque(maxlen=20)
+        # Straight to 127.0.0.1, whatever http_proxy says.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __enter__(self) -> RcloneDaemon:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        user, password = secrets.token_hex(8), secrets.token_urlsafe(24)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_RC_")}
+        env.update(RCLONE_RC_USER=user, RCLONE_RC_PASS=password)
+        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._proc = subprocess.Popen(
+            [self.executable, *self.flags, "rcd", "--rc-addr", "127.0.0.1:0"], env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_parent_death_signal())  # noqa: PLW1509 - no thread runs yet
+        try:
+            port = self._await_port()
+        except BaseException:
+            self.stop()
+            raise
+        self._url = f"http://127.0.0.1:{port}/"
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _await_port(self) -> str:
+        """The port from rclone's "Serving remote control on http://127.0.0.1:N/"."""
+        assert self._proc and self._proc.stderr
+        stream, seen, deadline = self._proc.stderr, b"", time.monotonic() + self.STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(stream.fileno(), 4096) if ready else b""
+            seen += chunk
+            found = re.search(rb"Serving remote control on http://127\.0\.0\.1:(\d+)/", seen)
+            if found:
+                self._log.extend(seen.decode(errors="replace").splitlines())
+                return found.group(1).decode()
+            if ready and not chunk:  # it exited
+                break
+        raise OpsError(EX_FAIL, "rclone's remote control (rclone rcd) did not start: "
+                                f"{_last_error(seen.decode(errors='replace'))}")
+
+    def _drain(self) -> None:
+        """Read rclone's log (its errors also come back in each call's answer)."""
+        assert self._proc and self._proc.stderr
+        for line in self._proc.stderr:
+            self._log.append(line.decode(errors="replace"))
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.kill()  # nothing of ours is in flight: an interrupted upload stops now
+        self._proc.wait()
+        self._proc = None
+
+    def call(self, remote: str, what: str, method: str, params: dict[str, Any],
+             missing_ok: bool = False) -> dict[str, Any] | None:
+        """One remote-control call (``method`` with ``params``, as rclone's rc documents
+        them); its answer, or None when ``missing_ok`` and rclone says not found."""
+        request = urllib.request.Request(
+            self._url + method, data=json.dumps(params).encode(),
+            headers={"Authorization": self._auth, "Content-Type": "application/json"})
+        try:
+            with self._opener.open(request) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            try:
+                answer = json.load(exc)
+            except ValueError:
+                answer = {}
+            status, message = answer.get("status", exc.code), str(answer.get("error") or exc)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log = " ".join(self._log)
+            raise OpsError(EX_FAIL, f"{remote}: {what}: rclone's remote control stopped "
+                                    f"answering ({getattr(exc, 'reason', exc)}; "
+                                    f"{_last_error(log)}); nothing local was changed") from None
+        if missing_ok and (status == 404 or "not found" in message.lower()):
+            return None
+        raise classify(remote, what, message, 1)
+
+    def listing(self, remote: str, directory: str) -> dict[str, int]:
+        answer = self.call(remote, "listing", "operations/list", {
+            "fs": directory, "remote": "",
+            "opt": {"filesOnly": True, "noMimeType": True, "noModTime": True}},
+            missing_ok=True)
+        entries = (answer or {}).get("list") or []
+        return {e["Name"]: int(e["Size"]) for e in entries if not e.get("IsDir")}
+
+    def hashes(self, remote: str) -> list[str]:
+        answer = self.call(remote, "reading the backend's features", "operations/fsinfo",
+                           {"fs": remote}) or {}
+        return [h.lower() for h in answer.get("Hashes") or []]
+
+    def remote_hash(self, remote: str, path: str, kind: str) -> tuple[str, int] | None:
+        directory, name = split_path(path)
+        answer = self.call(remote, "reading the copy's hash", "operations/stat", {
+            "fs": directory, "remote": name,
+            "opt": {"showHash": True, "hashTypes": [kind]}}) or {}
+        item = answer.get("item")
+        if not item:
+            return "", -1  # gone: not the copy we sent
+        value = (item.get("Hashes") or {}).get(kind)
+        return (str(value).lower(), int(item.get("Size", -1))) if value else None
+
+    def upload(self, remote: str, local: str | os.PathLike[str], dest: str,
+               checked_after: bool = False) -> None:
+        """As ``Rclone.upload``: always transferred, rclone's own hash comparison
+        skipped when the caller checks the copy itself."""
+        config: dict[str, bool] = {"IgnoreTimes": True}
+        if checked_after:
+            config["IgnoreChecksum"] = True
+        directory, name = split_path(dest)
+        self.call(remote, f"upload of {name}", "operations/copyfile", {
+            "srcFs": os.path.dirname(os.path.abspath(local)),
+            "srcRemote": os.path.basename(local), "dstFs": directory, "dstRemote": name,
+            "_config": config})
+
+    def delete(self, remote: str, path: str) -> None:
+        directory, name = split_path(path)
+        self.call(remote, f"removal of {name}", "operations/deletefile",
+                  {"fs": directory, "remote": name}, missing_ok=True)
+
+
 # ---------------------------------------------------------------------------
 # The local record of what each remote holds
 # ---------------------------------------------------------------------------
@@ -507,18 +679,18 @@ class Syncer:
         self._remember(directory, backup, how)
         return True
 
-    def _hash_kind(self, remote: str) -> str | None:
-        """The strongest hash the remote's backend computes (asked once, then recorded)."""
+    def _hash_kind(self, remote: str, directory: str) -> str | None:
+        """The strongest hash the remote's backend computes (asked once, then recorded;
+        asked of ``directory``, which the sync's other calls use too)."""
         backend = remote.split(":", 1)[0] + ":" if ":" in remote else "local"
         if not isinstance(self.record.hashes.get(backend), list):
-            self.record.hashes[backend] = self.rclone.hashes(remote if backend == "local"
-                                                             else backend)
+            self.record.hashes[backend] = self.rclone.hashes(directory)
         return next((k for k in HASH_PREFERENCE if k in self.record.hashes[backend]), None)
 
     def _check_copy(self, remote: str, path: str, backup: catalog.Backup,
                     local: dict[str, Any] | None = None) -> str | None:
         """How the remote copy was proven equal to the local backup, or None if it is not."""
-        kind = self._hash_kind(remote)
+        kind = self._hash_kind(remote, split_path(path)[0])
         if local is None:
             local = {}
             _local_hashes(backup.path, (kind,) if kind else (), local)
@@ -540,7 +712,7 @@ class Syncer:
         """Data file, check, manifest last, record. False when the local file is unusable."""
         file = backup.path.name
         dest = f"{directory}/{file}"
-        kind = self._hash_kind(remote)
+        kind = self._hash_kind(remote, directory)
         local: dict[str, Any] = {}
         # Hash the local file while rclone uploads it: one read, in parallel.
         hasher = threading.Thread(target=_local_hashes,
@@ -838,8 +1010,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if not Path(opts.backup_dir).is_dir():
         raise OpsError(EX_USAGE, f"backup directory not found: {opts.backup_dir} (check --dir "
                                  "or BACKUP_DIR)")
-    syncer = Syncer(opts, Rclone())
-    results = syncer.run()
+    with RcloneDaemon() as rclone:  # one rclone, its connections reused, for the whole run
+        syncer = Syncer(opts, rclone)
+        results = syncer.run()
     now = time.time()
     for r in results:
         if r.error is not None:
