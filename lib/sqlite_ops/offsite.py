@@ -43,8 +43,10 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import contextlib
 import ctypes
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -58,10 +60,12 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlite_ops import catalog, hashing
 from sqlite_ops.common import (
@@ -311,6 +315,14 @@ class Rclone:
         self.run(remote, f"upload of {os.path.basename(dest)}", "copyto", "--ignore-times",
                  *extra, "--", os.fspath(local), dest)
 
+    def put(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str]) -> None:
+        """Upload ``data`` (a manifest) as ``dest``, checked: rclone compares the hashes
+        itself. The temporary file lives in ``work``."""
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            local = Path(tmp) / os.path.basename(dest)
+            local.write_bytes(data)
+            self.upload(remote, local, dest)
+
     def download(self, remote: str, source: str, local: str | os.PathLike[str]) -> None:
         self.run(remote, f"download of {os.path.basename(source)}", "copyto", "--ignore-times",
                  "--", source, os.fspath(local))
@@ -348,9 +360,9 @@ class RcloneDaemon(Rclone):
     It listens on 127.0.0.1, on a port the kernel picks, and answers only to a user
     and password made up for this run and passed in its environment, never on its
     command line (which the process list shows). It stops when the sync ends and is
-    killed with it: no rclone goes on writing after us. Downloads (the download
-    check, the manifests read by the remote retention) run as one-off rclone
-    commands, as in ``Rclone``."""
+    killed with it: no rclone goes on writing after us. Remote files are read
+    through it too (``--rc-serve``: the download check, reading a manifest back);
+    the manifests the remote retention reads still come with one ``rclone copy``."""
 
     STARTUP_SECONDS = 30
 
@@ -376,7 +388,8 @@ class RcloneDaemon(Rclone):
         env.update(RCLONE_RC_USER=user, RCLONE_RC_PASS=password)
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._proc = subprocess.Popen(
-            [self.executable, *self.flags, "rcd", "--rc-addr", "127.0.0.1:0"], env=env,
+            [self.executable, *self.flags, "rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve"],
+            env=env,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=_parent_death_signal())  # noqa: PLW1509 - no thread runs yet
         try:
@@ -441,6 +454,44 @@ class RcloneDaemon(Rclone):
         if missing_ok and (status == 404 or "not found" in message.lower()):
             return None
         raise classify(remote, what, message, 1)
+
+    @contextlib.contextmanager
+    def _get(self, remote: str, what: str, path: str) -> Iterator[BinaryIO]:
+        """The content of a remote file, streamed (``--rc-serve``: ``/[fs]/name``)."""
+        directory, name = split_path(path)
+        url = self._url + urllib.parse.quote(f"[{directory}]/{name}")
+        request = urllib.request.Request(url, headers={"Authorization": self._auth})
+        try:
+            with self._opener.open(request) as response:
+                yield response
+        except urllib.error.HTTPError as exc:
+            try:
+                message = str(json.load(exc).get("error") or exc)
+            except ValueError:
+                message = str(exc)
+            raise classify(remote, what, message, 1) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # Cut short: the remote went away mid-read (or rclone did).
+            raise classify(remote, what, f"connection lost: {exc}", 1) from None
+
+    def download_sha256(self, remote: str, path: str) -> tuple[str, int]:
+        with self._get(remote, "download check", path) as stream:
+            return hashing.sha256_stream(stream)
+
+    def put(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str]) -> None:
+        """Upload ``data`` and read it back: a byte-for-byte check over the open
+        connection, cheaper than the server hashing it (one more SSH session)."""
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            local = Path(tmp) / os.path.basename(dest)
+            local.write_bytes(data)
+            self.upload(remote, local, dest, checked_after=True)
+        with self._get(remote, "reading back the manifest", dest) as stream:
+            back = stream.read(len(data) + 1)
+        if back != data:
+            self.delete(remote, dest)  # a wrong manifest must not make the copy count
+            raise OpsError(EX_FAIL, f"{remote}: {os.path.basename(dest)} read back differs "
+                                    "from what was sent; the copy does not count; the next "
+                                    "run uploads it again")
 
     def listing(self, remote: str, directory: str) -> dict[str, int]:
         answer = self.call(remote, "listing", "operations/list", {
@@ -734,11 +785,9 @@ class Syncer:
                                     "was uploaded); the next run uploads it again")
         manifest = dict(backup.manifest)
         manifest["host"] = self.opts.host
-        with tempfile.TemporaryDirectory(dir=self.record.path.parent) as tmp:
-            local_manifest = Path(tmp) / (file + catalog.MANIFEST_SUFFIX)
-            local_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-                                      encoding="utf-8")
-            self.rclone.upload(remote, local_manifest, dest + catalog.MANIFEST_SUFFIX)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        self.rclone.put(remote, text.encode(), dest + catalog.MANIFEST_SUFFIX,
+                        self.record.path.parent)
         self._remember(directory, backup, how)
         print(f"Uploaded: {dest} ({catalog.iso_utc(backup.created_at)}, "
               f"{backup.size_bytes} bytes, verified by {how})", flush=True)
