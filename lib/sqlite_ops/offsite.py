@@ -31,10 +31,14 @@ against the same hash of the local file; when the backend has none, the copy is
 downloaded again and its SHA-256 compared with the manifest's ("download
 check"). The output says which.
 
-rclone is driven by subprocess, its configuration file is the user's
+A sync drives one ``rclone rcd`` (``RcloneDaemon``) over loopback HTTP for the
+whole run, so rclone starts once and its connection to the remote is reused by
+every listing, upload, check and removal; ``list`` and ``fetch`` run one-off
+rclone commands (``Rclone``). rclone's configuration file is the user's
 (``RCLONE_CONFIG`` passes through the environment): no secret is ever put on a
 command line, in a manifest, the record or a log line (rclone's messages are
-scrubbed of any ``RCLONE_CONFIG_*`` secret values before they are shown).
+scrubbed of any ``RCLONE_CONFIG_*`` secret values before they are shown; the
+remote control's own random credentials travel in rcd's environment only).
 Standard library only.
 """
 
@@ -318,10 +322,14 @@ class Rclone:
     def put(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str]) -> None:
         """Upload ``data`` (a manifest) as ``dest``, checked: rclone compares the hashes
         itself. The temporary file lives in ``work``."""
+        self._put_file(remote, data, dest, work, checked_after=False)
+
+    def _put_file(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str],
+                  checked_after: bool) -> None:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             local = Path(tmp) / os.path.basename(dest)
             local.write_bytes(data)
-            self.upload(remote, local, dest)
+            self.upload(remote, local, dest, checked_after=checked_after)
 
     def download(self, remote: str, source: str, local: str | os.PathLike[str]) -> None:
         self.run(remote, f"download of {os.path.basename(source)}", "copyto", "--ignore-times",
@@ -350,6 +358,15 @@ def _parent_death_signal() -> Any:
     except (OSError, AttributeError):
         return None
     return lambda: prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def _rc_error(exc: urllib.error.HTTPError) -> str:
+    """rclone's message in a failed remote-control answer ({"error": ..., "status": ...})."""
+    try:
+        answer = json.load(exc)
+    except ValueError:
+        answer = None
+    return str(answer.get("error") or exc) if isinstance(answer, dict) else str(exc)
 
 
 class RcloneDaemon(Rclone):
@@ -389,9 +406,8 @@ class RcloneDaemon(Rclone):
         self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._proc = subprocess.Popen(
             [self.executable, *self.flags, "rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve"],
-            env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=_parent_death_signal())  # noqa: PLW1509 - no thread runs yet
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_parent_death_signal())  # safe: no other thread runs yet
         try:
             port = self._await_port()
         except BaseException:
@@ -441,11 +457,7 @@ class RcloneDaemon(Rclone):
             with self._opener.open(request) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
-            try:
-                answer = json.load(exc)
-            except ValueError:
-                answer = {}
-            status, message = answer.get("status", exc.code), str(answer.get("error") or exc)
+            status, message = exc.code, _rc_error(exc)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             log = " ".join(self._log)
             raise OpsError(EX_FAIL, f"{remote}: {what}: rclone's remote control stopped "
@@ -465,11 +477,7 @@ class RcloneDaemon(Rclone):
             with self._opener.open(request) as response:
                 yield response
         except urllib.error.HTTPError as exc:
-            try:
-                message = str(json.load(exc).get("error") or exc)
-            except ValueError:
-                message = str(exc)
-            raise classify(remote, what, message, 1) from None
+            raise classify(remote, what, _rc_error(exc), 1) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             # Cut short: the remote went away mid-read (or rclone did).
             raise classify(remote, what, f"connection lost: {exc}", 1) from None
@@ -481,10 +489,7 @@ class RcloneDaemon(Rclone):
     def put(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str]) -> None:
         """Upload ``data`` and read it back: a byte-for-byte check over the open
         connection, cheaper than the server hashing it (one more SSH session)."""
-        with tempfile.TemporaryDirectory(dir=work) as tmp:
-            local = Path(tmp) / os.path.basename(dest)
-            local.write_bytes(data)
-            self.upload(remote, local, dest, checked_after=True)
+        self._put_file(remote, data, dest, work, checked_after=True)
         with self._get(remote, "reading back the manifest", dest) as stream:
             back = stream.read(len(data) + 1)
         if back != data:
