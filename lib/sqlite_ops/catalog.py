@@ -243,8 +243,9 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     "compression": (CODEC, WRITTEN),
     "duration_seconds": (SECONDS, WRITTEN),
     "verified": (FLAG, NEEDED),  # integrity_check said ok before publishing
-    # That check, for restores to trust (sqlite_ops.integrity): older backups lack it.
-    "integrity_check": (INTEGRITY_RECORD, WRITTEN),
+    # That check, for restores to trust (sqlite_ops.integrity): older backups
+    # lack it, and so do safety backups taken with quick_check only.
+    "integrity_check": (INTEGRITY_RECORD, OPTIONAL),
     "foreign_key_violations": (nullable(COUNT), WRITTEN),  # null: the check cannot run
     "foreign_key_check_error": (TEXT, OPTIONAL),  # why, when it cannot
     "foreign_key_violations_by_table": (ROW_COUNTS, OPTIONAL),  # with violations

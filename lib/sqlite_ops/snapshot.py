@@ -210,14 +210,19 @@ def _read_position(pid: int, path: str) -> Callable[[], int]:
     return probe
 
 
-def _check_failed(source: str, rows: list[str]) -> OpsError:
-    return OpsError(EX_INTEGRITY, f"{source} failed PRAGMA integrity_check "
+def _check_failed(source: str, rows: list[str], pragma: str = "integrity_check") -> OpsError:
+    return OpsError(EX_INTEGRITY, f"{source} failed PRAGMA {pragma} "
                                   f"({integrity.summary(rows)}); nothing was published; run "
                                   "maintain_database.sh check")
 
 
+# pack's ``check``: which PRAGMA runs beside the compression.
+CHECK_PRAGMA = {"full": "integrity_check", "quick": "quick_check"}
+
+
 def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
-         compression: str, *, source: str | None = None, quiet: bool = True) -> dict[str, Any]:
+         compression: str, *, source: str | None = None, quiet: bool = True,
+         check: str = "full") -> dict[str, Any]:
     """Compress ``snapshot`` into ``out`` (or just hash it for ``none``), and
     run the full PRAGMA integrity_check on it meanwhile.
 
@@ -226,6 +231,8 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
     the manifest. ``out`` is fsynced. For ``none``, ``out`` must be the
     snapshot itself (it is published as is). OpsError(EX_INTEGRITY) when the
     check finds a problem (``source`` names the database in the message).
+    ``check="quick"`` runs only PRAGMA quick_check and returns no record (a
+    restore of that backup runs the full check itself).
 
     The compressor reads the snapshot itself (no copy through a pipe) while a
     thread hashes it and another runs integrity_check (SQLite, hashlib and the
@@ -234,7 +241,8 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
     written, so every read comes from the page cache.
     """
     snapshot = os.fspath(snapshot)
-    check = integrity.Background(readonly_uri(snapshot), uri=True)
+    pragma = CHECK_PRAGMA[check]
+    checker = integrity.Background(readonly_uri(snapshot), uri=True, pragma=pragma)
     total = os.path.getsize(snapshot)
     if compression == "none":
         if os.path.abspath(os.fspath(out)) != os.path.abspath(snapshot):
@@ -246,11 +254,12 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
                  "db_size_bytes": size}
     else:
         facts = _compress(snapshot, out, compression, total, quiet)
-    with Progress("integrity_check", prog=PROG, quiet=quiet or check.done()):
-        rows = check.result()
+    with Progress(pragma, prog=PROG, quiet=quiet or checker.done()):
+        rows = checker.result()
     if rows != ["ok"]:
-        raise _check_failed(source or snapshot, rows)
-    facts["integrity_check"] = integrity.record(facts["db_sha256"])
+        raise _check_failed(source or snapshot, rows, pragma)
+    if check == "full":
+        facts["integrity_check"] = integrity.record(facts["db_sha256"])
     return facts
 
 
@@ -285,6 +294,9 @@ def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, tota
         except OSError as exc:
             proc.kill()
             raise OpsError(EX_FAIL, f"cannot write {out}: {exc.strerror}") from None
+        except BaseException:
+            proc.kill()  # interrupted: a compressor nobody reads would block on its pipe
+            raise
         finally:
             stderr = proc.stderr.read().decode(errors="replace").strip()
             proc.wait()
