@@ -675,4 +675,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # before main's own handlers: no traceback
+
+    sys.exit(run_interruptible(main))
