@@ -36,15 +36,18 @@ MMAP = "PRAGMA mmap_size=2147418112"
 RECORDED = "recorded at backup, same bytes"
 
 
-def run_check(path: str, uri: bool = False, mmap: bool = False) -> list[str]:
-    """The rows of ``PRAGMA integrity_check`` on ``path`` (["ok"] when sound);
-    an SQLite error becomes the one row that says so."""
+def run_check(path: str, uri: bool = False, mmap: bool = False,
+              pragma: str = "integrity_check") -> list[str]:
+    """The rows of ``PRAGMA integrity_check`` (or ``quick_check``) on ``path``
+    (["ok"] when sound); an SQLite error becomes the one row that says so."""
+    if pragma not in ("integrity_check", "quick_check"):
+        raise ValueError(f"not an integrity pragma: {pragma!r}")
     try:
         conn = sqlite3.connect(path, uri=uri, isolation_level=None)
         try:
             if mmap:
                 conn.execute(MMAP).fetchall()
-            return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            return [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -54,13 +57,15 @@ def run_check(path: str, uri: bool = False, mmap: bool = False) -> list[str]:
 class Background:
     """``run_check`` in a thread (SQLite releases the GIL: it uses the other core)."""
 
-    def __init__(self, path: str, uri: bool = False, mmap: bool = False) -> None:
+    def __init__(self, path: str, uri: bool = False, mmap: bool = False,
+                 pragma: str = "integrity_check") -> None:
         self.rows: list[str] = []
-        self._thread = threading.Thread(target=self._run, args=(path, uri, mmap), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(path, uri, mmap, pragma),
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, path: str, uri: bool, mmap: bool) -> None:
-        self.rows = run_check(path, uri, mmap)
+    def _run(self, path: str, uri: bool, mmap: bool, pragma: str) -> None:
+        self.rows = run_check(path, uri, mmap, pragma)
 
     def done(self) -> bool:
         return not self._thread.is_alive()

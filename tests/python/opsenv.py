@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -239,3 +242,22 @@ def default_signals() -> None:
     started from such a shell would test nothing."""
     for sig in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def python_starts(cmd: list[str], env: dict[str, str]) -> int:
+    """How many times ``cmd`` (run with ``env``) starts python3: a ``python3``
+    shim first on PATH logs each start, then runs the real one. Asserts that
+    the run succeeded (the count of a failed run says nothing)."""
+    real = shutil.which("python3", path=env.get("PATH"))
+    assert real, "python3 is not on PATH"
+    with tempfile.TemporaryDirectory(prefix="python-shim.") as shim_dir:
+        log = Path(shim_dir) / "starts.log"
+        log.write_text("")
+        shim = Path(shim_dir) / "python3"
+        shim.write_text(f"#!/bin/sh\necho \"$*\" >> {shlex.quote(str(log))}\n"
+                        f"exec {shlex.quote(real)} \"$@\"\n")
+        shim.chmod(0o755)
+        shimmed = {**env, "PATH": f"{shim_dir}{os.pathsep}{env.get('PATH', '')}"}
+        proc = subprocess.run(cmd, env=shimmed, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return len(log.read_text().splitlines())

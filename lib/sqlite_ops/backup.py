@@ -1,0 +1,683 @@
+"""One backup, read top to bottom: the library call, and the whole run behind
+``backup_database.sh``.
+
+:func:`take_backup` is the backup itself, for any caller that holds the
+database's lock and has checked the backup directory (the run below, migrate's
+pre-migration backup, a restore's safety backup):
+
+1. snapshot the live database (SQLite's online backup API in one step,
+   sqlite_ops.snapshot);
+2. pack it: compress and hash in one pass while PRAGMA integrity_check (or,
+   for ``integrity="quick"``, quick_check) runs beside it;
+3. build the manifest (row counts, foreign-key count, schema version, host,
+   the file's owner and mode, the integrity record);
+4. publish the manifest, then the backup file: each fsynced, renamed without
+   ever replacing a file, the directory fsynced; SIGINT, SIGTERM and SIGHUP
+   wait until both are out, so a signal never splits the pair.
+
+Its temp files (``.<final name>.tmp.XXXXXX`` beside the backup) are removed
+on every path out, an exception or an interruption alike.
+
+``python3 -m sqlite_ops.backup`` runs the whole backup run (see :func:`run`):
+``backup_database.sh`` parses the options and settings and hands over here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlite_ops import snapshot
+from sqlite_ops.catalog import MANIFEST_SUFFIX, backup_file_name, db_name, parse_backup_name
+from sqlite_ops.common import (
+    EX_BUSY,
+    EX_FAIL,
+    EX_USAGE,
+    OpsError,
+    OpsLock,
+    Settings,
+    dir_problem,
+    fail,
+    fsync_path,
+    is_sqlite_file,
+    require_regular_file,
+    roll_back_hot_journal,
+)
+from sqlite_ops.progress import human_bytes
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INTEGRITY_CHECKS = ("full", "quick")
+
+
+@dataclass
+class BackupResult:
+    path: str                  # the published backup file (absolute)
+    manifest: dict[str, Any]   # its manifest, as written
+    warnings: list[str] = field(default_factory=list)  # lines to log as warnings
+    infos: list[str] = field(default_factory=list)     # info lines (accepted FK_ACCEPT orphans)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP ended the run; ``published``: the backup that
+    was already out when it did (its manifest beside it), else None."""
+
+    def __init__(self, signum: int, published: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.published = published
+
+
+def require_database(db: str) -> None:
+    """Exit 2 unless ``db`` is a readable SQLite database file (the backup's
+    words: missing, unreadable, not a regular file, not SQLite)."""
+    require_regular_file(db)
+    if not os.path.exists(db):
+        raise OpsError(EX_USAGE, f"database not found: {db} (set --db or DB_PATH)")
+    if not os.access(db, os.R_OK):
+        raise OpsError(EX_USAGE, f"cannot read {db}: permission denied")
+    if not is_sqlite_file(db):
+        raise OpsError(EX_USAGE, f"not an SQLite database: {db}")
+
+
+def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = "",
+                host: str = "", busy_timeout_ms: int = 5000, quiet: bool = True,
+                integrity: str = "full", prog: str = "backup_database.sh") -> BackupResult:
+    """Back up the live database ``db`` into ``dest_dir`` and return what was published.
+
+    The caller holds the database's lock and has checked ``dest_dir``.
+    ``integrity="full"`` runs PRAGMA integrity_check and records it in the
+    manifest against the content's SHA-256; ``"quick"`` runs only quick_check
+    and records nothing (a restore of that backup runs the full check itself).
+    Failure is OpsError: 4 when the database fails its check, 2 when it is
+    missing or not an SQLite database, 1 otherwise; nothing is published then.
+    A signal arriving during the publication is held until the pair is out,
+    then raised as :class:`Interrupted` naming the published backup.
+    """
+    if integrity not in INTEGRITY_CHECKS:
+        raise ValueError(f"integrity must be 'full' or 'quick', not {integrity!r}")
+    start = time.monotonic()
+    db = os.path.abspath(db)
+    dest_dir = os.path.abspath(dest_dir)
+    require_database(db)
+    name = db_name(db)
+    temps: list[str] = []
+    try:
+        created, final = _choose_name(dest_dir, name, compression)
+        data = _temp_beside(final, temps)
+        packed = data
+        if compression != "none":  # the snapshot is named as the uncompressed backup would be
+            data = _temp_beside(final[: -len(os.path.splitext(final)[1])], temps)
+        manifest_temp = _temp_beside(final + MANIFEST_SUFFIX, temps)
+
+        source_facts = snapshot.take_snapshot(db, data, busy_timeout_ms, quiet)
+        pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
+                                   check=integrity)
+        manifest = snapshot.build_manifest(
+            data, source=db, created=created, file_name=os.path.basename(final), name=name,
+            compression=compression, duration=time.monotonic() - start,
+            facts=[source_facts, pack_facts], fk_accept=fk_accept, host=host)
+        warnings, infos = foreign_key_lines(db, manifest)
+        _write_json(manifest_temp, manifest)
+        if data != packed:
+            _remove(data)
+
+        # The manifest first: a backup under its final name always has one (a
+        # crash in between leaves an orphan manifest, which pruning removes).
+        with hold_signals() as held:
+            publish(manifest_temp, final + MANIFEST_SUFFIX)
+            try:
+                publish(packed, final)
+            except BaseException:
+                _remove(final + MANIFEST_SUFFIX)
+                raise
+            held.published = final
+        return BackupResult(final, manifest, warnings, infos)
+    except OSError as exc:  # what no step foresaw (an I/O error, a file gone): one line
+        raise OpsError(EX_FAIL, f"{exc.filename or db}: {exc.strerror}; nothing was "
+                                "published") from None
+    finally:
+        for path in temps:
+            _remove(path)
+
+
+def foreign_key_lines(db: str, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(warnings, infos) about the foreign-key violations a manifest records:
+    they are copied as they are (a backup never edits data); say so now, not
+    first during an incident."""
+    count = manifest.get("foreign_key_violations", 0)
+    accepted = manifest.get("foreign_key_violations_accepted", 0)
+    if count is None:
+        return [f"PRAGMA foreign_key_check cannot run on {db} (a foreign key names parent "
+                "columns without a unique index; see foreign_key_check_error in the "
+                "manifest); restoring this backup will need --force"], []
+    if not count:
+        return [], []
+    if count == accepted:
+        return [], [f"{db} has {count} orphaned rows in tables FK_ACCEPT lists; "
+                    "recorded as accepted"]
+    rows = "row" if count == 1 else "rows"
+    return [f"{db} fails PRAGMA foreign_key_check ({count} {rows} with a missing parent row); "
+            "the backup keeps them as they are, so restoring it will need --force (or, for "
+            "orphans the application makes by design, FK_ACCEPT listing their tables); "
+            "maintain_database.sh check lists them"], []
+
+
+# ---------------------------------------------------------------------------
+# Names, temps, publishing
+# ---------------------------------------------------------------------------
+
+
+def _stamp_taken(dest_dir: str, name: str, created: float) -> bool:
+    """True when any backup of this database (any codec, or its manifest) has this time."""
+    for compression in ("none", "zstd", "gzip"):
+        path = os.path.join(dest_dir, backup_file_name(name, created, compression))
+        if os.path.lexists(path) or os.path.lexists(path + MANIFEST_SUFFIX):
+            return True
+    return False
+
+
+def _choose_name(dest_dir: str, name: str, compression: str) -> tuple[int, str]:
+    """(created, final path): waits for the next second when a backup already
+    has this one, so two runs in one second never overwrite each other."""
+    for _ in range(30):
+        created = int(time.time())
+        if not _stamp_taken(dest_dir, name, created):
+            return created, os.path.join(dest_dir, backup_file_name(name, created, compression))
+        time.sleep(0.1)
+    stamp = backup_file_name(name, created, "none")[: -len(".db")]
+    raise OpsError(EX_FAIL, f"a backup named {stamp} already exists in {dest_dir}")
+
+
+def _temp_beside(dest: str, temps: list[str]) -> str:
+    """A new private temp file ``.<dest name>.tmp.XXXXXX`` in dest's directory,
+    registered in ``temps`` before any signal can act (so it is always removed)."""
+    directory, base = os.path.split(dest)
+    with hold_signals():
+        try:
+            fd, path = tempfile.mkstemp(prefix=f".{base}.tmp.", dir=directory)
+        except OSError as exc:
+            raise OpsError(EX_FAIL, f"cannot create a temp file in {directory}: "
+                                    f"{exc.strerror}") from None
+        temps.append(path)
+        os.close(fd)
+    return path
+
+
+def _remove(path: str) -> None:
+    """Remove a temp file and the SQLite companions a killed child may have left."""
+    for victim in (path, path + "-journal", path + "-wal", path + "-shm"):
+        try:
+            os.unlink(victim)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # a read-only directory: nothing was made there either
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot write {path}: {exc.strerror}") from None
+
+
+def publish(temp: str, dest: str) -> None:
+    """fsync ``temp``, link it to ``dest`` (never replacing an existing file,
+    nor writing through a link planted there), drop the temp name, fsync the
+    directory. OpsError(1) when ``dest`` exists."""
+    try:
+        fsync_path(temp)
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot fsync {temp}: {exc.strerror}") from None
+    try:
+        os.link(temp, dest, follow_symlinks=False)
+    except FileExistsError:
+        raise OpsError(EX_FAIL, f"refusing to overwrite existing {dest}") from None
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot publish {dest}: {exc.strerror}") from None
+    os.unlink(temp)
+    try:
+        fsync_path(os.path.dirname(dest))
+    except OSError as exc:
+        raise OpsError(EX_FAIL, f"cannot fsync directory of {dest}: {exc.strerror}") from None
+
+
+@dataclass
+class _Held:
+    signum: int | None = None
+    published: str | None = None
+
+
+@contextmanager
+def hold_signals() -> Iterator[_Held]:
+    """Around a step that must not be cut in two: SIGINT, SIGTERM and SIGHUP
+    arriving meanwhile are held, and raised as :class:`Interrupted` once the
+    step is done (naming what it published). Outside the main thread (where
+    Python cannot change handlers) it holds nothing."""
+    held = _Held()
+
+    def hold(signum: int, frame: object) -> None:
+        held.signum = held.signum or signum
+
+    previous = {sig: signal.getsignal(sig) for sig in HELD_SIGNALS}
+    try:
+        for sig in HELD_SIGNALS:
+            signal.signal(sig, hold)
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, left as it is
+                signal.signal(sig, handler)
+    if held.signum is not None:
+        raise Interrupted(held.signum, held.published)
+
+
+def is_backup_temp(file_name: str, name: str) -> bool:
+    """True for a temp file a backup run of database ``name`` leaves
+    (``.<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz][.manifest.json].tmp.XXXXXX``)."""
+    if not file_name.startswith(".") or ".tmp." not in file_name:
+        return False
+    base = file_name[1:].rsplit(".tmp.", 1)[0]
+    if base.endswith(MANIFEST_SUFFIX):
+        base = base[: -len(MANIFEST_SUFFIX)]
+    parsed = parse_backup_name(base)
+    return parsed is not None and parsed[0] == name
+
+
+# ---------------------------------------------------------------------------
+# The run behind backup_database.sh, step by step
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What backup_database.sh settled (flag > environment > config > default,
+    validated there); the names are the settings'."""
+
+    db: str
+    dest_dir: str
+    retention_days: int
+    keep_min: int
+    compression: str
+    lock_timeout: int = 0
+    metrics_dir: str = ""
+    fk_accept: str = ""
+    host: str = ""
+    busy_timeout_ms: int = 5000
+    remotes: list[str] = field(default_factory=list)
+    offsite_retention_days: int = 30
+    offsite_keep_min: int = 7
+    dry_run: bool = False
+    quiet: bool = False
+    syslog: bool = False
+    prog: str = "backup_database.sh"
+    start: float = field(default_factory=time.time)
+    published: str | None = None  # set once the backup is out
+
+
+def run(settings: Run) -> int:
+    """The whole backup run; returns the exit code (messages already said)."""
+    log = Log(settings.prog, settings.quiet, settings.syslog)
+    code = EX_FAIL
+    try:
+        if settings.dry_run:
+            require_database(settings.db)
+            for line in prune(settings, dry_run=True):
+                print(line)
+            return 0
+        try:
+            code = _backup_run(settings, log)
+        except OpsError as error:
+            code = error.code
+            log.die(error)
+        if code != EX_BUSY:
+            write_metrics(settings, code, log)
+        return code
+    except OpsError as error:
+        log.die(error)
+        return error.code
+    except Interrupted as stop:
+        return interrupted(settings, log, stop)
+
+
+def _backup_run(settings: Run, log: Log) -> int:
+    try:
+        require_database(settings.db)
+        prepare_dir(settings.dest_dir, log)
+        with OpsLock(settings.db, settings.lock_timeout, "backup"):
+            backup_locked(settings, log)
+    except Interrupted as stop:
+        return interrupted(settings, log, stop)
+    print(f"Backup completed: {settings.published}", flush=True)
+    return 0
+
+
+def prepare_dir(dest_dir: str, log: Log) -> None:
+    """The backup directory exists (made 0700) and no other user may write to it."""
+    ensure_private_dir(dest_dir)
+    check_backup_dir(dest_dir, log)
+
+
+def backup_locked(settings: Run, log: Log) -> BackupResult:
+    """With the lock held and the directory prepared: roll back a hot journal,
+    sweep what a killed run left, check the free space, take the backup, say
+    what it found, and prune. Sets ``settings.published``."""
+    db, dest = settings.db, settings.dest_dir
+    if roll_back_hot_journal(db, settings.busy_timeout_ms):
+        log.warn(f"rolled back the hot journal of {db} (a writer was killed mid-transaction; "
+                 "its uncommitted changes were discarded, as SQLite does)")
+    sweep_temps(dest, db_name(db))
+    check_free_space(db, dest)
+    log.info(f"snapshot of {db}; PRAGMA integrity_check and packing with {settings.compression}")
+    result = take_backup(db, dest, compression=settings.compression,
+                         fk_accept=settings.fk_accept, host=settings.host,
+                         busy_timeout_ms=settings.busy_timeout_ms, quiet=settings.quiet,
+                         prog=settings.prog)
+    settings.published = result.path
+    for line in result.infos:
+        log.info(line)
+    for line in result.warnings:
+        log.warn(line)
+    log.info(f"published {result.path} ({human_bytes(os.path.getsize(result.path))}) "
+             f"in {time.time() - settings.start:.3f} s")
+    try:
+        for line in prune(settings):
+            log.info(line)
+    except (OSError, OpsError) as exc:
+        log.warn(f"pruning failed ({getattr(exc, 'message', exc)}); the backup itself was "
+                 "published")
+    return result
+
+
+def backup_with_lock_held(settings: Run, log: Log) -> BackupResult:
+    """A whole backup run for a caller that holds the lock (migrate's
+    pre-migration backup): the directory checks, :func:`backup_locked`, and
+    the metrics file, as a run of backup_database.sh would write them."""
+    code = EX_FAIL
+    try:
+        prepare_dir(settings.dest_dir, log)
+        result = backup_locked(settings, log)
+        code = 0
+        return result
+    finally:
+        write_metrics(settings, code, log)
+
+
+def settings_from(config: Settings, db: str, dest_dir: str | None = None, *,
+                  prog: str, quiet: bool = True) -> Run:
+    """A :class:`Run` from sqlite-ops settings (flag > environment > config >
+    default), as backup_database.sh would resolve them."""
+    import shutil
+
+    retention = config.get_int("RETENTION_DAYS")
+    keep = config.get_int("KEEP_MIN")
+    rclone_config = config.get("RCLONE_CONFIG", "")
+    if rclone_config:
+        os.environ["RCLONE_CONFIG"] = rclone_config  # rclone reads it from there
+
+    def number(key: str, default: int) -> int:
+        value = config.get(key, str(default))
+        if not value.isdigit():
+            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
+        return int(value)
+
+    return Run(
+        db=os.path.abspath(db), dest_dir=os.path.abspath(dest_dir or config.get("BACKUP_DIR")),
+        retention_days=retention, keep_min=keep,
+        compression=config.get("COMPRESS", "zstd" if shutil.which("zstd") else "gzip"),
+        metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT", ""),
+        host=config.get("OFFSITE_HOST", ""),
+        busy_timeout_ms=number("SQLITE_BUSY_TIMEOUT_MS", 5000),
+        remotes=config.get("OFFSITE_REMOTES", "").split(),
+        offsite_retention_days=number("OFFSITE_RETENTION_DAYS", retention),
+        offsite_keep_min=number("OFFSITE_KEEP_MIN", keep), quiet=quiet,
+        syslog=config.get("LOG_SYSLOG", "0") == "1", prog=prog)
+
+
+def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:
+    """Say what an interrupted run left; exit 128 + the signal's number."""
+    published = stop.published or settings.published
+    note = (f"the backup {published} was published; pruning did not run" if published
+            else "nothing was published")
+    log.warn(f"interrupted by SIG{signal.Signals(stop.signum).name[3:]}; {note}")
+    return 128 + stop.signum
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create the backup directory (0700) if missing; only it, never its parents
+    (a missing parent means a wrong setting, and making the tree would hide it)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OpsError(EX_USAGE, f"not a directory: {path}")
+    if not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise OpsError(EX_USAGE, f"cannot create {path}: {parent} does not exist; check the "
+                                     "setting that names it (--dir or BACKUP_DIR), or create "
+                                     "it; nothing was changed")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass  # a run started at the same moment made it first: fine
+        except OSError:
+            if not os.path.isdir(path):
+                raise OpsError(EX_FAIL, f"cannot create directory {path}") from None
+    if not os.access(path, os.W_OK):
+        raise OpsError(EX_FAIL, f"cannot write to {path}: permission denied")
+
+
+def check_backup_dir(path: str, log: Log) -> None:
+    """Backups hold the same data as the database, and a restore trusts what it
+    finds here: a directory others may write to is refused; one owned by
+    another user, or readable by others, is warned about."""
+    problem = dir_problem(path)
+    if problem.startswith("writable"):
+        raise OpsError(EX_USAGE, f"refusing to write backups into {path}: it is {problem}, so "
+                                 f"anyone could plant or replace backups there; chmod go-w "
+                                 f"{path} (or chmod 700); nothing was changed")
+    if problem:
+        log.warn(f"{path} is {problem}: that user could replace backups there; chown it to "
+                 "the user that runs backups")
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warn(f"{path} is readable by other users (mode {mode:o}); consider chmod 700")
+
+
+def sweep_temps(dest_dir: str, name: str) -> None:
+    """Remove the temp files a killed backup run of this database left (never
+    another database's, never another user's). Only with the lock held."""
+    try:
+        entries = list(os.scandir(dest_dir))
+    except OSError:
+        return
+    for entry in entries:
+        if not is_backup_temp(entry.name, name):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                import shutil
+
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
+def check_free_space(db: str, dest_dir: str) -> None:
+    """Fail early, with a clear message, when the snapshot cannot fit."""
+    try:
+        need = os.path.getsize(db)
+    except OSError:
+        raise OpsError(EX_USAGE, f"database not found: {db} (it disappeared during the run); "
+                                 "nothing was changed") from None
+    try:
+        need += os.path.getsize(db + "-wal")
+    except OSError:
+        pass
+    try:
+        stats = os.statvfs(dest_dir)
+    except OSError:
+        return
+    have = stats.f_bavail * stats.f_frsize
+    if have < need:
+        raise OpsError(EX_FAIL, f"not enough free space in {dest_dir}: need about "
+                                f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
+                                "changed")
+
+
+def prune(settings: Run, dry_run: bool = False) -> list[str]:
+    """Apply the retention rules to this database's backups; one line per file
+    pruned (or, with ``dry_run``, that would be), then the reason. With
+    offsite remotes, a backup not yet verified on every remote is kept."""
+    from sqlite_ops import catalog
+
+    return catalog.prune(settings.dest_dir, settings.db, settings.retention_days,
+                         settings.keep_min, dry_run=dry_run, remotes=settings.remotes,
+                         host=settings.host,
+                         offsite_retention_days=settings.offsite_retention_days,
+                         offsite_keep=settings.offsite_keep_min)
+
+
+def write_metrics(settings: Run, code: int, log: Log) -> None:
+    """The node_exporter textfile of this database's backups, on success and
+    failure alike (never for a run that found the lock taken)."""
+    if not settings.metrics_dir:
+        return
+    from sqlite_ops import catalog, metrics
+
+    name = db_name(settings.db)
+    stats = {"count": 0, "oldest_age_seconds": 0, "newest_verified_created": 0,
+             "newest_verified_size_bytes": 0}
+    if os.path.isdir(settings.dest_dir):
+        try:
+            stats.update(catalog.backup_stats(settings.dest_dir, settings.db))
+        except OSError:
+            pass
+    label = 'db="' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    gauges = [
+        ("sqlite_backup_last_success_timestamp_seconds",
+         f"{stats['newest_verified_created']:.0f}",
+         "Time (from its name) of the newest verified backup."),
+        ("sqlite_backup_last_duration_seconds", f"{time.time() - settings.start:.3f}",
+         "Duration of the last backup run, successful or not."),
+        ("sqlite_backup_last_size_bytes", f"{stats['newest_verified_size_bytes']}",
+         "Size of the newest verified backup file."),
+        ("sqlite_backup_count", f"{stats['count']}",
+         "Backup files of this database in the backup directory."),
+        ("sqlite_backup_oldest_age_seconds", f"{stats['oldest_age_seconds']:.0f}",
+         "Age of the oldest backup file."),
+        ("sqlite_backup_last_run_success", "1" if code == 0 else "0",
+         "1 when the last backup run succeeded, else 0."),
+    ]
+    text = "".join(f"# HELP {metric} {about}\n# TYPE {metric} gauge\n{metric}{{{label}}} {value}\n"
+                   for metric, value, about in gauges)
+    try:
+        metrics.write_textfile(settings.metrics_dir, f"backup_{name}", text, warn=log.warn)
+    except OpsError as error:
+        log.warn(error.message)
+
+
+class Log:
+    """Timestamped lines on stderr, as lib/common.sh writes them (stdout is for
+    results); copied to syslog with LOG_SYSLOG=1."""
+
+    def __init__(self, prog: str, quiet: bool = False, syslog: bool = False) -> None:
+        self.prog, self.quiet, self.syslog = prog, quiet, syslog
+
+    def _line(self, level: str, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(f"{stamp} {self.prog}: {level}: {message}", file=sys.stderr, flush=True)
+        self._syslog(f"{level}: {message}")
+
+    def _syslog(self, text: str) -> None:
+        if not self.syslog:
+            return
+        import shutil
+        import subprocess
+
+        if shutil.which("logger"):
+            subprocess.run(["logger", "-t", self.prog, "--", text], check=False,
+                           stdin=subprocess.DEVNULL)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._line("info", message)
+
+    def warn(self, message: str) -> None:
+        self._line("warning", message)
+
+    def die(self, error: OpsError) -> None:
+        """The failure's one line (a newline in it shown as \\n), as die() writes it."""
+        fail(self.prog, error)
+        self._syslog(f"error: {error.message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m sqlite_ops.backup",
+        description="The whole backup run behind backup_database.sh (which parses and "
+                    "validates the settings).")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--retention-days", type=int, required=True)
+    parser.add_argument("--keep", type=int, required=True)
+    parser.add_argument("--compress", required=True, choices=["zstd", "gzip", "none"])
+    parser.add_argument("--lock-timeout", type=int, default=0)
+    parser.add_argument("--metrics-dir", default="")
+    parser.add_argument("--fk-accept", default="")
+    parser.add_argument("--host", default="", help="OFFSITE_HOST")
+    parser.add_argument("--busy-timeout-ms", type=int, default=5000)
+    parser.add_argument("--remote", action="append", default=[], help="an OFFSITE_REMOTES entry")
+    parser.add_argument("--offsite-retention-days", type=int, default=30)
+    parser.add_argument("--offsite-keep", type=int, default=7)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--syslog", action="store_true", help="LOG_SYSLOG=1")
+    parser.add_argument("--prog", default="backup_database.sh")
+    parser.add_argument("--start", type=float, default=None, help="when the run began (epoch)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Run(
+        db=os.path.abspath(args.db), dest_dir=os.path.abspath(args.dir),
+        retention_days=args.retention_days, keep_min=args.keep, compression=args.compress,
+        lock_timeout=args.lock_timeout, metrics_dir=args.metrics_dir, fk_accept=args.fk_accept,
+        host=args.host, busy_timeout_ms=args.busy_timeout_ms, remotes=args.remote,
+        offsite_retention_days=args.offsite_retention_days,
+        offsite_keep_min=args.offsite_keep, dry_run=args.dry_run, quiet=args.quiet,
+        syslog=args.syslog, prog=args.prog,
+        start=args.start if args.start is not None else time.time())
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, interrupt)
+    return run(settings)
+
+
+if __name__ == "__main__":
+    from sqlite_ops.common import run_interruptible  # before main's own handlers: no traceback
+
+    sys.exit(run_interruptible(main))

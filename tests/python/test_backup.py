@@ -1,0 +1,234 @@
+"""Tests for sqlite_ops.backup: the backup as one library call, and the run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opsenv import SCRIPTS, make_db, ops_env, python_starts
+
+from sqlite_ops import backup, catalog, snapshot
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def _index_out_of_step(db: Path) -> None:
+    """An index that disagrees with its table: quick_check passes, integrity_check fails."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);"
+                       "INSERT INTO t(v) VALUES ('a'), ('b');")
+    entry = conn.execute("SELECT * FROM sqlite_schema WHERE name = 't_v'").fetchone()
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("DELETE FROM sqlite_schema WHERE name = 't_v'")
+    conn.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO t(v) VALUES ('c')")
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("INSERT INTO sqlite_schema VALUES (?, ?, ?, ?, ?)", entry)
+    conn.close()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "none"])
+def test_take_backup_publishes_the_pair_and_nothing_else(tmp_path, codec):
+    db = make_db(tmp_path / "app.db", 300)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    result = backup.take_backup(str(db), str(dest), compression=codec, host="h1")
+    path = Path(result.path)
+    assert path.parent == dest and path.is_absolute()
+    assert _files(dest) == sorted([path.name, path.name + catalog.MANIFEST_SUFFIX])
+    manifest, why = catalog.read_manifest(str(path) + catalog.MANIFEST_SUFFIX)
+    assert why is None and manifest == result.manifest
+    assert manifest["tables"] == {"devices": 300, "services": 300}
+    assert manifest["host"] == "h1" and manifest["source"] == str(db)
+    assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["integrity_check"]["db_sha256"] == manifest["db_sha256"]
+    assert result.warnings == [] and result.infos == []
+    [listed] = catalog.list_backups(dest, "app", str(db))
+    assert listed.usable(listed.created_at)
+
+
+def test_quick_integrity_writes_no_record(tmp_path):
+    db = make_db(tmp_path / "app.db", 50)
+    result = backup.take_backup(str(db), str(tmp_path), compression="none", integrity="quick")
+    assert "integrity_check" not in result.manifest
+    content = Path(result.path).read_bytes()
+    assert result.manifest["db_sha256"] == hashlib.sha256(content).hexdigest()
+
+
+def test_full_check_refuses_what_quick_check_lets_through(tmp_path):
+    db = tmp_path / "live.db"
+    _index_out_of_step(db)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    with pytest.raises(OpsError) as info:
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    assert info.value.code == EX_INTEGRITY
+    assert "failed PRAGMA integrity_check" in info.value.message
+    assert "nothing was published" in info.value.message
+    assert _files(dest) == []
+    quick = backup.take_backup(str(db), str(dest), compression="gzip", integrity="quick")
+    assert "integrity_check" not in quick.manifest
+
+
+@pytest.mark.parametrize("content, code", [(None, EX_USAGE), (b"not sqlite at all" * 10, EX_USAGE),
+                                           (b"SQLite format 3\x00" + os.urandom(8192),
+                                            EX_INTEGRITY)])
+def test_refused_databases_publish_nothing(tmp_path, content, code):
+    db = tmp_path / "app.db"
+    if content is not None:
+        db.write_bytes(content)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    with pytest.raises(OpsError) as info:
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    assert info.value.code == code
+    assert _files(dest) == []
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OpsError(EX_FAIL, "disk gone"),
+                                     OSError(5, "Input/output error", "x.db")])
+def test_temps_are_removed_on_every_path(tmp_path, monkeypatch, failure):
+    db = make_db(tmp_path / "app.db", 50)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+
+    def broken_manifest(*args, **kwargs):
+        assert len(_files(dest)) == 3  # snapshot, packed file, manifest temps exist now
+        raise failure
+
+    monkeypatch.setattr(snapshot, "build_manifest", broken_manifest)
+    expected = failure if isinstance(failure, type) else OpsError
+    with pytest.raises(expected) as raised:
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    if isinstance(failure, OSError):  # unforeseen: one line, exit 1
+        assert raised.value.code == EX_FAIL
+        assert raised.value.message == "x.db: Input/output error; nothing was published"
+    assert _files(dest) == []
+
+
+def test_a_failing_data_publish_withdraws_its_manifest(tmp_path, monkeypatch):
+    db = make_db(tmp_path / "app.db", 50)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    real = backup.publish
+    calls = []
+
+    def second_fails(temp, final):
+        calls.append(final)
+        if len(calls) == 2:
+            raise OpsError(EX_FAIL, f"cannot publish {final}")
+        real(temp, final)
+
+    monkeypatch.setattr(backup, "publish", second_fails)
+    with pytest.raises(OpsError):
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    assert calls[0].endswith(catalog.MANIFEST_SUFFIX)
+    assert _files(dest) == []
+
+
+def test_a_signal_during_publication_waits_for_the_pair(tmp_path, monkeypatch):
+    db = make_db(tmp_path / "app.db", 50)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    real = backup.publish
+
+    def signalled(temp, final):
+        if final.endswith(catalog.MANIFEST_SUFFIX):
+            os.kill(os.getpid(), backup.signal.SIGTERM)  # held until both are out
+        real(temp, final)
+
+    monkeypatch.setattr(backup, "publish", signalled)
+    with pytest.raises(backup.Interrupted) as info:
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    assert info.value.signum == backup.signal.SIGTERM
+    published = Path(info.value.published)
+    assert _files(dest) == sorted([published.name, published.name + catalog.MANIFEST_SUFFIX])
+
+
+def test_foreign_key_violations_are_warned_or_accepted(tmp_path):
+    db = make_db(tmp_path / "app.db", 5)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
+    conn.close()
+    warned = backup.take_backup(str(db), str(tmp_path), compression="none")
+    assert len(warned.warnings) == 1 and "1 row with a missing parent row" in warned.warnings[0]
+    accepted = backup.take_backup(str(db), str(tmp_path), compression="none",
+                                  fk_accept="services")
+    assert accepted.warnings == []
+    assert accepted.infos == [f"{db} has 1 orphaned rows in tables FK_ACCEPT lists; "
+                              "recorded as accepted"]
+
+
+def test_two_backups_in_one_second_never_collide(tmp_path):
+    db = make_db(tmp_path / "app.db", 5)
+    first = backup.take_backup(str(db), str(tmp_path), compression="none")
+    second = backup.take_backup(str(db), str(tmp_path), compression="none")
+    assert first.path != second.path
+    assert Path(first.path).exists() and Path(second.path).exists()
+
+
+@pytest.mark.parametrize("args", [[], ["--dry-run"]])
+def test_a_backup_starts_python_at_most_twice(tmp_path, args):
+    """One process per operation: backup_database.sh settles the settings and
+    hands the whole run to one python3 (the budget is two)."""
+    db = make_db(tmp_path / "app.db", 20)
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  METRICS_DIR=str(tmp_path / "metrics"), OFFSITE_REMOTES="")
+    starts = python_starts([str(SCRIPTS / "backup_database.sh"), "--compress", "gzip", *args],
+                           env)
+    assert 1 <= starts <= 2, starts  # at least the run itself: the shim counts
+    if not args:
+        assert len(catalog.list_backups(tmp_path / "backups", "app", str(db))) == 1
+        assert (tmp_path / "metrics" / "sqlite_ops_backup_app.prom").exists()
+
+
+def test_migrate_up_with_its_backup_starts_python_at_most_twice(tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "001_a.sql").write_text("CREATE TABLE a (x);\n")
+    db = tmp_path / "app.db"
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  MIGRATIONS_DIR=str(migrations), COMPRESS="gzip")
+    first = subprocess.run([str(SCRIPTS / "migrate"), "up"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    (migrations / "002_b.sql").write_text("CREATE TABLE b (x);\n")
+    starts = python_starts([str(SCRIPTS / "migrate"), "up"], env)
+    assert 1 <= starts <= 2, starts
+    [taken] = catalog.list_backups(tmp_path / "backups", "app", str(db))
+    assert taken.manifest is not None and "b" not in taken.manifest["tables"]
+
+
+def _backup_cli(db: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(SCRIPTS.parent / "lib"))
+    return subprocess.run([sys.executable, "-m", "sqlite_ops.backup", "--db", str(db), "--dir",
+                           str(dest), "--retention-days", "30", "--keep", "7", "--compress",
+                           "gzip", "--quiet"], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    proc = _backup_cli(bad, tmp_path / "backups")
+    assert proc.returncode == EX_INTEGRITY
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("backup_database.sh: ")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert _files(tmp_path / "backups") == []
+
+
+def test_cli_prints_the_published_backup_last(tmp_path):
+    db = make_db(tmp_path / "live.db", 3)
+    proc = _backup_cli(db, tmp_path / "backups")
+    assert proc.returncode == 0, proc.stderr
+    [backup_file] = catalog.list_backups(tmp_path / "backups", "live", str(db))
+    assert proc.stdout.splitlines()[-1] == f"Backup completed: {backup_file.path}"
