@@ -675,6 +675,14 @@ py_ops() {
   PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m "sqlite_ops.$module" "$@"
 }
 
+# exec_py_ops MODULE ARGS...: py_ops in place of this shell, as a script's
+# last step (its exit code and its signal handling become the script's).
+exec_py_ops() {
+  local module=$1
+  shift
+  PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m "sqlite_ops.$module" "$@"
+}
+
 # manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
 # manifest records: a count, null (the check could not run), 0 when it records
 # none (older backups), or "unreadable" when the manifest fails the catalog's
