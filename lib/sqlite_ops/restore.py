@@ -66,6 +66,7 @@ from sqlite_ops.common import (
     REPO_ROOT_STR,
     OpsError,
     fsync_path,
+    holders,
     is_sqlite_file,
     quote_ident,
     readonly_uri,
@@ -686,48 +687,8 @@ def prune_incident(backup_dir: str, db: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# Who has a file open (a /proc/*/fd scan)
+# Who has a file open (common.holders: the one /proc/*/fd scan)
 # ---------------------------------------------------------------------------
-
-
-def holders(paths: list[str]) -> tuple[list[tuple[int, str]], bool]:
-    """(pid, command) of other processes with any of ``paths`` open, and whether
-    every process could be inspected (only root sees other users' descriptors)."""
-    wanted = {os.path.realpath(p) for p in paths}
-    me, found, complete = os.getpid(), [], True
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return [], False
-    for pid in pids:
-        if pid == me:
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except PermissionError:
-            complete = False
-            continue
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target in wanted:
-                found.append((pid, _command_of(pid)))
-                break
-    return found, complete
-
-
-def _command_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            words = handle.read().split(b"\0")
-        text = " ".join(w.decode(errors="replace") for w in words if w)
-    except OSError:
-        text = ""
-    return (text[:80] + "...") if len(text) > 80 else (text or "?")
 
 
 def describe_holders(db: str) -> str:
