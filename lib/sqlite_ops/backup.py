@@ -24,9 +24,11 @@ on every path out, an exception or an interruption alike.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,13 +39,19 @@ from typing import Any
 from sqlite_ops import snapshot
 from sqlite_ops.catalog import MANIFEST_SUFFIX, backup_file_name, db_name, parse_backup_name
 from sqlite_ops.common import (
+    EX_BUSY,
     EX_FAIL,
     EX_USAGE,
     OpsError,
+    OpsLock,
+    dir_problem,
+    fail,
     fsync_path,
     is_sqlite_file,
     require_regular_file,
+    roll_back_hot_journal,
 )
+from sqlite_ops.progress import human_bytes
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 INTEGRITY_CHECKS = ("full", "quick")
@@ -284,3 +292,330 @@ def is_backup_temp(file_name: str, name: str) -> bool:
         base = base[: -len(MANIFEST_SUFFIX)]
     parsed = parse_backup_name(base)
     return parsed is not None and parsed[0] == name
+
+
+# ---------------------------------------------------------------------------
+# The run behind backup_database.sh, step by step
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What backup_database.sh settled (flag > environment > config > default,
+    validated there); the names are the settings'."""
+
+    db: str
+    dest_dir: str
+    retention_days: int
+    keep_min: int
+    compression: str
+    lock_timeout: int = 0
+    metrics_dir: str = ""
+    fk_accept: str = ""
+    host: str = ""
+    busy_timeout_ms: int = 5000
+    remotes: list[str] = field(default_factory=list)
+    offsite_retention_days: int = 30
+    offsite_keep_min: int = 7
+    dry_run: bool = False
+    quiet: bool = False
+    syslog: bool = False
+    prog: str = "backup_database.sh"
+    start: float = field(default_factory=time.time)
+    published: str | None = None  # set once the backup is out
+
+
+def run(settings: Run) -> int:
+    """The whole backup run; returns the exit code (messages already said)."""
+    log = Log(settings.prog, settings.quiet, settings.syslog)
+    code = EX_FAIL
+    try:
+        if settings.dry_run:
+            require_database(settings.db)
+            for line in prune(settings, dry_run=True):
+                print(line)
+            return 0
+        try:
+            code = _backup_run(settings, log)
+        except OpsError as error:
+            code = error.code
+            log.die(error)
+        if code != EX_BUSY:
+            write_metrics(settings, code, log)
+        return code
+    except OpsError as error:
+        log.die(error)
+        return error.code
+    except Interrupted as stop:
+        return interrupted(settings, log, stop)
+
+
+def _backup_run(settings: Run, log: Log) -> int:
+    db, dest = settings.db, settings.dest_dir
+    try:
+        require_database(db)
+        ensure_private_dir(dest)
+        check_backup_dir(dest, log)
+        with OpsLock(db, settings.lock_timeout, "backup"):
+            if roll_back_hot_journal(db, settings.busy_timeout_ms):
+                log.warn(f"rolled back the hot journal of {db} (a writer was killed "
+                         "mid-transaction; its uncommitted changes were discarded, as SQLite "
+                         "does)")
+            sweep_temps(dest, db_name(db))
+            check_free_space(db, dest)
+            log.info(f"snapshot of {db}; PRAGMA integrity_check and packing with "
+                     f"{settings.compression}")
+            result = take_backup(db, dest, compression=settings.compression,
+                                 fk_accept=settings.fk_accept, host=settings.host,
+                                 busy_timeout_ms=settings.busy_timeout_ms,
+                                 quiet=settings.quiet, prog=settings.prog)
+            settings.published = result.path
+            for line in result.infos:
+                log.info(line)
+            for line in result.warnings:
+                log.warn(line)
+            log.info(f"published {result.path} ({human_bytes(os.path.getsize(result.path))}) "
+                     f"in {time.time() - settings.start:.3f} s")
+            try:
+                for line in prune(settings):
+                    log.info(line)
+            except (OSError, OpsError) as exc:
+                log.warn(f"pruning failed ({getattr(exc, 'message', exc)}); the backup itself "
+                         "was published")
+    except Interrupted as stop:
+        return interrupted(settings, log, stop)
+    print(f"Backup completed: {settings.published}", flush=True)
+    return 0
+
+
+def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:
+    """Say what an interrupted run left; exit 128 + the signal's number."""
+    published = stop.published or settings.published
+    note = (f"the backup {published} was published; pruning did not run" if published
+            else "nothing was published")
+    log.warn(f"interrupted by SIG{signal.Signals(stop.signum).name[3:]}; {note}")
+    return 128 + stop.signum
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create the backup directory (0700) if missing; only it, never its parents
+    (a missing parent means a wrong setting, and making the tree would hide it)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OpsError(EX_USAGE, f"not a directory: {path}")
+    if not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise OpsError(EX_USAGE, f"cannot create {path}: {parent} does not exist; check the "
+                                     "setting that names it (--dir or BACKUP_DIR), or create "
+                                     "it; nothing was changed")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass  # a run started at the same moment made it first: fine
+        except OSError:
+            if not os.path.isdir(path):
+                raise OpsError(EX_FAIL, f"cannot create directory {path}") from None
+    if not os.access(path, os.W_OK):
+        raise OpsError(EX_FAIL, f"cannot write to {path}: permission denied")
+
+
+def check_backup_dir(path: str, log: Log) -> None:
+    """Backups hold the same data as the database, and a restore trusts what it
+    finds here: a directory others may write to is refused; one owned by
+    another user, or readable by others, is warned about."""
+    problem = dir_problem(path)
+    if problem.startswith("writable"):
+        raise OpsError(EX_USAGE, f"refusing to write backups into {path}: it is {problem}, so "
+                                 f"anyone could plant or replace backups there; chmod go-w "
+                                 f"{path} (or chmod 700); nothing was changed")
+    if problem:
+        log.warn(f"{path} is {problem}: that user could replace backups there; chown it to "
+                 "the user that runs backups")
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warn(f"{path} is readable by other users (mode {mode:o}); consider chmod 700")
+
+
+def sweep_temps(dest_dir: str, name: str) -> None:
+    """Remove the temp files a killed backup run of this database left (never
+    another database's, never another user's). Only with the lock held."""
+    try:
+        entries = list(os.scandir(dest_dir))
+    except OSError:
+        return
+    for entry in entries:
+        if not is_backup_temp(entry.name, name):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                import shutil
+
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
+def check_free_space(db: str, dest_dir: str) -> None:
+    """Fail early, with a clear message, when the snapshot cannot fit."""
+    try:
+        need = os.path.getsize(db)
+    except OSError:
+        raise OpsError(EX_USAGE, f"database not found: {db} (it disappeared during the run); "
+                                 "nothing was changed") from None
+    try:
+        need += os.path.getsize(db + "-wal")
+    except OSError:
+        pass
+    try:
+        stats = os.statvfs(dest_dir)
+    except OSError:
+        return
+    have = stats.f_bavail * stats.f_frsize
+    if have < need:
+        raise OpsError(EX_FAIL, f"not enough free space in {dest_dir}: need about "
+                                f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
+                                "changed")
+
+
+def prune(settings: Run, dry_run: bool = False) -> list[str]:
+    """Apply the retention rules to this database's backups; one line per file
+    pruned (or, with ``dry_run``, that would be), then the reason. With
+    offsite remotes, a backup not yet verified on every remote is kept."""
+    from sqlite_ops import catalog
+
+    return catalog.prune(settings.dest_dir, settings.db, settings.retention_days,
+                         settings.keep_min, dry_run=dry_run, remotes=settings.remotes,
+                         host=settings.host,
+                         offsite_retention_days=settings.offsite_retention_days,
+                         offsite_keep=settings.offsite_keep_min)
+
+
+def write_metrics(settings: Run, code: int, log: Log) -> None:
+    """The node_exporter textfile of this database's backups, on success and
+    failure alike (never for a run that found the lock taken)."""
+    if not settings.metrics_dir:
+        return
+    from sqlite_ops import catalog, metrics
+
+    name = db_name(settings.db)
+    stats = {"count": 0, "oldest_age_seconds": 0, "newest_verified_created": 0,
+             "newest_verified_size_bytes": 0}
+    if os.path.isdir(settings.dest_dir):
+        try:
+            stats.update(catalog.backup_stats(settings.dest_dir, settings.db))
+        except OSError:
+            pass
+    label = 'db="' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    gauges = [
+        ("sqlite_backup_last_success_timestamp_seconds",
+         f"{stats['newest_verified_created']:.0f}",
+         "Time (from its name) of the newest verified backup."),
+        ("sqlite_backup_last_duration_seconds", f"{time.time() - settings.start:.3f}",
+         "Duration of the last backup run, successful or not."),
+        ("sqlite_backup_last_size_bytes", f"{stats['newest_verified_size_bytes']}",
+         "Size of the newest verified backup file."),
+        ("sqlite_backup_count", f"{stats['count']}",
+         "Backup files of this database in the backup directory."),
+        ("sqlite_backup_oldest_age_seconds", f"{stats['oldest_age_seconds']:.0f}",
+         "Age of the oldest backup file."),
+        ("sqlite_backup_last_run_success", "1" if code == 0 else "0",
+         "1 when the last backup run succeeded, else 0."),
+    ]
+    text = "".join(f"# HELP {metric} {about}\n# TYPE {metric} gauge\n{metric}{{{label}}} {value}\n"
+                   for metric, value, about in gauges)
+    try:
+        metrics.write_textfile(settings.metrics_dir, f"backup_{name}", text, warn=log.warn)
+    except OpsError as error:
+        log.warn(error.message)
+
+
+class Log:
+    """Timestamped lines on stderr, as lib/common.sh writes them (stdout is for
+    results); copied to syslog with LOG_SYSLOG=1."""
+
+    def __init__(self, prog: str, quiet: bool = False, syslog: bool = False) -> None:
+        self.prog, self.quiet, self.syslog = prog, quiet, syslog
+
+    def _line(self, level: str, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(f"{stamp} {self.prog}: {level}: {message}", file=sys.stderr, flush=True)
+        self._syslog(f"{level}: {message}")
+
+    def _syslog(self, text: str) -> None:
+        if not self.syslog:
+            return
+        import shutil
+        import subprocess
+
+        if shutil.which("logger"):
+            subprocess.run(["logger", "-t", self.prog, "--", text], check=False,
+                           stdin=subprocess.DEVNULL)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._line("info", message)
+
+    def warn(self, message: str) -> None:
+        self._line("warning", message)
+
+    def die(self, error: OpsError) -> None:
+        """The failure's one line (a newline in it shown as \\n), as die() writes it."""
+        fail(self.prog, error)
+        self._syslog(f"error: {error.message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m sqlite_ops.backup",
+        description="The whole backup run behind backup_database.sh (which parses and "
+                    "validates the settings).")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--retention-days", type=int, required=True)
+    parser.add_argument("--keep", type=int, required=True)
+    parser.add_argument("--compress", required=True, choices=["zstd", "gzip", "none"])
+    parser.add_argument("--lock-timeout", type=int, default=0)
+    parser.add_argument("--metrics-dir", default="")
+    parser.add_argument("--fk-accept", default="")
+    parser.add_argument("--host", default="", help="OFFSITE_HOST")
+    parser.add_argument("--busy-timeout-ms", type=int, default=5000)
+    parser.add_argument("--remote", action="append", default=[], help="an OFFSITE_REMOTES entry")
+    parser.add_argument("--offsite-retention-days", type=int, default=30)
+    parser.add_argument("--offsite-keep", type=int, default=7)
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--syslog", action="store_true", help="LOG_SYSLOG=1")
+    parser.add_argument("--prog", default="backup_database.sh")
+    parser.add_argument("--start", type=float, default=None, help="when the run began (epoch)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Run(
+        db=os.path.abspath(args.db), dest_dir=os.path.abspath(args.dir),
+        retention_days=args.retention_days, keep_min=args.keep, compression=args.compress,
+        lock_timeout=args.lock_timeout, metrics_dir=args.metrics_dir, fk_accept=args.fk_accept,
+        host=args.host, busy_timeout_ms=args.busy_timeout_ms, remotes=args.remote,
+        offsite_retention_days=args.offsite_retention_days,
+        offsite_keep_min=args.offsite_keep, dry_run=args.dry_run, quiet=args.quiet,
+        syslog=args.syslog, prog=args.prog,
+        start=args.start if args.start is not None else time.time())
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, interrupt)
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -520,48 +520,71 @@ def remove_backup(backup: Backup) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _cli_prune(args: Any) -> int:
-    """Apply (or with --dry-run, show) retention; one result line per file on stdout."""
-    now, name = time.time(), db_name(args.source)
-    backups = list_backups(args.dir, name, args.source)
+def prune(backup_dir: str | os.PathLike[str], source: str, retention_days: int, keep_min: int,
+          *, dry_run: bool = False, remotes: list[str] | None = None, host: str = "",
+          offsite_retention_days: int = 30, offsite_keep: int = 7) -> list[str]:
+    """Apply (with ``dry_run``: show) retention to the backups of database
+    ``source`` in ``backup_dir``; one line per file pruned, then the reason.
+    With ``remotes`` (OFFSITE_REMOTES), backups not yet on every remote stay."""
+    now, name = time.time(), db_name(source)
+    backups = list_backups(backup_dir, name, source)
     pending: frozenset[str] = frozenset()
-    if args.remote:  # OFFSITE_REMOTES is set: keep what has not reached every remote
+    if remotes:  # OFFSITE_REMOTES is set: keep what has not reached every remote
         from sqlite_ops import offsite  # lazily: it imports this module
 
-        waiting = offsite.pending_backups(args.dir, name, args.source, args.remote,
-                                          args.host or offsite.short_host_name(),
-                                          args.offsite_retention_days, args.offsite_keep, now)
+        waiting = offsite.pending_backups(backup_dir, name, source, remotes,
+                                          host or offsite.short_host_name(),
+                                          offsite_retention_days, offsite_keep, now)
         pending = frozenset(b.path.name for found in waiting.values() for b in found)
-    plan = plan_prune(backups, now, args.retention_days, args.keep,
-                      assume_new_verified=args.dry_run, pending=pending)
-    orphans = orphan_manifests(args.dir, name, now - args.retention_days * DAY,
-                               args.source)
-    verb = "Would prune" if args.dry_run else "Pruned"
+    plan = plan_prune(backups, now, retention_days, keep_min,
+                      assume_new_verified=dry_run, pending=pending)
+    orphans = orphan_manifests(backup_dir, name, now - retention_days * DAY, source)
+    verb = "Would prune" if dry_run else "Pruned"
+    lines = []
     for backup in plan.prune:
-        if not args.dry_run:
+        if not dry_run:
             remove_backup(backup)
-        print(f"{verb}: {backup.path}")
+        lines.append(f"{verb}: {backup.path}")
     for orphan in orphans:
-        if not args.dry_run:
+        if not dry_run:
             orphan.unlink(missing_ok=True)
-        print(f"{verb}: {orphan} (a manifest without its backup)")
-    if not args.dry_run and (plan.prune or orphans):
-        fsync_path(args.dir)
-    print(f"Retention: {plan.reason}")
+        lines.append(f"{verb}: {orphan} (a manifest without its backup)")
+    if not dry_run and (plan.prune or orphans):
+        fsync_path(backup_dir)
+    lines.append(f"Retention: {plan.reason}")
+    return lines
+
+
+def backup_stats(backup_dir: str | os.PathLike[str], source: str) -> dict[str, float]:
+    """The numbers of the backup metrics for database ``source``'s backups."""
+    now = time.time()
+    backups = list_backups(backup_dir, db_name(source), source)
+    verified = [b for b in backups if b.usable(now)]
+    newest = verified[0] if verified else None
+    return {"count": len(backups), "verified_count": len(verified),
+            "oldest_age_seconds": max(now - backups[-1].created_at, 0.0) if backups else 0,
+            "newest_verified_created": newest.created_at if newest else 0,
+            "newest_verified_size_bytes": newest.size_bytes if newest else 0}
+
+
+def _cli_prune(args: Any) -> int:
+    """Apply (or with --dry-run, show) retention; one result line per file on stdout."""
+    for line in prune(args.dir, args.source, args.retention_days, args.keep,
+                      dry_run=args.dry_run, remotes=args.remote, host=args.host,
+                      offsite_retention_days=args.offsite_retention_days,
+                      offsite_keep=args.offsite_keep):
+        print(line)
     return 0
 
 
 def _cli_stats(args: Any) -> int:
     """``key value`` lines for the backup metrics."""
-    now = time.time()
-    backups = list_backups(args.dir, db_name(args.source), args.source)
-    verified = [b for b in backups if b.usable(now)]
-    newest = verified[0] if verified else None
-    print(f"count {len(backups)}")
-    print(f"verified_count {len(verified)}")
-    print(f"oldest_age_seconds {max(now - backups[-1].created_at, 0.0) if backups else 0:.0f}")
-    print(f"newest_verified_created {newest.created_at if newest else 0:.0f}")
-    print(f"newest_verified_size_bytes {newest.size_bytes if newest else 0}")
+    stats = backup_stats(args.dir, args.source)
+    for key in ("count", "verified_count"):
+        print(f"{key} {stats[key]}")
+    print(f"oldest_age_seconds {stats['oldest_age_seconds']:.0f}")
+    print(f"newest_verified_created {stats['newest_verified_created']:.0f}")
+    print(f"newest_verified_size_bytes {stats['newest_verified_size_bytes']}")
     return 0
 
 

@@ -303,8 +303,18 @@ def dir_problem(path: str | os.PathLike[str]) -> str:
     if mode & 0o022:
         return f"writable by other users (mode {mode:o})"
     if st.st_uid not in (os.geteuid(), 0):
-        return f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+        return f"owned by {_user(st.st_uid)}, not by this user ({_user(os.geteuid())})"
     return ""
+
+
+def _user(uid: int) -> str:
+    """A user's name ("uid N" when it has none), as ``id -nu`` says it."""
+    import pwd  # lazily: the migrate no-op does not need it
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def require_regular_file(path: str | os.PathLike[str]) -> None:

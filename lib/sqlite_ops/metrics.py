@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .common import (
     EX_BUSY,
@@ -736,8 +736,10 @@ def textfile_name(name: str) -> str:
     return f"sqlite_ops_{safe}.prom"
 
 
-def write_textfile(directory: str, name: str, text: str) -> str:
-    """Publish ``text`` as ``<directory>/sqlite_ops_<name>.prom`` (temp file, fsync, rename)."""
+def write_textfile(directory: str, name: str, text: str,
+                   warn: Callable[[str], None] | None = None) -> str:
+    """Publish ``text`` as ``<directory>/sqlite_ops_<name>.prom`` (temp file, fsync, rename).
+    ``warn`` is told about a directory owned by another user (still written)."""
     import tempfile
 
     target = os.path.join(directory, textfile_name(name))
@@ -749,6 +751,8 @@ def write_textfile(directory: str, name: str, text: str) -> str:
     if problem.startswith("writable"):
         raise OpsError(EX_FAIL, f"not writing metrics into {directory}: it is {problem}, so anyone "
                                 "could replace them or plant files there; chmod go-w it")
+    if problem and warn is not None:
+        warn(f"metrics directory {directory} is {problem}; chown it")
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{textfile_name(name)}.tmp.")
     except OSError as exc:

@@ -187,7 +187,7 @@ wait_for_file() {
   ln -s "$BACKUP" "$WORK/bin/sqlite-backup"
   run --separate-stderr "$WORK/bin/sqlite-backup" --db "$DB" --dir "$DIR"
   assert_status 0
-  run bash -c 'source "$1" && declare -F choose_stamp >/dev/null && echo sourced' _ "$BACKUP"
+  run bash -c 'source "$1" && declare -F load_settings >/dev/null && echo sourced' _ "$BACKUP"
   assert_equal "$output" sourced
 }
 

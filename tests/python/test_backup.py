@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from opsenv import make_db
+from opsenv import SCRIPTS, make_db, ops_env, python_starts
 
 from sqlite_ops import backup, catalog, snapshot
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError
@@ -167,3 +167,18 @@ def test_two_backups_in_one_second_never_collide(tmp_path):
     second = backup.take_backup(str(db), str(tmp_path), compression="none")
     assert first.path != second.path
     assert Path(first.path).exists() and Path(second.path).exists()
+
+
+@pytest.mark.parametrize("args", [[], ["--dry-run"]])
+def test_a_backup_starts_python_at_most_twice(tmp_path, args):
+    """One process per operation: backup_database.sh settles the settings and
+    hands the whole run to one python3 (the budget is two)."""
+    db = make_db(tmp_path / "app.db", 20)
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  METRICS_DIR=str(tmp_path / "metrics"), OFFSITE_REMOTES="")
+    starts = python_starts([str(SCRIPTS / "backup_database.sh"), "--compress", "gzip", *args],
+                           env)
+    assert 1 <= starts <= 2, starts  # at least the run itself: the shim counts
+    if not args:
+        assert len(catalog.list_backups(tmp_path / "backups", "app", str(db))) == 1
+        assert (tmp_path / "metrics" / "sqlite_ops_backup_app.prom").exists()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from opsenv import (
+    REPO,
     SCRIPTS,
     content_digest,
     default_signals,
@@ -495,17 +496,21 @@ def test_signal_during_restore_leaves_nothing_behind(tmp_path, step, sig, target
     assert run("restore_database.sh", "--yes", "latest", env=env).returncode == 0
 
 
-# A `sync` that, at its first directory fsync (just after the first file of
-# the pair is linked into place), stops until released. It ignores the
-# signal, as a process inside fsync(2) does until the call returns.
-PAUSING_SYNC = """#!/bin/bash
-trap '' INT TERM HUP
-last=${@: -1}
-if [[ -d $last && ! -e $PAUSE_DIR/paused ]]; then
-  echo $$ >"$PAUSE_DIR/paused"
-  while [[ ! -e $PAUSE_DIR/release ]]; do sleep 0.02; done
-fi
-exec {real} "$@"
+# The backup run (python3 -m sqlite_ops.backup, what backup_database.sh hands
+# over to) with its publication stopped just after the first file of the pair
+# is linked into place, until released: the moment a signal could split them.
+PAUSING_RUN = """
+import os, sys, time
+from sqlite_ops import backup
+real = backup.publish
+def publish(temp, dest):
+    real(temp, dest)
+    if dest.endswith(".manifest.json"):
+        open(os.path.join(os.environ["PAUSE_DIR"], "paused"), "w").close()
+        while not os.path.exists(os.path.join(os.environ["PAUSE_DIR"], "release")):
+            time.sleep(0.02)
+backup.publish = publish
+sys.exit(backup.main(sys.argv[1:]))
 """
 
 
@@ -514,15 +519,12 @@ exec {real} "$@"
 def test_a_signal_never_splits_a_backup_from_its_manifest(tmp_path, sig, target):
     db, env = world(tmp_path, mode="wal")
     backups = tmp_path / "backups"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "sync"
-    fake.write_text(PAUSING_SYNC.replace("{real}", shutil.which("sync")))
-    fake.chmod(0o755)
     pause = tmp_path / "pause"
     pause.mkdir()
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", PAUSE_DIR=str(pause))
-    code = interrupt([str(SCRIPTS / "backup_database.sh")], env, pause, sig, TARGETS[target])
+    env.update(PAUSE_DIR=str(pause), PYTHONPATH=str(REPO / "lib"))
+    cmd = [sys.executable, "-c", PAUSING_RUN, "--db", str(db), "--dir", str(backups),
+           "--retention-days", "30", "--keep", "7", "--compress", "gzip"]
+    code = interrupt(cmd, env, pause, sig, TARGETS[target])
     assert code == 128 + sig.value
     published = sorted(p for p in backups.iterdir() if not p.name.startswith("."))
     assert [p.name for p in published if p.name.endswith(".manifest.json")] != [], published
