@@ -107,7 +107,7 @@ class Run:
     opts: Options
     start: float = field(default_factory=time.time)
     stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
-    step: str = "plan"  # plan, prompt, safety, replace, finished
+    step: str = "plan"  # plan, prompt, safety, replace, finished (written and checked)
     target: str = ""
     backup: str = ""
     work_dir: str = ""
@@ -116,7 +116,7 @@ class Run:
     safety_manifest: dict[str, Any] | None = None
     raw_copy: str = ""
     applied: restore.ApplyState | None = None
-    pending: int | None = None  # a signal held while the finished restore is reported
+    pending: int | None = None  # a signal held once the restore was written and checked
     lock: OpsLock | None = None
     remote_name: str = ""  # with --from: REMOTE/<host>/<name>/<file>
     cleanup: list[str] = field(default_factory=list)  # temp directories, removed at the end
@@ -210,7 +210,7 @@ def action_drill(run: Run) -> None:
     write_metrics(run, {"sqlite_restore_drill_last_success_timestamp_seconds": int(time.time()),
                         "sqlite_restore_drill_duration_seconds": f"{seconds:.3f}",
                         "sqlite_restore_drill_last_run_success": 1})
-    print(f"Drill passed: {run.backup} verified, restored into a temp file and checked in "
+    print(f"Drill passed: {shown_backup(run)} verified, restored into a temp file and checked in "
           f"{seconds:.3f} s (removed)")
 
 
@@ -226,11 +226,8 @@ def action_restore_to(run: Run) -> None:
     verify(run)
     # 3. put it into the target and check it; the receipt
     replace(run, target, f"{target}.stale.{run.stamp}")
-    run.step = "receipt"
-    print_receipt(run, target)
     run.step = "finished"
-    if run.pending is not None:
-        raise pending_error(run.pending)
+    print_receipt(run, target)
 
 
 def action_restore(run: Run) -> None:
@@ -260,20 +257,11 @@ def action_restore(run: Run) -> None:
     except BaseException:
         keep_safety_note(run)
         raise
-    run.step = "receipt"
-    print_receipt(run, opts.db)
-    # 7. the metrics; then a signal that came while it was finished
     run.step = "finished"
+    print_receipt(run, opts.db)
+    # 7. the metrics
     write_metrics(run, {"sqlite_restore_last_success_timestamp_seconds": int(time.time()),
                         "sqlite_restore_last_duration_seconds": f"{run.seconds():.3f}"})
-    if run.pending is not None:
-        raise pending_error(run.pending)
-
-
-def pending_error(signum: int) -> OpsError:
-    name = signal.Signals(signum).name
-    return OpsError(128 + signum, f"{name} arrived while the restore was being written; it was "
-                                  "finished and checked first (receipt above)")
 
 
 ACTIONS = {"list": action_list, "verify": action_verify, "drill": action_drill,
@@ -821,24 +809,31 @@ def write_metrics(run: Run, values: dict[str, Any]) -> None:
 
 def interrupted_message(run: Run) -> str:
     """What each step leaves when it is interrupted (the write into the
-    database says its own: see apply)."""
+    database says its own: see apply; after it, signals wait: see
+    install_signals)."""
     if run.step == "prompt":
         return "restore cancelled; nothing was changed"
     if run.step == "safety":
         return (f"interrupted during the safety backup of {run.opts.db}: the database was not "
                 "touched and nothing was restored")
-    if run.step == "finished":
-        return (f"interrupted after the restore was written and checked: {run.target} holds "
-                "the backup's content")
     return "interrupted before the database was touched; nothing was changed"
+
+
+def pending_error(signum: int) -> OpsError:
+    """What a signal held once the restore was written and checked says, after
+    the receipt."""
+    name = signal.Signals(signum).name
+    return OpsError(128 + signum, f"{name} arrived while the restore was being written; it was "
+                                  "finished and checked first (receipt above)")
 
 
 def install_signals(run: Run) -> None:
     """INT, TERM and HUP interrupt the step the run is in; once the restore
-    was written and checked they wait until its receipt is out."""
+    was written and checked (its target holds the backup's content) they wait
+    until the receipt, the undo command and the metrics are out."""
     def on_signal(signum: int, frame: object) -> None:
         checked = run.applied is not None and run.applied.step in ("checked", "placed")
-        held = run.step == "receipt" or (run.step == "replace" and checked)
+        held = run.step == "finished" or (run.step == "replace" and checked)
         if held and run.opts.action != "drill":
             run.pending = run.pending or signum
             return
@@ -887,6 +882,8 @@ def run_action(opts: Options) -> int:
     install_signals(run)
     try:
         ACTIONS[opts.action](run)
+        if run.pending is not None:
+            raise pending_error(run.pending)
         return EX_OK
     except KeyboardInterrupt as exc:  # Interrupted, from here or from the safety backup
         signum = getattr(exc, "signum", signal.SIGINT)
