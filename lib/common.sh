@@ -498,25 +498,33 @@ dir_problem() {
 # The lock: one per database, shared by backup, restore, maintenance and migrate
 # ---------------------------------------------------------------------------
 
-# lock_path_for DB: the lock file beside the database (same as lib/sqlite_ops).
-# Symlinks are resolved, so every path to one database finds the same lock.
-lock_path_for() { printf '%s.sqlite-ops.lock\n' "$(realpath -m -- "$1")"; }
+# lock_path_for DB: the lock file beside the database (sqlite_ops.common's
+# formula, the only one). Symlinks are resolved, so every path to one
+# database finds the same lock.
+lock_path_for() {
+  local path
+  path=$(py_ops common lock-file -- "$1") || return 1
+  printf '%s\n' "${path%/}"
+}
 
 # lock_acquire DB TIMEOUT WHAT: exit 75 when another run holds it past TIMEOUT.
 # A run started by a parent that holds this lock (SQLITE_OPS_LOCK_HELD) skips it.
 # Anyone who can write to the database's directory can plant a symlink (or a
 # hard link) at the lock's path; the lock file is therefore never created,
 # opened for writing or truncated through one: it is created with O_EXCL and
-# O_NOFOLLOW, opened read-only without O_CREAT (flock needs no more), and used
-# only when the open file is the regular, singly linked file at PATH, owned by
-# us or by the database's owner. Anything else is exit 2 naming the path.
+# O_NOFOLLOW (by the one python3 call that also says where it is), opened
+# read-only without O_CREAT (flock needs no more), and used only when the
+# open file is the regular, singly linked file at PATH, owned by us or by the
+# database's owner. Anything else is exit 2 naming the path.
 lock_acquire() {
-  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder fd
-  path=$(lock_path_for "$db")
+  local db=$1 timeout=${2:-0} what=${3:-$PROG} path holder fd created=0
+  path=$(py_ops common lock-file --create -- "$db") || created=$?
+  path=${path%/}
+  [[ -n $path ]] || die "$EX_FAIL" "cannot find the lock file of $db"
   [[ ${SQLITE_OPS_LOCK_HELD:-} == "$path" ]] && return 0
   require_tool flock util-linux
   lock_refuse_unsafe "$path"
-  [[ -e $path ]] || lock_create "$path"
+  [[ $created == 0 ]] || die "$EX_FAIL" "cannot create lock file $path (is its directory writable?)"
   { exec {fd}<"$path"; } 2>/dev/null || die "$EX_FAIL" "cannot open lock file $path: permission denied?"
   local problem
   if ! problem=$(lock_problem "$path" "$fd" "$db") || [[ -n $problem ]]; then
@@ -544,20 +552,6 @@ lock_refuse_unsafe() {
   if [[ -e $1 && ! -f $1 ]]; then
     die "$EX_USAGE" "refusing to use lock file $1: not a regular file; remove it and retry; nothing was changed"
   fi
-}
-
-# lock_create PATH: create the empty lock file, never through a symlink
-# (O_CREAT|O_EXCL|O_NOFOLLOW; bash redirections cannot say that). Losing the
-# race to a concurrent run is fine: its file is checked like any other.
-lock_create() {
-  python3 -c 'import os, sys
-try:
-    os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-except FileExistsError:
-    pass
-except OSError as exc:
-    sys.exit(f"{exc.strerror}")' "$1" 2>/dev/null ||
-    die "$EX_FAIL" "cannot create lock file $1 (is its directory writable?)"
 }
 
 # lock_problem PATH FD DB: prints what is wrong with the open file FD, or

@@ -21,6 +21,9 @@
 # backups of this database and prints "Backup completed: <path>" as the last
 # line on stdout. On a terminal, the long steps (snapshot, compression,
 # integrity_check) show their progress on stderr; --quiet silences it.
+# This script settles the settings below; the run itself is one Python
+# process (lib/sqlite_ops/backup.py), which replaces it: a signal to this
+# script's PID reaches the run.
 #
 # Retention: only this database's own backup files are ever removed; the
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when

@@ -44,6 +44,7 @@ from sqlite_ops.common import (
     EX_USAGE,
     OpsError,
     OpsLock,
+    Settings,
     dir_problem,
     fail,
     fsync_path,
@@ -351,41 +352,97 @@ def run(settings: Run) -> int:
 
 
 def _backup_run(settings: Run, log: Log) -> int:
-    db, dest = settings.db, settings.dest_dir
     try:
-        require_database(db)
-        ensure_private_dir(dest)
-        check_backup_dir(dest, log)
-        with OpsLock(db, settings.lock_timeout, "backup"):
-            if roll_back_hot_journal(db, settings.busy_timeout_ms):
-                log.warn(f"rolled back the hot journal of {db} (a writer was killed "
-                         "mid-transaction; its uncommitted changes were discarded, as SQLite "
-                         "does)")
-            sweep_temps(dest, db_name(db))
-            check_free_space(db, dest)
-            log.info(f"snapshot of {db}; PRAGMA integrity_check and packing with "
-                     f"{settings.compression}")
-            result = take_backup(db, dest, compression=settings.compression,
-                                 fk_accept=settings.fk_accept, host=settings.host,
-                                 busy_timeout_ms=settings.busy_timeout_ms,
-                                 quiet=settings.quiet, prog=settings.prog)
-            settings.published = result.path
-            for line in result.infos:
-                log.info(line)
-            for line in result.warnings:
-                log.warn(line)
-            log.info(f"published {result.path} ({human_bytes(os.path.getsize(result.path))}) "
-                     f"in {time.time() - settings.start:.3f} s")
-            try:
-                for line in prune(settings):
-                    log.info(line)
-            except (OSError, OpsError) as exc:
-                log.warn(f"pruning failed ({getattr(exc, 'message', exc)}); the backup itself "
-                         "was published")
+        require_database(settings.db)
+        prepare_dir(settings.dest_dir, log)
+        with OpsLock(settings.db, settings.lock_timeout, "backup"):
+            backup_locked(settings, log)
     except Interrupted as stop:
         return interrupted(settings, log, stop)
     print(f"Backup completed: {settings.published}", flush=True)
     return 0
+
+
+def prepare_dir(dest_dir: str, log: Log) -> None:
+    """The backup directory exists (made 0700) and no other user may write to it."""
+    ensure_private_dir(dest_dir)
+    check_backup_dir(dest_dir, log)
+
+
+def backup_locked(settings: Run, log: Log) -> BackupResult:
+    """With the lock held and the directory prepared: roll back a hot journal,
+    sweep what a killed run left, check the free space, take the backup, say
+    what it found, and prune. Sets ``settings.published``."""
+    db, dest = settings.db, settings.dest_dir
+    if roll_back_hot_journal(db, settings.busy_timeout_ms):
+        log.warn(f"rolled back the hot journal of {db} (a writer was killed mid-transaction; "
+                 "its uncommitted changes were discarded, as SQLite does)")
+    sweep_temps(dest, db_name(db))
+    check_free_space(db, dest)
+    log.info(f"snapshot of {db}; PRAGMA integrity_check and packing with {settings.compression}")
+    result = take_backup(db, dest, compression=settings.compression,
+                         fk_accept=settings.fk_accept, host=settings.host,
+                         busy_timeout_ms=settings.busy_timeout_ms, quiet=settings.quiet,
+                         prog=settings.prog)
+    settings.published = result.path
+    for line in result.infos:
+        log.info(line)
+    for line in result.warnings:
+        log.warn(line)
+    log.info(f"published {result.path} ({human_bytes(os.path.getsize(result.path))}) "
+             f"in {time.time() - settings.start:.3f} s")
+    try:
+        for line in prune(settings):
+            log.info(line)
+    except (OSError, OpsError) as exc:
+        log.warn(f"pruning failed ({getattr(exc, 'message', exc)}); the backup itself was "
+                 "published")
+    return result
+
+
+def backup_with_lock_held(settings: Run, log: Log) -> BackupResult:
+    """A whole backup run for a caller that holds the lock (migrate's
+    pre-migration backup): the directory checks, :func:`backup_locked`, and
+    the metrics file, as a run of backup_database.sh would write them."""
+    code = EX_FAIL
+    try:
+        prepare_dir(settings.dest_dir, log)
+        result = backup_locked(settings, log)
+        code = 0
+        return result
+    finally:
+        write_metrics(settings, code, log)
+
+
+def settings_from(config: Settings, db: str, dest_dir: str | None = None, *,
+                  prog: str, quiet: bool = True) -> Run:
+    """A :class:`Run` from sqlite-ops settings (flag > environment > config >
+    default), as backup_database.sh would resolve them."""
+    import shutil
+
+    retention = config.get_int("RETENTION_DAYS")
+    keep = config.get_int("KEEP_MIN")
+    rclone_config = config.get("RCLONE_CONFIG", "")
+    if rclone_config:
+        os.environ["RCLONE_CONFIG"] = rclone_config  # rclone reads it from there
+
+    def number(key: str, default: int) -> int:
+        value = config.get(key, str(default))
+        if not value.isdigit():
+            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
+        return int(value)
+
+    return Run(
+        db=os.path.abspath(db), dest_dir=os.path.abspath(dest_dir or config.get("BACKUP_DIR")),
+        retention_days=retention, keep_min=keep,
+        compression=config.get("COMPRESS", "zstd" if shutil.which("zstd") else "gzip"),
+        metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT", ""),
+        host=config.get("OFFSITE_HOST", ""),
+        busy_timeout_ms=number("SQLITE_BUSY_TIMEOUT_MS", 5000),
+        remotes=config.get("OFFSITE_REMOTES", "").split(),
+        offsite_retention_days=number("OFFSITE_RETENTION_DAYS", retention),
+        offsite_keep_min=number("OFFSITE_KEEP_MIN", keep), quiet=quiet,
+        syslog=config.get("LOG_SYSLOG", "0") == "1", prog=prog)
 
 
 def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:

@@ -447,10 +447,29 @@ def run_interruptible(main: Callable[[], int]) -> int:
         return EX_INTERRUPTED
 
 
+def create_lock_file(path: str) -> None:
+    """Create the empty lock file ``path`` if there is none, never through a
+    symlink (O_CREAT|O_EXCL|O_NOFOLLOW). Whatever is already there (a
+    concurrent run's file, or something planted) is left for the caller's
+    checks. OSError when it cannot be created."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python3 -m sqlite_ops.common roll-back-journal [--busy-timeout-ms N] -- DB``:
-    the bash scripts' way to :func:`roll_back_hot_journal` (prints a line when
-    it rolled one back)."""
+    """The bash scripts' way to two things of this module:
+
+    ``python3 -m sqlite_ops.common roll-back-journal [--busy-timeout-ms N] -- DB``
+        :func:`roll_back_hot_journal` (prints a line when it rolled one back);
+    ``python3 -m sqlite_ops.common lock-file [--create] -- DB``
+        prints the database's lock file (:func:`lock_path_for`, followed by
+        "/" so a trailing newline survives ``$(...)``); with ``--create``,
+        creates it when missing (:func:`create_lock_file`; exit 1 when it
+        cannot be, the path still printed).
+    """
     import argparse
 
     parser = argparse.ArgumentParser(prog="sqlite_ops.common")
@@ -459,7 +478,20 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--busy-timeout-ms", type=int, default=5000)
     cmd.add_argument("--prog", default="sqlite-ops")
     cmd.add_argument("db")
+    cmd = sub.add_parser("lock-file")
+    cmd.add_argument("--create", action="store_true")
+    cmd.add_argument("db")
     args = parser.parse_args(argv)
+    if args.command == "lock-file":
+        path = lock_path_for(args.db)
+        sys.stdout.write(path + "/\n")
+        sys.stdout.flush()
+        if args.create:
+            try:
+                create_lock_file(path)
+            except OSError:
+                return EX_FAIL
+        return EX_OK
     try:
         if roll_back_hot_journal(args.db, args.busy_timeout_ms):
             print(f"rolled back the hot journal of {args.db} (a writer was killed mid-transaction; "

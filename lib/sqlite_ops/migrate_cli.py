@@ -60,8 +60,9 @@ usage: migrate up [--to V] [--dry-run] [--no-backup] [--allow-out-of-order] [--c
 
 Apply pending migrations in version order, each in one transaction together with
 its validation and its schema_migrations row. Everything is checked before
-anything is written; a verified backup (scripts/backup_database.sh) is taken
-only when a migration is about to be applied to an existing database.
+anything is written; a verified backup (as scripts/backup_database.sh takes
+it, in this process, under this run's lock) is taken only when a migration is
+about to be applied to an existing database.
 
 A database with tables but no migration history is adopted: its schema is
 compared with what the migrations build, and where it matches a version, the

@@ -32,7 +32,6 @@ from .common import (
     EX_FAIL,
     EX_USAGE,
     EX_VERIFY,
-    LOCK_HELD_ENV,
     REPO_ROOT_STR,
     OpsError,
     OpsLock,
@@ -80,7 +79,6 @@ from .migration_schema import (  # noqa: F401 - re-exported: the public entry
 )
 
 SCHEMA_FILE = "schema.sql"
-BACKUP_SCRIPT_ENV = "SQLITE_OPS_BACKUP_SCRIPT"
 
 
 # ---------------------------------------------------------------------------- status
@@ -190,17 +188,16 @@ class UpResult:
 class Migrator:
     """Migrations of one database from one directory.
 
-    ``backup_script`` is run as ``SCRIPT --db DB --dir BACKUP_DIR --quiet`` before
-    changes and must print ``Backup completed: <path>`` last.
+    Before changes it takes a verified backup into ``backup_dir`` (default
+    BACKUP_DIR) with :func:`sqlite_ops.backup.backup_with_lock_held`.
     """
 
     def __init__(self, db_path: str, migrations_dir: str, *, lock_timeout: float = 0,
-                 backup_dir: str | None = None, backup_script: str | None = None) -> None:
+                 backup_dir: str | None = None) -> None:
         self.db_path = os.fspath(db_path)
         self.migrations_dir = os.fspath(migrations_dir)
         self.lock_timeout = lock_timeout
         self.backup_dir = backup_dir
-        self.backup_script = backup_script or os.environ.get(BACKUP_SCRIPT_ENV) or None
         self._migrations: list[Migration] | None = None
 
     # -- inputs
@@ -769,35 +766,19 @@ class Migrator:
     # -- backup
 
     def take_backup(self) -> str:
-        """Run the backup script (the lock is inherited via SQLITE_OPS_LOCK_HELD)."""
-        import subprocess
+        """The pre-migration backup (sqlite_ops.backup), taken under this run's
+        lock, with the backup's own settings (COMPRESS, FK_ACCEPT, ...)."""
+        from . import backup
+        from .common import Settings
 
-        from .common import REPO_ROOT_STR
-
-        script = self.backup_script or os.path.join(REPO_ROOT_STR, "scripts",
-                                                    "backup_database.sh")
-        if not os.path.isfile(script):
-            raise OpsError(EX_USAGE, f"backup script {script} not found; nothing was applied "
-                                     "(set SQLITE_OPS_BACKUP_SCRIPT, or use --no-backup)")
-        command = [script, "--db", self.db_path, "--quiet"]
-        if self.backup_dir:
-            command[3:3] = ["--dir", self.backup_dir]
-        env = dict(os.environ)
-        env.setdefault(LOCK_HELD_ENV, os.path.abspath(self.db_path) + ".sqlite-ops.lock")
         try:
-            proc = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, env=env, check=False)
-        except OSError as exc:
-            raise OpsError(EX_FAIL, f"cannot run backup script {script}: {exc.strerror}; "
-                                    "nothing was applied") from None
-        lines = proc.stdout.strip().splitlines()
-        prefix = "Backup completed: "
-        if proc.returncode != 0 or not lines or not lines[-1].startswith(prefix):
-            errors = proc.stderr.strip().splitlines()
-            why = errors[-1] if errors else f"exit {proc.returncode}, no 'Backup completed' line"
-            raise OpsError(EX_FAIL, f"the backup before migrating failed ({why}); nothing "
-                                    "was changed")
-        return lines[-1][len(prefix):].strip()
+            settings = backup.settings_from(Settings({}, prog="migrate"), self.db_path,
+                                            self.backup_dir, prog="migrate")
+            result = backup.backup_with_lock_held(settings, backup.Log("migrate", quiet=True))
+        except OpsError as error:
+            raise OpsError(EX_FAIL, f"the backup before migrating failed ({error.message}); "
+                                    "nothing was changed") from None
+        return result.path
 
 
 def refuse_edited(entries: list[Entry], changed: str = "nothing was applied") -> None:

@@ -8,7 +8,6 @@ load migrate_helpers
 
 setup() {
   common_setup
-  unset SQLITE_OPS_BACKUP_SCRIPT
   export BACKUP_DIR="$WORK/backups"
   migrate_world
   MIGRATE="$SCRIPTS/migrate"
@@ -57,23 +56,25 @@ setup() {
 }
 
 @test "up backs up an existing database first and prints the backup's path" {
-  migrate_stub_backup
+  migrate_backups_uncompressed
   "$MIGRATE" up --to 1 >/dev/null
   run --separate-stderr "$MIGRATE" up
   assert_status 0
-  assert_equal "${lines[0]}" "backup: $BACKUP_DIR/stub.db"
+  local backup=${lines[0]#backup: }
+  [[ ${lines[0]} == "backup: $BACKUP_DIR/dash_"*.db && -f $backup && -f $backup.manifest.json ]]
   # The backup holds the state before the migration.
-  assert_equal "$(migrate_versions "$BACKUP_DIR/stub.db")" "1"
+  assert_equal "$(migrate_versions "$backup")" "1"
   assert_equal "$(migrate_versions "$DB_PATH")" "1 2"
 }
 
-@test "a failing backup script: exit 1, nothing applied" {
+@test "a failing backup: exit 1, nothing applied" {
   "$MIGRATE" up --to 1 >/dev/null
-  export SQLITE_OPS_BACKUP_SCRIPT=/bin/false
+  export BACKUP_DIR="$WORK/no/such/backups" # refused: its parent does not exist
   run --separate-stderr "$MIGRATE" up
   assert_status 1
-  assert_contains "$stderr" "migrate: the backup before migrating failed"
+  assert_contains "$stderr" "migrate: the backup before migrating failed (cannot create $BACKUP_DIR"
   assert_equal "$(migrate_versions "$DB_PATH")" "1"
+  [[ ! -e $WORK/no ]]
 }
 
 @test "a --db that is not an SQLite database: exit 2, file untouched" {
@@ -251,7 +252,7 @@ setup() {
 }
 
 @test "a database no version builds is refused: differences listed, nothing written, no backup" {
-  migrate_stub_backup
+  migrate_backups_uncompressed
   sqlite3 "$DB_PATH" "CREATE TABLE devices (id INTEGER PRIMARY KEY, device_ip TEXT NOT NULL UNIQUE);"
   local before
   before=$(sha256sum <"$DB_PATH")
@@ -261,7 +262,7 @@ setup() {
   assert_contains "$stderr" "table devices: column ip missing"
   assert_contains "$stderr" "nothing was written"
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
-  [[ ! -e $BACKUP_DIR/stub.db ]]
+  [[ -z $(ls -A "$BACKUP_DIR" 2>/dev/null) ]]
 }
 
 @test "a PiWardrive-shaped database keeps schema_version and migrations through a failed and a successful up" {

@@ -21,22 +21,10 @@ DROP TABLE services;
 SQL
 }
 
-# migrate_stub_backup: SQLITE_OPS_BACKUP_SCRIPT pointing at a stub that copies the
-# database into BACKUP_DIR and prints "Backup completed: <path>" like the real one.
-migrate_stub_backup() {
-  export BACKUP_DIR="$WORK/backups" SQLITE_OPS_BACKUP_SCRIPT="$WORK/backup_stub.sh"
-  cat >"$SQLITE_OPS_BACKUP_SCRIPT" <<'STUB'
-#!/bin/bash
-set -eu
-db= dir=
-while (($#)); do
-  case $1 in --db) db=$2; shift 2 ;; --dir) dir=$2; shift 2 ;; *) shift ;; esac
-done
-mkdir -p "$dir"
-sqlite3 "$db" ".backup '$dir/stub.db'"
-echo "Backup completed: $dir/stub.db"
-STUB
-  chmod +x "$SQLITE_OPS_BACKUP_SCRIPT"
+# migrate_backups_uncompressed: the real pre-migration backup into
+# $WORK/backups, uncompressed so a test can open it with sqlite3.
+migrate_backups_uncompressed() {
+  export BACKUP_DIR="$WORK/backups" COMPRESS=none
 }
 
 # migrate_tables DB: the user tables of DB, one per line, sorted.

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
 
-from sqlite_ops.common import CONFIG_KEYS, LOCK_HELD_ENV, REPO_ROOT
+from sqlite_ops.common import CONFIG_KEYS, EX_FAIL, LOCK_HELD_ENV, REPO_ROOT, OpsError
 
 SHIPPED_MIGRATIONS = REPO_ROOT / "migrations"
 
@@ -54,50 +53,41 @@ def make_migrations(tmp_path):
     return make
 
 
-class StubBackup:
-    """A stand-in for scripts/backup_database.sh that copies the database and logs its call."""
+class BackupCalls:
+    """The real pre-migration backup (sqlite_ops.backup), each call logged:
+    (the backup directory, SQLITE_OPS_LOCK_HELD at that moment: the caller's lock)."""
 
-    def __init__(self, tmp_path: Path, fail: bool = False) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch, fail: bool = False) -> None:
+        from sqlite_ops import backup
+
         self.dir = tmp_path / "backups"
-        self.log = tmp_path / "backup-calls.log"
-        self.script = tmp_path / "backup_stub.sh"
-        self.script.write_text(f"""#!/bin/bash
-set -eu
-db= dir={self.dir} args="$*"
-while [ $# -gt 0 ]; do
-  case $1 in --db) db=$2; shift 2 ;; --dir) dir=$2; shift 2 ;; *) shift ;; esac
-done
-printf '%s|%s\\n' "$args" "${{{LOCK_HELD_ENV}:-}}" >> {self.log}
-{"echo 'backup_database.sh: disk full' >&2; exit 1" if fail else ""}
-mkdir -p "$dir"
-out="$dir/backup_$(date +%s%N).db"
-sqlite3 "$db" ".backup '$out'"
-echo "some progress line"
-echo "Backup completed: $out"
-""")
-        self.script.chmod(self.script.stat().st_mode | stat.S_IXUSR)
+        self.calls: list[tuple[str, str]] = []
+        real = backup.backup_with_lock_held
 
-    @property
-    def calls(self) -> list[tuple[str, str]]:
-        if not self.log.exists():
-            return []
-        return [tuple(line.split("|", 1)) for line in self.log.read_text().splitlines()]
+        def logged(settings, log):
+            self.calls.append((settings.dest_dir, os.environ.get(LOCK_HELD_ENV, "")))
+            if fail:
+                raise OpsError(EX_FAIL, "cannot write backups: disk full")
+            return real(settings, log)
+
+        monkeypatch.setattr(backup, "backup_with_lock_held", logged)
 
     def backups(self) -> list[Path]:
-        return sorted(self.dir.glob("*.db")) if self.dir.exists() else []
+        if not self.dir.exists():
+            return []
+        return sorted(p for p in self.dir.iterdir()
+                      if p.name.endswith((".db", ".db.gz", ".db.zst")))
 
 
 @pytest.fixture
-def stub_backup(tmp_path, monkeypatch) -> StubBackup:
-    """SQLITE_OPS_BACKUP_SCRIPT pointing at a working stub backup script."""
-    stub = StubBackup(tmp_path)
-    monkeypatch.setenv("SQLITE_OPS_BACKUP_SCRIPT", str(stub.script))
-    return stub
+def stub_backup(tmp_path, monkeypatch) -> BackupCalls:
+    """Pre-migration backups taken for real (uncompressed, into tmp_path/backups),
+    each call logged."""
+    monkeypatch.setenv("COMPRESS", "none")  # plain SQLite files a test can open
+    return BackupCalls(tmp_path, monkeypatch)
 
 
 @pytest.fixture
-def failing_backup(tmp_path, monkeypatch) -> StubBackup:
-    """SQLITE_OPS_BACKUP_SCRIPT pointing at a backup script that fails."""
-    stub = StubBackup(tmp_path, fail=True)
-    monkeypatch.setenv("SQLITE_OPS_BACKUP_SCRIPT", str(stub.script))
-    return stub
+def failing_backup(tmp_path, monkeypatch) -> BackupCalls:
+    """A pre-migration backup that fails (as a full disk would)."""
+    return BackupCalls(tmp_path, monkeypatch, fail=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,20 @@ def test_a_backup_starts_python_at_most_twice(tmp_path, args):
     if not args:
         assert len(catalog.list_backups(tmp_path / "backups", "app", str(db))) == 1
         assert (tmp_path / "metrics" / "sqlite_ops_backup_app.prom").exists()
+
+
+def test_migrate_up_with_its_backup_starts_python_at_most_twice(tmp_path):
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "001_a.sql").write_text("CREATE TABLE a (x);\n")
+    db = tmp_path / "app.db"
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  MIGRATIONS_DIR=str(migrations), COMPRESS="gzip")
+    first = subprocess.run([str(SCRIPTS / "migrate"), "up"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    (migrations / "002_b.sql").write_text("CREATE TABLE b (x);\n")
+    starts = python_starts([str(SCRIPTS / "migrate"), "up"], env)
+    assert 1 <= starts <= 2, starts
+    [taken] = catalog.list_backups(tmp_path / "backups", "app", str(db))
+    assert taken.manifest is not None and "b" not in taken.manifest["tables"]

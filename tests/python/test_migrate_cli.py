@@ -177,7 +177,7 @@ def test_migration_failure_names_statement_and_offers_a_restore_only_after_a_cha
         world, stub_backup):
     db, migrations = world
     common = ["--db", str(db), "--migrations", str(migrations)]
-    env = {"SQLITE_OPS_BACKUP_SCRIPT": str(stub_backup.script)}
+    env = {"COMPRESS": "none"}  # the real pre-migration backup, in a separate process
     assert migrate(*common, "up", "--to", "1").returncode == EX_OK  # new db: no backup
     (migrations / "002_services.sql").write_text(
         "CREATE TABLE services (id INTEGER);\nCREATE TABLE devices (id INTEGER);\n")
@@ -248,13 +248,17 @@ def test_a_database_in_a_missing_directory_is_a_usage_error_not_a_new_tree(tmp_p
     assert not (tmp_path / "no").exists()
 
 
-def test_failed_backup_is_exit_1_and_nothing_applied(world, failing_backup):
+def test_failed_backup_is_exit_1_and_nothing_applied(world, tmp_path):
     db, migrations = world
     common = ["--db", str(db), "--migrations", str(migrations)]
     assert migrate(*common, "up", "--to", "1").returncode == EX_OK
-    proc = migrate(*common, "up", env={"SQLITE_OPS_BACKUP_SCRIPT": str(failing_backup.script)})
+    # A backup directory the backup refuses to create (its parent is missing).
+    refused = tmp_path / "no" / "backups"
+    proc = migrate(*common, "up", env={"BACKUP_DIR": str(refused)})
     assert proc.returncode == EX_FAIL
-    assert_one_error_line(proc, "backup", "nothing was changed")
+    assert_one_error_line(proc, "the backup before migrating failed", f"cannot create {refused}",
+                          "nothing was changed")
+    assert not refused.parent.exists()
     with sqlite3.connect(db) as conn:
         assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master ORDER BY 1")] == [
             "devices", "schema_migrations"]

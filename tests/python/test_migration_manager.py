@@ -441,9 +441,9 @@ def test_up_backs_up_an_existing_database_first(tmp_path, make_migrations, stub_
     result = migrator(db, migrations, backup_dir=str(tmp_path / "bk")).up()
     assert result.backup and Path(result.backup).parent == tmp_path / "bk"
     assert "t2" not in table_names(Path(result.backup))  # taken before migrating
-    (args, lock_env), = stub_backup.calls
-    assert "--quiet" in args and f"--dir {tmp_path / 'bk'}" in args
-    assert lock_env == str(db) + ".sqlite-ops.lock"  # the child inherits the lock
+    (dest, lock_env), = stub_backup.calls
+    assert dest == str(tmp_path / "bk")
+    assert lock_env == str(db) + ".sqlite-ops.lock"  # taken under migrate's own lock
     assert migrator(db, migrations).up().backup is None  # nothing pending: no backup
     assert len(stub_backup.calls) == 1
 
