@@ -367,12 +367,12 @@ def fetch_backup(run: Run) -> None:
         except OSError as exc:
             raise OpsError(EX_FAIL, f"cannot create directory {root}: {exc.strerror}") from None
     into = private_dir_in(root)
+    run.cleanup.append(into)
     remote, host = offsite_place(opts)
     local = offsite.fetch(offsite.Rclone(), remote, host, run.name, opts.spec, Path(into))
     run.backup = str(local)
     run.remote_name = f"{offsite.remote_dir(remote, host, run.name)}/{local.name}"
     info(opts, f"fetched {local.name} from {opts.remote}; verifying it like a local backup")
-    run.cleanup.append(into)
 
 
 def shown_backup(run: Run) -> str:
