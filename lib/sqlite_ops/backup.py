@@ -141,6 +141,9 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
                 raise
             held.published = final
         return BackupResult(final, manifest, warnings, infos)
+    except OSError as exc:  # what no step foresaw (an I/O error, a file gone): one line
+        raise OpsError(EX_FAIL, f"{exc.filename or db}: {exc.strerror}; nothing was "
+                                "published") from None
     finally:
         for path in temps:
             _remove(path)
@@ -675,4 +678,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sqlite_ops.common import run_interruptible  # before main's own handlers: no traceback
+
+    sys.exit(run_interruptible(main))

@@ -1,9 +1,9 @@
 """Online snapshots of a live SQLite database, and the files a backup publishes.
 
-``backup_database.sh`` orchestrates a backup (lock, checks, publish, prune) and
-calls this module for the steps a shell cannot do well:
+The steps of a backup that touch the database's bytes, called by
+sqlite_ops.backup (which runs the whole backup, lock to metrics):
 
-``copy SOURCE DEST``
+``take_snapshot(SOURCE, DEST)``
     A consistent copy of a live database through SQLite's online backup API in
     ONE step (``sqlite3_backup_step(-1)``). One step holds a single read
     transaction for the whole copy, so writes by other connections cannot
@@ -14,22 +14,21 @@ calls this module for the steps a shell cannot do well:
     self-contained file; the source's journal mode is reported so a restore can
     put it back.
 
-``pack SNAPSHOT OUT --compression zstd|gzip|none``
+``pack(SNAPSHOT, OUT, compression)``
     Streams the snapshot through the compressor into OUT, hashing the
-    uncompressed and the compressed stream on the way: each file is read once.
+    uncompressed and the compressed stream on the way (each file is read
+    once), while PRAGMA integrity_check (or quick_check) runs beside it.
 
-``manifest SNAPSHOT ...``
-    Prints the manifest JSON: row counts per table, schema version, plus the
-    facts gathered by ``copy`` and ``pack``.
+``build_manifest(SNAPSHOT, ...)``
+    The manifest: row counts per table, schema version, foreign-key
+    violations, plus the facts gathered by ``take_snapshot`` and ``pack``.
 
-Standard library only. Expected failures print one line on stderr and exit
-with the contract's code (1 failed, 2 usage, 4 the database is corrupt).
+Standard library only. Expected failures are OpsError with the contract's
+code (1 failed, 2 usage, 4 the database is corrupt).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import sqlite3
@@ -40,13 +39,12 @@ import threading
 from typing import Any, Callable
 
 from sqlite_ops import fkcheck, hashing, integrity
-from sqlite_ops.catalog import MANIFEST_FORMAT, WRITTEN, db_name, iso_utc, manifest_problem
+from sqlite_ops.catalog import MANIFEST_FORMAT, WRITTEN, iso_utc, manifest_problem
 from sqlite_ops.common import (
     EX_FAIL,
     EX_INTEGRITY,
     EX_USAGE,
     OpsError,
-    fail,
     fsync_path,
     quote_ident,
     readonly_uri,
@@ -409,76 +407,3 @@ def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: fl
         raise OpsError(EX_FAIL, f"internal error: the manifest does not match its schema: "
                                 f"{problem}")
     return manifest
-
-
-# ---------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("not a JSON object")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.snapshot",
-                                     description="Snapshot, pack and describe SQLite backups.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("copy", help="consistent online copy in one backup-API step")
-    p.add_argument("source")
-    p.add_argument("dest")
-    p.add_argument("--busy-timeout-ms", type=int, default=5000)
-    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
-    p = sub.add_parser("pack", help="compress, hash and integrity_check in one pass")
-    p.add_argument("snapshot")
-    p.add_argument("out")
-    p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
-    p.add_argument("--source", help="the database, for messages")
-    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
-    p = sub.add_parser("manifest", help="print the manifest JSON of a snapshot")
-    p.add_argument("snapshot")
-    p.add_argument("--source", required=True)
-    p.add_argument("--created", type=float, required=True)
-    p.add_argument("--file", required=True)
-    p.add_argument("--compression", required=True, choices=["zstd", "gzip", "none"])
-    p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--facts", type=_json_object, action="append", default=[])
-    p.add_argument("--fk-accept", default="", help="FK_ACCEPT: TABLE[:N],... (orphans known)")
-    p.add_argument("--host", default="", help="OFFSITE_HOST (default: the short host name)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "copy":
-            result = take_snapshot(args.source, args.dest, args.busy_timeout_ms, args.quiet)
-        elif args.command == "pack":
-            result = pack(args.snapshot, args.out, args.compression, source=args.source,
-                          quiet=args.quiet)
-        else:
-            result = build_manifest(
-                args.snapshot, source=args.source, created=args.created, file_name=args.file,
-                name=db_name(args.source), compression=args.compression, duration=args.duration,
-                facts=args.facts, fk_accept=args.fk_accept, host=args.host)
-            json.dump(result, sys.stdout, indent=2, sort_keys=True)
-            sys.stdout.write("\n")
-            return 0
-    except OpsError as exc:
-        return fail(PROG, exc)
-    except OSError as exc:
-        return fail(PROG, OpsError(EX_FAIL, f"{exc.filename or args.command}: {exc.strerror}"))
-    print(json.dumps(result, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    from sqlite_ops.common import run_interruptible  # Ctrl-C: exit 130, no traceback
-
-    sys.exit(run_interruptible(main))

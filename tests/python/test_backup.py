@@ -6,6 +6,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,8 @@ def test_refused_databases_publish_nothing(tmp_path, content, code):
     assert _files(dest) == []
 
 
-@pytest.mark.parametrize("failure", [KeyboardInterrupt, OpsError(EX_FAIL, "disk gone")])
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OpsError(EX_FAIL, "disk gone"),
+                                     OSError(5, "Input/output error", "x.db")])
 def test_temps_are_removed_on_every_path(tmp_path, monkeypatch, failure):
     db = make_db(tmp_path / "app.db", 50)
     dest = tmp_path / "backups"
@@ -104,8 +106,12 @@ def test_temps_are_removed_on_every_path(tmp_path, monkeypatch, failure):
         raise failure
 
     monkeypatch.setattr(snapshot, "build_manifest", broken_manifest)
-    with pytest.raises(type(failure) if isinstance(failure, Exception) else failure):
+    expected = failure if isinstance(failure, type) else OpsError
+    with pytest.raises(expected) as raised:
         backup.take_backup(str(db), str(dest), compression="gzip")
+    if isinstance(failure, OSError):  # unforeseen: one line, exit 1
+        assert raised.value.code == EX_FAIL
+        assert raised.value.message == "x.db: Input/output error; nothing was published"
     assert _files(dest) == []
 
 
@@ -200,3 +206,29 @@ def test_migrate_up_with_its_backup_starts_python_at_most_twice(tmp_path):
     assert 1 <= starts <= 2, starts
     [taken] = catalog.list_backups(tmp_path / "backups", "app", str(db))
     assert taken.manifest is not None and "b" not in taken.manifest["tables"]
+
+
+def _backup_cli(db: Path, dest: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(SCRIPTS.parent / "lib"))
+    return subprocess.run([sys.executable, "-m", "sqlite_ops.backup", "--db", str(db), "--dir",
+                           str(dest), "--retention-days", "30", "--keep", "7", "--compress",
+                           "gzip", "--quiet"], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    proc = _backup_cli(bad, tmp_path / "backups")
+    assert proc.returncode == EX_INTEGRITY
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("backup_database.sh: ")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert _files(tmp_path / "backups") == []
+
+
+def test_cli_prints_the_published_backup_last(tmp_path):
+    db = make_db(tmp_path / "live.db", 3)
+    proc = _backup_cli(db, tmp_path / "backups")
+    assert proc.returncode == 0, proc.stderr
+    [backup_file] = catalog.list_backups(tmp_path / "backups", "live", str(db))
+    assert proc.stdout.splitlines()[-1] == f"Backup completed: {backup_file.path}"

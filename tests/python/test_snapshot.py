@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 from opsenv import make_db
 
 from sqlite_ops import catalog, snapshot
-from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, REPO_ROOT, OpsError
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError
 
 
 def sha(path: Path) -> str:
@@ -260,23 +258,3 @@ def test_a_manifest_that_breaks_its_schema_is_never_published(tmp_path):
                     "db_size_bytes": 1}])
     assert raised.value.code == EX_FAIL
     assert "sha256 is \"not hex\", not a hex SHA-256" in raised.value.message
-
-
-def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
-    bad = tmp_path / "bad.db"
-    bad.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
-    proc = subprocess.run([sys.executable, "-m", "sqlite_ops.snapshot", "copy", str(bad),
-                           str(tmp_path / "s.db")], capture_output=True, text=True, env=env)
-    assert proc.returncode == EX_INTEGRITY
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("backup_database.sh: ")
-    assert "Traceback" not in proc.stderr
-
-
-def test_cli_copy_prints_facts_as_json(tmp_path):
-    src = make_db(tmp_path / "live.db", 3)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"))
-    proc = subprocess.run([sys.executable, "-m", "sqlite_ops.snapshot", "copy", "--", str(src),
-                           str(tmp_path / "s.db")], capture_output=True, text=True, env=env,
-                          check=True)
-    assert json.loads(proc.stdout)["journal_mode"] == "wal"
