@@ -227,10 +227,11 @@ run_action() {
     --migrations="$MIGRATIONS" --metrics-dir="$METRICS" --lock-timeout="$TIMEOUT" \
     --fk-accept="$FK_ACCEPT" --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" \
     --compression="$COMPRESSION" --host="$HOST" --from="$FROM" --to="$TO" \
-    --configured-db="$configured" --script="$SELF" "${args[@]}" -- "$SPEC"
+    --configured-db="$configured" --script="$SELF" --started="$STARTED" "${args[@]}" -- "$SPEC"
 }
 
 main() {
+  STARTED=$EPOCHREALTIME # the time taken (receipt, drill metrics) counts from here
   parse_args "$@"
   load_settings
   check_to

@@ -98,6 +98,7 @@ class Options:
     syslog: bool = False
     configured_db: str = ""  # DB_PATH as configured, when --db overrode it
     script: str = ""  # restore_database.sh itself, for the undo command
+    started: float | None = None  # when the script started: the time taken counts from it
 
 
 @dataclass
@@ -854,6 +855,8 @@ def _parser() -> argparse.ArgumentParser:
     for flag in ("--db", "--dir", "--migrations", "--metrics-dir", "--fk-accept",
                  "--compression", "--host", "--from", "--to", "--configured-db", "--script"):
         parser.add_argument(flag, default="")
+    parser.add_argument("--started", type=float, default=None,
+                        help="when the script started (seconds since the epoch)")
     parser.add_argument("--lock-timeout", type=int, default=0)
     parser.add_argument("--busy-timeout-ms", type=int, default=5000)
     for flag in ("--yes", "--force", "--json", "--quiet", "--syslog"):
@@ -873,12 +876,13 @@ def options(argv: list[str]) -> Options:
                    busy_timeout_ms=args.busy_timeout_ms, compression=args.compression or "zstd",
                    host=args.host, remote=getattr(args, "from"), to=args.to, yes=args.yes,
                    force=args.force, json=args.json, quiet=args.quiet, syslog=args.syslog,
-                   configured_db=args.configured_db, script=args.script)
+                   configured_db=args.configured_db, script=args.script,
+                   started=args.started)
 
 
 def run_action(opts: Options) -> int:
     """Run one action to its end: the exit code, every failure said in one line."""
-    run = Run(opts)
+    run = Run(opts, start=opts.started or time.time())
     install_signals(run)
     try:
         ACTIONS[opts.action](run)
