@@ -117,8 +117,8 @@ SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATION
 config_load() {
   local file=$1 raw line key value n=0 warned=0
   [[ -r $file ]] || usage_error "cannot read config file $file"
-  # Unknown settings are reported once per file: a child run (a restore's
-  # safety backup) reads the same file again.
+  # Unknown settings are reported once per file: a child run (migrate's
+  # backup) reads the same file again.
   [[ ${SQLITE_OPS_CONFIG_WARNED:-} != "$file" ]] || warned=1
   while IFS= read -r raw || [[ -n $raw ]]; do
     n=$((n + 1))
@@ -140,8 +140,8 @@ config_load() {
 }
 
 # config_init: load the config file once flags are parsed, and hand the same
-# file to every child run (a restore's safety backup, migrate's backup) so a
-# --config given here is not lost on the way.
+# file to every child run (migrate's pre-migration backup) so a --config given
+# here is not lost on the way.
 config_init() {
   local file
   file=$(config_file_path)
@@ -571,15 +571,6 @@ lock_problem() {
   fi
 }
 
-# lock_release: give the lock back before the run ends (a restore does while a
-# person reads its plan); lock_acquire takes it again.
-lock_release() {
-  [[ -n ${SOPS_LOCK_FD:-} ]] || return 0
-  exec {SOPS_LOCK_FD}>&-
-  SOPS_LOCK_FD=''
-  unset SQLITE_OPS_LOCK_HELD
-}
-
 # ---------------------------------------------------------------------------
 # sqlite3, safely
 # ---------------------------------------------------------------------------
@@ -669,19 +660,12 @@ py_ops() {
   PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m "sqlite_ops.$module" "$@"
 }
 
-# manifest_fk_violations MANIFEST: the foreign_key_violations a backup's
-# manifest records: a count, null (the check could not run), 0 when it records
-# none (older backups), or "unreadable" when the manifest fails the catalog's
-# schema (the one reading of a manifest, sqlite_ops.catalog.read_manifest).
-manifest_fk_violations() {
-  py_ops catalog field --default 0 -- "$1" foreign_key_violations 2>/dev/null ||
-    printf 'unreadable\n'
-}
-
-# manifest_number MANIFEST KEY: a top-level field of a manifest, as JSON (a
-# number, or null); nothing when it has none or the manifest is unreadable.
-manifest_number() {
-  py_ops catalog field -- "$1" "$2" 2>/dev/null || true
+# exec_py_ops MODULE ARGS...: py_ops in place of this shell, as a script's
+# last step (its exit code and its signal handling become the script's).
+exec_py_ops() {
+  local module=$1
+  shift
+  PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m "sqlite_ops.$module" "$@"
 }
 
 # ---------------------------------------------------------------------------

@@ -247,6 +247,49 @@ def open_lock_file(path: str, db_path: str) -> int:
     return fd
 
 
+def holders(paths: list[str]) -> tuple[list[tuple[int, str]], bool]:
+    """(pid, command) of other processes with any of ``paths`` open, and whether
+    every process could be inspected (only root sees other users' descriptors).
+
+    The one ``/proc/*/fd`` scan: a restore names the processes it would
+    replace a file under, db_metrics counts them (sqlite_open_processes)."""
+    wanted = {os.path.realpath(p) for p in paths}
+    me, found, complete = os.getpid(), [], True
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return [], False
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except PermissionError:
+            complete = False
+            continue
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target in wanted:
+                found.append((pid, _command_of(pid)))
+                break
+    return found, complete
+
+
+def _command_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")
+        text = " ".join(w.decode(errors="replace") for w in words if w)
+    except OSError:
+        text = ""
+    return (text[:80] + "...") if len(text) > 80 else (text or "?")
+
+
 def dir_problem(path: str | os.PathLike[str]) -> str:
     """Why files in directory ``path`` could be planted or swapped by someone
     else ("writable by other users (mode 777)", "owned by ..."), or "".

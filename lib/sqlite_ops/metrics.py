@@ -38,6 +38,7 @@ from .common import (
     EX_USAGE,
     OpsError,
     dir_problem,
+    holders,
     is_sqlite_file,
     quote_ident,
     readonly_uri,
@@ -629,44 +630,15 @@ def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: 
 # ---------------------------------------------------------------------------
 
 
-def companion_paths(db_path: str) -> set[str]:
-    real = os.path.realpath(db_path)
-    return {real, real + "-wal", real + "-shm", real + "-journal"}
-
-
-def count_open_processes(paths: set[str], proc: str = "/proc") -> tuple[int, int]:
-    """(processes with one of ``paths`` open, processes we were not allowed to inspect)."""
-    me = str(os.getpid())
-    found = hidden = 0
-    for pid in os.listdir(proc):
-        if not pid.isdigit() or pid == me:
-            continue
-        fd_dir = f"{proc}/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except PermissionError:
-            hidden += 1
-            continue
-        except OSError:  # the process ended meanwhile
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") in paths:
-                    found += 1
-                    break
-            except OSError:
-                continue
-    return found, hidden
-
-
 def collect_processes(report: Report) -> None:
     if not os.path.isdir("/proc/self/fd"):
         report.notes.append("no /proc: open processes not counted")
         return
-    found, hidden = count_open_processes(companion_paths(report.db_path))
-    report.add("sqlite_open_processes", found)
-    if hidden:
-        report.notes.append(f"{hidden} processes of other users could not be inspected "
+    db = os.path.realpath(report.db_path)
+    found, complete = holders([db, db + "-wal", db + "-shm", db + "-journal"])
+    report.add("sqlite_open_processes", len(found))
+    if not complete:
+        report.notes.append("processes of other users could not be inspected "
                             "(run as the application's user or root to count them)")
 
 

@@ -1,20 +1,24 @@
 """Restores: verify a backup, then put its content into a database without losing anything.
 
-``restore_database.sh`` orchestrates a restore (lock, confirmation, safety
-backup, metrics) and calls this module for the steps a shell cannot do well:
+The steps of a restore, each a function; :mod:`sqlite_ops.restore_flow`
+strings them together, top to bottom, for every action of
+``restore_database.sh``:
 
-``list``     the backups of one database, newest first, and whether each one's
-             manifest and checksum check out (pre-restore safety backups apart)
-``resolve``  ``BACKUP|latest`` to a path
-``verify``   checksum against the manifest, decompress ONCE into a work file,
-             ``integrity_check``, ``foreign_key_check``, row counts against the
-             manifest; writes a report the later steps read, so the work file
-             that was verified is the very one that gets restored
-             (``--plan DB``: then show the backup's rows against DB's current ones)
-``apply``    put the work file's content into the target database (see below),
-             then ``quick_check`` and row counts of the result
-``receipt``  what was restored, where the safety backup is, how to undo it
-``holders``  processes that have a database (or its -wal/-shm/-journal) open
+``resolve_backup``   ``BACKUP|latest`` to a path
+``verify_backup``    checksum against the manifest, decompress ONCE into a work
+                     file, integrity (the backup's record of these same bytes,
+                     or ``integrity_check`` now), ``foreign_key_check``, row
+                     counts against the manifest; returns the Report the later
+                     steps restore, so the work file that was verified is the
+                     very one that gets restored
+``format_plan``      the backup's rows against the current database's
+``apply_restore``    put the work file's content into the target database (see
+                     below), then ``quick_check`` and row counts of the result
+``format_receipt``   what was restored, where the safety backup is, how to undo it
+``prune_incident``   keep the first and newest safety copies of one incident
+``holders``          processes that have a database (or its -wal/-shm/-journal) open
+``print_list``       the backups of one database, newest first, and whether each
+                     one's manifest and checksum check out
 
 How ``apply`` replaces a database. A live database is restored INTO, through
 SQLite's online backup API in one step: the copy is one write transaction on
@@ -27,13 +31,12 @@ too damaged for SQLite to write into, is the verified file renamed into place,
 after moving any stale -wal/-shm/-journal aside, and only when no process has
 the file open.
 
-Standard library only. Expected failures print one line on stderr and exit
-with the contract's code.
+Standard library only. Expected failures raise OpsError with the contract's
+exit code; the flow prints them as one line.
 """
 
 from __future__ import annotations
 
-import argparse
 import calendar
 import difflib
 import grp
@@ -42,14 +45,13 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import sqlite3
 import stat
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,19 +60,17 @@ from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
     EX_INTEGRITY,
-    EX_INTERRUPTED,
     EX_OK,
     EX_USAGE,
     EX_VERIFY,
     REPO_ROOT_STR,
     OpsError,
-    fail,
     fsync_path,
+    holders,
     is_sqlite_file,
     quote_ident,
     readonly_uri,
     roll_back_hot_journal,
-    run_interruptible,
 )
 from sqlite_ops.progress import Progress, file_size_probe, human_bytes
 from sqlite_ops.snapshot import schema_version, table_counts
@@ -182,7 +182,7 @@ def resolve_backup(spec: str, backup_dir: str | os.PathLike[str],
 
 @dataclass
 class Report:
-    """What ``verify`` established about a backup; read back by the later steps."""
+    """What ``verify_backup`` established about a backup; the later steps restore it."""
 
     backup: str
     work: str
@@ -210,15 +210,6 @@ class Report:
     integrity: str = ""
     fk_note: str = ""  # the orphaned rows FK_ACCEPT accepted, if any
     applied: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(asdict(self), handle, indent=2, sort_keys=True)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Report:
-        with open(path, encoding="utf-8") as handle:
-            return cls(**json.load(handle))
 
     @property
     def rows(self) -> int:
@@ -297,7 +288,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
             while block := proc.stdout.read(CHUNK):
                 db_digest.update(block)
                 dst.write(block)
-        except OSError:
+        except BaseException:  # a read error, or interrupted: no decompressor goes on
             proc.kill()
             raise
         finally:
@@ -696,48 +687,8 @@ def prune_incident(backup_dir: str, db: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# Who has a file open (a /proc/*/fd scan)
+# Who has a file open (common.holders: the one /proc/*/fd scan)
 # ---------------------------------------------------------------------------
-
-
-def holders(paths: list[str]) -> tuple[list[tuple[int, str]], bool]:
-    """(pid, command) of other processes with any of ``paths`` open, and whether
-    every process could be inspected (only root sees other users' descriptors)."""
-    wanted = {os.path.realpath(p) for p in paths}
-    me, found, complete = os.getpid(), [], True
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return [], False
-    for pid in pids:
-        if pid == me:
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except PermissionError:
-            complete = False
-            continue
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target in wanted:
-                found.append((pid, _command_of(pid)))
-                break
-    return found, complete
-
-
-def _command_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            words = handle.read().split(b"\0")
-        text = " ".join(w.decode(errors="replace") for w in words if w)
-    except OSError:
-        text = ""
-    return (text[:80] + "...") if len(text) > 80 else (text or "?")
 
 
 def describe_holders(db: str) -> str:
@@ -1205,7 +1156,7 @@ def current_state(db: str) -> tuple[dict[str, int] | None, str | None, str | Non
         return None, None, f"cannot be read ({exc})"
 
 
-def _when(report: Report) -> str:
+def when_taken(report: Report) -> str:
     if not report.created_at:
         return "time unknown (no manifest)"
     try:
@@ -1235,7 +1186,7 @@ def format_plan(report: Report, db: str) -> str:
     lines = [
         f"Restore plan for {db}",
         f"  backup:   {report.backup}",
-        f"  taken:    {_when(report)}",
+        f"  taken:    {when_taken(report)}",
         f"  schema:   version {version}",
         f"  current:  {error}" if error else
         f"  current:  {human_bytes(os.path.getsize(db))}, {mode} mode",
@@ -1265,7 +1216,7 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
            "rename": "verified file renamed into place"}.get(applied.get("method"), "?")
     lines = [
         f"Restore completed: {target}",
-        f"  backup restored: {report.backup} ({_when(report)})",
+        f"  backup restored: {report.backup} ({when_taken(report)})",
     ]
     if safety:
         lines.append(f"  safety backup:   {safety}")
@@ -1454,22 +1405,8 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
 
 
 # ---------------------------------------------------------------------------
-# CLI (used by restore_database.sh)
+# Which backup to try instead, whose database it is
 # ---------------------------------------------------------------------------
-
-
-def _print_path(path: str | os.PathLike[str]) -> None:
-    # The trailing "/" keeps a name ending in a newline intact through $(...).
-    sys.stdout.write(os.fspath(path) + "/\n")
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    return print_list(args.dir, args.db, args.json)
-
-
-def _cmd_resolve(args: argparse.Namespace) -> int:
-    _print_path(resolve_backup(args.backup, args.dir, args.db))
-    return EX_OK
 
 
 def next_older(backup: str | os.PathLike[str], backup_dir: str | os.PathLike[str],
@@ -1490,209 +1427,3 @@ def other_source(backup: str, target: str) -> str | None:
     a restore anyone meant (a lost disk keeps its path)."""
     manifest, _ = catalog.read_manifest(backup + catalog.MANIFEST_SUFFIX)
     return manifest["source"] if catalog.from_other_database(manifest, target) else None
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    other = other_source(args.backup, args.target) if args.target else None
-    if other and not args.force:
-        state = "exists" if os.path.lexists(args.target) else "does not exist"
-        raise OpsError(EX_USAGE, f"{args.backup} was taken from {other}, not from "
-                                 f"{args.target} (which {state}): is --db (DB_PATH) "
-                                 f"mistyped? To restore it into {args.target} anyway, pass "
-                                 f"--force{NOTHING_CHANGED}")
-    try:
-        report = verify_backup(args.backup, args.work, force=args.force,
-                               fk_accept=args.fk_accept, quiet=args.quiet)
-    except OpsError as exc:
-        # A damaged backup: name the one to try instead. Not for a forceable
-        # refusal: older backups hold the same data problem, and less data.
-        damaged = exc.code == EX_VERIFY and not isinstance(exc, Forceable)
-        older = next_older(args.backup, args.dir, args.db) if damaged and args.dir else None
-        if older is None:
-            raise
-        hint = f"; the next older backup is {older.name} (--verify {older.name})"
-        raise OpsError(exc.code, exc.message.removesuffix(NOTHING_CHANGED) + hint
-                       + NOTHING_CHANGED) from None
-    if args.target:
-        later = later_versions(report.backup, args.target, args.dir)
-        report.undone = undone_migrations(report, args.migrations, later)
-    if args.latest and args.dir and args.db:
-        shrunk = shrink_warning(report.backup, args.dir, args.db)
-        if shrunk:
-            report.warnings.append(shrunk)
-    if args.enforce_schema:
-        note = check_schema(report, args.migrations, args.force)
-    else:
-        note = check_schema(report, args.migrations, True)
-    if note:
-        report.warnings.append(note)
-    if other:
-        report.warnings.append(f"restored from a backup of another database, {other} "
-                               "(--force)")
-    report.save(args.report)
-    if args.plan:
-        print(format_plan(report, args.plan), file=sys.stderr)
-    if args.announce:
-        tables = len(report.tables)
-        fks = ("foreign_key_check clean" if report.fk_violations == 0
-               else "foreign-key problems accepted (--force)")
-        if report.fk_violations == 0 and report.fk_note:
-            fks = "foreign_key_check clean but for the orphans FK_ACCEPT lists"
-        print(f"Backup verified: {report.backup} ({_when(report)}; {tables} tables, "
-              f"{report.rows} rows; schema version "
-              f"{'-' if report.schema_version is None else report.schema_version}; "
-              f"integrity: {report.integrity}; {fks}"
-              f"{', row counts match the manifest' if report.has_manifest else ''})")
-    if not args.quiet:
-        _info(f"integrity: {report.integrity}")
-        if report.fk_note:
-            _info(report.fk_note)
-    if args.announce or args.show_warnings:
-        for warning in report.warnings:
-            print(f"{PROG}: warning: {warning}", file=sys.stderr)
-    return EX_OK
-
-
-def _info(message: str) -> None:
-    """An info line on stderr, as lib/common.sh's log_info writes them."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(f"{stamp} {PROG}: info: {message}".replace("\n", "\\n"), file=sys.stderr)
-
-
-def _cmd_apply(args: argparse.Namespace) -> int:
-    progress = ApplyState()
-    report = None
-    try:
-        report = Report.load(args.report)
-        report.applied = apply_restore(report, args.target, args.aside, args.busy_timeout_ms,
-                                       args.journal_mode, progress=progress, quiet=args.quiet)
-        report.save(args.report)
-    except KeyboardInterrupt:
-        # Whatever arrives now, the state below is found out before it is said.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        if args.scratch:
-            state = "interrupted; the drill's temp file is removed, nothing else was touched"
-        elif report is None:
-            state = f"interrupted before anything was written: {args.target} is as it was"
-        else:
-            state = interrupted_state(report, args.target, progress)
-        print(f"{PROG}: {state}", file=sys.stderr)
-        return EX_INTERRUPTED
-    return EX_OK
-
-
-def _cmd_receipt(args: argparse.Namespace) -> int:
-    report = Report.load(args.report)
-    note = check_schema(report, args.migrations, True)
-    if note in report.warnings:
-        note = None
-    print(format_receipt(report, args.target, safety=args.safety, raw_copy=args.raw_copy,
-                         seconds=args.seconds, undo=args.undo, note=note, to=args.to))
-    return EX_OK
-
-
-def _cmd_missing_dir(args: argparse.Namespace) -> int:
-    print(missing_dir_message(args.db, args.configured or None))
-    return EX_OK
-
-
-def _cmd_prune_incident(args: argparse.Namespace) -> int:
-    for removed in prune_incident(args.dir, args.db):
-        _print_path(removed)
-    return EX_OK
-
-
-def _cmd_holders(args: argparse.Namespace) -> int:
-    found, complete = holders([args.db] + [args.db + s for s in COMPANIONS])
-    for pid, cmd in found:
-        print(f"{pid} {cmd}")
-    if not complete:
-        print(f"{PROG}: warning: processes of other users could not be inspected",
-              file=sys.stderr)
-    return EX_OK if not found else EX_BUSY
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.restore",
-                                     description="Verify and restore SQLite backups.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list")
-    p.add_argument("--dir", required=True)
-    p.add_argument("--db", required=True)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("resolve")
-    p.add_argument("--dir", required=True)
-    p.add_argument("--db", required=True)
-    p.add_argument("backup")
-    p.set_defaults(func=_cmd_resolve)
-    p = sub.add_parser("verify")
-    p.add_argument("backup")
-    p.add_argument("--work", required=True, help="where to decompress (a new private file)")
-    p.add_argument("--report", required=True)
-    p.add_argument("--migrations")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--enforce-schema", action="store_true")
-    p.add_argument("--announce", action="store_true", help="print the result on stdout")
-    p.add_argument("--show-warnings", action="store_true", help="print warnings on stderr")
-    p.add_argument("--plan", metavar="DB", help="then show what restoring over DB would do")
-    p.add_argument("--target", metavar="DB",
-                   help="refuse (unless --force) a backup taken from another database")
-    p.add_argument("--latest", action="store_true",
-                   help="BACKUP was chosen as `latest`: warn when it holds far fewer rows")
-    p.add_argument("--dir", help="BACKUP_DIR, to name the next older backup on failure")
-    p.add_argument("--db", help="DB_PATH, with --dir")
-    p.add_argument("--fk-accept", default="", help="FK_ACCEPT: TABLE[:N],... (orphans known)")
-    p.add_argument("--quiet", action="store_true", help="no info or progress lines")
-    p.set_defaults(func=_cmd_verify)
-    p = sub.add_parser("apply", help="replace, then quick_check and count the result")
-    p.add_argument("--report", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("--aside", required=True, help="where stale -wal/-shm/-journal files go")
-    p.add_argument("--journal-mode", help="mode for a new file (default: the backup's source's)")
-    p.add_argument("--busy-timeout-ms", type=int, default=5000)
-    p.add_argument("--scratch", action="store_true",
-                   help="TARGET is a drill's temp file (removed on exit)")
-    p.add_argument("--quiet", action="store_true", help="no progress line on a terminal")
-    p.set_defaults(func=_cmd_apply)
-    p = sub.add_parser("receipt")
-    p.add_argument("--report", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("--safety", default="")
-    p.add_argument("--raw-copy", default="")
-    p.add_argument("--undo", default="")
-    p.add_argument("--seconds", type=float, default=0.0)
-    p.add_argument("--migrations")
-    p.add_argument("--to", action="store_true", help="a --to restore (no safety backup)")
-    p.set_defaults(func=_cmd_receipt)
-    p = sub.add_parser("missing-dir", help="the error for a --db whose directory is missing")
-    p.add_argument("db")
-    p.add_argument("--configured", default="")
-    p.set_defaults(func=_cmd_missing_dir)
-    p = sub.add_parser("prune-incident", help="keep the first and newest safety copies "
-                                              "of each incident in pre-restore/")
-    p.add_argument("--dir", required=True)
-    p.add_argument("--db", required=True)
-    p.set_defaults(func=_cmd_prune_incident)
-    p = sub.add_parser("holders")
-    p.add_argument("db")
-    p.set_defaults(func=_cmd_holders)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except OpsError as exc:
-        return fail(PROG, exc)
-    except BrokenPipeError:
-        return EX_FAIL
-    except OSError as exc:
-        where = exc.filename or args.command
-        return fail(PROG, OpsError(EX_FAIL, f"{where}: {exc.strerror or exc}"))
-
-
-if __name__ == "__main__":
-    sys.exit(run_interruptible(main))

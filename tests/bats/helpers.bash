@@ -107,6 +107,16 @@ stop_background() {
   for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 }
 
+# fake_tool NAME CODE: $WORK/bin/NAME runs the bash CODE (with the tool's
+# arguments in "$@"), then the real NAME; put $WORK/bin first on PATH to use it.
+fake_tool() {
+  local real
+  real=$(command -v "$1")
+  mkdir -p "$WORK/bin"
+  printf '#!/bin/bash\n%s\nexec %q "$@"\n' "$2" "$real" >"$WORK/bin/$1"
+  chmod +x "$WORK/bin/$1"
+}
+
 # backup_now: a verified backup of DB_PATH with the real script; prints its path.
 backup_now() {
   local out

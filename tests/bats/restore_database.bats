@@ -691,11 +691,13 @@ PY
   backup_now >/dev/null
   add_rows "$DB_PATH" 5
   before=$(sha256sum <"$DB_PATH")
-  printf '#!/bin/sh\necho "backup_database.sh: disk full" >&2\nexit 1\n' >"$WORK/failing-backup"
-  chmod +x "$WORK/failing-backup"
-  SQLITE_OPS_BACKUP_SCRIPT="$WORK/failing-backup" run --separate-stderr "$RESTORE" --yes latest
+  # The safety backup's compressor fails (zstd -T0; the verify's decompression passes).
+  fake_tool zstd '[[ " $* " != *" -T0 "* ]] || { echo "zstd: error 70 : Write error : No space left on device" >&2; exit 1; }'
+  PATH="$WORK/bin:$PATH" run --separate-stderr "$RESTORE" --yes latest
   assert_status 1
   assert_contains "$stderr" "safety backup of $DB_PATH failed"
+  assert_contains "$stderr" "No space left on device"
+  [[ -z $(find "$BACKUP_DIR/pre-restore" -name '*.raw') ]]
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
 }
 

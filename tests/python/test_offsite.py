@@ -200,6 +200,16 @@ def test_a_half_uploaded_file_never_counts_and_is_uploaded_again(world, tmp_path
         assert (here / (b.name + ".manifest.json")).exists()
 
 
+def test_verify_from_names_the_remote_copy_not_the_temporary_download(world, tmp_path):
+    backup = world.backup()
+    remote = tmp_path / "remote"
+    assert world.sync("--remote", str(remote)).returncode == 0
+    proc = world.restore("--from", str(remote), "--verify", "latest")
+    assert proc.returncode == 0, proc.stderr
+    assert f"Backup verified: {remote}/{world.host}/{DB_NAME}/{backup.name} (" in proc.stdout
+    assert ".offsite-cache" not in proc.stdout + proc.stderr
+
+
 def test_a_tampered_copy_is_refused_by_verify_from_with_exit_3(world, tmp_path):
     backup = world.backup()
     remote = tmp_path / "remote"

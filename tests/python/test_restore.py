@@ -1,4 +1,5 @@
-"""Tests for lib/sqlite_ops/restore.py: the library directly, the CLI as a subprocess."""
+"""Tests for lib/sqlite_ops/restore.py: the steps of a restore, called directly (the flow
+that strings them together, and its command line: test_restore_flow.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from opsenv import make_db
 
-from sqlite_ops import catalog, restore
+from sqlite_ops import catalog, restore, restore_flow
 from sqlite_ops.common import EX_BUSY, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
 
 BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
@@ -436,19 +437,19 @@ def test_check_restored_fails_on_wrong_counts(world):
 
 
 # ---------------------------------------------------------------------------
-# CLI
+# The entry point restore_database.sh execs (sqlite_ops.restore_flow)
 # ---------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(action: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib"), SQLITE_OPS_CONFIG=os.devnull)
-    return subprocess.run([sys.executable, "-m", "sqlite_ops.restore", *args], env=env,
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "sqlite_ops.restore_flow", action, *args],
+                          env=env, capture_output=True, text=True)
 
 
 def test_cli_errors_are_one_line_with_the_contract_code(tmp_path):
-    proc = run_cli("verify", "--work", str(tmp_path / "w.db"), "--report",
-                   str(tmp_path / "r.json"), str(tmp_path / "missing.db.zst"))
+    proc = run_cli("verify", "--dir", str(tmp_path), "--db", str(tmp_path / "app.db"), "--",
+                   str(tmp_path / "missing.db.zst"))
     assert proc.returncode == EX_USAGE
     assert proc.stderr.startswith("restore_database.sh: backup not found")
     assert proc.stderr.count("\n") == 1
@@ -591,15 +592,14 @@ def _interrupt_in(monkeypatch, name):
     monkeypatch.setattr(restore, name, interrupted)
 
 
-def _apply_cli(report, db, tmp_path, capsys):
-    path = tmp_path / "report.json"
-    report.save(path)
-    code = restore.main(["apply", "--report", str(path), "--target", str(db),
-                         "--aside", str(tmp_path / "aside")])
-    return code, capsys.readouterr().err
+def _apply(report, db, tmp_path):
+    """The flow's apply step, interrupted: (exit code, what it says)."""
+    with pytest.raises(OpsError) as caught:
+        restore_flow.apply(report, str(db), str(tmp_path / "aside"))
+    return caught.value.code, caught.value.message
 
 
-def test_interrupted_after_the_commit_says_restored_not_as_it_was(world, monkeypatch, capsys):
+def test_interrupted_after_the_commit_says_restored_not_as_it_was(world, monkeypatch):
     db, _, tmp_path = world
     restore.set_journal_mode(str(db), "wal")
     app = sqlite3.connect(db, isolation_level=None)
@@ -608,7 +608,7 @@ def test_interrupted_after_the_commit_says_restored_not_as_it_was(world, monkeyp
     report = _verified(world)
     wanted = content(Path(report.work))
     _interrupt_in(monkeypatch, "_check_own_copy")
-    code, err = _apply_cli(report, db, tmp_path, capsys)
+    code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert "interrupted after the copy was committed" in err
     assert f"{db} holds the backup's content ({Path(report.backup).name}, 100 rows)" in err
@@ -617,7 +617,7 @@ def test_interrupted_after_the_commit_says_restored_not_as_it_was(world, monkeyp
     assert content(db) == wanted  # and it really does
 
 
-def test_interrupted_before_the_copy_says_as_it_was(world, monkeypatch, capsys):
+def test_interrupted_before_the_copy_says_as_it_was(world, monkeypatch):
     db, _, tmp_path = world
     app = sqlite3.connect(db, isolation_level=None)
     app.executemany("INSERT INTO devices(ip) VALUES (?)", [("later",)] * 7)
@@ -626,13 +626,13 @@ def test_interrupted_before_the_copy_says_as_it_was(world, monkeypatch, capsys):
     report = _verified(world)
     monkeypatch.setattr(restore, "_check_free_space",
                         lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
-    code, err = _apply_cli(report, db, tmp_path, capsys)
+    code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert f"interrupted before anything was written: {db} is as it was" in err
     assert content(db) == before
 
 
-def test_interrupted_during_the_copy_finds_out_from_the_schema_cookie(world, monkeypatch, capsys):
+def test_interrupted_during_the_copy_finds_out_from_the_schema_cookie(world, monkeypatch):
     """A Ctrl-C inside the backup-API step is raised after the step returns:
     whether it committed is read from the database, not assumed."""
     db, _, tmp_path = world
@@ -643,13 +643,13 @@ def test_interrupted_during_the_copy_finds_out_from_the_schema_cookie(world, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(restore, "_abort_when_busy", progress_interrupted)
-    code, err = _apply_cli(report, db, tmp_path, capsys)
+    code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert "interrupted during the copy, after its commit" in err
     assert content(db) == wanted
 
 
-def test_interrupted_after_a_rename_into_place(world, monkeypatch, capsys):
+def test_interrupted_after_a_rename_into_place(world, monkeypatch):
     db, _, tmp_path = world
     report = _verified(world)
     for suffix in ("", "-wal", "-shm"):
@@ -661,7 +661,7 @@ def test_interrupted_after_a_rename_into_place(world, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(restore.os, "replace", replace_then_interrupt)
-    code, err = _apply_cli(report, db, tmp_path, capsys)
+    code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert "interrupted after the restored file was put in place" in err
     assert count(db) == 50
@@ -766,15 +766,14 @@ def test_python_entry_points_end_an_interrupt_without_a_traceback():
             assert "run_interruptible(main)" in text, f"{module.name}: Ctrl-C gives a traceback"
 
 
-def test_an_interrupted_drill_says_its_temp_file_goes(world, monkeypatch, capsys):
+def test_an_interrupted_drill_says_its_temp_file_goes(world, monkeypatch):
     db, _, tmp_path = world
     report = _verified(world)
-    path = tmp_path / "report.json"
-    report.save(path)
     _interrupt_in(monkeypatch, "_move_aside")
-    code = restore.main(["apply", "--report", str(path), "--target", str(tmp_path / "drill.db"),
-                         "--aside", str(tmp_path / "aside"), "--scratch"])
-    assert code == 130
-    err = capsys.readouterr().err
+    with pytest.raises(OpsError) as caught:
+        restore_flow.apply(report, str(tmp_path / "drill.db"), str(tmp_path / "aside"),
+                           scratch=True)
+    assert caught.value.code == 130
+    err = caught.value.message
     assert "the drill's temp file is removed, nothing else was touched" in err
     assert "check it with" not in err
