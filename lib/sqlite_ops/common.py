@@ -188,7 +188,7 @@ class OpsLock:
                     os.close(fd)
                     raise OpsError(
                         EX_BUSY,
-                        f"another sqlite-ops run holds the lock on {self.path}{holder}; "
+                        f"another sqlite-ops run holds the lock on {self.db_path}{holder}; "
                         "retry later or set LOCK_TIMEOUT to wait",
                     ) from None
                 time.sleep(0.05)

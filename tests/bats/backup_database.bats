@@ -599,7 +599,7 @@ PY
   BG_PIDS="$HOLDER_PID"
   backup
   assert_status 75
-  assert_contains "$stderr" "holds the lock"
+  assert_contains "$stderr" "holds the lock on $DB;" # the database, as every command says it
   [[ ! -e $DIR || -z $(published) ]]
   LOCK_TIMEOUT=10 backup
   assert_status 0

@@ -111,6 +111,8 @@ def test_lock_held_by_another_process_gives_75_naming_it(tmp_path, monkeypatch):
                 pass
         assert raised.value.code == EX_BUSY
         assert "LOCK_TIMEOUT" in raised.value.message
+        # The database, as lib/common.sh's lock_acquire says it: not the lock file.
+        assert f"holds the lock on {db};" in raised.value.message
     finally:
         holder.kill()
         holder.wait()
