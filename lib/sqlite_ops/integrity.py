@@ -103,7 +103,8 @@ def trusted(manifest: dict[str, Any] | None, db_sha256: str) -> tuple[bool, str]
     if manifest is None:
         return False, "no manifest"
     if not isinstance(entry, dict):
-        return False, "the manifest has no integrity_check record (an older backup)"
+        return False, ("the manifest has no integrity_check record (an older backup, or a "
+                       "pre-restore safety backup, which runs quick_check only)")
     if entry.get("result") != "ok":
         return False, "the manifest's integrity_check record does not say ok"
     if entry.get("db_sha256") != db_sha256 or manifest.get("db_sha256") != db_sha256:
