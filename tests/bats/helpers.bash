@@ -22,7 +22,7 @@ common_setup() {
   # No settings leak in from the machine running the tests: every key the code
   # knows (lib/common.sh's SOPS_CONFIG_KEYS), and what passes state to child runs.
   # shellcheck disable=SC2086 # the list is space-separated on purpose
-  unset $SOPS_CONFIG_KEYS QUIET SQLITE_OPS_LOCK_HELD SQLITE_OPS_BACKUP_SCRIPT SQLITE_OPS_CONFIG_WARNED
+  unset $SOPS_CONFIG_KEYS QUIET SQLITE_OPS_LOCK_HELD SQLITE_OPS_CONFIG_WARNED
   export SQLITE_OPS_CONFIG=/dev/null
   export TZ=UTC
 }

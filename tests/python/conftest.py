@@ -14,7 +14,7 @@ SHIPPED_MIGRATIONS = REPO_ROOT / "migrations"
 
 # Every setting a sqlite-ops command reads from the environment: the code's own
 # list of config keys, plus the variables that pass state to child runs.
-SETTINGS = (*CONFIG_KEYS, "QUIET", LOCK_HELD_ENV, "SQLITE_OPS_BACKUP_SCRIPT",
+SETTINGS = (*CONFIG_KEYS, "QUIET", LOCK_HELD_ENV,
             "SQLITE_OPS_CONFIG", "SQLITE_OPS_CONFIG_WARNED")
 
 
