@@ -145,7 +145,7 @@ main() {
     "${OFFSITE_ARGS[@]}" "${QUIET_ARGS[@]}")
   [[ $DRY_RUN == 0 ]] || run+=(--dry-run)
   [[ $LOG_SYSLOG != 1 ]] || run+=(--syslog)
-  PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m sqlite_ops.backup "${run[@]}"
+  exec_py_ops backup "${run[@]}"
 }
 
 # Run unless sourced (tests source the script to call one function); the if

@@ -25,8 +25,11 @@
 #
 # rclone (Debian package rclone) does the transfers with the user's own
 # configuration (RCLONE_CONFIG, else rclone's default file): no credential is
-# ever put on a command line or in a log, manifest or metric. A crypt remote
-# over the real one encrypts content and file names.
+# ever put on a command line or in a log, manifest or metric. One rclone
+# serves the whole run (rclone rcd on 127.0.0.1, random credentials passed in
+# its environment), so the remote is connected to once per sync, and it is
+# killed with the sync. A crypt remote over the real one encrypts content and
+# file names.
 #
 #   --db PATH            the database (DB_PATH; default /dashboard/data/dashboard.db)
 #   --dir DIR            where its backups live (BACKUP_DIR; default /dashboard/data/backups)

@@ -31,20 +31,31 @@ against the same hash of the local file; when the backend has none, the copy is
 downloaded again and its SHA-256 compared with the manifest's ("download
 check"). The output says which.
 
-rclone is driven by subprocess, its configuration file is the user's
+A sync drives one ``rclone rcd`` (``RcloneDaemon``) over loopback HTTP for the
+whole run, so rclone starts once and its connection to the remote is reused by
+every listing, upload, check and removal; ``list`` and ``fetch`` run one-off
+rclone commands (``Rclone``). rclone's configuration file is the user's
 (``RCLONE_CONFIG`` passes through the environment): no secret is ever put on a
 command line, in a manifest, the record or a log line (rclone's messages are
-scrubbed of any ``RCLONE_CONFIG_*`` secret values before they are shown).
+scrubbed of any ``RCLONE_CONFIG_*`` secret values before they are shown; the
+remote control's own random credentials travel in rcd's environment only).
 Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import collections
+import contextlib
+import ctypes
 import hashlib
+import http.client
 import json
 import os
 import re
+import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -52,9 +63,13 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlite_ops import catalog, hashing
 from sqlite_ops.common import (
@@ -304,6 +319,18 @@ class Rclone:
         self.run(remote, f"upload of {os.path.basename(dest)}", "copyto", "--ignore-times",
                  *extra, "--", os.fspath(local), dest)
 
+    def put(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str]) -> None:
+        """Upload ``data`` (a manifest) as ``dest``, checked: rclone compares the hashes
+        itself. The temporary file lives in ``work``."""
+        self._put_file(remote, data, dest, work, checked_after=False)
+
+    def _put_file(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str],
+                  checked_after: bool) -> None:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            local = Path(tmp) / os.path.basename(dest)
+            local.write_bytes(data)
+            self.upload(remote, local, dest, checked_after=checked_after)
+
     def download(self, remote: str, source: str, local: str | os.PathLike[str]) -> None:
         self.run(remote, f"download of {os.path.basename(source)}", "copyto", "--ignore-times",
                  "--", source, os.fspath(local))
@@ -311,6 +338,207 @@ class Rclone:
     def delete(self, remote: str, path: str) -> None:
         self.run(remote, f"removal of {os.path.basename(path)}", "deletefile", "--", path,
                  missing_ok=True)
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """``nas:dir/sub/file`` as (``nas:dir/sub``, ``file``): the directory and the name
+    in it, as rclone's remote control takes them."""
+    head, slash, tail = path.rpartition("/")
+    if slash:
+        return (head + "/" if head.endswith(":") or not head else head), tail
+    head, colon, tail = path.partition(":")
+    return head + colon, tail
+
+
+def _parent_death_signal() -> Any:
+    """A function that, run in a child before exec, has the kernel kill the child
+    when this process dies (Linux ``prctl(PR_SET_PDEATHSIG)``); None elsewhere."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
+def _rc_error(exc: urllib.error.HTTPError) -> str:
+    """rclone's message in a failed remote-control answer ({"error": ..., "status": ...})."""
+    try:
+        answer = json.load(exc)
+    except ValueError:
+        answer = None
+    return str(answer.get("error") or exc) if isinstance(answer, dict) else str(exc)
+
+
+class RcloneDaemon(Rclone):
+    """One ``rclone rcd`` for a whole sync: the listing, the uploads, the hash checks
+    and the removals are calls to it over loopback HTTP, so rclone starts once and
+    keeps its connections (one SSH handshake per sync, not one per step).
+
+    It listens on 127.0.0.1, on a port the kernel picks, and answers only to a user
+    and password made up for this run and passed in its environment, never on its
+    command line (which the process list shows). It stops when the sync ends and is
+    killed with it: no rclone goes on writing after us. Remote files are read
+    through it too (``--rc-serve``: the download check, reading a manifest back);
+    the manifests the remote retention reads still come with one ``rclone copy``."""
+
+    STARTUP_SECONDS = 30
+
+    def __init__(self, executable: str | None = None) -> None:
+        super().__init__(executable)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._url = ""
+        self._auth = ""
+        self._log: collections.deque[str] = collections.deque(maxlen=20)
+        # Straight to 127.0.0.1, whatever http_proxy says.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __enter__(self) -> RcloneDaemon:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        user, password = secrets.token_hex(8), secrets.token_urlsafe(24)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_RC_")}
+        env.update(RCLONE_RC_USER=user, RCLONE_RC_PASS=password)
+        self._auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._proc = subprocess.Popen(
+            [self.executable, *self.flags, "rcd", "--rc-addr", "127.0.0.1:0", "--rc-serve"],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=_parent_death_signal())  # safe: no other thread runs yet
+        try:
+            port = self._await_port()
+        except BaseException:
+            self.stop()
+            raise
+        self._url = f"http://127.0.0.1:{port}/"
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _await_port(self) -> str:
+        """The port from rclone's "Serving remote control on http://127.0.0.1:N/"."""
+        assert self._proc and self._proc.stderr
+        stream, seen, deadline = self._proc.stderr, b"", time.monotonic() + self.STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(stream.fileno(), 4096) if ready else b""
+            seen += chunk
+            found = re.search(rb"Serving remote control on http://127\.0\.0\.1:(\d+)/", seen)
+            if found:
+                self._log.extend(seen.decode(errors="replace").splitlines())
+                return found.group(1).decode()
+            if ready and not chunk:  # it exited
+                break
+        raise OpsError(EX_FAIL, "rclone's remote control (rclone rcd) did not start: "
+                                f"{_last_error(seen.decode(errors='replace'))}")
+
+    def _drain(self) -> None:
+        """Read rclone's log (its errors also come back in each call's answer)."""
+        assert self._proc and self._proc.stderr
+        for line in self._proc.stderr:
+            self._log.append(line.decode(errors="replace"))
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.kill()  # nothing of ours is in flight: an interrupted upload stops now
+        self._proc.wait()
+        self._proc = None
+
+    def call(self, remote: str, what: str, method: str, params: dict[str, Any],
+             missing_ok: bool = False) -> dict[str, Any] | None:
+        """One remote-control call (``method`` with ``params``, as rclone's rc documents
+        them); its answer, or None when ``missing_ok`` and rclone says not found."""
+        request = urllib.request.Request(
+            self._url + method, data=json.dumps(params).encode(),
+            headers={"Authorization": self._auth, "Content-Type": "application/json"})
+        try:
+            with self._opener.open(request) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            status, message = exc.code, _rc_error(exc)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log = " ".join(self._log)
+            raise OpsError(EX_FAIL, f"{remote}: {what}: rclone's remote control stopped "
+                                    f"answering ({getattr(exc, 'reason', exc)}; "
+                                    f"{_last_error(log)}); nothing local was changed") from None
+        if missing_ok and (status == 404 or "not found" in message.lower()):
+            return None
+        raise classify(remote, what, message, 1)
+
+    @contextlib.contextmanager
+    def _get(self, remote: str, what: str, path: str) -> Iterator[BinaryIO]:
+        """The content of a remote file, streamed (``--rc-serve``: ``/[fs]/name``)."""
+        directory, name = split_path(path)
+        url = self._url + urllib.parse.quote(f"[{directory}]/{name}")
+        request = urllib.request.Request(url, headers={"Authorization": self._auth})
+        try:
+            with self._opener.open(request) as response:
+                yield response
+        except urllib.error.HTTPError as exc:
+            raise classify(remote, what, _rc_error(exc), 1) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # Cut short: the remote went away mid-read (or rclone did).
+            raise classify(remote, what, f"connection lost: {exc}", 1) from None
+
+    def download_sha256(self, remote: str, path: str) -> tuple[str, int]:
+        with self._get(remote, "download check", path) as stream:
+            return hashing.sha256_stream(stream)
+
+    def put(self, remote: str, data: bytes, dest: str, work: str | os.PathLike[str]) -> None:
+        """Upload ``data`` and read it back: a byte-for-byte check over the open
+        connection, cheaper than the server hashing it (one more SSH session)."""
+        self._put_file(remote, data, dest, work, checked_after=True)
+        with self._get(remote, "reading back the manifest", dest) as stream:
+            back = stream.read(len(data) + 1)
+        if back != data:
+            self.delete(remote, dest)  # a wrong manifest must not make the copy count
+            raise OpsError(EX_FAIL, f"{remote}: {os.path.basename(dest)} read back differs "
+                                    "from what was sent; the copy does not count; the next "
+                                    "run uploads it again")
+
+    def listing(self, remote: str, directory: str) -> dict[str, int]:
+        answer = self.call(remote, "listing", "operations/list", {
+            "fs": directory, "remote": "",
+            "opt": {"filesOnly": True, "noMimeType": True, "noModTime": True}},
+            missing_ok=True)
+        entries = (answer or {}).get("list") or []
+        return {e["Name"]: int(e["Size"]) for e in entries if not e.get("IsDir")}
+
+    def hashes(self, remote: str) -> list[str]:
+        answer = self.call(remote, "reading the backend's features", "operations/fsinfo",
+                           {"fs": remote}) or {}
+        return [h.lower() for h in answer.get("Hashes") or []]
+
+    def remote_hash(self, remote: str, path: str, kind: str) -> tuple[str, int] | None:
+        directory, name = split_path(path)
+        answer = self.call(remote, "reading the copy's hash", "operations/stat", {
+            "fs": directory, "remote": name,
+            "opt": {"showHash": True, "hashTypes": [kind]}}) or {}
+        item = answer.get("item")
+        if not item:
+            return "", -1  # gone: not the copy we sent
+        value = (item.get("Hashes") or {}).get(kind)
+        return (str(value).lower(), int(item.get("Size", -1))) if value else None
+
+    def upload(self, remote: str, local: str | os.PathLike[str], dest: str,
+               checked_after: bool = False) -> None:
+        """As ``Rclone.upload``: always transferred, rclone's own hash comparison
+        skipped when the caller checks the copy itself."""
+        config: dict[str, bool] = {"IgnoreTimes": True}
+        if checked_after:
+            config["IgnoreChecksum"] = True
+        directory, name = split_path(dest)
+        self.call(remote, f"upload of {name}", "operations/copyfile", {
+            "srcFs": os.path.dirname(os.path.abspath(local)),
+            "srcRemote": os.path.basename(local), "dstFs": directory, "dstRemote": name,
+            "_config": config})
+
+    def delete(self, remote: str, path: str) -> None:
+        directory, name = split_path(path)
+        self.call(remote, f"removal of {name}", "operations/deletefile",
+                  {"fs": directory, "remote": name}, missing_ok=True)
 
 
 # ---------------------------------------------------------------------------
@@ -507,18 +735,18 @@ class Syncer:
         self._remember(directory, backup, how)
         return True
 
-    def _hash_kind(self, remote: str) -> str | None:
-        """The strongest hash the remote's backend computes (asked once, then recorded)."""
+    def _hash_kind(self, remote: str, directory: str) -> str | None:
+        """The strongest hash the remote's backend computes (asked once, then recorded;
+        asked of ``directory``, which the sync's other calls use too)."""
         backend = remote.split(":", 1)[0] + ":" if ":" in remote else "local"
         if not isinstance(self.record.hashes.get(backend), list):
-            self.record.hashes[backend] = self.rclone.hashes(remote if backend == "local"
-                                                             else backend)
+            self.record.hashes[backend] = self.rclone.hashes(directory)
         return next((k for k in HASH_PREFERENCE if k in self.record.hashes[backend]), None)
 
     def _check_copy(self, remote: str, path: str, backup: catalog.Backup,
                     local: dict[str, Any] | None = None) -> str | None:
         """How the remote copy was proven equal to the local backup, or None if it is not."""
-        kind = self._hash_kind(remote)
+        kind = self._hash_kind(remote, split_path(path)[0])
         if local is None:
             local = {}
             _local_hashes(backup.path, (kind,) if kind else (), local)
@@ -540,7 +768,7 @@ class Syncer:
         """Data file, check, manifest last, record. False when the local file is unusable."""
         file = backup.path.name
         dest = f"{directory}/{file}"
-        kind = self._hash_kind(remote)
+        kind = self._hash_kind(remote, directory)
         local: dict[str, Any] = {}
         # Hash the local file while rclone uploads it: one read, in parallel.
         hasher = threading.Thread(target=_local_hashes,
@@ -562,11 +790,9 @@ class Syncer:
                                     "was uploaded); the next run uploads it again")
         manifest = dict(backup.manifest)
         manifest["host"] = self.opts.host
-        with tempfile.TemporaryDirectory(dir=self.record.path.parent) as tmp:
-            local_manifest = Path(tmp) / (file + catalog.MANIFEST_SUFFIX)
-            local_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-                                      encoding="utf-8")
-            self.rclone.upload(remote, local_manifest, dest + catalog.MANIFEST_SUFFIX)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        self.rclone.put(remote, text.encode(), dest + catalog.MANIFEST_SUFFIX,
+                        self.record.path.parent)
         self._remember(directory, backup, how)
         print(f"Uploaded: {dest} ({catalog.iso_utc(backup.created_at)}, "
               f"{backup.size_bytes} bytes, verified by {how})", flush=True)
@@ -838,8 +1064,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if not Path(opts.backup_dir).is_dir():
         raise OpsError(EX_USAGE, f"backup directory not found: {opts.backup_dir} (check --dir "
                                  "or BACKUP_DIR)")
-    syncer = Syncer(opts, Rclone())
-    results = syncer.run()
+    with RcloneDaemon() as rclone:  # one rclone, its connections reused, for the whole run
+        syncer = Syncer(opts, rclone)
+        results = syncer.run()
     now = time.time()
     for r in results:
         if r.error is not None:

@@ -101,7 +101,7 @@ class SSHServer:
         found by parent PID."""
         if self.proc is None:
             return
-        for pid in [*_descendants(self.proc.pid), self.proc.pid]:
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -132,7 +132,7 @@ class SSHServer:
         return path
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every process below ``root``, read from /proc (children first)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):

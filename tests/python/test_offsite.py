@@ -15,6 +15,8 @@ import sqlite3
 import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from opsenv import content_digest, ops_env, run
 from promparse import prom_samples
 from sftpserver import (
     SSHServer,
+    descendants,
     free_port,
     keygen,
     obscure,
@@ -420,6 +423,113 @@ def test_a_local_prune_never_deletes_a_backup_pending_upload(world, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# One rclone per sync (its connections reused), and what that rclone exposes
+# ---------------------------------------------------------------------------
+
+
+def rclone_shim(tmp_path: Path) -> tuple[str, Path]:
+    """A PATH whose rclone logs every command line (as the process list shows it)."""
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir(exist_ok=True)
+    argv_log = tmp_path / "argv.log"
+    shim = shim_dir / "rclone"
+    shim.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {argv_log}\n"
+                    f"exec {shutil.which('rclone')} \"$@\"\n")
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    return f"{shim_dir}:{os.environ['PATH']}", argv_log
+
+
+def test_a_sync_of_many_backups_starts_rclone_once_and_still_checks_every_copy(tmp_path,
+                                                                               sshd):
+    """Catch-up: every upload, check and manifest goes through one rclone (one SSH
+    connection), not three rclone processes per backup."""
+    w = sftp_world(tmp_path, sshd)
+    backups = [age_backup(w.backup(), days) for days in (3, 2, 1)] + [w.backup()]
+    store = tmp_path / "nas-store"
+    store.mkdir()
+    path, argv_log = rclone_shim(tmp_path)
+    proc = w.sync("--remote", f"nas:{store}", PATH=path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("verified by sha1") == 4
+    assert argv_log.read_text().splitlines() == [
+        "--contimeout 15s --timeout 60s --retries 1 --low-level-retries 3 rcd "
+        "--rc-addr 127.0.0.1:0 --rc-serve"]
+    here = store / w.host / DB_NAME
+    for b in backups:
+        assert (here / b.name).read_bytes() == b.read_bytes()
+        assert (here / (b.name + ".manifest.json")).exists()
+    assert not [p for p in descendants(os.getpid()) if "rclone" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_the_sync_rclone_answers_only_its_own_credentials_which_are_not_on_its_command_line(
+        monkeypatch):
+    # Whatever the user's environment says about rclone's remote control.
+    monkeypatch.setenv("RCLONE_RC_NO_AUTH", "true")
+    monkeypatch.setenv("RCLONE_RC_USER", "")
+    with offsite.RcloneDaemon() as daemon:
+        assert daemon._url.startswith("http://127.0.0.1:")
+        environ = Path(f"/proc/{daemon._proc.pid}/environ").read_bytes().split(b"\0")
+        password = next(e for e in environ if e.startswith(b"RCLONE_RC_PASS="))
+        password = password.split(b"=", 1)[1].decode()
+        assert len(password) >= 24 and password not in _cmdline(daemon._proc.pid)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(urllib.request.Request(daemon._url + "core/pid", data=b"{}"))
+        assert refused.value.code == 401
+        assert daemon.call("x", "a call", "rc/noopauth", {"n": 1}) == {"n": 1}
+        pid = daemon._proc.pid
+    assert not Path(f"/proc/{pid}").exists() or "rclone" not in _cmdline(pid)
+
+
+def test_a_sync_killed_with_sigkill_leaves_no_rclone_writing(tmp_path, sshd):
+    w = sftp_world(tmp_path, sshd)
+    make_db(w.db.with_name("big.db"), rows=400, blob_bytes=16384)  # ~6.5 MB, incompressible
+    w.db.unlink()
+    w.db.with_name("big.db").rename(w.db)
+    backup = w.backup()
+    store = tmp_path / "nas-store"
+    store.mkdir()
+    target = store / w.host / DB_NAME / backup.name
+    sync = subprocess.Popen([str(Path(__file__).parents[2] / "scripts" / "offsite_sync.sh"),
+                             "--remote", f"nas:{store}"],
+                            env={**w.env, "RCLONE_BWLIMIT": "1M"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (target.exists() and target.stat().st_size > 0):
+        assert sync.poll() is None, sync.communicate()
+        assert time.monotonic() < deadline, "the upload never started"
+        time.sleep(0.05)
+    rclone = [p for p in descendants(sync.pid) if " rcd " in _cmdline(p)]
+    assert len(rclone) == 1
+    python = int(Path(f"/proc/{rclone[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert "sqlite_ops" in _cmdline(python)
+    os.kill(python, 9)  # no handler runs: only the kernel can stop its rclone
+    sync.communicate(timeout=120)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{rclone[0]}").exists() and "rclone" in _cmdline(rclone[0]):
+        assert time.monotonic() < deadline, "rclone went on after the sync was killed"
+        time.sleep(0.05)
+    assert not Path(str(target) + ".manifest.json").exists()
+    proc = w.sync("--remote", f"nas:{store}")
+    assert proc.returncode == 0, proc.stderr
+    assert target.read_bytes() == backup.read_bytes()
+
+
+def test_split_path_gives_rclone_a_directory_and_a_name():
+    assert offsite.split_path("nas:a/b/file") == ("nas:a/b", "file")
+    assert offsite.split_path("nas:file") == ("nas:", "file")
+    assert offsite.split_path("nas:/file") == ("nas:/", "file")
+    assert offsite.split_path("/srv/off/pi/d/f.gz") == ("/srv/off/pi/d", "f.gz")
+
+
+# ---------------------------------------------------------------------------
 # Real SFTP: failures
 # ---------------------------------------------------------------------------
 
@@ -593,15 +703,7 @@ def test_credentials_never_reach_command_lines_logs_manifests_or_metrics(tmp_pat
     w.extra_env.update({"RCLONE_CONFIG_ENVSECRET_TYPE": "crypt",
                         "RCLONE_CONFIG_ENVSECRET_REMOTE": f"nas:{store}/env",
                         "RCLONE_CONFIG_ENVSECRET_PASSWORD": obscured})
-    # Every rclone command line, as the process list would show it.
-    shim_dir = tmp_path / "shim"
-    shim_dir.mkdir()
-    argv_log = tmp_path / "argv.log"
-    shim = shim_dir / "rclone"
-    shim.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {argv_log}\n"
-                    f"exec {shutil.which('rclone')} \"$@\"\n")
-    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
-    path = f"{shim_dir}:{os.environ['PATH']}"
+    path, argv_log = rclone_shim(tmp_path)  # every rclone command line
     w.backup()
     outputs = []
     for remote in ("secret:", "envsecret:"):
