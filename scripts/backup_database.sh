@@ -140,7 +140,8 @@ main() {
   load_settings
   local -a run=(--db="$SRC_DB" --dir="$DEST_DIR" --retention-days="$RETENTION" --keep="$KEEP"
     --compress="$COMPRESSION" --lock-timeout="$TIMEOUT" --metrics-dir="$METRICS"
-    --fk-accept="$FK_ACCEPT" --integrity-check="$INTEGRITY" --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" --prog="$PROG"
+    --fk-accept="$FK_ACCEPT" --integrity-check="$INTEGRITY"
+    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" --prog="$PROG"
     --start="$start" --offsite-retention-days="$OFFSITE_RETENTION" --offsite-keep="$OFFSITE_KEEP"
     "${OFFSITE_ARGS[@]}" "${QUIET_ARGS[@]}")
   [[ $DRY_RUN == 0 ]] || run+=(--dry-run)
