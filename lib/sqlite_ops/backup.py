@@ -25,6 +25,7 @@ on every path out, an exception or an interruption alike.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import signal
@@ -129,13 +130,20 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
         manifest_temp = _temp_beside(final + MANIFEST_SUFFIX, temps)
 
         source_facts = snapshot.take_snapshot(db, data, busy_timeout_ms, quiet)
-        pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
-                                   check=integrity)
+        # Row counts and the foreign-key count read the snapshot beside the
+        # packing (SQLite releases the GIL): the copy is read while it is in
+        # the page cache, and the manifest waits for neither step alone.
+        # A failed packing wins: leaving the block waits for the reading to end.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            described = pool.submit(snapshot.describe, data, fk_accept)
+            pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
+                                       check=integrity)
+            description = described.result()
         manifest = snapshot.build_manifest(
             data, source=db, created=created, file_name=os.path.basename(final), name=name,
             compression=compression, duration=time.monotonic() - start,
             facts=[source_facts, pack_facts, {"integrity_check_deferred": True} if deferred
-                   else {}], fk_accept=fk_accept, host=host)
+                   else {}], fk_accept=fk_accept, host=host, described=description)
         warnings, infos = foreign_key_lines(db, manifest)
         _write_json(manifest_temp, manifest)
         if data != packed:
