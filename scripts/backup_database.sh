@@ -4,6 +4,7 @@
 # Usage: backup_database.sh [--db PATH] [--dir DIR] [--retention-days N] [--keep N]
 #                           [--compress zstd|gzip|none] [--dry-run] [--quiet]
 #                           [--lock-timeout N] [--metrics-dir DIR] [--config FILE]
+#                           [--integrity-check backup|drill]
 #        backup_database.sh --help
 #
 # Takes a consistent snapshot of the live database while other processes keep
@@ -21,6 +22,14 @@
 # backups of this database and prints "Backup completed: <path>" as the last
 # line on stdout. On a terminal, the long steps (snapshot, compression,
 # integrity_check) show their progress on stderr; --quiet silences it.
+#
+# Where the full integrity_check runs (INTEGRITY_CHECK): "backup" (the
+# default) runs it here, as above. "drill", for a database too large for the
+# check to fit beside the compression: the backup runs only PRAGMA
+# quick_check (a damaged database is still refused, exit 4), marks the
+# manifest "integrity_check_deferred", and the drill run right after it
+# (backup_database.sh && restore_database.sh --drill) runs the full check and
+# records it in that manifest, against the same SHA-256.
 # This script settles the settings below; the run itself is one Python
 # process (lib/sqlite_ops/backup.py), which replaces it: a signal to this
 # script's PID reaches the run.
@@ -44,6 +53,9 @@
 #   --metrics-dir DIR    write sqlite_ops_backup_<name>.prom there (METRICS_DIR)
 #   --config FILE        KEY=value settings file (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
 #   --quiet              only warnings and errors on stderr (no progress line)
+#   --integrity-check WHERE
+#                        backup or drill: where the full integrity_check runs
+#                        (INTEGRITY_CHECK; backup)
 #
 # FK_ACCEPT (config or environment): child tables whose orphaned rows the
 # application makes by design, comma-separated, each TABLE or TABLE:N (at most
@@ -80,6 +92,7 @@ backup_option() {
     --retention-days) set_flag RETENTION_DAYS "$@" && SOPS_SHIFT=2 ;;
     --keep) set_flag KEEP_MIN "$@" && SOPS_SHIFT=2 ;;
     --compress) set_flag COMPRESS "$@" && SOPS_SHIFT=2 ;;
+    --integrity-check) set_flag INTEGRITY_CHECK "$@" && SOPS_SHIFT=2 ;;
     --dry-run) DRY_RUN=1 ;;
     -*) usage_error "unknown option '$1'" ;;
     *) usage_error "unexpected argument '$1' (a path with spaces needs quotes)" ;;
@@ -97,6 +110,7 @@ load_settings() {
   METRICS=$(cfg METRICS_DIR '')
   COMPRESSION=$(cfg COMPRESS "$(default_compression)")
   FK_ACCEPT=$(cfg FK_ACCEPT '')
+  INTEGRITY=$(cfg INTEGRITY_CHECK backup)
   require_uint RETENTION_DAYS "$RETENTION"
   require_uint KEEP_MIN "$KEEP"
   require_uint LOCK_TIMEOUT "$TIMEOUT"
@@ -105,6 +119,10 @@ load_settings() {
     gzip) require_tool gzip gzip ;;
     none) ;;
     *) usage_error "COMPRESS must be zstd, gzip or none, not '$COMPRESSION'" ;;
+  esac
+  case $INTEGRITY in
+    backup | drill) ;;
+    *) usage_error "INTEGRITY_CHECK must be backup or drill, not '$INTEGRITY'" ;;
   esac
   offsite_settings "$RETENTION" "$KEEP"
 }
@@ -122,7 +140,8 @@ main() {
   load_settings
   local -a run=(--db="$SRC_DB" --dir="$DEST_DIR" --retention-days="$RETENTION" --keep="$KEEP"
     --compress="$COMPRESSION" --lock-timeout="$TIMEOUT" --metrics-dir="$METRICS"
-    --fk-accept="$FK_ACCEPT" --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" --prog="$PROG"
+    --fk-accept="$FK_ACCEPT" --integrity-check="$INTEGRITY"
+    --busy-timeout-ms="$SQLITE_BUSY_TIMEOUT_MS" --prog="$PROG"
     --start="$start" --offsite-retention-days="$OFFSITE_RETENTION" --offsite-keep="$OFFSITE_KEEP"
     "${OFFSITE_ARGS[@]}" "${QUIET_ARGS[@]}")
   [[ $DRY_RUN == 0 ]] || run+=(--dry-run)

@@ -17,10 +17,13 @@
 #   1. verify: decompress once into a work file beside the database, hashing
 #      both streams: the file's and the content's SHA-256 must be the
 #      manifest's. Integrity: the manifest's integrity_check record of these
-#      same bytes (made when the backup was taken) is trusted, and it says
-#      "integrity: recorded at backup, same bytes"; without one (an older
-#      backup, or one made by an older SQLite) PRAGMA integrity_check runs now
-#      and must say exactly "ok" ("integrity: checked now"). Then no
+#      same bytes (made when the backup was taken, or by the drill after a
+#      backup taken with INTEGRITY_CHECK=drill) is trusted, and it says
+#      "integrity: recorded at backup, same bytes" (or "at drill"); without
+#      one (an older backup, one made by an older SQLite, a drill-mode backup
+#      not yet drilled) PRAGMA integrity_check runs now and must say exactly
+#      "ok" ("integrity: checked now"); a restore or --verify never writes the
+#      manifest. Then no
 #      foreign-key violations but those FK_ACCEPT accepts, and row counts
 #      equal to the manifest. Nothing is touched when this fails (exit 3).
 #      A backup whose schema version is newer than
@@ -68,7 +71,11 @@
 #   --to PATH          restore into PATH (drills, inspecting an old state); the
 #                      database itself is not touched; no safety backup
 #   --drill            restore `latest` into a temp file, check it, remove it;
-#                      with METRICS_DIR, record the time it took
+#                      with METRICS_DIR, record the time it took. When it ran
+#                      the full integrity_check itself (INTEGRITY_CHECK=drill
+#                      backups) and it passed, it records it in that local
+#                      backup's manifest (against the same SHA-256), under the
+#                      database's lock; lock busy: a warning, no record
 #   --from REMOTE      use the copies offsite_sync.sh put on an rclone remote
 #                      (REMOTE/<host>/<name>/): BACKUP is a file name as
 #                      --list --from shows it, `latest` the newest copy with its

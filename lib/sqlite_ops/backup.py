@@ -25,6 +25,7 @@ on every path out, an exception or an interruption alike.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import signal
@@ -56,6 +57,11 @@ from sqlite_ops.progress import human_bytes
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 INTEGRITY_CHECKS = ("full", "quick")
+# INTEGRITY_CHECK: where a backup run's full integrity_check runs. "backup":
+# in the backup (integrity="full"). "drill": the backup runs quick_check and
+# marks the manifest "integrity_check_deferred"; the drill right after runs
+# the full check and records it (restore_flow.record_drill_check).
+WHERE_CHECKED = ("backup", "drill")
 
 
 @dataclass
@@ -90,13 +96,16 @@ def require_database(db: str) -> None:
 
 def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = "",
                 host: str = "", busy_timeout_ms: int = 5000, quiet: bool = True,
-                integrity: str = "full", prog: str = "backup_database.sh") -> BackupResult:
+                integrity: str = "full", deferred: bool = False,
+                prog: str = "backup_database.sh") -> BackupResult:
     """Back up the live database ``db`` into ``dest_dir`` and return what was published.
 
     The caller holds the database's lock and has checked ``dest_dir``.
     ``integrity="full"`` runs PRAGMA integrity_check and records it in the
     manifest against the content's SHA-256; ``"quick"`` runs only quick_check
-    and records nothing (a restore of that backup runs the full check itself).
+    and records nothing (a restore of that backup runs the full check itself);
+    with ``deferred`` too, the manifest says ``"integrity_check_deferred":
+    true``: the full check is left to the drill that follows the backup.
     Failure is OpsError: 4 when the database fails its check, 2 when it is
     missing or not an SQLite database, 1 otherwise; nothing is published then.
     A signal arriving during the publication is held until the pair is out,
@@ -104,6 +113,8 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
     """
     if integrity not in INTEGRITY_CHECKS:
         raise ValueError(f"integrity must be 'full' or 'quick', not {integrity!r}")
+    if deferred and integrity != "quick":
+        raise ValueError("only a backup with integrity='quick' defers the full check")
     start = time.monotonic()
     db = os.path.abspath(db)
     dest_dir = os.path.abspath(dest_dir)
@@ -119,12 +130,20 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
         manifest_temp = _temp_beside(final + MANIFEST_SUFFIX, temps)
 
         source_facts = snapshot.take_snapshot(db, data, busy_timeout_ms, quiet)
-        pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
-                                   check=integrity)
+        # Row counts and the foreign-key count read the snapshot beside the
+        # packing (SQLite releases the GIL): the copy is read while it is in
+        # the page cache, and the manifest waits for neither step alone.
+        # A failed packing wins: leaving the block waits for the reading to end.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            described = pool.submit(snapshot.describe, data, fk_accept)
+            pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
+                                       check=integrity)
+            description = described.result()
         manifest = snapshot.build_manifest(
             data, source=db, created=created, file_name=os.path.basename(final), name=name,
             compression=compression, duration=time.monotonic() - start,
-            facts=[source_facts, pack_facts], fk_accept=fk_accept, host=host)
+            facts=[source_facts, pack_facts, {"integrity_check_deferred": True} if deferred
+                   else {}], fk_accept=fk_accept, host=host, described=description)
         warnings, infos = foreign_key_lines(db, manifest)
         _write_json(manifest_temp, manifest)
         if data != packed:
@@ -317,6 +336,7 @@ class Run:
     metrics_dir: str = ""
     fk_accept: str = ""
     host: str = ""
+    integrity_check: str = "backup"  # INTEGRITY_CHECK: WHERE_CHECKED
     busy_timeout_ms: int = 5000
     remotes: list[str] = field(default_factory=list)
     offsite_retention_days: int = 30
@@ -382,10 +402,14 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
                  "its uncommitted changes were discarded, as SQLite does)")
     sweep_temps(dest, db_name(db))
     check_free_space(db, dest)
-    log.info(f"snapshot of {db}; PRAGMA integrity_check and packing with {settings.compression}")
+    deferred = settings.integrity_check == "drill"
+    check = ("PRAGMA quick_check (the full integrity_check is left to the drill: "
+             "INTEGRITY_CHECK=drill)" if deferred else "PRAGMA integrity_check")
+    log.info(f"snapshot of {db}; {check} and packing with {settings.compression}")
     result = take_backup(db, dest, compression=settings.compression,
                          fk_accept=settings.fk_accept, host=settings.host,
                          busy_timeout_ms=settings.busy_timeout_ms, quiet=settings.quiet,
+                         integrity="quick" if deferred else "full", deferred=deferred,
                          prog=settings.prog)
     settings.published = result.path
     for line in result.infos:
@@ -435,12 +459,16 @@ def settings_from(config: Settings, db: str, dest_dir: str | None = None, *,
             raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
         return int(value)
 
+    where = config.get("INTEGRITY_CHECK", "backup")
+    if where not in WHERE_CHECKED:
+        raise OpsError(EX_USAGE, f"INTEGRITY_CHECK must be backup or drill, not {where!r}")
+
     return Run(
         db=os.path.abspath(db), dest_dir=os.path.abspath(dest_dir or config.get("BACKUP_DIR")),
         retention_days=retention, keep_min=keep,
         compression=config.get("COMPRESS", "zstd" if shutil.which("zstd") else "gzip"),
         metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT", ""),
-        host=config.get("OFFSITE_HOST", ""),
+        host=config.get("OFFSITE_HOST", ""), integrity_check=where,
         busy_timeout_ms=number("SQLITE_BUSY_TIMEOUT_MS", 5000),
         remotes=config.get("OFFSITE_REMOTES", "").split(),
         offsite_retention_days=number("OFFSITE_RETENTION_DAYS", retention),
@@ -645,6 +673,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-dir", default="")
     parser.add_argument("--fk-accept", default="")
     parser.add_argument("--host", default="", help="OFFSITE_HOST")
+    parser.add_argument("--integrity-check", default="backup", choices=WHERE_CHECKED,
+                        help="INTEGRITY_CHECK")
     parser.add_argument("--busy-timeout-ms", type=int, default=5000)
     parser.add_argument("--remote", action="append", default=[], help="an OFFSITE_REMOTES entry")
     parser.add_argument("--offsite-retention-days", type=int, default=30)
@@ -663,7 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         db=os.path.abspath(args.db), dest_dir=os.path.abspath(args.dir),
         retention_days=args.retention_days, keep_min=args.keep, compression=args.compress,
         lock_timeout=args.lock_timeout, metrics_dir=args.metrics_dir, fk_accept=args.fk_accept,
-        host=args.host, busy_timeout_ms=args.busy_timeout_ms, remotes=args.remote,
+        host=args.host, integrity_check=args.integrity_check,
+        busy_timeout_ms=args.busy_timeout_ms, remotes=args.remote,
         offsite_retention_days=args.offsite_retention_days,
         offsite_keep_min=args.offsite_keep, dry_run=args.dry_run, quiet=args.quiet,
         syslog=args.syslog, prog=args.prog,

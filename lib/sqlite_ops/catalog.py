@@ -215,10 +215,15 @@ FILE_MODE = Kind("octal permission bits such as \"0644\"",
                  lambda v: isinstance(v, str) and bool(re.fullmatch(r"0[0-7]{3,4}", v)))
 ROW_COUNTS = Kind("an object of table -> row count",
                   lambda v: isinstance(v, dict) and all(COUNT.test(n) for n in v.values()))
+# Who ran the check: the backup itself (records without the field are its),
+# or the drill right after a backup taken with INTEGRITY_CHECK=drill.
+CHECKED_BY = ("backup", "drill")
 INTEGRITY_RECORD = Kind(
-    "an integrity_check record ({result, sqlite_version, db_sha256})",
+    "an integrity_check record ({result, sqlite_version, db_sha256[, checked_by, checked_at]})",
     lambda v: (isinstance(v, dict) and isinstance(v.get("result"), str)
-               and isinstance(v.get("sqlite_version"), str) and SHA256.test(v.get("db_sha256"))))
+               and isinstance(v.get("sqlite_version"), str) and SHA256.test(v.get("db_sha256"))
+               and v.get("checked_by", "backup") in CHECKED_BY
+               and ("checked_at" not in v or TIMESTAMP.test(v["checked_at"]))))
 
 # Levels. OPTIONAL: some backups have it. WRITTEN: every backup this version
 # writes has it (older ones may not). NEEDED: written, and --verify and restore
@@ -246,6 +251,9 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     # That check, for restores to trust (sqlite_ops.integrity): older backups
     # lack it, and so do safety backups taken with quick_check only.
     "integrity_check": (INTEGRITY_RECORD, OPTIONAL),
+    # True: taken with INTEGRITY_CHECK=drill, quick_check only; the full check
+    # is the drill's, which then adds integrity_check (checked_by "drill").
+    "integrity_check_deferred": (FLAG, OPTIONAL),
     "foreign_key_violations": (nullable(COUNT), WRITTEN),  # null: the check cannot run
     "foreign_key_check_error": (TEXT, OPTIONAL),  # why, when it cannot
     "foreign_key_violations_by_table": (ROW_COUNTS, OPTIONAL),  # with violations
@@ -393,6 +401,40 @@ def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
         found.append(backup)
     found.sort(key=lambda b: (b.created_at, b.path.name), reverse=True)
     return found
+
+
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """Device, inode, size and mtime of a file: another file, or the same one
+    rewritten, has another identity."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def add_integrity_record(backup: str | os.PathLike[str], seen: dict[str, Any],
+                         identity: tuple[int, ...], record: dict[str, Any]) -> str | None:
+    """Add the ``integrity_check`` record of a check run after the backup (the
+    drill's) to its manifest, atomically (temp, fsync, rename, fsync the
+    directory); only when the backup file is still the one checked
+    (``identity``) and its manifest still ``seen``, and the record is of the
+    manifest's ``db_sha256``. None when written, else why not. The caller
+    holds the database's lock."""
+    path = Path(backup)
+    try:
+        if file_identity(path) != identity:
+            return f"{path.name} was replaced since the drill verified it"
+    except FileNotFoundError:
+        return f"{path.name} was removed since the drill verified it"
+    manifest_path = path.with_name(path.name + MANIFEST_SUFFIX)
+    current, why = read_manifest(manifest_path)
+    if current is None or current != seen:
+        return f"its manifest changed since the drill read it ({why or 'other content'})"
+    if record.get("db_sha256") != current.get("db_sha256"):
+        return "the check was of other content than the manifest names"
+    problem = manifest_problem({**current, "integrity_check": record})
+    if problem is not None:
+        return f"internal error: the record does not match the manifest schema: {problem}"
+    write_json_atomic(manifest_path, {**current, "integrity_check": record})
+    return None
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:

@@ -6,6 +6,12 @@ against the snapshot's SHA-256:
 
     "integrity_check": {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "..."}
 
+With INTEGRITY_CHECK=drill (a database too large for the check to fit beside
+the compression) the backup runs only quick_check and says so
+(``"integrity_check_deferred": true``); the drill right after runs the full
+check on the content it decompressed and hashed, and adds the same record,
+with ``"checked_by": "drill"`` and ``"checked_at"``.
+
 The check's verdict depends only on the database's bytes (and on the SQLite
 that ran it), and equal SHA-256 means equal bytes. So ``--verify`` and a
 restore, having hashed the decompressed content themselves and found the
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from typing import Any
 
 # With mmap, integrity_check costs CPU only, not a pread() per page (measured:
@@ -34,6 +41,11 @@ from typing import Any
 MMAP = "PRAGMA mmap_size=2147418112"
 
 RECORDED = "recorded at backup, same bytes"
+
+
+def recorded_phrase(checked_by: str = "backup") -> str:
+    """"recorded at backup, same bytes", or "at drill": who ran the check."""
+    return RECORDED.replace("backup", checked_by, 1)
 
 
 def run_check(path: str, uri: bool = False, mmap: bool = False,
@@ -83,9 +95,15 @@ def summary(rows: list[str], limit: int = 3) -> str:
     return "; ".join(lines[:limit]) if lines else "no result"
 
 
-def record(db_sha256: str) -> dict[str, Any]:
-    """The manifest's record of a passed check of the content ``db_sha256``."""
-    return {"result": "ok", "sqlite_version": sqlite3.sqlite_version, "db_sha256": db_sha256}
+def record(db_sha256: str, checked_by: str = "backup") -> dict[str, Any]:
+    """The manifest's record of a passed check of the content ``db_sha256``;
+    a check the drill ran says so (``checked_by``) and when (``checked_at``)."""
+    entry: dict[str, Any] = {"result": "ok", "sqlite_version": sqlite3.sqlite_version,
+                             "db_sha256": db_sha256}
+    if checked_by != "backup":
+        entry["checked_by"] = checked_by
+        entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return entry
 
 
 def _version(text: Any) -> tuple[int, ...] | None:
@@ -102,6 +120,9 @@ def trusted(manifest: dict[str, Any] | None, db_sha256: str) -> tuple[bool, str]
     entry = (manifest or {}).get("integrity_check")
     if manifest is None:
         return False, "no manifest"
+    if not isinstance(entry, dict) and manifest.get("integrity_check_deferred") is True:
+        return False, ("the backup ran quick_check only and left the full check to the drill "
+                       "(INTEGRITY_CHECK=drill), which has not recorded it yet")
     if not isinstance(entry, dict):
         return False, ("the manifest has no integrity_check record (an older backup, or a "
                        "pre-restore safety backup, which runs quick_check only)")
@@ -113,4 +134,6 @@ def trusted(manifest: dict[str, Any] | None, db_sha256: str) -> tuple[bool, str]
     if made is None or here is None or made < here:
         return False, (f"the record was made by SQLite {entry.get('sqlite_version')}, older "
                        f"than this one ({sqlite3.sqlite_version})")
-    return True, f"{RECORDED} (integrity_check ok under SQLite {entry['sqlite_version']})"
+    who = entry.get("checked_by", "backup")
+    return True, (f"{recorded_phrase(who)} (integrity_check ok under SQLite "
+                  f"{entry['sqlite_version']})")

@@ -208,6 +208,13 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     # How integrity was established: "recorded at backup, same bytes (...)" or "checked now (...)".
     integrity: str = ""
+    # The full integrity_check ran here (and said ok): no record stood for these bytes.
+    checked_now: bool = False
+    db_sha256: str = ""  # of the content, hashed as it was decompressed
+    # The manifest as it was verified, and the backup file's identity then
+    # (catalog.file_identity): a drill records its check only if both still hold.
+    manifest: dict[str, Any] | None = None
+    identity: tuple[int, ...] | None = None
     fk_note: str = ""  # the orphaned rows FK_ACCEPT accepted, if any
     applied: dict[str, Any] = field(default_factory=dict)
 
@@ -399,6 +406,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
                          f"{compression}")
     need = manifest.get("db_size_bytes", 0) if manifest else 0
     _check_free_space(os.path.dirname(os.path.abspath(work)), need, "the decompressed copy")
+    identity = catalog.file_identity(path)
 
     file_sha, db_sha, problem = decompress(path, compression, work, quiet)
     if manifest is not None and file_sha != manifest["sha256"]:
@@ -454,7 +462,8 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         journal_mode=(manifest or {}).get("journal_mode"),
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
         owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
-        mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note)
+        mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note,
+        checked_now=not recorded, db_sha256=db_sha, manifest=manifest, identity=identity)
 
 
 def foreign_key_problem(count: int | None, first: Any) -> str:
@@ -1272,7 +1281,21 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         return "CHECKSUM MISMATCH", False
     if catalog.records_fk_problems(backup.manifest):
         return "ok, foreign-key violations (restore needs --force)", True
+    if integrity_state(backup.manifest) == "left to the drill":
+        return "ok (quick_check; the full integrity_check is left to the drill)", True
     return "ok", True
+
+
+def integrity_state(manifest: dict[str, Any] | None) -> str | None:
+    """Who recorded the full integrity_check of a backup's content ("backup",
+    "drill"), "left to the drill" (INTEGRITY_CHECK=drill, no drill yet), or
+    None (no record: a restore checks it then)."""
+    entry = (manifest or {}).get("integrity_check")
+    if isinstance(entry, dict) and entry.get("db_sha256") == (manifest or {}).get("db_sha256"):
+        return str(entry.get("checked_by", "backup"))
+    if (manifest or {}).get("integrity_check_deferred") is True:
+        return "left to the drill"
+    return None
 
 
 def _entry(backup: catalog.Backup, kind: str, now: float) -> dict[str, Any]:
@@ -1290,7 +1313,7 @@ def _entry(backup: catalog.Backup, kind: str, now: float) -> dict[str, Any]:
         "rows": sum(tables.values()) if tables else None,
         "manifest": backup.manifest is not None, "checksum_ok": checksum, "status": status,
         "manifest_error": backup.manifest_error, "in_future": backup.in_future(now),
-        "oddities": notes,
+        "oddities": notes, "integrity_check": integrity_state(backup.manifest),
     }
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlite_ops import catalog, promfile, restore
+from sqlite_ops import catalog, integrity, promfile, restore
 from sqlite_ops.backup import Interrupted, take_backup
 from sqlite_ops.common import (
     EX_BUSY,
@@ -53,6 +53,7 @@ from sqlite_ops.common import (
 
 PROG = restore.PROG
 CONFIRMED_LOCK_WAIT = 300  # seconds to wait for the lock once a person said yes
+RECORD_LOCK_WAIT = 10  # seconds a drill waits for the lock to record its integrity_check
 OFFSITE_CACHE = ".offsite-cache"  # in BACKUP_DIR: where --from downloads
 
 # The restore's gauges, name then help, in file order.
@@ -206,8 +207,10 @@ def action_drill(run: Run) -> None:
     except BaseException:
         write_metrics(run, {"sqlite_restore_drill_last_run_success": 0})
         raise
-    # 3. the recovery time it measured, for the metrics
     seconds = run.seconds()
+    # 3. a full integrity_check it ran itself (INTEGRITY_CHECK=drill) recorded in the manifest
+    record_drill_check(run)
+    # 4. the recovery time it measured, for the metrics
     write_metrics(run, {"sqlite_restore_drill_last_success_timestamp_seconds": int(time.time()),
                         "sqlite_restore_drill_duration_seconds": f"{seconds:.3f}",
                         "sqlite_restore_drill_last_run_success": 1})
@@ -263,6 +266,38 @@ def action_restore(run: Run) -> None:
     # 7. the metrics
     write_metrics(run, {"sqlite_restore_last_success_timestamp_seconds": int(time.time()),
                         "sqlite_restore_last_duration_seconds": f"{run.seconds():.3f}"})
+
+
+def record_drill_check(run: Run, wait: float | None = None) -> None:
+    """When the drill ran the full integrity_check itself (the local backup
+    had no record that stood for its bytes: INTEGRITY_CHECK=drill, or an older
+    backup) and it said ok, add that record to the backup's manifest, as the
+    backup would have (catalog.add_integrity_record: only if the backup and
+    its manifest are still the ones verified), under the database's lock
+    after a short wait (``RECORD_LOCK_WAIT``). Busy, or anything else in the
+    way: a warning, no record, never a failed drill. --verify and restores
+    never write: they check and leave the manifest as it is."""
+    opts, report = run.opts, run.report
+    if opts.remote or report is None or not report.checked_now or report.manifest is None:
+        return
+    assert report.identity is not None
+    manifest = run.backup + catalog.MANIFEST_SUFFIX
+    record = integrity.record(report.db_sha256, checked_by="drill")
+    try:
+        with OpsLock(opts.db, RECORD_LOCK_WAIT if wait is None else wait, what="drill"):
+            why = catalog.add_integrity_record(run.backup, report.manifest, report.identity,
+                                               record)
+    except OpsError as exc:
+        why = (f"another run held the lock on {opts.db}" if exc.code == EX_BUSY
+               else exc.message)
+    except OSError as exc:
+        why = f"cannot write it: {exc.strerror or exc}"
+    if why:
+        warn(opts, f"the integrity_check this drill ran is not recorded in {manifest} ({why}); "
+                   "a restore of that backup runs the check itself")
+        return
+    info(opts, f"integrity_check recorded in {manifest} (checked_by drill, same bytes): "
+               "--verify and restores of this backup trust it")
 
 
 ACTIONS = {"list": action_list, "verify": action_verify, "drill": action_drill,

@@ -381,14 +381,16 @@ def schema_version(conn: sqlite3.Connection) -> int | None:
 def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: float,
                    file_name: str, name: str, compression: str, duration: float,
                    facts: list[dict[str, Any]], fk_accept: str = "",
-                   host: str = "") -> dict[str, Any]:
+                   host: str = "", described: dict[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of one backup (field names are the contract's). ``host``: the
     machine it was taken on (OFFSITE_HOST; default the short host name), the
-    directory its offsite copies live in. ``fk_accept``: FK_ACCEPT."""
+    directory its offsite copies live in. ``fk_accept``: FK_ACCEPT.
+    ``described``: :func:`describe` of the snapshot when the caller already has
+    it (the backup computes it beside the packing)."""
     manifest: dict[str, Any] = {}
     for fact in facts:
         manifest.update(fact)
-    manifest.update(describe(snapshot, fk_accept))
+    manifest.update(described if described is not None else describe(snapshot, fk_accept))
     manifest.update({
         "format": MANIFEST_FORMAT,
         "name": name,

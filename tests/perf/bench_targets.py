@@ -150,6 +150,17 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     lat = sorted(writer.latencies)
     p99 = lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
     rate = len(lat) / (RUNS * loaded_s + 0.5)
+    # INTEGRITY_CHECK=drill: quick_check in the backup, the full check in the
+    # drill right after, which records it (each drill gets a fresh backup).
+    deferred = [BACKUP, "--quiet", "--integrity-check", "drill"]
+    drill_mode_s = median_time(deferred, runs=RUNS, env=env, before=clear)
+
+    def fresh_deferred_backup() -> None:
+        clear()
+        subprocess.run(deferred, env=env, check=True, stdout=subprocess.DEVNULL)
+
+    recording_s = median_time([RESTORE, "--quiet", "--drill"], runs=RUNS, env=env,
+                              before=fresh_deferred_backup)
     clear()
     subprocess.run([BACKUP, "--quiet"], env=env, check=True, stdout=subprocess.DEVNULL)
 
@@ -176,6 +187,9 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
         [shape, "backup, idle", *ratio(backup_s, 1.6)],
         [shape, f"backup, writer at {rate:.0f} commits/s (p99 commit {p99:.0f} ms)",
          *ratio(loaded_s, 1.6)],
+        [shape, "backup, INTEGRITY_CHECK=drill (quick_check), idle", *ratio(drill_mode_s, 1.6)],
+        [shape, "drill that records the check (INTEGRITY_CHECK=drill)", recording_s,
+         f"{recording_s / floor:.2f}x", "", ""],
         [shape, "--verify latest", *ratio(verify_s, 1.0)],
         [shape, "restore --to", *ratio(to_s, 1.0)],
         [shape, "restore over the live db, safety backup included", *ratio(live_s, 3.0)],

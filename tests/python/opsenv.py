@@ -69,6 +69,24 @@ def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096
     return path
 
 
+def index_out_of_step(db: Path) -> Path:
+    """A database whose index disagrees with its table (a row the index
+    lacks): PRAGMA quick_check passes, the full integrity_check fails."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);"
+                       "INSERT INTO t(v) VALUES ('a'), ('b');")
+    entry = conn.execute("SELECT * FROM sqlite_schema WHERE name = 't_v'").fetchone()
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("DELETE FROM sqlite_schema WHERE name = 't_v'")
+    conn.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO t(v) VALUES ('c')")
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("INSERT INTO sqlite_schema VALUES (?, ?, ?, ?, ?)", entry)
+    conn.close()
+    return db
+
+
 def make_dashboard(db: Path, devices: int = 50, env: dict[str, str] | None = None) -> None:
     """A dashboard database built by the shipped migrations, with some rows."""
     env = env or ops_env(db.parent)

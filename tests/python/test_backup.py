@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from opsenv import SCRIPTS, make_db, ops_env, python_starts
+from opsenv import SCRIPTS, index_out_of_step, make_db, ops_env, python_starts
 
 from sqlite_ops import backup, catalog, snapshot
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError
@@ -18,22 +18,6 @@ from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError
 
 def _files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
-
-
-def _index_out_of_step(db: Path) -> None:
-    """An index that disagrees with its table: quick_check passes, integrity_check fails."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);"
-                       "INSERT INTO t(v) VALUES ('a'), ('b');")
-    entry = conn.execute("SELECT * FROM sqlite_schema WHERE name = 't_v'").fetchone()
-    conn.execute("PRAGMA writable_schema=ON")
-    conn.execute("DELETE FROM sqlite_schema WHERE name = 't_v'")
-    conn.close()
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("INSERT INTO t(v) VALUES ('c')")
-    conn.execute("PRAGMA writable_schema=ON")
-    conn.execute("INSERT INTO sqlite_schema VALUES (?, ?, ?, ?, ?)", entry)
-    conn.close()
 
 
 @pytest.mark.parametrize("codec", ["gzip", "none"])
@@ -66,7 +50,7 @@ def test_quick_integrity_writes_no_record(tmp_path):
 
 def test_full_check_refuses_what_quick_check_lets_through(tmp_path):
     db = tmp_path / "live.db"
-    _index_out_of_step(db)
+    index_out_of_step(db)
     dest = tmp_path / "backups"
     dest.mkdir()
     with pytest.raises(OpsError) as info:
@@ -232,3 +216,96 @@ def test_cli_prints_the_published_backup_last(tmp_path):
     assert proc.returncode == 0, proc.stderr
     [backup_file] = catalog.list_backups(tmp_path / "backups", "live", str(db))
     assert proc.stdout.splitlines()[-1] == f"Backup completed: {backup_file.path}"
+
+
+# ---------------------------------------------------------------------------
+# INTEGRITY_CHECK: where the full integrity_check runs
+# ---------------------------------------------------------------------------
+
+
+def _script_backup(tmp_path: Path, db: Path, *args: str,
+                   **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                       COMPRESS="gzip", **env)
+    return subprocess.run([str(SCRIPTS / "backup_database.sh"), "--quiet", *args], env=full_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _published_manifest(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip().rsplit("Backup completed: ", 1)[1]
+    manifest, why = catalog.read_manifest(path + catalog.MANIFEST_SUFFIX)
+    assert why is None
+    return manifest
+
+
+def test_drill_mode_publishes_what_only_the_full_check_would_refuse(tmp_path):
+    """INTEGRITY_CHECK=drill: quick_check at backup time, so index damage that
+    only integrity_check sees is published, marked as not fully checked (the
+    drill right after refuses it: test_restore_flow); the default refuses it."""
+    db = index_out_of_step(tmp_path / "live.db")
+    refused = _script_backup(tmp_path, db)
+    assert refused.returncode == EX_INTEGRITY, refused.stderr
+    assert "failed PRAGMA integrity_check" in refused.stderr
+    manifest = _published_manifest(_script_backup(tmp_path, db, "--integrity-check", "drill"))
+    assert manifest["integrity_check_deferred"] is True and manifest["verified"] is True
+    assert "integrity_check" not in manifest
+
+
+def test_drill_mode_still_refuses_what_quick_check_finds(tmp_path):
+    db = tmp_path / "bad.db"
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    proc = _script_backup(tmp_path, db, "--integrity-check", "drill")
+    assert proc.returncode == EX_INTEGRITY
+    assert not (tmp_path / "backups").exists() or _files(tmp_path / "backups") == []
+
+
+@pytest.mark.parametrize("conf, env, flag, deferred", [
+    ("", "", "", False),                       # default: the check in the backup
+    ("drill", "", "", True),                   # config file
+    ("drill", "backup", "", False),            # environment over config
+    ("backup", "backup", "drill", True),       # flag over both
+], ids=["default", "config", "env-over-config", "flag-over-env"])
+def test_integrity_check_setting_precedence(tmp_path, conf, env, flag, deferred):
+    db = make_db(tmp_path / "app.db", 10)
+    conf_file = tmp_path / "ops.conf"
+    conf_file.write_text(f"INTEGRITY_CHECK={conf}\n" if conf else "")
+    extra = {"SQLITE_OPS_CONFIG": str(conf_file)}
+    if env:
+        extra["INTEGRITY_CHECK"] = env
+    manifest = _published_manifest(_script_backup(
+        tmp_path, db, *(["--integrity-check", flag] if flag else []), **extra))
+    assert manifest.get("integrity_check_deferred", False) is deferred
+    assert ("integrity_check" in manifest) is not deferred
+
+
+@pytest.mark.parametrize("args, env", [(["--integrity-check", "full"], {}),
+                                       ([], {"INTEGRITY_CHECK": "restore"}),
+                                       (["--integrity-check"], {})])
+def test_an_unknown_integrity_check_place_is_a_usage_error(tmp_path, args, env):
+    db = make_db(tmp_path / "app.db", 10)
+    proc = _script_backup(tmp_path, db, *args, **env)
+    assert proc.returncode == EX_USAGE
+    assert proc.stderr.count("\n") == 1
+    assert "INTEGRITY_CHECK must be backup or drill" in proc.stderr or (
+        "--integrity-check needs a value" in proc.stderr)
+    assert not (tmp_path / "backups").exists()
+
+
+def test_migrates_backup_settings_read_integrity_check_too(tmp_path, monkeypatch):
+    from sqlite_ops.common import Settings
+
+    monkeypatch.setenv("INTEGRITY_CHECK", "drill")
+    assert backup.settings_from(Settings({}), "/x/app.db", prog="migrate").integrity_check == \
+        "drill"
+    monkeypatch.setenv("INTEGRITY_CHECK", "later")
+    with pytest.raises(OpsError) as info:
+        backup.settings_from(Settings({}), "/x/app.db", prog="migrate")
+    assert info.value.code == EX_USAGE and "INTEGRITY_CHECK" in info.value.message
+
+
+def test_only_a_quick_backup_defers_the_full_check(tmp_path):
+    db = make_db(tmp_path / "app.db", 5)
+    with pytest.raises(ValueError):
+        backup.take_backup(str(db), str(tmp_path), compression="none", deferred=True)
+    assert catalog.list_backups(tmp_path, "app") == []

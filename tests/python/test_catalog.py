@@ -306,6 +306,13 @@ BAD_TYPES = [
     ("tables", {"t": "many"}), ("tables", []), ("schema_version", {}), ("size_bytes", -1),
     ("size_bytes", True), ("verified", "yes"), ("sha256", 7), ("compression", ["zstd"]),
     ("foreign_key_violations", "3"), ("format", 99),
+    ("integrity_check_deferred", "yes"), ("integrity_check_deferred", 1),
+    ("integrity_check", {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "0" * 64,
+                         "checked_by": "someone"}),
+    ("integrity_check", {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "0" * 64,
+                         "checked_by": ["drill"]}),
+    ("integrity_check", {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "0" * 64,
+                         "checked_by": "drill", "checked_at": "yesterday"}),
 ]
 
 
@@ -335,6 +342,33 @@ def test_a_good_manifest_reads_and_unknown_fields_are_allowed(tmp_path):
     del written["foreign_key_violations"], written["format"]
     path.with_name(path.name + catalog.MANIFEST_SUFFIX).write_text(json.dumps(written))
     assert catalog.read_manifest(path.with_name(path.name + catalog.MANIFEST_SUFFIX))[1] is None
+
+
+def test_the_schema_knows_a_deferred_check_and_the_drills_record(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW)
+    record = {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "0" * 64,
+              "checked_by": "drill", "checked_at": "2026-05-09T03:15:00Z"}
+    written = good_manifest(path, integrity_check_deferred=True, integrity_check=record)
+    manifest, why = catalog.read_manifest(path.with_name(path.name + catalog.MANIFEST_SUFFIX))
+    assert why is None and manifest == written
+    assert catalog.manifest_problem(written, catalog.NEEDED) is None
+
+
+def test_add_integrity_record_writes_only_over_what_was_verified(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW)
+    manifest_path = path.with_name(path.name + catalog.MANIFEST_SUFFIX)
+    seen = good_manifest(path, integrity_check_deferred=True)
+    identity = catalog.file_identity(path)
+    record = {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "1" * 64}
+    assert "other content" in catalog.add_integrity_record(path, seen, identity, record)
+    record["db_sha256"] = "0" * 64
+    assert "changed" in catalog.add_integrity_record(path, {**seen, "host": "x"}, identity,
+                                                     record)
+    assert "replaced" in catalog.add_integrity_record(path, seen, (0, 0, 0, 0), record)
+    assert catalog.read_manifest(manifest_path)[0] == seen  # none of those wrote
+    assert catalog.add_integrity_record(path, seen, identity, record) is None
+    assert catalog.read_manifest(manifest_path)[0] == {**seen, "integrity_check": record}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, manifest_path.name]
 
 
 def test_a_manifest_that_is_a_fifo_or_a_symlink_is_unreadable_and_never_blocks(tmp_path):

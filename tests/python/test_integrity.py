@@ -73,3 +73,15 @@ def test_the_catalog_schema_knows_the_record(tmp_path):
     path.write_text(json.dumps({**good, "integrity_check": "ok"}))
     data, why = catalog.read_manifest(path)
     assert data is None and "integrity_check" in why
+
+
+def test_the_drills_record_says_who_ran_the_check():
+    ok, why = integrity.trusted(manifest(checked_by="drill"), SHA)
+    assert ok and why.startswith("recorded at drill, same bytes")
+    entry = integrity.record(SHA, checked_by="drill")
+    assert entry["checked_by"] == "drill" and entry["db_sha256"] == SHA and "checked_at" in entry
+
+
+def test_a_deferred_check_without_its_record_runs_now_and_says_why():
+    ok, why = integrity.trusted({"db_sha256": SHA, "integrity_check_deferred": True}, SHA)
+    assert not ok and "left the full check to the drill" in why

@@ -355,6 +355,34 @@ def test_a_lost_record_is_rebuilt_from_the_remote_and_retention_still_applies(wo
     assert list(record["remotes"][str(here)]) == [newest.name]
 
 
+def test_the_drills_record_in_a_local_manifest_neither_resends_nor_discredits_the_copy(
+        world, tmp_path):
+    """INTEGRITY_CHECK=drill: the drill adds its record to the local manifest
+    after the backup went offsite. The copy is still complete (the data file's
+    SHA-256 decides, not the manifest's bytes), with or without the sync's
+    record; a restore from the remote copy, whose manifest has no record,
+    runs the check itself."""
+    backup = world.backup(INTEGRITY_CHECK="drill")
+    remote = tmp_path / "remote"
+    assert world.sync("--remote", str(remote)).returncode == 0
+    here = remote / world.host / DB_NAME
+    before = {f: (here / f).read_bytes() for f in remote_files(here)}
+    drill = world.restore("--drill")
+    assert drill.returncode == 0, drill.stderr
+    local = json.loads((backup.parent / (backup.name + ".manifest.json")).read_text())
+    assert local["integrity_check"]["checked_by"] == "drill"
+    for lost_record in (False, True):
+        if lost_record:
+            shutil.rmtree(world.backups / ".offsite")
+        proc = world.sync("--remote", str(remote))
+        assert proc.returncode == 0, proc.stderr
+        assert "0 uploaded, 1 already there" in proc.stdout and "pending" not in proc.stderr
+        assert {f: (here / f).read_bytes() for f in remote_files(here)} == before
+    verify = world.restore("--from", str(remote), "--verify", "latest")
+    assert verify.returncode == 0, verify.stderr
+    assert "integrity: checked now" in verify.stdout
+
+
 def test_a_local_backup_damaged_on_disk_is_not_copied(world, tmp_path):
     backup = world.backup()
     data = bytearray(backup.read_bytes())

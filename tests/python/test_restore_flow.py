@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from opsenv import SCRIPTS, content_digest, make_db, ops_env, python_starts
+from opsenv import SCRIPTS, content_digest, index_out_of_step, make_db, ops_env, python_starts
 
-from sqlite_ops import backup, restore, restore_flow
-from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, OpsError
+from sqlite_ops import backup, catalog, restore, restore_flow
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, EX_VERIFY, OpsError, lock_path_for
 
 RESTORE = str(SCRIPTS / "restore_database.sh")
 
@@ -193,6 +193,151 @@ def test_a_signal_during_the_write_says_what_it_left(world, monkeypatch, capsys)
     assert f"interrupted after the copy was committed: {db} holds the backup's content" in err
     assert "the safety backup taken before this attempt is kept:" in err
     assert devices(db) == 50
+
+
+# ---------------------------------------------------------------------------
+# INTEGRITY_CHECK=drill: the drill runs the full check and records it
+# ---------------------------------------------------------------------------
+
+
+def _drill_world(tmp_path: Path, db: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A drill-mode backup of ``db`` taken by the script: (backup, manifest, env)."""
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  COMPRESS="gzip", INTEGRITY_CHECK="drill")
+    proc = subprocess.run([str(SCRIPTS / "backup_database.sh"), "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    taken = Path(proc.stdout.strip().rsplit("Backup completed: ", 1)[1])
+    return taken, Path(str(taken) + catalog.MANIFEST_SUFFIX), env
+
+
+def _restore(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RESTORE, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_drill_refuses_index_damage_the_backups_quick_check_let_through(tmp_path):
+    db = index_out_of_step(tmp_path / "live.db")
+    taken, manifest, env = _drill_world(tmp_path, db)
+    before = manifest.read_bytes()
+    proc = _restore(env, "--drill")
+    assert proc.returncode == EX_VERIFY, proc.stderr
+    assert "PRAGMA integrity_check failed" in proc.stderr and "t_v" in proc.stderr
+    assert manifest.read_bytes() == before  # a failed check records nothing
+    assert _restore(env, "--verify", "latest").returncode == EX_VERIFY
+
+
+def test_a_sound_drill_mode_backup_gets_its_record_from_the_drill_and_verify_trusts_it(
+        tmp_path):
+    db = make_db(tmp_path / "app.db", 40)
+    taken, manifest_path, env = _drill_world(tmp_path, db)
+    before, _ = catalog.read_manifest(manifest_path)
+    assert "integrity_check" not in before
+    # --verify and a restore --to check it themselves, and never write.
+    checked = _restore(env, "--verify", "latest")
+    assert checked.returncode == 0, checked.stderr
+    assert "integrity: checked now (integrity_check ok; the backup ran quick_check only" in \
+        checked.stdout
+    copy = _restore(env, "--yes", "--to", str(tmp_path / "copy.db"), "latest")
+    assert copy.returncode == 0, copy.stderr
+    assert catalog.read_manifest(manifest_path)[0] == before
+    drill = _restore(env, "--drill")
+    assert drill.returncode == 0, drill.stderr
+    assert f"integrity_check recorded in {manifest_path}" in drill.stderr
+    after, why = catalog.read_manifest(manifest_path)
+    assert why is None
+    record = after.pop("integrity_check")
+    assert after == before  # nothing else in the manifest changed
+    assert record["checked_by"] == "drill" and record["result"] == "ok"
+    assert record["db_sha256"] == before["db_sha256"]
+    assert stat_mode(manifest_path) == 0o600
+    trusted = _restore(env, "--verify", "latest")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "integrity: recorded at drill, same bytes" in trusted.stdout
+    again = _restore(env, "--drill")  # a record that stands is not written again
+    assert again.returncode == 0 and "recorded in" not in again.stderr
+    assert catalog.read_manifest(manifest_path)[0]["integrity_check"] == record
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_forged_record_for_other_bytes_is_not_trusted(tmp_path):
+    db = index_out_of_step(tmp_path / "live.db")
+    taken, manifest_path, env = _drill_world(tmp_path, db)
+    manifest, _ = catalog.read_manifest(manifest_path)
+    forged = {"result": "ok", "sqlite_version": "9.9.9", "db_sha256": "0" * 64,
+              "checked_by": "drill", "checked_at": manifest["created_at"]}
+    catalog.write_json_atomic(manifest_path, {**manifest, "integrity_check": forged})
+    proc = _restore(env, "--verify", "latest")
+    assert proc.returncode == EX_VERIFY, proc.stderr
+    assert "PRAGMA integrity_check failed" in proc.stderr
+
+
+def _drill_options(db: Path, tmp_path: Path) -> restore_flow.Options:
+    return options(db, tmp_path, action="drill", yes=False, quiet=False)
+
+
+def test_a_busy_lock_means_a_warning_and_no_record_never_a_failed_drill(
+        tmp_path, monkeypatch, capsys):
+    db = make_db(tmp_path / "app.db", 20)
+    taken, manifest_path, _ = _drill_world(tmp_path, db)
+    before = manifest_path.read_bytes()
+    monkeypatch.setattr(restore_flow, "RECORD_LOCK_WAIT", 0)
+    holder = subprocess.Popen(["flock", lock_path_for(db), "sleep", "30"])
+    try:
+        probe = ["flock", "--nonblock", lock_path_for(db), "true"]
+        while subprocess.run(probe).returncode == 0:  # until the holder has it
+            assert holder.poll() is None
+        assert restore_flow.run_action(_drill_options(db, tmp_path)) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    out, err = capsys.readouterr()
+    assert "Drill passed:" in out
+    assert f"the integrity_check this drill ran is not recorded in {manifest_path} (another " \
+           "run held the lock" in err
+    assert manifest_path.read_bytes() == before
+
+
+@pytest.mark.parametrize("change", ["manifest", "backup"])
+def test_a_backup_or_manifest_changed_since_the_drill_verified_it_gets_no_record(
+        tmp_path, monkeypatch, capsys, change):
+    db = make_db(tmp_path / "app.db", 20)
+    taken, manifest_path, _ = _drill_world(tmp_path, db)
+    real = restore_flow.replace
+
+    def meanwhile(*args, **kwargs):
+        """Another run rewrites the pair while the drill restores its copy."""
+        if change == "manifest":
+            manifest, _ = catalog.read_manifest(manifest_path)
+            catalog.write_json_atomic(manifest_path, {**manifest, "host": "elsewhere"})
+        else:
+            replacement = taken.with_name(taken.name + ".new")
+            replacement.write_bytes(taken.read_bytes())
+            os.replace(replacement, taken)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(restore_flow, "replace", meanwhile)
+    assert restore_flow.run_action(_drill_options(db, tmp_path)) == 0
+    err = capsys.readouterr().err
+    assert "is not recorded in" in err and "since the drill" in err
+    assert "integrity_check" not in catalog.read_manifest(manifest_path)[0]
+
+
+def test_list_shows_where_the_full_check_stands(tmp_path):
+    db = make_db(tmp_path / "app.db", 20)
+    taken, _, env = _drill_world(tmp_path, db)
+
+    def state() -> str:
+        proc = _restore(env, "--list", "--json")
+        assert proc.returncode == 0, proc.stderr
+        import json
+        [entry] = [e for e in json.loads(proc.stdout)["backups"] if e["kind"] == "backup"]
+        return entry["integrity_check"]
+    assert state() == "left to the drill"
+    assert "the full integrity_check is left to the drill" in _restore(env, "--list").stdout
+    assert _restore(env, "--drill").returncode == 0
+    assert state() == "drill"
 
 
 # ---------------------------------------------------------------------------
