@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import make_db
+from opsenv import index_out_of_step, make_db
 
 from sqlite_ops import catalog, snapshot
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError
@@ -141,20 +141,7 @@ def test_pack_records_the_integrity_check_against_the_content_hash(tmp_path, cod
 def test_pack_refuses_content_that_fails_integrity_check(tmp_path):
     """An index that disagrees with its table: quick_check passes it, the full
     check does not; nothing may be recorded as ok."""
-    snap = tmp_path / "snap.db"
-    conn = sqlite3.connect(snap, isolation_level=None)
-    conn.executescript("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t(v);"
-                       "INSERT INTO t(v) VALUES ('a'), ('b');")
-    # Hide the index, add rows it never sees, show it again.
-    entry = conn.execute("SELECT * FROM sqlite_schema WHERE name = 't_v'").fetchone()
-    conn.execute("PRAGMA writable_schema=ON")
-    conn.execute("DELETE FROM sqlite_schema WHERE name = 't_v'")
-    conn.close()
-    conn = sqlite3.connect(snap, isolation_level=None)
-    conn.execute("INSERT INTO t(v) VALUES ('c')")
-    conn.execute("PRAGMA writable_schema=ON")
-    conn.execute("INSERT INTO sqlite_schema VALUES (?, ?, ?, ?, ?)", entry)
-    conn.close()
+    snap = index_out_of_step(tmp_path / "snap.db")
     assert sqlite3.connect(snap).execute("PRAGMA quick_check").fetchone()[0] == "ok"
     assert sqlite3.connect(snap).execute("PRAGMA integrity_check").fetchone()[0] != "ok"
     with pytest.raises(OpsError) as info:
