@@ -52,7 +52,8 @@
 #   5. check exactly what was written (quick_check, row counts, in the same
 #      connection; a commit by the application right after is not damage) and
 #      print a receipt with the command that undoes the restore.
-#   Interrupted (Ctrl-C, SIGTERM), it says the state it left (exit 130); a
+#   Interrupted (Ctrl-C, SIGTERM, SIGHUP), it says the state it left (exit
+#   128+signal: 130, 143, 129); a
 #   signal once the restored database passed its check waits for the receipt.
 #   The options and settings are read here; the whole action then runs as one
 #   Python process (lib/sqlite_ops/restore_flow.py), its state in memory.
@@ -110,7 +111,8 @@
 #   3   the backup failed verification (corrupt, truncated, tampered with, or
 #       no manifest): nothing was changed
 #   4   the restored database failed its check (the safety backup is kept)
-#   130 interrupted: the message says what state the database was left in
+#   130 interrupted (143 for SIGTERM, 129 for SIGHUP): the message says what
+#       state the database was left in
 #   75  busy: another run holds the lock, or processes hold the database so it
 #       cannot be replaced safely (they are named); with --from, the remote
 #       cannot be reached now (try again later); nothing was changed

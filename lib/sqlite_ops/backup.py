@@ -49,8 +49,7 @@ from sqlite_ops.common import (
     dir_problem,
     fail,
     fsync_path,
-    is_sqlite_file,
-    require_regular_file,
+    require_database,
     roll_back_hot_journal,
 )
 from sqlite_ops.progress import human_bytes
@@ -80,18 +79,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
         self.published = published
-
-
-def require_database(db: str) -> None:
-    """Exit 2 unless ``db`` is a readable SQLite database file (the backup's
-    words: missing, unreadable, not a regular file, not SQLite)."""
-    require_regular_file(db)
-    if not os.path.exists(db):
-        raise OpsError(EX_USAGE, f"database not found: {db} (set --db or DB_PATH)")
-    if not os.access(db, os.R_OK):
-        raise OpsError(EX_USAGE, f"cannot read {db}: permission denied")
-    if not is_sqlite_file(db):
-        raise OpsError(EX_USAGE, f"not an SQLite database: {db}")
 
 
 def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = "",

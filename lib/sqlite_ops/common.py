@@ -335,6 +335,19 @@ def require_regular_file(path: str | os.PathLike[str]) -> None:
         raise OpsError(EX_USAGE, f"not a regular file: {os.fspath(path)}")
 
 
+
+def require_database(path: str | os.PathLike[str]) -> None:
+    """Exit 2 unless ``path`` is a readable SQLite database file: missing,
+    not a regular file, unreadable and not SQLite each say so."""
+    path = os.fspath(path)
+    require_regular_file(path)
+    if not os.path.exists(path):
+        raise OpsError(EX_USAGE, f"database not found: {path} (set --db or DB_PATH)")
+    if not os.access(path, os.R_OK):
+        raise OpsError(EX_USAGE, f"cannot read {path}: permission denied")
+    if not is_sqlite_file(path):
+        raise OpsError(EX_USAGE, f"not an SQLite database: {path}")
+
 def short_host_name() -> str:
     """This machine's host name up to the first dot (OFFSITE_HOST's default)."""
     import socket  # lazily: the migrate no-op does not need it

@@ -39,9 +39,9 @@ from .common import (
     OpsError,
     dir_problem,
     holders,
-    is_sqlite_file,
     quote_ident,
     readonly_uri,
+    require_database,
 )
 
 # name: (type, help). The reference table in docs/operations/database-management.md (Monitoring)
@@ -168,18 +168,6 @@ def db_name(db_path: str) -> str:
     ``catalog.db_name`` (not imported here: it costs a third of a scrape)."""
     return os.path.splitext(os.path.basename(db_path))[0]
 
-
-
-def require_database(path: str) -> None:
-    """OpsError(2) unless ``path`` is a readable SQLite database file."""
-    if not os.path.exists(path):
-        raise OpsError(EX_USAGE, f"database not found: {path} (set --db or DB_PATH)")
-    if not os.path.isfile(path):
-        raise OpsError(EX_USAGE, f"not a regular file: {path}")
-    if not os.access(path, os.R_OK):
-        raise OpsError(EX_USAGE, f"cannot read {path}: permission denied")
-    if not is_sqlite_file(path):
-        raise OpsError(EX_USAGE, f"not an SQLite database: {path}")
 
 
 def connect_readonly(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
