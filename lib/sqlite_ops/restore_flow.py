@@ -396,12 +396,7 @@ def fetch_backup(run: Run) -> None:
     root = tmp_root()
     if os.path.isdir(opts.backup_dir):
         root = os.path.join(opts.backup_dir, OFFSITE_CACHE)
-        try:
-            os.mkdir(root, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise OpsError(EX_FAIL, f"cannot create directory {root}: {exc.strerror}") from None
+        ensure_private_dir(root)
     into = private_dir_in(root)
     run.cleanup.append(into)
     remote, host = offsite_place(opts)

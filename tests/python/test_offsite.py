@@ -488,7 +488,10 @@ def test_the_sync_rclone_answers_only_its_own_credentials_which_are_not_on_its_c
     assert not Path(f"/proc/{pid}").exists() or "rclone" not in _cmdline(pid)
 
 
-def test_a_sync_killed_with_sigkill_leaves_no_rclone_writing(tmp_path, sshd):
+def throttled_sync_under_way(tmp_path, sshd):
+    """A ~6.5 MB incompressible backup, and a sync of it to real SFTP throttled
+    to 1 MB/s, returned once its upload has begun: (world, backup, store,
+    remote target, the running sync)."""
     w = sftp_world(tmp_path, sshd)
     make_db(w.db.with_name("big.db"), rows=400, blob_bytes=16384)  # ~6.5 MB, incompressible
     w.db.unlink()
@@ -506,6 +509,11 @@ def test_a_sync_killed_with_sigkill_leaves_no_rclone_writing(tmp_path, sshd):
         assert sync.poll() is None, sync.communicate()
         assert time.monotonic() < deadline, "the upload never started"
         time.sleep(0.05)
+    return w, backup, store, target, sync
+
+
+def test_a_sync_killed_with_sigkill_leaves_no_rclone_writing(tmp_path, sshd):
+    w, backup, store, target, sync = throttled_sync_under_way(tmp_path, sshd)
     rclone = [p for p in descendants(sync.pid) if " rcd " in _cmdline(p)]
     assert len(rclone) == 1
     python = int(Path(f"/proc/{rclone[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -590,23 +598,7 @@ def test_a_server_with_another_host_key_gets_nothing(tmp_path, sshd):
 
 def test_a_server_that_dies_mid_upload_loses_nothing_and_the_next_run_catches_up(tmp_path,
                                                                                  sshd):
-    w = sftp_world(tmp_path, sshd)
-    make_db(w.db.with_name("big.db"), rows=400, blob_bytes=16384)  # ~6.5 MB, incompressible
-    w.db.unlink()
-    w.db.with_name("big.db").rename(w.db)
-    backup = w.backup()
-    store = tmp_path / "nas-store"
-    store.mkdir()
-    target = store / w.host / DB_NAME / backup.name
-    sync = subprocess.Popen([str(Path(__file__).parents[2] / "scripts" / "offsite_sync.sh"),
-                             "--remote", f"nas:{store}"],
-                            env={**w.env, "RCLONE_BWLIMIT": "1M"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (target.exists() and target.stat().st_size > 0):
-        assert sync.poll() is None, sync.communicate()
-        assert time.monotonic() < deadline, "the upload never started"
-        time.sleep(0.05)
+    w, backup, store, target, sync = throttled_sync_under_way(tmp_path, sshd)
     before = w.local_state()
     sshd.kill()  # the server dies mid-upload
     out, err = sync.communicate(timeout=120)
