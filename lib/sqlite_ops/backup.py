@@ -51,6 +51,7 @@ from sqlite_ops.common import (
     fsync_path,
     require_database,
     roll_back_hot_journal,
+    sweep_own_temps,
 )
 from sqlite_ops.progress import human_bytes
 
@@ -515,24 +516,7 @@ def check_backup_dir(path: str, log: Log) -> None:
 def sweep_temps(dest_dir: str, name: str) -> None:
     """Remove the temp files a killed backup run of this database left (never
     another database's, never another user's). Only with the lock held."""
-    try:
-        entries = list(os.scandir(dest_dir))
-    except OSError:
-        return
-    for entry in entries:
-        if not is_backup_temp(entry.name, name):
-            continue
-        try:
-            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                import shutil
-
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            continue
+    sweep_own_temps(dest_dir, lambda entry: is_backup_temp(entry, name))
 
 
 def check_free_space(db: str, dest_dir: str) -> None:

@@ -443,6 +443,30 @@ def fail(prog: str, error: OpsError) -> int:
     return error.code
 
 
+def sweep_own_temps(directory: str, is_temp: Callable[[str], bool]) -> None:
+    """Remove the entries of ``directory`` whose names ``is_temp`` accepts and
+    that this user owns: what a killed run left (never another user's). Only
+    with the database's lock held."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if not is_temp(entry.name):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                import shutil
+
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
 class Log:
     """Timestamped lines on stderr, as lib/common.sh writes them (stdout is for
     results); copied to syslog with LOG_SYSLOG=1. ``one_line``: a newline in a

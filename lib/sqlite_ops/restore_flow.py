@@ -50,6 +50,7 @@ from sqlite_ops.common import (
     fail,
     fsync_path,
     is_sqlite_file,
+    sweep_own_temps,
 )
 
 PROG = restore.PROG
@@ -303,10 +304,10 @@ def tmp_root() -> str:
     return os.environ.get("TMPDIR") or "/tmp"
 
 
-def private_dir_in(directory: str) -> str:
+def private_dir_in(directory: str, prefix: str = ".sqlite-ops.tmp.") -> str:
     """A new private temp directory in ``directory`` (removed when the run ends)."""
     try:
-        return tempfile.mkdtemp(prefix=".sqlite-ops.tmp.", dir=directory)
+        return tempfile.mkdtemp(prefix=prefix, dir=directory)
     except OSError:
         raise OpsError(EX_FAIL, f"cannot create a temp directory in {directory}") from None
 
@@ -317,27 +318,8 @@ def work_dir_beside(target: str) -> str:
     after removing what a killed run left there. Call with the lock held."""
     directory, base = os.path.split(target)
     prefix = f".{base}.tmp."
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        entries = []
-    for entry in entries:
-        try:
-            mine = entry.stat(follow_symlinks=False).st_uid == os.geteuid()
-        except OSError:
-            continue
-        if entry.name.startswith(prefix) and mine:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
-    try:
-        return tempfile.mkdtemp(prefix=prefix, dir=directory)
-    except OSError:
-        raise OpsError(EX_FAIL, f"cannot create a temp directory in {directory}") from None
+    sweep_own_temps(directory, lambda entry: entry.startswith(prefix))
+    return private_dir_in(directory, prefix)
 
 
 def require_dir_of(path: str, opts: Options) -> None:
