@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_ops import catalog, integrity, promfile, restore
-from sqlite_ops.backup import Interrupted, take_backup
+from sqlite_ops.backup import Interrupted, sweep_temps, take_backup
 from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
@@ -605,6 +605,7 @@ def take_safety_backup(run: Run) -> None:
         warn(opts, f"{db} is empty (0 bytes): there is nothing to keep; restoring into it")
         return
     ensure_private_dir(run.pre_dir)
+    sweep_temps(run.pre_dir, run.name)  # what a restore killed during its safety backup left
     info(opts, f"safety backup of {db} into {run.pre_dir}")
     run.step = "safety"
     try:

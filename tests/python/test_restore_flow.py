@@ -129,6 +129,21 @@ def test_damage_found_by_the_safety_backup_means_a_raw_copy_then_the_restore(
     assert "  raw copy:        " in out and devices(db) == 50
 
 
+def test_what_a_restore_killed_during_its_safety_backup_left_is_swept_by_the_next(world):
+    db, _, tmp_path = world
+    pre = tmp_path / "backups" / "pre-restore"
+    pre.mkdir(mode=0o700)
+    left = [pre / ".app_20260101_000000.db.tmp.k1ll3d", pre / ".app_20260101_000000.db.zst.tmp.x",
+            pre / ".app_20260101_000000.db.zst.manifest.json.tmp.y"]
+    other = pre / ".other_20260101_000000.db.zst.tmp.z"  # another database's: never touched
+    for path in (*left, other):
+        path.write_bytes(b"half a safety backup")
+    assert restore_flow.run_action(options(db, tmp_path)) == 0
+    assert devices(db) == 50
+    assert [p for p in left if p.exists()] == []
+    assert other.exists()
+
+
 def test_the_safety_backup_is_quick_checked_under_the_restores_lock(world, monkeypatch):
     db, _, tmp_path = world
     seen = {}
