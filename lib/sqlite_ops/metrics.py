@@ -534,11 +534,9 @@ def header_problem(path: str, journal_mode: str) -> str | None:
     return None
 
 
-def recorded_checks(report: Report, directory: str,
-                    own: bool = True) -> list[tuple[float | None, bool | None]]:
-    """(time, passed) of the full checks recorded in ``directory``: the last
-    maintain_database.sh check/quick-check, and db_metrics' own last
-    --integrity-check (kept in its previous .prom file)."""
+def recorded_checks(report: Report, directory: str) -> list[tuple[float | None, bool | None]]:
+    """(time, passed) of the last maintain_database.sh check/quick-check recorded
+    in ``directory`` (db_metrics' own last --integrity-check is :func:`own_check`)."""
     from .promfile import read_values
 
     label = f'db="{escape_label(report.name)}"'
@@ -552,8 +550,6 @@ def recorded_checks(report: Report, directory: str,
     when = max((t for t in times if t is not None), default=None)
     if ok is not None or when is not None:
         found.append((when, None if ok is None else ok == 1))
-    if own:
-        found += own_check(directory, report)
     return found
 
 
@@ -575,8 +571,7 @@ def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: 
     """sqlite_integrity_probe_ok (this scrape's probe, this run's quick_check, and the
     recorded verdicts) and sqlite_integrity_check_age_seconds."""
     checking = options.integrity_check and conn is not None and damage is None
-    checks = (recorded_checks(report, options.records_dir, own=not checking)
-              if options.records_dir else [])
+    checks = recorded_checks(report, options.records_dir) if options.records_dir else []
     now = time.time()
     if checking:
         assert conn is not None
@@ -594,6 +589,7 @@ def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: 
         report.add("sqlite_integrity_quick_check_ok", int(passed))
     elif options.records_dir:
         for when, ok in own_check(options.records_dir, report):  # kept until the next check
+            checks.append((when, ok))
             report.add("sqlite_integrity_check_timestamp_seconds", when)
             if ok is not None:
                 report.add("sqlite_integrity_quick_check_ok", int(ok))

@@ -86,7 +86,6 @@ from sqlite_ops.common import (
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
 RECORD_FORMAT = 1
-CHUNK = 1 << 20
 HASH_PREFERENCE = ("sha256", "sha1", "md5")  # strongest first
 
 # rclone settings this toolkit chooses unless the user set them (RCLONE_* variables
@@ -649,7 +648,7 @@ def _local_hashes(path: Path, kinds: tuple[str, ...], out: dict[str, Any]) -> No
     try:
         digests = {kind: hashlib.new(kind) for kind in {"sha256", *kinds}}
         with open(path, "rb") as handle:
-            while block := handle.read(CHUNK):
+            while block := handle.read(hashing.CHUNK):
                 for digest in digests.values():
                     digest.update(block)
         out.update({kind: d.hexdigest() for kind, d in digests.items()})

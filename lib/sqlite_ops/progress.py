@@ -81,9 +81,10 @@ class Progress:
     def line(self) -> str:
         """The text of the progress line as it stands now."""
         elapsed = time.monotonic() - self._start
-        if self.probe is not None:
+        probe = self.probe  # once: complete() may clear it from the step's thread meanwhile
+        if probe is not None:
             try:
-                self.done = self.probe()
+                self.done = probe()
             except OSError:
                 pass
         done = self.done

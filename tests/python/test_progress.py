@@ -90,6 +90,25 @@ def run_on_a_pty(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
     return proc.returncode, out, seen.decode(errors="replace")
 
 
+def test_a_probe_cleared_by_complete_mid_redraw_does_not_break_the_line():
+    # complete() runs on the step's thread while the redraw thread draws: the
+    # probe it clears may be there when checked and gone when called.
+    class Racing(Progress):
+        reads = 0
+
+        @property
+        def probe(self):
+            self.reads += 1
+            return (lambda: 7) if self.reads == 1 else None
+
+        @probe.setter
+        def probe(self, value):
+            pass
+
+    bar = Racing("copying", 10, stream=FakeTerminal())
+    assert "7 B of 10 B" in bar.line()
+
+
 def test_backup_and_restore_draw_progress_on_a_terminal_only(tmp_path):
     db = make_db(tmp_path / "app.db")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SQLITE_OPS_CONFIG": os.devnull,
