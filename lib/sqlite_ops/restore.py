@@ -72,6 +72,7 @@ from sqlite_ops.common import (
     readonly_uri,
     roll_back_hot_journal,
 )
+from sqlite_ops.migration_files import parse_filename
 from sqlite_ops.progress import Progress, file_size_probe, human_bytes
 from sqlite_ops.snapshot import schema_version, table_counts
 
@@ -507,9 +508,9 @@ def migration_files(directory: str | os.PathLike[str] | None) -> dict[int, str]:
         return {}
     found = {}
     for name in sorted(names):
-        number, sep, rest = name.partition("_")
-        if sep and number.isdigit() and rest and name.endswith((".sql", ".py")):
-            found[int(number)] = name
+        parsed = parse_filename(name)  # the migrator's own rule for what is a migration
+        if parsed is not None:
+            found[parsed[0]] = name
     return found
 
 

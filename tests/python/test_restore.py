@@ -78,7 +78,7 @@ def world(tmp_path, template):
 
 def test_newest_migration_is_the_highest_number_of_sql_and_py_files(tmp_path):
     for name in ("001_init.sql", "002_x.py", "010_later.sql", "999_notes.txt", "README.md",
-                 "abc_x.sql"):
+                 "abc_x.sql", "011_.sql"):  # 011_.sql: no name, the migrator skips it
         (tmp_path / name).write_text("")
     assert restore.newest_migration(tmp_path) == 10
     assert restore.newest_migration(tmp_path / "missing") is None
