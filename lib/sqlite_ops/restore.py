@@ -524,15 +524,15 @@ def later_versions(backup: str, db: str, backup_dir: str | None) -> list[tuple[i
     ``backup`` was taken: the database about to be replaced, and every backup
     of it (pre-restore ones too) taken after this one."""
     found: list[tuple[int, str]] = []
-    counts, _, error = current_state(db)
-    if error is None:
+    if os.path.exists(db):
         try:
+            roll_back_hot_journal(db)  # as current_state does, without counting every row
             conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
             try:
                 version = schema_version(conn)
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except (OpsError, sqlite3.Error):
             version = None
         if version is not None:
             found.append((version, "the database being replaced"))

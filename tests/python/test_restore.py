@@ -739,6 +739,18 @@ def test_migration_undone_by_the_restore_is_named(tmp_path):
     assert "run `make migrate`" in restore.check_schema(report, str(migrations), False)
 
 
+def test_later_versions_reads_the_schema_version_of_the_database_being_replaced(tmp_path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY);"
+                       "INSERT INTO schema_migrations VALUES (1), (3);")
+    conn.close()
+    backup = tmp_path / "app_20260101_000000.db"
+    assert restore.later_versions(str(backup), str(db), None) == [
+        (3, "the database being replaced")]
+    assert restore.later_versions(str(backup), str(tmp_path / "missing.db"), None) == []
+
+
 def test_a_mistyped_directory_names_the_nearest_existing_path(tmp_path):
     (tmp_path / "dashboard" / "data").mkdir(parents=True)
     typo = tmp_path / "dashbaord" / "data" / "dashboard.db"
