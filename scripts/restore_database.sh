@@ -240,7 +240,7 @@ run_action() {
 }
 
 main() {
-  STARTED=$EPOCHREALTIME # the time taken (receipt, drill metrics) counts from here
+  STARTED=$(now_epoch) # the time taken (receipt, drill metrics) counts from here
   parse_args "$@"
   load_settings
   check_to

@@ -43,11 +43,11 @@ from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
     EX_USAGE,
+    Log,
     OpsError,
     OpsLock,
     Settings,
     dir_problem,
-    fail,
     fsync_path,
     require_database,
     roll_back_hot_journal,
@@ -223,10 +223,8 @@ def _remove(path: str) -> None:
     for victim in (path, path + "-journal", path + "-wal", path + "-shm"):
         try:
             os.unlink(victim)
-        except FileNotFoundError:
-            pass
         except OSError:
-            pass  # a read-only directory: nothing was made there either
+            pass  # not there, or a read-only directory: nothing was made there either
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
@@ -609,41 +607,6 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
         metrics.write_textfile(settings.metrics_dir, f"backup_{name}", text, warn=log.warn)
     except OpsError as error:
         log.warn(error.message)
-
-
-class Log:
-    """Timestamped lines on stderr, as lib/common.sh writes them (stdout is for
-    results); copied to syslog with LOG_SYSLOG=1."""
-
-    def __init__(self, prog: str, quiet: bool = False, syslog: bool = False) -> None:
-        self.prog, self.quiet, self.syslog = prog, quiet, syslog
-
-    def _line(self, level: str, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        print(f"{stamp} {self.prog}: {level}: {message}", file=sys.stderr, flush=True)
-        self._syslog(f"{level}: {message}")
-
-    def _syslog(self, text: str) -> None:
-        if not self.syslog:
-            return
-        import shutil
-        import subprocess
-
-        if shutil.which("logger"):
-            subprocess.run(["logger", "-t", self.prog, "--", text], check=False,
-                           stdin=subprocess.DEVNULL)
-
-    def info(self, message: str) -> None:
-        if not self.quiet:
-            self._line("info", message)
-
-    def warn(self, message: str) -> None:
-        self._line("warning", message)
-
-    def die(self, error: OpsError) -> None:
-        """The failure's one line (a newline in it shown as \\n), as die() writes it."""
-        fail(self.prog, error)
-        self._syslog(f"error: {error.message}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -443,6 +443,45 @@ def fail(prog: str, error: OpsError) -> int:
     return error.code
 
 
+class Log:
+    """Timestamped lines on stderr, as lib/common.sh writes them (stdout is for
+    results); copied to syslog with LOG_SYSLOG=1. ``one_line``: a newline in a
+    message is shown as \\n (the restore's lines name paths that may hold one)."""
+
+    def __init__(self, prog: str, quiet: bool = False, syslog: bool = False,
+                 one_line: bool = False) -> None:
+        self.prog, self.quiet, self.syslog, self.one_line = prog, quiet, syslog, one_line
+
+    def _line(self, level: str, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f"{stamp} {self.prog}: {level}: {message}"
+        print(line.replace("\n", "\\n") if self.one_line else line, file=sys.stderr,
+              flush=True)
+        self._syslog(f"{level}: {message}")
+
+    def _syslog(self, text: str) -> None:
+        if not self.syslog:
+            return
+        import shutil
+        import subprocess
+
+        if shutil.which("logger"):
+            subprocess.run(["logger", "-t", self.prog, "--", text], check=False,
+                           stdin=subprocess.DEVNULL)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._line("info", message)
+
+    def warn(self, message: str) -> None:
+        self._line("warning", message)
+
+    def die(self, error: OpsError) -> None:
+        """The failure's one line (a newline in it shown as \\n), as die() writes it."""
+        fail(self.prog, error)
+        self._syslog(f"error: {error.message}")
+
+
 EX_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 

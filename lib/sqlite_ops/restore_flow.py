@@ -44,6 +44,7 @@ from sqlite_ops.common import (
     EX_OK,
     EX_USAGE,
     EX_VERIFY,
+    Log,
     OpsError,
     OpsLock,
     fail,
@@ -144,27 +145,16 @@ class Run:
 # ---------------------------------------------------------------------------
 
 
-def _log(opts: Options, level: str, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(f"{stamp} {PROG}: {level}: {message}".replace("\n", "\\n"), file=sys.stderr, flush=True)
-    _syslog(opts, f"{level}: {message}")
-
-
-def _syslog(opts: Options, text: str) -> None:
-    logger = shutil.which("logger") if opts.syslog else None
-    if logger:
-        import subprocess
-
-        subprocess.run([logger, "-t", PROG, "--", text], check=False)
+def _log(opts: Options) -> Log:
+    return Log(PROG, opts.quiet, opts.syslog, one_line=True)
 
 
 def info(opts: Options, message: str) -> None:
-    if not opts.quiet:
-        _log(opts, "info", message)
+    _log(opts).info(message)
 
 
 def warn(opts: Options, message: str) -> None:
-    _log(opts, "warning", message)
+    _log(opts).warn(message)
 
 
 # ---------------------------------------------------------------------------
