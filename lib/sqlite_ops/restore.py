@@ -1114,7 +1114,9 @@ def interrupted_state(report: Report, target: str, progress: ApplyState) -> str:
         return (f"interrupted before the restored file was put in place: {target} is as it was"
                 + (f", except that its stale {moved} were moved aside" if moved else ""))
     if progress.step == "placed":
-        return f"interrupted after the restored file was put in place: {restored} (checked)"
+        return (f"interrupted after the restored file was put in place: {target} holds the "
+                f"backup's content ({os.path.basename(report.backup)}, {report.rows} rows) "
+                "(checked)")
     if progress.step in ("committed", "checked"):
         checked = " (checked)" if progress.step == "checked" else unchecked
         return f"interrupted after the copy was committed: {restored}{checked}"
