@@ -430,10 +430,11 @@ def add_integrity_record(backup: str | os.PathLike[str], seen: dict[str, Any],
         return f"its manifest changed since the drill read it ({why or 'other content'})"
     if record.get("db_sha256") != current.get("db_sha256"):
         return "the check was of other content than the manifest names"
-    problem = manifest_problem({**current, "integrity_check": record})
+    updated = {**current, "integrity_check": record}
+    problem = manifest_problem(updated)
     if problem is not None:
         return f"internal error: the record does not match the manifest schema: {problem}"
-    write_json_atomic(manifest_path, {**current, "integrity_check": record})
+    write_json_atomic(manifest_path, updated)
     return None
 
 

@@ -34,6 +34,8 @@ import threading
 import time
 from typing import Any
 
+from sqlite_ops.catalog import iso_utc
+
 # With mmap, integrity_check costs CPU only, not a pread() per page (measured:
 # 14.5 s -> 8.8 s for 800 MB), but the mapped file counts in the process's
 # resident memory. The backup keeps its memory flat (no mmap); a restore that
@@ -102,7 +104,7 @@ def record(db_sha256: str, checked_by: str = "backup") -> dict[str, Any]:
                              "db_sha256": db_sha256}
     if checked_by != "backup":
         entry["checked_by"] = checked_by
-        entry["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry["checked_at"] = iso_utc(time.time())
     return entry
 
 

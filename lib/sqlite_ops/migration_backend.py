@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from .common import EX_FAIL, EX_USAGE, EX_VERIFY, OpsError, quote_ident
 from .migration_files import Migration, MigrationFailed, _snippet
-from .migration_schema import TABLE
+from .migration_schema import TABLE, table_columns
 
 TABLE_SQL = (
     "CREATE TABLE schema_migrations (\n"
@@ -56,10 +56,6 @@ def _table_names(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[0] for row in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))]
-
-
 def _legacy_version(value: object, table: str) -> int:
     text = str(value).strip()
     digits = ""
@@ -93,7 +89,7 @@ def read_applied(conn: sqlite3.Connection, migrations: Iterable[Migration] = ()
     else:
         return LAYOUT_CURRENT, {row[0]: Applied(*row) for row in rows}
     if TABLE in _table_names(conn):
-        columns = _columns(conn, TABLE)
+        columns = table_columns(conn, TABLE)
         if not LEGACY_COLUMNS <= set(columns):
             raise OpsError(EX_USAGE, f"the table {TABLE} ({', '.join(columns)}) is not "
                                      "sqlite-ops' history but another tool's; sqlite-ops "
@@ -104,7 +100,7 @@ def read_applied(conn: sqlite3.Connection, migrations: Iterable[Migration] = ()
 
 
 def _read_versions_table(conn: sqlite3.Connection, table: str) -> dict[int, Applied]:
-    columns = _columns(conn, table)
+    columns = table_columns(conn, table)
     desc_col = "description" if "description" in columns else "NULL"
     sql = (f"SELECT version, {desc_col}, applied_at FROM {quote_ident(table)} ORDER BY id")
     result: dict[int, Applied] = {}

@@ -72,6 +72,7 @@ from sqlite_ops.common import (
     readonly_uri,
     roll_back_hot_journal,
 )
+from sqlite_ops.migration_files import parse_filename
 from sqlite_ops.progress import Progress, file_size_probe, human_bytes
 from sqlite_ops.snapshot import schema_version, table_counts
 
@@ -507,9 +508,9 @@ def migration_files(directory: str | os.PathLike[str] | None) -> dict[int, str]:
         return {}
     found = {}
     for name in sorted(names):
-        number, sep, rest = name.partition("_")
-        if sep and number.isdigit() and rest and name.endswith((".sql", ".py")):
-            found[int(number)] = name
+        parsed = parse_filename(name)  # the migrator's own rule for what is a migration
+        if parsed is not None:
+            found[parsed[0]] = name
     return found
 
 
@@ -523,15 +524,15 @@ def later_versions(backup: str, db: str, backup_dir: str | None) -> list[tuple[i
     ``backup`` was taken: the database about to be replaced, and every backup
     of it (pre-restore ones too) taken after this one."""
     found: list[tuple[int, str]] = []
-    counts, _, error = current_state(db)
-    if error is None:
+    if os.path.exists(db):
         try:
+            roll_back_hot_journal(db)  # as current_state does, without counting every row
             conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
             try:
                 version = schema_version(conn)
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except (OpsError, sqlite3.Error):
             version = None
         if version is not None:
             found.append((version, "the database being replaced"))

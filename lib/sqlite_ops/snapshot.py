@@ -359,15 +359,6 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
             for name in names}
 
 
-def foreign_key_check(conn: sqlite3.Connection) -> tuple[int | None, Any]:
-    """(rows PRAGMA foreign_key_check reports, the first of them), counted by
-    sqlite_ops.fkcheck; (None, why) when a foreign key names a parent key that
-    has no unique index ("foreign key mismatch"): a flaw of the schema the
-    application runs with, not damage."""
-    report = fkcheck.check(conn)
-    return (None, report.error) if report.count is None else (report.count, report.first)
-
-
 def schema_version(conn: sqlite3.Connection) -> int | None:
     """max(version) of schema_migrations when it has an integer version column, else None."""
     columns = {row[1]: (row[2] or "").upper()

@@ -78,7 +78,7 @@ def world(tmp_path, template):
 
 def test_newest_migration_is_the_highest_number_of_sql_and_py_files(tmp_path):
     for name in ("001_init.sql", "002_x.py", "010_later.sql", "999_notes.txt", "README.md",
-                 "abc_x.sql"):
+                 "abc_x.sql", "011_.sql"):  # 011_.sql: no name, the migrator skips it
         (tmp_path / name).write_text("")
     assert restore.newest_migration(tmp_path) == 10
     assert restore.newest_migration(tmp_path / "missing") is None
@@ -737,6 +737,18 @@ def test_migration_undone_by_the_restore_is_named(tmp_path):
     assert "do not run `make migrate` yet" in note
     report.undone = restore.undone_migrations(report, str(migrations), [])
     assert "run `make migrate`" in restore.check_schema(report, str(migrations), False)
+
+
+def test_later_versions_reads_the_schema_version_of_the_database_being_replaced(tmp_path):
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY);"
+                       "INSERT INTO schema_migrations VALUES (1), (3);")
+    conn.close()
+    backup = tmp_path / "app_20260101_000000.db"
+    assert restore.later_versions(str(backup), str(db), None) == [
+        (3, "the database being replaced")]
+    assert restore.later_versions(str(backup), str(tmp_path / "missing.db"), None) == []
 
 
 def test_a_mistyped_directory_names_the_nearest_existing_path(tmp_path):
