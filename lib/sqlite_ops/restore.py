@@ -79,7 +79,6 @@ from sqlite_ops.snapshot import schema_version, table_counts
 PROG = "restore_database.sh"
 PRE_RESTORE_DIR = "pre-restore"
 RAW_SUFFIX = ".raw"
-CHUNK = 1 << 20
 COMPANIONS = ("-wal", "-shm", "-journal")
 
 DECOMPRESSORS = {"zstd": ["zstd", "-d", "-q", "-c"], "gzip": ["gzip", "-d", "-c"]}
@@ -242,7 +241,7 @@ def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseExcept
     """Read ``source`` to the end, hashing it, writing to ``sink`` while it accepts."""
     broken = False
     try:
-        while block := source.read(CHUNK):
+        while block := source.read(hashing.CHUNK):
             digest.update(block)
             if tick is not None:
                 tick(len(block))
@@ -274,7 +273,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     if compression == "none":
         with open(backup, "rb") as src, open(out, "wb") as dst, \
                 Progress("copying", total, prog=PROG, quiet=quiet) as bar:
-            while block := src.read(CHUNK):
+            while block := src.read(hashing.CHUNK):
                 file_digest.update(block)
                 dst.write(block)
                 bar.advance(len(block))
@@ -293,7 +292,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
                                   args=(src, proc.stdin, file_digest, errors, bar.advance))
         feeder.start()
         try:
-            while block := proc.stdout.read(CHUNK):
+            while block := proc.stdout.read(hashing.CHUNK):
                 db_digest.update(block)
                 dst.write(block)
         except BaseException:  # a read error, or interrupted: no decompressor goes on
