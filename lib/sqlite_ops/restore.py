@@ -210,11 +210,21 @@ class Report:
     integrity: str = ""
     # The full integrity_check ran here (and said ok): no record stood for these bytes.
     checked_now: bool = False
+    # ``tables`` are the manifest's counts, which stand for these same bytes
+    # (the record stood); False: every table was counted here.
+    rows_recorded: bool = False
+    # The manifest's count of 0 foreign-key violations stood for these bytes
+    # (not counted here).
+    fk_recorded: bool = False
     db_sha256: str = ""  # of the content, hashed as it was decompressed
     # The manifest as it was verified, and the backup file's identity then
     # (catalog.file_identity): a drill records its check only if both still hold.
     manifest: dict[str, Any] | None = None
     identity: tuple[int, ...] | None = None
+    # The work file's identity (catalog.file_identity) once its content was
+    # proven by hash to be the manifest's db_sha256 (None: not proven, no
+    # manifest): a restore that renames it into place checks it is unchanged.
+    work_identity: tuple[int, ...] | None = None
     fk_note: str = ""  # the orphaned rows FK_ACCEPT accepted, if any
     applied: dict[str, Any] = field(default_factory=dict)
 
@@ -322,12 +332,24 @@ def _check_free_space(directory: str, need: int, what: str) -> None:
                                 "changed (--verify and --drill use TMPDIR)")
 
 
-def _contents(path: str, result: dict[str, Any], check_fk: bool = True) -> None:
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    """The tables a manifest counts (as snapshot.table_counts does: no
+    sqlite_* internals), read from the schema alone: no table is scanned."""
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+
+
+def _contents(path: str, result: dict[str, Any], check_fk: bool = True,
+              count_rows: bool = True) -> None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             result["fk"] = fkcheck.check(conn) if check_fk else fkcheck.ForeignKeyReport(count=0)
-            result["tables"] = table_counts(conn)
+            if count_rows:
+                result["tables"] = table_counts(conn)
+            else:
+                result["names"] = table_names(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             result["schema_version"] = schema_version(conn)
         finally:
@@ -337,16 +359,18 @@ def _contents(path: str, result: dict[str, Any], check_fk: bool = True) -> None:
 
 
 def structural_checks(path: str, check_integrity: bool = True, quiet: bool = True,
-                      check_fk: bool = True) -> dict[str, Any]:
-    """Foreign keys (unless ``check_fk`` is false: then none), row counts and
-    schema version of the work file, and (when ``check_integrity``) PRAGMA
-    integrity_check in another thread meanwhile: SQLite releases the GIL, so
-    the two run on both cores."""
+                      check_fk: bool = True, count_rows: bool = True) -> dict[str, Any]:
+    """Foreign keys (unless ``check_fk`` is false: then none), row counts
+    (unless ``count_rows`` is false: then only the table names, from the
+    schema) and schema version of the work file, and (when
+    ``check_integrity``) PRAGMA integrity_check in another thread meanwhile:
+    SQLite releases the GIL, so the two run on both cores."""
     result: dict[str, Any] = {}
-    label = "integrity_check" if check_integrity else "foreign keys and row counts"
+    label = ("integrity_check" if check_integrity else
+             "foreign keys and row counts" if check_fk or count_rows else "reading the schema")
     with Progress(label, prog=PROG, quiet=quiet):
         check = integrity.Background(path, mmap=True) if check_integrity else None
-        _contents(path, result, check_fk)
+        _contents(path, result, check_fk, count_rows)
         if check is not None:
             result["integrity"] = check.result()
     return result
@@ -362,7 +386,8 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
 
 
 def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
-                  force: bool = False, fk_accept: str = "", quiet: bool = True) -> Report:
+                  force: bool = False, fk_accept: str = "", quiet: bool = True,
+                  count_rows: bool = False) -> Report:
     """Prove ``backup`` complete and sound; leaves its database in ``work``.
 
     Raises OpsError(EX_VERIFY) with the reason for anything that does not check
@@ -374,6 +399,15 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     is trusted (sqlite_ops.integrity says when it is not, and the check runs
     here). Foreign-key violations in the tables ``fk_accept`` (FK_ACCEPT)
     lists are accepted without ``force``.
+
+    Row counts: where that record stands, the content is the very bytes the
+    backup counted, so the manifest's counts stand for them too (the table
+    names are still read from the schema and must be the manifest's); no
+    table is scanned. Anywhere else (no manifest, no record that stands)
+    every table is counted, beside the integrity_check. ``count_rows``
+    counts them even where the record stands: a restore over the live
+    database reads every table before it touches anything, so content a
+    forged manifest vouches for is refused while nothing has changed.
     """
     accepted = fkcheck.parse_accept(fk_accept)
     path = Path(backup)
@@ -424,8 +458,10 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     # The same bytes' foreign-key count stands too when it is 0; any violation
     # is counted again, for the rows to name and for FK_ACCEPT to judge.
     fk_recorded = recorded and (manifest or {}).get("foreign_key_violations") == 0
+    # So do its row counts (unless the caller wants them counted anyway).
+    rows_recorded = recorded and not count_rows
     found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
-                              check_fk=not fk_recorded)
+                              check_fk=not fk_recorded, count_rows=not rows_recorded)
     if not recorded:
         rows = found.get("integrity", [])
         if rows != ["ok"]:
@@ -450,9 +486,15 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
                              "(or, for orphans the application makes by design, list their "
                              "table in FK_ACCEPT)", forceable=True)
         warnings.append(f"{what}; accepted as it is (--force)")
-    tables: dict[str, int] = found["tables"]
-    if manifest is not None:
-        mismatch = compare_counts(manifest["tables"], tables)
+    if rows_recorded:
+        assert manifest is not None
+        tables: dict[str, int] = dict(manifest["tables"])
+        mismatch = compare_tables(tables, found["names"])
+        if mismatch:
+            raise _bad(path, f"its tables differ from its manifest: {mismatch}")
+    else:
+        tables = found["tables"]
+        mismatch = compare_counts(manifest["tables"], tables) if manifest is not None else None
         if mismatch:
             raise _bad(path, f"row counts differ from its manifest: {mismatch}")
     return Report(
@@ -463,7 +505,9 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
         owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
         mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note,
-        checked_now=not recorded, db_sha256=db_sha, manifest=manifest, identity=identity)
+        checked_now=not recorded, rows_recorded=rows_recorded, fk_recorded=fk_recorded,
+        db_sha256=db_sha, manifest=manifest, identity=identity,
+        work_identity=catalog.file_identity(work) if manifest is not None else None)
 
 
 def foreign_key_problem(count: int | None, first: Any) -> str:
@@ -495,6 +539,12 @@ def compare_counts(expected: dict[str, Any], actual: dict[str, int]) -> str | No
         elif expected[name] != actual[name]:
             problems.append(f"{name} has {actual[name]} rows, manifest says {expected[name]}")
     return "; ".join(problems[:3]) or None
+
+
+def compare_tables(expected: dict[str, Any], names: list[str]) -> str | None:
+    """The first few tables missing from ``names`` or not in ``expected``
+    (compare_counts' words), or None: the table names alone, rows unread."""
+    return compare_counts(expected, {name: expected.get(name, 0) for name in names})
 
 
 def migration_files(directory: str | os.PathLike[str] | None) -> dict[int, str]:
@@ -1004,13 +1054,19 @@ def settle_ownership(report: Report, target: str, previous: os.stat_result | Non
 
 def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                expected: dict[str, int] | None = None,
-               progress: ApplyState | None = None) -> dict[str, Any]:
+               progress: ApplyState | None = None,
+               proven: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Rename ``work`` into place as ``target`` (no inode is open: checked first).
 
-    ``work`` is checked (quick_check, ``expected`` row counts) while it is still
-    private, so nothing another process writes can be mistaken for damage.
-    Stale -wal/-shm/-journal files beside ``target`` are moved into
-    ``aside_dir`` FIRST, so SQLite can never apply them to the new file.
+    ``work`` is checked while it is still private, so nothing another process
+    writes can be mistaken for damage. When its content was proven by hash
+    (``proven``: its identity then, Report.work_identity), it must still be
+    that very file, unchanged (:func:`require_unchanged`), and after the
+    journal-mode change :func:`check_proven` reads its header and schema;
+    else :func:`check_restored` runs quick_check and counts every table
+    (``expected`` row counts). Stale -wal/-shm/-journal files beside
+    ``target`` are moved into ``aside_dir`` FIRST, so SQLite can never apply
+    them to the new file.
     """
     progress = progress or ApplyState()
     if os.path.islink(target):
@@ -1022,11 +1078,15 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                                 f"{describe_holders(target)}: replacing a file under an open "
                                 "process is undefined behaviour. Stop them and retry; nothing "
                                 "was changed")
+    if proven is not None:
+        require_unchanged(work, proven)
     mode = set_journal_mode(work, _target_mode(journal_mode))
     for suffix in COMPANIONS:  # a clean close removes them; make sure
         if os.path.exists(work + suffix):
             raise OpsError(EX_FAIL, f"internal error: {work + suffix} left behind")
-    if expected is not None:
+    if expected is not None and proven is not None:
+        check_proven(work, expected, proven[2], shown=target)
+    elif expected is not None:
         check_restored(work, expected, shown=target)
     work_st = os.stat(work)
     progress.work_inode = (work_st.st_dev, work_st.st_ino)
@@ -1048,6 +1108,7 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
     ``check`` is false); returns what was done."""
     progress = progress or ApplyState()
     expected = report.tables if check else None
+    proven = report.work_identity if check else None
     wanted_mode = journal_mode or report.journal_mode
     previous = os.stat(target) if os.path.exists(target) else None
     if previous is not None:
@@ -1058,21 +1119,70 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
                                    quiet)
         except _Unusable as exc:
             applied = place_file(report.work, target, _target_mode(report.journal_mode),
-                                 aside_dir, expected, progress)
+                                 aside_dir, expected, progress, proven)
             applied["why"] = f"SQLite cannot write into the current file ({exc})"
             applied["fresh"] = False
     else:
         applied = place_file(report.work, target, _target_mode(wanted_mode), aside_dir,
-                             expected, progress)
+                             expected, progress, proven)
         applied["fresh"] = True
     applied.update(settle_ownership(report, target, previous, bool(applied.get("fresh"))))
     return applied
 
 
+def require_unchanged(work: str, proven: tuple[int, ...]) -> None:
+    """``work`` is still the file whose content verify proved by hash:
+    the same inode, size, mtime and ctime (catalog.file_identity), so nothing
+    wrote to it, truncated it or put another file in its place since (the
+    work directory is private, but the same user or root can reach it; a
+    restore sweeping a killed run's work files could remove it while a plan
+    is read). Anything else: refused, nothing changed."""
+    try:
+        now: tuple[int, ...] | None = catalog.file_identity(work)
+    except FileNotFoundError:
+        now = None
+    if now != proven:
+        what = "was removed" if now is None else "was written to or replaced"
+        raise OpsError(EX_FAIL, f"the verified copy {work} {what} after it was verified "
+                                "(by another process?): it is no longer the content the "
+                                "backup's checksums proved; nothing was changed; run the "
+                                "restore again")
+
+
+def check_proven(target: str, expected: dict[str, int], size: int,
+                 shown: str | None = None) -> None:
+    """The check of a private work file whose bytes verify proved to be the
+    backup's (by SHA-256) and that nothing touched since (require_unchanged):
+    only the journal-mode change wrote to it, in its header. So instead of
+    quick_check and every table's row count (the manifest's counts stand for
+    these bytes), SQLite opens it and reads its header and schema: a file
+    SQLite reads, ``size`` bytes, as many as its header's pages, and the
+    tables ``expected`` names."""
+    shown = shown or target
+    try:
+        conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None)
+        try:
+            page_size = int(_one(conn, "PRAGMA page_size"))
+            pages = int(_one(conn, "PRAGMA page_count"))
+            names = table_names(conn)
+        finally:
+            conn.close()
+        have = os.path.getsize(target)
+    except (sqlite3.Error, OSError) as exc:
+        raise OpsError(EX_INTEGRITY, f"the restored {shown} cannot be read ({exc})") from None
+    problem = compare_tables(expected, names)
+    if have != size or pages * page_size != size:
+        problem = (f"it has {have} bytes, {pages} pages of {page_size} by its header, "
+                   f"the verified content {size}")
+    if problem:
+        raise OpsError(EX_INTEGRITY, f"the restored {shown} does not match the backup: {problem}")
+
+
 def check_restored(target: str, expected: dict[str, int], shown: str | None = None,
                    ) -> dict[str, int]:
     """quick_check and row counts of a restored database nobody else writes to
-    (a private file about to be renamed into place, a drill's temp file).
+    (a private file about to be renamed into place, a drill's temp file),
+    where its bytes were not proven by hash (no manifest: --force).
 
     The pages were copied verbatim from a file that had just passed a full
     integrity_check, so what is left to catch is a bad write: quick_check
