@@ -8,12 +8,17 @@ strings them together, top to bottom, for every action of
 ``verify_backup``    checksum against the manifest, decompress ONCE into a work
                      file, integrity (the backup's record of these same bytes,
                      or ``integrity_check`` now), ``foreign_key_check``, row
-                     counts against the manifest; returns the Report the later
-                     steps restore, so the work file that was verified is the
-                     very one that gets restored
+                     counts against the manifest (where the record stands,
+                     the manifest's counts of these same bytes stand: no table
+                     is scanned); returns the Report the later steps restore,
+                     so the work file that was verified is the very one that
+                     gets restored
 ``format_plan``      the backup's rows against the current database's
 ``apply_restore``    put the work file's content into the target database (see
-                     below), then ``quick_check`` and row counts of the result
+                     below), then check the result: ``quick_check`` and row
+                     counts of what the backup API wrote; a file renamed into
+                     place, before the rename (``check_proven`` when its bytes
+                     were proven by hash, else ``check_restored``)
 ``format_receipt``   what was restored, where the safety backup is, how to undo it
 ``prune_incident``   keep the first and newest safety copies of one incident
 ``holders``          processes that have a database (or its -wal/-shm/-journal) open
