@@ -106,7 +106,9 @@
 # database show a progress line on stderr. FK_ACCEPT (config or environment):
 # child tables whose orphaned rows the application makes by design, TABLE or
 # TABLE:N, comma-separated. --verify and --drill decompress into TMPDIR
-# (default /tmp). The incident runbook is in docs/operations/database-management.md.
+# (default /tmp); --verify only hashes the content, writing no file, where
+# the manifest's records stand for the bytes it names. The incident runbook
+# is in docs/operations/database-management.md.
 #
 # Exit codes:
 #   0   done

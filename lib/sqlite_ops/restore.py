@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import calendar
 import difflib
+import fcntl
 import grp
 import json
 import os
@@ -58,7 +59,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from sqlite_ops import catalog, fkcheck, hashing, integrity
 from sqlite_ops.common import (
@@ -69,10 +70,10 @@ from sqlite_ops.common import (
     EX_USAGE,
     EX_VERIFY,
     REPO_ROOT_STR,
+    SQLITE_HEADER,
     OpsError,
     fsync_path,
     holders,
-    is_sqlite_file,
     quote_ident,
     readonly_uri,
     roll_back_hot_journal,
@@ -87,7 +88,7 @@ RAW_SUFFIX = ".raw"
 COMPANIONS = ("-wal", "-shm", "-journal")
 
 DECOMPRESSORS = {"zstd": ["zstd", "-d", "-q", "-c"], "gzip": ["gzip", "-d", "-c"]}
-_MAGIC = ((b"SQLite format 3\x00", "none"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"))
+_MAGIC = ((SQLITE_HEADER, "none"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"))
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
@@ -274,35 +275,66 @@ def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseExcept
             pass
 
 
-def decompress(backup: str | os.PathLike[str], compression: str,
-               out: str | os.PathLike[str], quiet: bool = True) -> tuple[str, str, str | None]:
-    """Decompress ``backup`` into ``out``, hashing both streams on the way.
+def widen_pipes(*pipes: Any) -> None:
+    """Give each pipe a block's room (Linux; elsewhere, or refused: as it is).
+    With the default 64 KiB the decompressor waits while a block is hashed and
+    written, and the steps run one after the other instead of side by side."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    for pipe in pipes:
+        try:
+            fcntl.fcntl(pipe.fileno(), setpipe, hashing.CHUNK)
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size: the default size works, slower
 
-    Returns (SHA-256 of the backup file, SHA-256 of the decompressed content,
-    the decompressor's complaint or None). Each byte is read once: a thread
-    feeds the file to the decompressor, hashing it; its output is hashed as it
-    is written to ``out``. On a terminal a progress line follows the file.
+
+class Decompressed(NamedTuple):
+    """What :func:`decompress` learnt on the way."""
+
+    file_sha256: str  # of the backup file
+    db_sha256: str  # of the content
+    problem: str | None  # the decompressor's complaint
+    head: bytes  # the content's first HEADER_BYTES (its SQLite header)
+    size: int  # of the content
+
+
+HEADER_BYTES = 100  # SQLite's database header
+
+
+def decompress(backup: str | os.PathLike[str], compression: str,
+               out: str | os.PathLike[str] | None, quiet: bool = True) -> Decompressed:
+    """Decompress ``backup`` into ``out`` (None: nowhere, the content is only
+    hashed), hashing both streams on the way.
+
+    Each byte is read once: a thread feeds the file to the decompressor,
+    hashing it; its output is hashed as it is written to ``out``. On a
+    terminal a progress line follows the file.
     """
     file_digest, db_digest = hashing.new(), hashing.new()
     total = os.path.getsize(backup)
+    head, size = b"", 0
     if compression == "none":
-        with open(backup, "rb") as src, open(out, "wb") as dst, \
+        with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
                 Progress("copying", total, prog=PROG, quiet=quiet) as bar:
             while block := src.read(hashing.CHUNK):
                 file_digest.update(block)
                 dst.write(block)
+                head, size = head or block[:HEADER_BYTES], size + len(block)
                 bar.advance(len(block))
-        return file_digest.hexdigest(), file_digest.hexdigest(), None
+        digest = file_digest.hexdigest()
+        return Decompressed(digest, digest, None, head, size)
     command = DECOMPRESSORS[compression]
     if shutil.which(command[0]) is None:
         raise OpsError(EX_FAIL, f"'{command[0]}' is not installed; install the "
                                 f"'{command[0]}' package (apt-get install {command[0]})")
     errors: list[BaseException] = []
-    with open(backup, "rb") as src, open(out, "wb") as dst, \
+    with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
             Progress(f"decompressing ({compression})", total, prog=PROG, quiet=quiet) as bar:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin and proc.stdout and proc.stderr
+        widen_pipes(proc.stdin, proc.stdout)
         feeder = threading.Thread(target=_feed, daemon=True,
                                   args=(src, proc.stdin, file_digest, errors, bar.advance))
         feeder.start()
@@ -310,6 +342,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
             while block := proc.stdout.read(hashing.CHUNK):
                 db_digest.update(block)
                 dst.write(block)
+                head, size = head or block[:HEADER_BYTES], size + len(block)
         except BaseException:  # a read error, or interrupted: no decompressor goes on
             proc.kill()
             raise
@@ -323,7 +356,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     problem = None
     if proc.returncode != 0:
         problem = complaint.splitlines()[-1] if complaint else f"exit status {proc.returncode}"
-    return file_digest.hexdigest(), db_digest.hexdigest(), problem
+    return Decompressed(file_digest.hexdigest(), db_digest.hexdigest(), problem, head, size)
 
 
 def _check_free_space(directory: str, need: int, what: str) -> None:
@@ -392,7 +425,7 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
 
 def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
                   force: bool = False, fk_accept: str = "", quiet: bool = True,
-                  count_rows: bool = False) -> Report:
+                  count_rows: bool = False, keep: bool = True) -> Report:
     """Prove ``backup`` complete and sound; leaves its database in ``work``.
 
     Raises OpsError(EX_VERIFY) with the reason for anything that does not check
@@ -413,6 +446,12 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     counts them even where the record stands: a restore over the live
     database reads every table before it touches anything, so content a
     forged manifest vouches for is refused while nothing has changed.
+
+    ``keep`` false (--verify: nothing is restored afterwards): where the
+    manifest's records would stand for the bytes it names (hash_only), the
+    content is only hashed, never written; its page size comes from its
+    header, its schema version and tables from the manifest. Report.work is
+    then "" (no file).
     """
     accepted = fkcheck.parse_accept(fk_accept)
     path = Path(backup)
@@ -443,17 +482,19 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     if manifest is not None and manifest.get("compression", compression) != compression:
         raise _bad(path, f"its manifest says {manifest.get('compression')} but the file is "
                          f"{compression}")
-    need = manifest.get("db_size_bytes", 0) if manifest else 0
+    hash_only = not keep and records_stand(manifest, count_rows)
+    need = manifest.get("db_size_bytes", 0) if manifest and not hash_only else 0
     _check_free_space(os.path.dirname(os.path.abspath(work)), need, "the decompressed copy")
     identity = catalog.file_identity(path)
 
-    file_sha, db_sha, problem = decompress(path, compression, work, quiet)
+    file_sha, db_sha, problem, head, db_size = decompress(
+        path, compression, None if hash_only else work, quiet)
     if manifest is not None and file_sha != manifest["sha256"]:
         raise _bad(path, "checksum mismatch: the file's SHA-256 differs from its manifest's "
                          "(changed or damaged after the backup was taken)")
     if problem:
         raise _bad(path, f"cannot be decompressed ({problem}): truncated or damaged")
-    if not is_sqlite_file(work):
+    if not head.startswith(SQLITE_HEADER):
         raise _bad(path, "its content is not an SQLite database")
     if manifest is not None and db_sha != manifest["db_sha256"]:
         raise _bad(path, "the decompressed database's SHA-256 differs from its manifest's")
@@ -465,8 +506,12 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     fk_recorded = recorded and (manifest or {}).get("foreign_key_violations") == 0
     # So do its row counts (unless the caller wants them counted anyway).
     rows_recorded = recorded and not count_rows
-    found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
-                              check_fk=not fk_recorded, count_rows=not rows_recorded)
+    if hash_only:
+        assert manifest is not None and rows_recorded and fk_recorded
+        found = recorded_contents(manifest, head)
+    else:
+        found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
+                                  check_fk=not fk_recorded, count_rows=not rows_recorded)
     if not recorded:
         rows = found.get("integrity", [])
         if rows != ["ok"]:
@@ -503,16 +548,42 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         if mismatch:
             raise _bad(path, f"row counts differ from its manifest: {mismatch}")
     return Report(
-        backup=str(path), work=os.fspath(work), has_manifest=manifest is not None,
+        backup=str(path), work="" if hash_only else os.fspath(work),
+        has_manifest=manifest is not None,
         created_at=(manifest or {}).get("created_at"), compression=compression,
-        sha256=file_sha, db_size_bytes=os.path.getsize(work), page_size=found["page_size"],
+        sha256=file_sha, db_size_bytes=db_size, page_size=found["page_size"],
         journal_mode=(manifest or {}).get("journal_mode"),
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
         owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
         mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note,
         checked_now=not recorded, rows_recorded=rows_recorded, fk_recorded=fk_recorded,
         db_sha256=db_sha, manifest=manifest, identity=identity,
-        work_identity=catalog.file_identity(work) if manifest is not None else None)
+        work_identity=(catalog.file_identity(work) if manifest is not None and not hash_only
+                       else None))
+
+
+def records_stand(manifest: dict[str, Any] | None, count_rows: bool = False) -> bool:
+    """The manifest's records will stand for the bytes it names, should the
+    content hash to its db_sha256: the integrity record, a count of 0
+    foreign-key violations, the row counts (unless ``count_rows``) and the
+    schema version. Then nothing but that hash needs the content."""
+    return (manifest is not None and not count_rows
+            and integrity.trusted(manifest, manifest["db_sha256"])[0]
+            and manifest.get("foreign_key_violations") == 0
+            and "schema_version" in manifest)  # (read_manifest checked its kind)
+
+
+def header_page_size(head: bytes) -> int:
+    """The page size an SQLite header records (bytes 16-17; 1 means 65536)."""
+    size = int.from_bytes(head[16:18], "big")
+    return 65536 if size == 1 else size
+
+
+def recorded_contents(manifest: dict[str, Any], head: bytes) -> dict[str, Any]:
+    """structural_checks' answer for content proven (by hash) to be the bytes
+    the manifest describes, from the manifest and the content's header."""
+    return {"fk": fkcheck.ForeignKeyReport(count=0), "names": sorted(manifest["tables"]),
+            "page_size": header_page_size(head), "schema_version": manifest["schema_version"]}
 
 
 def foreign_key_problem(count: int | None, first: Any) -> str:

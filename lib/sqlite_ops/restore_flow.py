@@ -180,8 +180,9 @@ def action_verify(run: Run) -> None:
     # 1. which backup (with --from: downloaded first), into a work dir in TMPDIR
     run.work_dir = private_dir_in(tmp_root())
     resolve(run)
-    # 2. verify it, and say what was checked
-    verify(run, announce=True)
+    # 2. verify it (nothing is restored: where the manifest's records stand for
+    #    the bytes, they are only hashed, never written), and say what was checked
+    verify(run, announce=True, keep=False)
 
 
 def action_drill(run: Run) -> None:
@@ -387,11 +388,12 @@ def shown_backup(run: Run) -> str:
 
 def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
            enforce_schema: bool = False, target: str = "", plan: bool = False,
-           count_rows: bool = False) -> None:
+           count_rows: bool = False, keep: bool = True) -> None:
     """Decompress the backup into the work file and prove it sound (exit 3 if
     not); ``run.report`` is what the later steps restore, so the file that was
     verified is the very one that gets restored. ``count_rows``: count every
-    table even where the manifest's counts stand for these bytes
+    table even where the manifest's counts stand for these bytes; ``keep``
+    false: no work file is kept where only the hash is needed
     (restore.verify_backup)."""
     opts = run.opts
     other = restore.other_source(run.backup, target) if target else None
@@ -401,7 +403,7 @@ def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
                                  f"(which {state}): is --db (DB_PATH) mistyped? To restore it "
                                  f"into {target} anyway, pass --force{restore.NOTHING_CHANGED}")
     info(opts, f"verifying {shown_backup(run)}")
-    report = verified_report(run, count_rows)
+    report = verified_report(run, count_rows, keep)
     if target:
         later = restore.later_versions(report.backup, target, opts.backup_dir)
         report.undone = restore.undone_migrations(report, opts.migrations, later)
@@ -427,7 +429,7 @@ def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
             print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
 
 
-def verified_report(run: Run, count_rows: bool = False) -> restore.Report:
+def verified_report(run: Run, count_rows: bool = False, keep: bool = True) -> restore.Report:
     """restore.verify_backup; a damaged backup's refusal names the next older
     one to try (not a forceable refusal: older backups hold the same data
     problem, and less data)."""
@@ -435,7 +437,7 @@ def verified_report(run: Run, count_rows: bool = False) -> restore.Report:
     try:
         return restore.verify_backup(run.backup, run.work_file, force=opts.force,
                                      fk_accept=opts.fk_accept, quiet=opts.quiet,
-                                     count_rows=count_rows)
+                                     count_rows=count_rows, keep=keep)
     except OpsError as exc:
         damaged = exc.code == EX_VERIFY and not isinstance(exc, restore.Forceable)
         older = (restore.next_older(run.backup, opts.backup_dir, opts.db)

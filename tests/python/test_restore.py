@@ -208,6 +208,48 @@ def test_verify_of_the_same_bytes_takes_the_manifests_counts_and_scans_no_table(
     assert "row counts match the manifest" in restore_flow.verified_line(counted, str(backup))
 
 
+def test_a_verify_that_restores_nothing_only_hashes_bytes_the_records_stand_for(
+        world, monkeypatch):
+    """--verify (keep=False): where the manifest's records stand for the bytes
+    it names, the content is hashed and dropped: no work file, no SQL."""
+    _, backup, tmp_path = world
+    statements = traced(monkeypatch)
+    report = restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert not (tmp_path / "work.db").exists() and report.work == ""
+    assert statements == []
+    assert report.tables == {"devices": 50, "services": 50} and report.rows_recorded
+    assert report.page_size == 4096 and report.schema_version is None
+    assert report.db_size_bytes == json.loads(
+        Path(f"{backup}{catalog.MANIFEST_SUFFIX}").read_text())["db_size_bytes"]
+    assert report.integrity.startswith("recorded at backup, same bytes")
+
+
+def test_a_hash_only_verify_still_refuses_other_bytes(world):
+    _, backup, tmp_path = world
+    edit_manifest(backup, lambda m: (m.update(db_sha256="e" * 64),
+                                     m["integrity_check"].update(db_sha256="e" * 64)))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert err.value.code == EX_VERIFY
+    assert "decompressed database's SHA-256 differs" in err.value.message
+    assert not (tmp_path / "work.db").exists()
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.pop("integrity_check"),  # the check must run on the content
+    lambda m: m.update(foreign_key_violations=1),  # the rows must be named
+    lambda m: m.pop("schema_version"),  # an older manifest: read it from the content
+])
+def test_a_verify_that_needs_the_content_still_writes_and_reads_it(world, monkeypatch,
+                                                                   change):
+    _, backup, tmp_path = world
+    edit_manifest(backup, change)
+    statements = traced(monkeypatch)
+    report = restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert report.work == str(tmp_path / "work.db") and Path(report.work).exists()
+    assert statements  # SQLite read it
+
+
 def test_verify_of_the_same_bytes_still_reads_the_table_names(world):
     """The counts stand as recorded, but a manifest naming a table the content
     lacks (or lacking one it has) is refused."""
