@@ -5,13 +5,15 @@
 database's lock and has checked the backup directory (the run below, migrate's
 pre-migration backup, a restore's safety backup):
 
-1. snapshot the live database (SQLite's online backup API in one step,
-   sqlite_ops.snapshot);
-2. pack it: compress and hash in one pass while PRAGMA integrity_check (or,
-   for ``integrity="quick"``, quick_check) runs beside it;
-3. build the manifest (row counts, foreign-key count, schema version, host,
-   the file's owner and mode, the integrity record);
-4. publish the manifest, then the backup file: each fsynced, renamed without
+1. read one snapshot of the live database and pack it: compress and hash in
+   one pass while PRAGMA integrity_check (or, for ``integrity="quick"``,
+   quick_check), the row counts and the foreign-key count run beside it. A
+   WAL database's own file is read inside one read transaction when it holds
+   the whole snapshot (``snapshot.stream``); else SQLite's backup API copies
+   it into a temp file first (``snapshot.take_snapshot``, ``snapshot.pack``);
+2. build the manifest (row counts, foreign-key count, schema version, host,
+   the file's owner and mode, the integrity record, the snapshot method);
+3. publish the manifest, then the backup file: each fsynced, renamed without
    ever replacing a file, the directory fsynced; SIGINT, SIGTERM and SIGHUP
    wait until both are out, so a signal never splits the pair.
 

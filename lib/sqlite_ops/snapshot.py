@@ -14,6 +14,13 @@ sqlite_ops.backup (which runs the whole backup, lock to metrics):
     self-contained file; the source's journal mode is reported so a restore can
     put it back.
 
+``stream(SOURCE, OUT, compression)``
+    A WAL database whose file holds a whole read transaction's snapshot is
+    read from that file inside the transaction, straight into the compressor
+    and the hash, while the checks, row counts and foreign-key count run on
+    the same transaction: no copy. None when the file does not hold it (then
+    ``take_snapshot`` and ``pack``). Both give the same bytes.
+
 ``pack(SNAPSHOT, OUT, compression)``
     Streams the snapshot through the compressor into OUT, hashing the
     uncompressed and the compressed stream on the way (each file is read
