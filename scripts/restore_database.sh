@@ -25,7 +25,11 @@
 #      "ok" ("integrity: checked now"); a restore or --verify never writes the
 #      manifest. Then no
 #      foreign-key violations but those FK_ACCEPT accepts, and row counts
-#      equal to the manifest. Nothing is touched when this fails (exit 3).
+#      equal to the manifest: where the record stands, the manifest's counts
+#      (and its count of 0 violations) are these same bytes' and stand, "row
+#      counts as recorded (same bytes)", and only the table names are read;
+#      else, and always before a restore over the live database, every table
+#      is counted. Nothing is touched when this fails (exit 3).
 #      A backup whose schema version is newer than
 #      the newest migration in MIGRATIONS_DIR, or one taken from another
 #      database (a mistyped --db?), is refused (exit 2) unless --force.
@@ -51,7 +55,11 @@
 #      or empty file gets the manifest's journal mode, owner, group and mode.
 #   5. check exactly what was written (quick_check, row counts, in the same
 #      connection; a commit by the application right after is not damage) and
-#      print a receipt with the command that undoes the restore.
+#      print a receipt with the command that undoes the restore. A file
+#      renamed into place (--to, --drill, a missing database) is checked
+#      before the rename: proven by hash, it must still be the very file
+#      hashed (else exit 1) with the verified size, page count and tables
+#      (else exit 4); without a manifest, quick_check and row counts.
 #   Interrupted (Ctrl-C, SIGTERM, SIGHUP), it says the state it left (exit
 #   128+signal: 130, 143, 129); a
 #   signal once the restored database passed its check waits for the receipt.
@@ -98,7 +106,9 @@
 # database show a progress line on stderr. FK_ACCEPT (config or environment):
 # child tables whose orphaned rows the application makes by design, TABLE or
 # TABLE:N, comma-separated. --verify and --drill decompress into TMPDIR
-# (default /tmp). The incident runbook is in docs/operations/database-management.md.
+# (default /tmp); --verify only hashes the content, writing no file, where
+# the manifest's records stand for the bytes it names. The incident runbook
+# is in docs/operations/database-management.md.
 #
 # Exit codes:
 #   0   done

@@ -408,10 +408,11 @@ def _scan(backup_dir: str | os.PathLike[str], name: str | None) -> list[Backup]:
 
 
 def file_identity(path: str | os.PathLike[str]) -> tuple[int, ...]:
-    """Device, inode, size and mtime of a file: another file, or the same one
-    rewritten, has another identity."""
+    """Device, inode, size, mtime and ctime of a file: another file, or the
+    same one rewritten (even with its mtime set back: the ctime cannot be),
+    has another identity."""
     st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def add_integrity_record(backup: str | os.PathLike[str], seen: dict[str, Any],

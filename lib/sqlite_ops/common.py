@@ -426,11 +426,14 @@ def _read_holder(fd: int) -> str:
     return f" (pid {text})" if text else ""
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
+
+
 def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
     """True when the file starts with the SQLite 3 header string."""
     try:
         with open(path, "rb") as handle:
-            return handle.read(16) == b"SQLite format 3\x00"
+            return handle.read(16) == SQLITE_HEADER
     except OSError:
         return False
 

@@ -24,7 +24,12 @@ very bytes, or when the SQLite that made it is older than the one restoring
 What the record does not prove: who wrote it. The manifest is not signed; a
 person who can rewrite a backup file can rewrite its manifest to match, as
 they already could its ``sha256``. The backup directory's 0700 permissions are
-that protection, and a restore still runs ``quick_check`` on the result.
+that protection, and a restore over the live database still counts every
+table before it touches it and runs ``quick_check`` on the result.
+
+Where the record stands, the manifest's row counts (and its count of 0
+foreign-key violations) stand too: they were counted on these same bytes
+(``sqlite_ops.restore.verify_backup``).
 """
 
 from __future__ import annotations

@@ -8,12 +8,17 @@ strings them together, top to bottom, for every action of
 ``verify_backup``    checksum against the manifest, decompress ONCE into a work
                      file, integrity (the backup's record of these same bytes,
                      or ``integrity_check`` now), ``foreign_key_check``, row
-                     counts against the manifest; returns the Report the later
-                     steps restore, so the work file that was verified is the
-                     very one that gets restored
+                     counts against the manifest (where the record stands,
+                     the manifest's counts of these same bytes stand: no table
+                     is scanned); returns the Report the later steps restore,
+                     so the work file that was verified is the very one that
+                     gets restored
 ``format_plan``      the backup's rows against the current database's
 ``apply_restore``    put the work file's content into the target database (see
-                     below), then ``quick_check`` and row counts of the result
+                     below), then check the result: ``quick_check`` and row
+                     counts of what the backup API wrote; a file renamed into
+                     place, before the rename (``check_proven`` when its bytes
+                     were proven by hash, else ``check_restored``)
 ``format_receipt``   what was restored, where the safety backup is, how to undo it
 ``prune_incident``   keep the first and newest safety copies of one incident
 ``holders``          processes that have a database (or its -wal/-shm/-journal) open
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import calendar
 import difflib
+import fcntl
 import grp
 import json
 import os
@@ -53,7 +59,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from sqlite_ops import catalog, fkcheck, hashing, integrity
 from sqlite_ops.common import (
@@ -64,10 +70,10 @@ from sqlite_ops.common import (
     EX_USAGE,
     EX_VERIFY,
     REPO_ROOT_STR,
+    SQLITE_HEADER,
     OpsError,
     fsync_path,
     holders,
-    is_sqlite_file,
     quote_ident,
     readonly_uri,
     roll_back_hot_journal,
@@ -82,7 +88,7 @@ RAW_SUFFIX = ".raw"
 COMPANIONS = ("-wal", "-shm", "-journal")
 
 DECOMPRESSORS = {"zstd": ["zstd", "-d", "-q", "-c"], "gzip": ["gzip", "-d", "-c"]}
-_MAGIC = ((b"SQLite format 3\x00", "none"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"))
+_MAGIC = ((SQLITE_HEADER, "none"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"))
 
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
 
@@ -210,11 +216,21 @@ class Report:
     integrity: str = ""
     # The full integrity_check ran here (and said ok): no record stood for these bytes.
     checked_now: bool = False
+    # ``tables`` are the manifest's counts, which stand for these same bytes
+    # (the record stood); False: every table was counted here.
+    rows_recorded: bool = False
+    # The manifest's count of 0 foreign-key violations stood for these bytes
+    # (not counted here).
+    fk_recorded: bool = False
     db_sha256: str = ""  # of the content, hashed as it was decompressed
     # The manifest as it was verified, and the backup file's identity then
     # (catalog.file_identity): a drill records its check only if both still hold.
     manifest: dict[str, Any] | None = None
     identity: tuple[int, ...] | None = None
+    # The work file's identity (catalog.file_identity) once its content was
+    # proven by hash to be the manifest's db_sha256 (None: not proven, no
+    # manifest): a restore that renames it into place checks it is unchanged.
+    work_identity: tuple[int, ...] | None = None
     fk_note: str = ""  # the orphaned rows FK_ACCEPT accepted, if any
     applied: dict[str, Any] = field(default_factory=dict)
 
@@ -259,35 +275,66 @@ def _feed(source: BinaryIO, sink: BinaryIO, digest: Any, errors: list[BaseExcept
             pass
 
 
-def decompress(backup: str | os.PathLike[str], compression: str,
-               out: str | os.PathLike[str], quiet: bool = True) -> tuple[str, str, str | None]:
-    """Decompress ``backup`` into ``out``, hashing both streams on the way.
+def widen_pipes(*pipes: Any) -> None:
+    """Give each pipe a block's room (Linux; elsewhere, or refused: as it is).
+    With the default 64 KiB the decompressor waits while a block is hashed and
+    written, and the steps run one after the other instead of side by side."""
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return
+    for pipe in pipes:
+        try:
+            fcntl.fcntl(pipe.fileno(), setpipe, hashing.CHUNK)
+        except OSError:
+            pass  # over /proc/sys/fs/pipe-max-size: the default size works, slower
 
-    Returns (SHA-256 of the backup file, SHA-256 of the decompressed content,
-    the decompressor's complaint or None). Each byte is read once: a thread
-    feeds the file to the decompressor, hashing it; its output is hashed as it
-    is written to ``out``. On a terminal a progress line follows the file.
+
+class Decompressed(NamedTuple):
+    """What :func:`decompress` learnt on the way."""
+
+    file_sha256: str  # of the backup file
+    db_sha256: str  # of the content
+    problem: str | None  # the decompressor's complaint
+    head: bytes  # the content's first HEADER_BYTES (its SQLite header)
+    size: int  # of the content
+
+
+HEADER_BYTES = 100  # SQLite's database header
+
+
+def decompress(backup: str | os.PathLike[str], compression: str,
+               out: str | os.PathLike[str] | None, quiet: bool = True) -> Decompressed:
+    """Decompress ``backup`` into ``out`` (None: nowhere, the content is only
+    hashed), hashing both streams on the way.
+
+    Each byte is read once: a thread feeds the file to the decompressor,
+    hashing it; its output is hashed as it is written to ``out``. On a
+    terminal a progress line follows the file.
     """
     file_digest, db_digest = hashing.new(), hashing.new()
     total = os.path.getsize(backup)
+    head, size = b"", 0
     if compression == "none":
-        with open(backup, "rb") as src, open(out, "wb") as dst, \
+        with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
                 Progress("copying", total, prog=PROG, quiet=quiet) as bar:
             while block := src.read(hashing.CHUNK):
                 file_digest.update(block)
                 dst.write(block)
+                head, size = head or block[:HEADER_BYTES], size + len(block)
                 bar.advance(len(block))
-        return file_digest.hexdigest(), file_digest.hexdigest(), None
+        digest = file_digest.hexdigest()
+        return Decompressed(digest, digest, None, head, size)
     command = DECOMPRESSORS[compression]
     if shutil.which(command[0]) is None:
         raise OpsError(EX_FAIL, f"'{command[0]}' is not installed; install the "
                                 f"'{command[0]}' package (apt-get install {command[0]})")
     errors: list[BaseException] = []
-    with open(backup, "rb") as src, open(out, "wb") as dst, \
+    with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
             Progress(f"decompressing ({compression})", total, prog=PROG, quiet=quiet) as bar:
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin and proc.stdout and proc.stderr
+        widen_pipes(proc.stdin, proc.stdout)
         feeder = threading.Thread(target=_feed, daemon=True,
                                   args=(src, proc.stdin, file_digest, errors, bar.advance))
         feeder.start()
@@ -295,6 +342,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
             while block := proc.stdout.read(hashing.CHUNK):
                 db_digest.update(block)
                 dst.write(block)
+                head, size = head or block[:HEADER_BYTES], size + len(block)
         except BaseException:  # a read error, or interrupted: no decompressor goes on
             proc.kill()
             raise
@@ -308,7 +356,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     problem = None
     if proc.returncode != 0:
         problem = complaint.splitlines()[-1] if complaint else f"exit status {proc.returncode}"
-    return file_digest.hexdigest(), db_digest.hexdigest(), problem
+    return Decompressed(file_digest.hexdigest(), db_digest.hexdigest(), problem, head, size)
 
 
 def _check_free_space(directory: str, need: int, what: str) -> None:
@@ -322,12 +370,24 @@ def _check_free_space(directory: str, need: int, what: str) -> None:
                                 "changed (--verify and --drill use TMPDIR)")
 
 
-def _contents(path: str, result: dict[str, Any], check_fk: bool = True) -> None:
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    """The tables a manifest counts (as snapshot.table_counts does: no
+    sqlite_* internals), read from the schema alone: no table is scanned."""
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+
+
+def _contents(path: str, result: dict[str, Any], check_fk: bool = True,
+              count_rows: bool = True) -> None:
     try:
         conn = sqlite3.connect(path, isolation_level=None)
         try:
             result["fk"] = fkcheck.check(conn) if check_fk else fkcheck.ForeignKeyReport(count=0)
-            result["tables"] = table_counts(conn)
+            if count_rows:
+                result["tables"] = table_counts(conn)
+            else:
+                result["names"] = table_names(conn)
             result["page_size"] = conn.execute("PRAGMA page_size").fetchone()[0]
             result["schema_version"] = schema_version(conn)
         finally:
@@ -337,16 +397,18 @@ def _contents(path: str, result: dict[str, Any], check_fk: bool = True) -> None:
 
 
 def structural_checks(path: str, check_integrity: bool = True, quiet: bool = True,
-                      check_fk: bool = True) -> dict[str, Any]:
-    """Foreign keys (unless ``check_fk`` is false: then none), row counts and
-    schema version of the work file, and (when ``check_integrity``) PRAGMA
-    integrity_check in another thread meanwhile: SQLite releases the GIL, so
-    the two run on both cores."""
+                      check_fk: bool = True, count_rows: bool = True) -> dict[str, Any]:
+    """Foreign keys (unless ``check_fk`` is false: then none), row counts
+    (unless ``count_rows`` is false: then only the table names, from the
+    schema) and schema version of the work file, and (when
+    ``check_integrity``) PRAGMA integrity_check in another thread meanwhile:
+    SQLite releases the GIL, so the two run on both cores."""
     result: dict[str, Any] = {}
-    label = "integrity_check" if check_integrity else "foreign keys and row counts"
+    label = ("integrity_check" if check_integrity else
+             "foreign keys and row counts" if check_fk or count_rows else "reading the schema")
     with Progress(label, prog=PROG, quiet=quiet):
         check = integrity.Background(path, mmap=True) if check_integrity else None
-        _contents(path, result, check_fk)
+        _contents(path, result, check_fk, count_rows)
         if check is not None:
             result["integrity"] = check.result()
     return result
@@ -362,7 +424,8 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
 
 
 def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
-                  force: bool = False, fk_accept: str = "", quiet: bool = True) -> Report:
+                  force: bool = False, fk_accept: str = "", quiet: bool = True,
+                  count_rows: bool = False, keep: bool = True) -> Report:
     """Prove ``backup`` complete and sound; leaves its database in ``work``.
 
     Raises OpsError(EX_VERIFY) with the reason for anything that does not check
@@ -374,6 +437,21 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     is trusted (sqlite_ops.integrity says when it is not, and the check runs
     here). Foreign-key violations in the tables ``fk_accept`` (FK_ACCEPT)
     lists are accepted without ``force``.
+
+    Row counts: where that record stands, the content is the very bytes the
+    backup counted, so the manifest's counts stand for them too (the table
+    names are still read from the schema and must be the manifest's); no
+    table is scanned. Anywhere else (no manifest, no record that stands)
+    every table is counted, beside the integrity_check. ``count_rows``
+    counts them even where the record stands: a restore over the live
+    database reads every table before it touches anything, so content a
+    forged manifest vouches for is refused while nothing has changed.
+
+    ``keep`` false (--verify: nothing is restored afterwards): where the
+    manifest's records would stand for the bytes it names (hash_only), the
+    content is only hashed, never written; its page size comes from its
+    header, its schema version and tables from the manifest. Report.work is
+    then "" (no file).
     """
     accepted = fkcheck.parse_accept(fk_accept)
     path = Path(backup)
@@ -404,17 +482,19 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     if manifest is not None and manifest.get("compression", compression) != compression:
         raise _bad(path, f"its manifest says {manifest.get('compression')} but the file is "
                          f"{compression}")
-    need = manifest.get("db_size_bytes", 0) if manifest else 0
+    hash_only = not keep and records_stand(manifest, count_rows)
+    need = manifest.get("db_size_bytes", 0) if manifest and not hash_only else 0
     _check_free_space(os.path.dirname(os.path.abspath(work)), need, "the decompressed copy")
     identity = catalog.file_identity(path)
 
-    file_sha, db_sha, problem = decompress(path, compression, work, quiet)
+    file_sha, db_sha, problem, head, db_size = decompress(
+        path, compression, None if hash_only else work, quiet)
     if manifest is not None and file_sha != manifest["sha256"]:
         raise _bad(path, "checksum mismatch: the file's SHA-256 differs from its manifest's "
                          "(changed or damaged after the backup was taken)")
     if problem:
         raise _bad(path, f"cannot be decompressed ({problem}): truncated or damaged")
-    if not is_sqlite_file(work):
+    if not head.startswith(SQLITE_HEADER):
         raise _bad(path, "its content is not an SQLite database")
     if manifest is not None and db_sha != manifest["db_sha256"]:
         raise _bad(path, "the decompressed database's SHA-256 differs from its manifest's")
@@ -424,8 +504,14 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     # The same bytes' foreign-key count stands too when it is 0; any violation
     # is counted again, for the rows to name and for FK_ACCEPT to judge.
     fk_recorded = recorded and (manifest or {}).get("foreign_key_violations") == 0
-    found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
-                              check_fk=not fk_recorded)
+    # So do its row counts (unless the caller wants them counted anyway).
+    rows_recorded = recorded and not count_rows
+    if hash_only:
+        assert manifest is not None and rows_recorded and fk_recorded
+        found = recorded_contents(manifest, head)
+    else:
+        found = structural_checks(os.fspath(work), check_integrity=not recorded, quiet=quiet,
+                                  check_fk=not fk_recorded, count_rows=not rows_recorded)
     if not recorded:
         rows = found.get("integrity", [])
         if rows != ["ok"]:
@@ -450,20 +536,54 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
                              "(or, for orphans the application makes by design, list their "
                              "table in FK_ACCEPT)", forceable=True)
         warnings.append(f"{what}; accepted as it is (--force)")
-    tables: dict[str, int] = found["tables"]
-    if manifest is not None:
-        mismatch = compare_counts(manifest["tables"], tables)
+    if rows_recorded:
+        assert manifest is not None
+        tables: dict[str, int] = dict(manifest["tables"])
+        mismatch = compare_tables(tables, found["names"])
+        if mismatch:
+            raise _bad(path, f"its tables differ from its manifest: {mismatch}")
+    else:
+        tables = found["tables"]
+        mismatch = compare_counts(manifest["tables"], tables) if manifest is not None else None
         if mismatch:
             raise _bad(path, f"row counts differ from its manifest: {mismatch}")
     return Report(
-        backup=str(path), work=os.fspath(work), has_manifest=manifest is not None,
+        backup=str(path), work="" if hash_only else os.fspath(work),
+        has_manifest=manifest is not None,
         created_at=(manifest or {}).get("created_at"), compression=compression,
-        sha256=file_sha, db_size_bytes=os.path.getsize(work), page_size=found["page_size"],
+        sha256=file_sha, db_size_bytes=db_size, page_size=found["page_size"],
         journal_mode=(manifest or {}).get("journal_mode"),
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
         owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
         mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note,
-        checked_now=not recorded, db_sha256=db_sha, manifest=manifest, identity=identity)
+        checked_now=not recorded, rows_recorded=rows_recorded, fk_recorded=fk_recorded,
+        db_sha256=db_sha, manifest=manifest, identity=identity,
+        work_identity=(catalog.file_identity(work) if manifest is not None and not hash_only
+                       else None))
+
+
+def records_stand(manifest: dict[str, Any] | None, count_rows: bool = False) -> bool:
+    """The manifest's records will stand for the bytes it names, should the
+    content hash to its db_sha256: the integrity record, a count of 0
+    foreign-key violations, the row counts (unless ``count_rows``) and the
+    schema version. Then nothing but that hash needs the content."""
+    return (manifest is not None and not count_rows
+            and integrity.trusted(manifest, manifest["db_sha256"])[0]
+            and manifest.get("foreign_key_violations") == 0
+            and "schema_version" in manifest)  # (read_manifest checked its kind)
+
+
+def header_page_size(head: bytes) -> int:
+    """The page size an SQLite header records (bytes 16-17; 1 means 65536)."""
+    size = int.from_bytes(head[16:18], "big")
+    return 65536 if size == 1 else size
+
+
+def recorded_contents(manifest: dict[str, Any], head: bytes) -> dict[str, Any]:
+    """structural_checks' answer for content proven (by hash) to be the bytes
+    the manifest describes, from the manifest and the content's header."""
+    return {"fk": fkcheck.ForeignKeyReport(count=0), "names": sorted(manifest["tables"]),
+            "page_size": header_page_size(head), "schema_version": manifest["schema_version"]}
 
 
 def foreign_key_problem(count: int | None, first: Any) -> str:
@@ -495,6 +615,12 @@ def compare_counts(expected: dict[str, Any], actual: dict[str, int]) -> str | No
         elif expected[name] != actual[name]:
             problems.append(f"{name} has {actual[name]} rows, manifest says {expected[name]}")
     return "; ".join(problems[:3]) or None
+
+
+def compare_tables(expected: dict[str, Any], names: list[str]) -> str | None:
+    """The first few tables missing from ``names`` or not in ``expected``
+    (compare_counts' words), or None: the table names alone, rows unread."""
+    return compare_counts(expected, {name: expected.get(name, 0) for name in names})
 
 
 def migration_files(directory: str | os.PathLike[str] | None) -> dict[int, str]:
@@ -1004,13 +1130,19 @@ def settle_ownership(report: Report, target: str, previous: os.stat_result | Non
 
 def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                expected: dict[str, int] | None = None,
-               progress: ApplyState | None = None) -> dict[str, Any]:
+               progress: ApplyState | None = None,
+               proven: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Rename ``work`` into place as ``target`` (no inode is open: checked first).
 
-    ``work`` is checked (quick_check, ``expected`` row counts) while it is still
-    private, so nothing another process writes can be mistaken for damage.
-    Stale -wal/-shm/-journal files beside ``target`` are moved into
-    ``aside_dir`` FIRST, so SQLite can never apply them to the new file.
+    ``work`` is checked while it is still private, so nothing another process
+    writes can be mistaken for damage. When its content was proven by hash
+    (``proven``: its identity then, Report.work_identity), it must still be
+    that very file, unchanged (:func:`require_unchanged`), and after the
+    journal-mode change :func:`check_proven` reads its header and schema;
+    else :func:`check_restored` runs quick_check and counts every table
+    (``expected`` row counts). Stale -wal/-shm/-journal files beside
+    ``target`` are moved into ``aside_dir`` FIRST, so SQLite can never apply
+    them to the new file.
     """
     progress = progress or ApplyState()
     if os.path.islink(target):
@@ -1022,11 +1154,15 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                                 f"{describe_holders(target)}: replacing a file under an open "
                                 "process is undefined behaviour. Stop them and retry; nothing "
                                 "was changed")
+    if proven is not None:
+        require_unchanged(work, proven)
     mode = set_journal_mode(work, _target_mode(journal_mode))
     for suffix in COMPANIONS:  # a clean close removes them; make sure
         if os.path.exists(work + suffix):
             raise OpsError(EX_FAIL, f"internal error: {work + suffix} left behind")
-    if expected is not None:
+    if expected is not None and proven is not None:
+        check_proven(work, expected, proven[2], shown=target)
+    elif expected is not None:
         check_restored(work, expected, shown=target)
     work_st = os.stat(work)
     progress.work_inode = (work_st.st_dev, work_st.st_ino)
@@ -1048,6 +1184,7 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
     ``check`` is false); returns what was done."""
     progress = progress or ApplyState()
     expected = report.tables if check else None
+    proven = report.work_identity if check else None
     wanted_mode = journal_mode or report.journal_mode
     previous = os.stat(target) if os.path.exists(target) else None
     if previous is not None:
@@ -1058,21 +1195,70 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
                                    quiet)
         except _Unusable as exc:
             applied = place_file(report.work, target, _target_mode(report.journal_mode),
-                                 aside_dir, expected, progress)
+                                 aside_dir, expected, progress, proven)
             applied["why"] = f"SQLite cannot write into the current file ({exc})"
             applied["fresh"] = False
     else:
         applied = place_file(report.work, target, _target_mode(wanted_mode), aside_dir,
-                             expected, progress)
+                             expected, progress, proven)
         applied["fresh"] = True
     applied.update(settle_ownership(report, target, previous, bool(applied.get("fresh"))))
     return applied
 
 
+def require_unchanged(work: str, proven: tuple[int, ...]) -> None:
+    """``work`` is still the file whose content verify proved by hash:
+    the same inode, size, mtime and ctime (catalog.file_identity), so nothing
+    wrote to it, truncated it or put another file in its place since (the
+    work directory is private, but the same user or root can reach it; a
+    restore sweeping a killed run's work files could remove it while a plan
+    is read). Anything else: refused, nothing changed."""
+    try:
+        now: tuple[int, ...] | None = catalog.file_identity(work)
+    except FileNotFoundError:
+        now = None
+    if now != proven:
+        what = "was removed" if now is None else "was written to or replaced"
+        raise OpsError(EX_FAIL, f"the verified copy {work} {what} after it was verified "
+                                "(by another process?): it is no longer the content the "
+                                "backup's checksums proved; nothing was changed; run the "
+                                "restore again")
+
+
+def check_proven(target: str, expected: dict[str, int], size: int,
+                 shown: str | None = None) -> None:
+    """The check of a private work file whose bytes verify proved to be the
+    backup's (by SHA-256) and that nothing touched since (require_unchanged):
+    only the journal-mode change wrote to it, in its header. So instead of
+    quick_check and every table's row count (the manifest's counts stand for
+    these bytes), SQLite opens it and reads its header and schema: a file
+    SQLite reads, ``size`` bytes, as many as its header's pages, and the
+    tables ``expected`` names."""
+    shown = shown or target
+    try:
+        conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None)
+        try:
+            page_size = int(_one(conn, "PRAGMA page_size"))
+            pages = int(_one(conn, "PRAGMA page_count"))
+            names = table_names(conn)
+        finally:
+            conn.close()
+        have = os.path.getsize(target)
+    except (sqlite3.Error, OSError) as exc:
+        raise OpsError(EX_INTEGRITY, f"the restored {shown} cannot be read ({exc})") from None
+    problem = compare_tables(expected, names)
+    if have != size or pages * page_size != size:
+        problem = (f"it has {have} bytes, {pages} pages of {page_size} by its header, "
+                   f"the verified content {size}")
+    if problem:
+        raise OpsError(EX_INTEGRITY, f"the restored {shown} does not match the backup: {problem}")
+
+
 def check_restored(target: str, expected: dict[str, int], shown: str | None = None,
                    ) -> dict[str, int]:
     """quick_check and row counts of a restored database nobody else writes to
-    (a private file about to be renamed into place, a drill's temp file).
+    (a private file about to be renamed into place, a drill's temp file),
+    where its bytes were not proven by hash (no manifest: --force).
 
     The pages were copied verbatim from a file that had just passed a full
     integrity_check, so what is left to catch is a bad write: quick_check

@@ -180,8 +180,9 @@ def action_verify(run: Run) -> None:
     # 1. which backup (with --from: downloaded first), into a work dir in TMPDIR
     run.work_dir = private_dir_in(tmp_root())
     resolve(run)
-    # 2. verify it, and say what was checked
-    verify(run, announce=True)
+    # 2. verify it (nothing is restored: where the manifest's records stand for
+    #    the bytes, they are only hashed, never written), and say what was checked
+    verify(run, announce=True, keep=False)
 
 
 def action_drill(run: Run) -> None:
@@ -238,7 +239,8 @@ def action_restore(run: Run) -> None:
     # 3. which backup, verified; the plan against the current database
     resolve(run)
     planned_db = db_identity(opts.db)
-    verify(run, enforce_schema=True, target=opts.db, plan=not (opts.quiet and opts.yes))
+    verify(run, enforce_schema=True, target=opts.db, plan=not (opts.quiet and opts.yes),
+           count_rows=True)  # every table read before the live database is touched
     # 4. ask; after yes, the lock again, and the plan must still hold
     confirm(run)
     lock_after_confirm(run, planned_db)
@@ -385,10 +387,14 @@ def shown_backup(run: Run) -> str:
 
 
 def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
-           enforce_schema: bool = False, target: str = "", plan: bool = False) -> None:
+           enforce_schema: bool = False, target: str = "", plan: bool = False,
+           count_rows: bool = False, keep: bool = True) -> None:
     """Decompress the backup into the work file and prove it sound (exit 3 if
     not); ``run.report`` is what the later steps restore, so the file that was
-    verified is the very one that gets restored."""
+    verified is the very one that gets restored. ``count_rows``: count every
+    table even where the manifest's counts stand for these bytes; ``keep``
+    false: no work file is kept where only the hash is needed
+    (restore.verify_backup)."""
     opts = run.opts
     other = restore.other_source(run.backup, target) if target else None
     if other and not opts.force:
@@ -397,7 +403,7 @@ def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
                                  f"(which {state}): is --db (DB_PATH) mistyped? To restore it "
                                  f"into {target} anyway, pass --force{restore.NOTHING_CHANGED}")
     info(opts, f"verifying {shown_backup(run)}")
-    report = verified_report(run)
+    report = verified_report(run, count_rows, keep)
     if target:
         later = restore.later_versions(report.backup, target, opts.backup_dir)
         report.undone = restore.undone_migrations(report, opts.migrations, later)
@@ -423,14 +429,15 @@ def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
             print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
 
 
-def verified_report(run: Run) -> restore.Report:
+def verified_report(run: Run, count_rows: bool = False, keep: bool = True) -> restore.Report:
     """restore.verify_backup; a damaged backup's refusal names the next older
     one to try (not a forceable refusal: older backups hold the same data
     problem, and less data)."""
     opts = run.opts
     try:
         return restore.verify_backup(run.backup, run.work_file, force=opts.force,
-                                     fk_accept=opts.fk_accept, quiet=opts.quiet)
+                                     fk_accept=opts.fk_accept, quiet=opts.quiet,
+                                     count_rows=count_rows, keep=keep)
     except OpsError as exc:
         damaged = exc.code == EX_VERIFY and not isinstance(exc, restore.Forceable)
         older = (restore.next_older(run.backup, opts.backup_dir, opts.db)
@@ -446,10 +453,16 @@ def verified_line(report: restore.Report, shown: str) -> str:
     """The one line --verify prints: what was checked, and that it passed."""
     fks = ("foreign_key_check clean" if report.fk_violations == 0
            else "foreign-key problems accepted (--force)")
+    if report.fk_recorded:
+        fks = "foreign_key_check clean as recorded (same bytes)"
     if report.fk_violations == 0 and report.fk_note:
         fks = "foreign_key_check clean but for the orphans FK_ACCEPT lists"
     version = "-" if report.schema_version is None else report.schema_version
-    counts = ", row counts match the manifest" if report.has_manifest else ""
+    counts = ""
+    if report.rows_recorded:
+        counts = ", row counts as recorded (same bytes)"
+    elif report.has_manifest:
+        counts = ", row counts match the manifest"
     return (f"Backup verified: {shown} ({restore.when_taken(report)}; {len(report.tables)} "
             f"tables, {report.rows} rows; schema version {version}; integrity: "
             f"{report.integrity}; {fks}{counts})")

@@ -141,7 +141,7 @@ PY
   assert_status 0
   assert_contains "$output" "Backup verified:"
   assert_contains "$output" "integrity: recorded at backup, same bytes (integrity_check ok under SQLite"
-  assert_contains "$output" "row counts match the manifest"
+  assert_contains "$output" "foreign_key_check clean as recorded (same bytes), row counts as recorded (same bytes))"
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
   assert_equal "$(ls -A "$BACKUP_DIR")" "$listing"
 }

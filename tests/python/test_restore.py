@@ -148,16 +148,121 @@ def test_verify_a_good_backup_leaves_its_database_in_the_work_file(tmp_path, com
     assert content(tmp_path / "work.db") == content(db)
 
 
-def test_verify_rejects_edited_row_counts(world):
+@pytest.mark.parametrize("how", ["count_rows", "no integrity record"])
+def test_verify_rejects_edited_row_counts_wherever_it_counts(world, how):
+    """Counted (before a restore over the live database touches it, or beside
+    an integrity_check that runs now), every table must have the manifest's rows."""
     _, backup, tmp_path = world
-    manifest_path = Path(f"{backup}{catalog.MANIFEST_SUFFIX}")
-    manifest = json.loads(manifest_path.read_text())
-    manifest["tables"]["devices"] += 1
-    manifest_path.write_text(json.dumps(manifest))
+
+    def edit(manifest):
+        manifest["tables"]["devices"] += 1
+        if how == "no integrity record":
+            manifest.pop("integrity_check")
+
+    edit_manifest(backup, edit)
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db", count_rows=how == "count_rows")
+    assert err.value.code == EX_VERIFY
+    assert "row counts differ from its manifest: devices has 50 rows, manifest says 51" \
+        in err.value.message
+
+
+def traced(monkeypatch) -> list[str]:
+    """Every SQL statement any connection opened from here on runs."""
+    statements: list[str] = []
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return statements
+
+
+def scans(statements: list[str]) -> list[str]:
+    """The statements that read whole tables or every page."""
+    return [s for s in statements
+            if 'count(*) FROM "' in s or "quick_check" in s or "integrity_check" in s
+            or "foreign_key_check" in s]
+
+
+def test_verify_of_the_same_bytes_takes_the_manifests_counts_and_scans_no_table(
+        world, monkeypatch):
+    _, backup, tmp_path = world
+    statements = traced(monkeypatch)
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    assert report.tables == {"devices": 50, "services": 50}
+    assert report.rows_recorded and report.fk_recorded
+    assert report.schema_version is None and report.page_size == 4096  # read, not scanned
+    assert statements and scans(statements) == []
+    line = restore_flow.verified_line(report, str(backup))
+    assert "row counts as recorded (same bytes)" in line
+    assert "foreign_key_check clean as recorded (same bytes)" in line
+    # A restore over the live database counts them all the same.
+    statements.clear()
+    counted = restore.verify_backup(backup, tmp_path / "work2.db", count_rows=True)
+    assert counted.tables == report.tables and not counted.rows_recorded
+    assert 'SELECT count(*) FROM "devices"' in statements
+    assert "row counts match the manifest" in restore_flow.verified_line(counted, str(backup))
+
+
+def test_a_verify_that_restores_nothing_only_hashes_bytes_the_records_stand_for(
+        world, monkeypatch):
+    """--verify (keep=False): where the manifest's records stand for the bytes
+    it names, the content is hashed and dropped: no work file, no SQL."""
+    _, backup, tmp_path = world
+    statements = traced(monkeypatch)
+    report = restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert not (tmp_path / "work.db").exists() and report.work == ""
+    assert statements == []
+    assert report.tables == {"devices": 50, "services": 50} and report.rows_recorded
+    assert report.page_size == 4096 and report.schema_version is None
+    assert report.db_size_bytes == json.loads(
+        Path(f"{backup}{catalog.MANIFEST_SUFFIX}").read_text())["db_size_bytes"]
+    assert report.integrity.startswith("recorded at backup, same bytes")
+
+
+def test_a_hash_only_verify_still_refuses_other_bytes(world):
+    _, backup, tmp_path = world
+    edit_manifest(backup, lambda m: (m.update(db_sha256="e" * 64),
+                                     m["integrity_check"].update(db_sha256="e" * 64)))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert err.value.code == EX_VERIFY
+    assert "decompressed database's SHA-256 differs" in err.value.message
+    assert not (tmp_path / "work.db").exists()
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m.pop("integrity_check"),  # the check must run on the content
+    lambda m: m.update(foreign_key_violations=1),  # the rows must be named
+    lambda m: m.pop("schema_version"),  # an older manifest: read it from the content
+])
+def test_a_verify_that_needs_the_content_still_writes_and_reads_it(world, monkeypatch,
+                                                                   change):
+    _, backup, tmp_path = world
+    edit_manifest(backup, change)
+    statements = traced(monkeypatch)
+    report = restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert report.work == str(tmp_path / "work.db") and Path(report.work).exists()
+    assert statements  # SQLite read it
+
+
+def test_verify_of_the_same_bytes_still_reads_the_table_names(world):
+    """The counts stand as recorded, but a manifest naming a table the content
+    lacks (or lacking one it has) is refused."""
+    _, backup, tmp_path = world
+    edit_manifest(backup, lambda m: m["tables"].update(ghost=3))
     with pytest.raises(OpsError) as err:
         restore.verify_backup(backup, tmp_path / "work.db")
     assert err.value.code == EX_VERIFY
-    assert "devices has 50 rows, manifest says 51" in err.value.message
+    assert "its tables differ from its manifest: table ghost is missing" in err.value.message
+    edit_manifest(backup, lambda m: (m["tables"].pop("ghost"), m["tables"].pop("services")))
+    with pytest.raises(OpsError) as err:
+        restore.verify_backup(backup, tmp_path / "work2.db")
+    assert "table services is not in the manifest" in err.value.message
 
 
 def test_verify_rejects_a_changed_file_with_a_checksum_mismatch(world):
@@ -580,6 +685,118 @@ def test_a_difference_nobody_else_wrote_is_still_damage(world, monkeypatch):
         restore.apply_restore(report, str(db), str(tmp_path / "aside"))
     assert caught.value.code == 4
     assert "devices has 50 rows, manifest says 49" in caught.value.message
+
+
+def _without_db(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def test_a_file_proven_by_hash_is_renamed_into_place_without_a_scan(world, monkeypatch):
+    """--to, --drill, a restore into a missing database: the work file holds
+    the bytes the backup counted and checked; it is not read again."""
+    db, _, tmp_path = world
+    report = _verified(world)
+    wanted = content(Path(report.work))
+    _without_db(db)
+    statements = traced(monkeypatch)
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "rename" and applied["journal_mode"] == "wal"
+    assert scans(statements) == []
+    assert any("page_count" in s for s in statements)  # what it reads instead: the header
+    assert content(db) == wanted
+
+
+def _rewrite(work: str) -> None:
+    conn = sqlite3.connect(work, isolation_level=None)
+    conn.execute("UPDATE devices SET ip = 'changed after the hash' WHERE id = 1")
+    conn.close()
+
+
+def _rewrite_keeping_mtime(work: str) -> None:
+    st = os.stat(work)
+    _rewrite(work)
+    os.utime(work, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _replace_with_another(work: str) -> None:
+    other = make_db(Path(work).with_name("other.db"), rows=50)
+    restore.set_journal_mode(str(other), "delete")
+    os.replace(other, work)
+
+
+@pytest.mark.parametrize("change, said", [
+    (_rewrite, "was written to or replaced"),
+    (_rewrite_keeping_mtime, "was written to or replaced"),
+    (_replace_with_another, "was written to or replaced"),
+    (os.unlink, "was removed"),
+])
+def test_a_work_file_changed_after_its_hash_is_never_put_in_place(world, change, said):
+    """Between verify and the rename (a person reading the plan, say) the
+    private work file is written to, replaced by another database with the same
+    tables and rows, or removed: refused, nothing placed, whatever its rows say."""
+    db, _, tmp_path = world
+    report = _verified(world)
+    _without_db(db)
+    change(report.work)
+    with pytest.raises(OpsError) as err:
+        restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert err.value.code == 1
+    assert f"the verified copy {report.work} {said} after it was verified" in err.value.message
+    assert "nothing was changed" in err.value.message
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("pages, said", [
+    (-1, "cannot be read (database disk image is malformed)"),
+    (+1, "does not match the backup: it has"),
+])
+def test_a_bad_write_by_the_journal_mode_change_is_caught_before_the_rename(
+        world, monkeypatch, pages, said):
+    """The journal-mode change is the one write after the hash: a file it
+    left a page short or long is refused, not put in place."""
+    db, _, tmp_path = world
+    report = _verified(world)
+    _without_db(db)
+    real = restore.set_journal_mode
+
+    def and_resize(path, mode):
+        result = real(path, mode)
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) + pages * 4096)
+        return result
+
+    monkeypatch.setattr(restore, "set_journal_mode", and_resize)
+    with pytest.raises(OpsError) as err:
+        restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert err.value.code == 4
+    assert f"the restored {db} {said}" in err.value.message
+    assert not db.exists()
+
+
+def test_a_restore_without_a_manifest_still_runs_quick_check_and_counts(world, monkeypatch):
+    """--force without a manifest: nothing proved the bytes, so the work file
+    gets quick_check and every table's count before it is renamed into place."""
+    db, backup, tmp_path = world
+    Path(f"{backup}{catalog.MANIFEST_SUFFIX}").unlink()
+    report = restore.verify_backup(backup, tmp_path / "work.db", force=True)
+    assert report.work_identity is None and not report.rows_recorded
+    _without_db(db)
+    statements = traced(monkeypatch)
+    restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert "PRAGMA quick_check" in statements and 'SELECT count(*) FROM "devices"' in statements
+    assert count(db) == 50
+    # And what it counts decides: rows lost after verify are refused.
+    _without_db(db)
+    report = restore.verify_backup(backup, tmp_path / "work2.db", force=True)
+    conn = sqlite3.connect(report.work, isolation_level=None)
+    conn.execute("DELETE FROM services WHERE id = 1")
+    conn.close()
+    with pytest.raises(OpsError) as err:
+        restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert err.value.code == 4
+    assert "services has 49 rows, manifest says 50" in err.value.message
+    assert not db.exists()
 
 
 def _interrupt_in(monkeypatch, name):

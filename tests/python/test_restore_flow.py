@@ -366,3 +366,28 @@ def test_shell_quote_stays_on_one_line_and_means_the_word(word):
     assert "\n" not in quoted
     proc = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, text=True)
     assert proc.stdout == word
+
+
+# ---------------------------------------------------------------------------
+# What each action reads of the content
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action, written, counted", [
+    ("verify", False, False),  # only hashed: nothing is restored
+    ("drill", True, False),  # restored into a temp file, the manifest's counts stand
+    ("restore", True, True),  # over the live database: every table read first
+])
+def test_each_action_reads_what_it_needs_of_the_content(world, monkeypatch, action, written,
+                                                        counted):
+    db, _, tmp_path = world
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    outs, counts = [], []
+    real_decompress, real_counts = restore.decompress, restore.table_counts
+    monkeypatch.setattr(restore, "decompress",
+                        lambda b, c, out, q: outs.append(out) or real_decompress(b, c, out, q))
+    monkeypatch.setattr(restore, "table_counts",
+                        lambda conn: counts.append(1) or real_counts(conn))
+    assert restore_flow.run_action(options(db, tmp_path, action=action)) == 0
+    assert (outs[0] is not None) == written
+    assert bool(counts) == counted
