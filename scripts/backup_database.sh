@@ -8,7 +8,9 @@
 #        backup_database.sh --help
 #
 # Takes a consistent snapshot of the live database while other processes keep
-# writing (SQLite's online backup API in one step), checks it with the full
+# writing (one read transaction: a WAL database's own file, checkpointed
+# first, goes straight into the compressor; else SQLite's online backup API
+# in one step, into a temp copy), checks it with the full
 # PRAGMA integrity_check (exactly "ok"; it runs beside the compression, on the
 # second core), counts the rows of every table, compresses it, and publishes
 # DIR/<name>_<YYYYmmdd_HHMMSS>.db[.zst|.gz] with a sidecar

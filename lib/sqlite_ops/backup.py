@@ -5,13 +5,15 @@
 database's lock and has checked the backup directory (the run below, migrate's
 pre-migration backup, a restore's safety backup):
 
-1. snapshot the live database (SQLite's online backup API in one step,
-   sqlite_ops.snapshot);
-2. pack it: compress and hash in one pass while PRAGMA integrity_check (or,
-   for ``integrity="quick"``, quick_check) runs beside it;
-3. build the manifest (row counts, foreign-key count, schema version, host,
-   the file's owner and mode, the integrity record);
-4. publish the manifest, then the backup file: each fsynced, renamed without
+1. read one snapshot of the live database and pack it: compress and hash in
+   one pass while PRAGMA integrity_check (or, for ``integrity="quick"``,
+   quick_check), the row counts and the foreign-key count run beside it. A
+   WAL database's own file is read inside one read transaction when it holds
+   the whole snapshot (``snapshot.stream``); else SQLite's backup API copies
+   it into a temp file first (``snapshot.take_snapshot``, ``snapshot.pack``);
+2. build the manifest (row counts, foreign-key count, schema version, host,
+   the file's owner and mode, the integrity record, the snapshot method);
+3. publish the manifest, then the backup file: each fsynced, renamed without
    ever replacing a file, the directory fsynced; SIGINT, SIGTERM and SIGHUP
    wait until both are out, so a signal never splits the pair.
 
@@ -117,25 +119,21 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
             data = _temp_beside(final[: -len(os.path.splitext(final)[1])], temps)
         manifest_temp = _temp_beside(final + MANIFEST_SUFFIX, temps)
 
-        source_facts = snapshot.take_snapshot(db, data, busy_timeout_ms, quiet)
-        # Row counts and the foreign-key count read the snapshot beside the
-        # packing (SQLite releases the GIL): the copy is read while it is in
-        # the page cache, and the manifest waits for neither step alone.
-        # A failed packing wins: leaving the block waits for the reading to end.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            described = pool.submit(snapshot.describe, data, fk_accept)
-            pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
-                                       check=integrity)
-            description = described.result()
+        # A WAL database's own file, in one read transaction, when it holds the
+        # whole snapshot; else the backup API's temp copy, then packing it.
+        facts = snapshot.stream(db, packed, compression, busy_timeout_ms=busy_timeout_ms,
+                                quiet=quiet, check=integrity, fk_accept=fk_accept)
+        if facts is None:
+            facts = _copy_and_pack(db, data, packed, compression, busy_timeout_ms=busy_timeout_ms,
+                                   quiet=quiet, check=integrity, fk_accept=fk_accept)
+        if deferred:
+            facts["integrity_check_deferred"] = True
         manifest = snapshot.build_manifest(
             data, source=db, created=created, file_name=os.path.basename(final), name=name,
-            compression=compression, duration=time.monotonic() - start,
-            facts=[source_facts, pack_facts, {"integrity_check_deferred": True} if deferred
-                   else {}], fk_accept=fk_accept, host=host, described=description)
+            compression=compression, duration=time.monotonic() - start, facts=[],
+            fk_accept=fk_accept, host=host, described=facts)
         warnings, infos = foreign_key_lines(db, manifest)
         _write_json(manifest_temp, manifest)
-        if data != packed:
-            _remove(data)
 
         # The manifest first: a backup under its final name always has one (a
         # crash in between leaves an orphan manifest, which pruning removes).
@@ -154,6 +152,26 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
     finally:
         for path in temps:
             _remove(path)
+
+
+def _copy_and_pack(db: str, data: str, packed: str, compression: str, *,
+                   busy_timeout_ms: int, quiet: bool, check: str,
+                   fk_accept: str) -> dict[str, Any]:
+    """The backup API's copy of ``db`` into ``data``, packed into ``packed``
+    (the same file for ``none``), with describe's facts of the copy."""
+    source_facts = snapshot.take_snapshot(db, data, busy_timeout_ms, quiet)
+    # Row counts and the foreign-key count read the snapshot beside the
+    # packing (SQLite releases the GIL): the copy is read while it is in
+    # the page cache, and the manifest waits for neither step alone.
+    # A failed packing wins: leaving the block waits for the reading to end.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        described = pool.submit(snapshot.describe, data, fk_accept)
+        pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
+                                   check=check)
+        description = described.result()
+    if data != packed:
+        _remove(data)
+    return {**source_facts, "snapshot_method": "backup-api", **pack_facts, **description}
 
 
 def foreign_key_lines(db: str, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:

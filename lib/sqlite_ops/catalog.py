@@ -243,6 +243,10 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     "page_size": (COUNT, WRITTEN),
     "journal_mode": (TEXT, WRITTEN),  # of the database the backup was taken from
     "sqlite_version": (TEXT, WRITTEN),  # of the library that took it
+    # How the pages were read (snapshot.SNAPSHOT_METHODS): the database file in
+    # a read transaction, or SQLite's backup API into a temp copy.
+    "snapshot_method": (Kind("file or backup-api",
+                             lambda v: v in ("file", "backup-api")), OPTIONAL),
     "schema_version": (nullable(INTEGER), WRITTEN),  # highest applied migration
     "tables": (ROW_COUNTS, NEEDED),  # every table's row count
     "compression": (CODEC, WRITTEN),

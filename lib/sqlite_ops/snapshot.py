@@ -14,6 +14,13 @@ sqlite_ops.backup (which runs the whole backup, lock to metrics):
     self-contained file; the source's journal mode is reported so a restore can
     put it back.
 
+``stream(SOURCE, OUT, compression)``
+    A WAL database whose file holds a whole read transaction's snapshot is
+    read from that file inside the transaction, straight into the compressor
+    and the hash, while the checks, row counts and foreign-key count run on
+    the same transaction: no copy. None when the file does not hold it (then
+    ``take_snapshot`` and ``pack``). Both give the same bytes.
+
 ``pack(SNAPSHOT, OUT, compression)``
     Streams the snapshot through the compressor into OUT, hashing the
     uncompressed and the compressed stream on the way (each file is read
@@ -33,10 +40,12 @@ import os
 import shutil
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Callable
 
 from sqlite_ops import fkcheck, hashing, integrity
 from sqlite_ops.catalog import MANIFEST_FORMAT, WRITTEN, iso_utc, manifest_problem
@@ -148,18 +157,63 @@ def file_ownership(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _make_self_contained(path: str | os.PathLike[str]) -> None:
     """Leave the copy in DELETE mode: the backup API keeps a WAL source's header
-    bytes, and a file that says WAL would grow -wal/-shm files when opened."""
-    with open(path, "rb") as handle:
-        header = handle.read(20)
-    if len(header) == 20 and header[18:20] == b"\x01\x01":
-        return
-    conn = sqlite3.connect(os.fspath(path), isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode=DELETE").fetchone()
-    except sqlite3.Error as exc:
-        raise _classify(exc, "cannot finish the snapshot") from None
-    finally:
-        conn.close()
+    bytes, and a file that says WAL would grow -wal/-shm files when opened.
+
+    The header is rewritten in place (:func:`self_contained_header`), as
+    ``PRAGMA journal_mode=DELETE`` would rewrite it, but without opening the
+    copy in WAL mode and syncing it: the private copy is only read again (and
+    then removed), so it need never reach the disk."""
+    with open(path, "r+b") as handle:
+        header = handle.read(HEADER_BYTES)
+        fixed = self_contained_header(header)
+        if fixed != header:
+            os.pwrite(handle.fileno(), fixed, 0)
+
+
+# ---------------------------------------------------------------------------
+# The header of page 1, as SQLite's own copy would have it
+# ---------------------------------------------------------------------------
+
+HEADER_BYTES = 100
+_CHANGE_COUNTER, _PAGE_COUNT, _SCHEMA_COOKIE = 24, 28, 40
+_VERSION_VALID_FOR, _LIBRARY_VERSION = 92, 96
+_VERSION_NUMBER = (sqlite3.sqlite_version_info[0] * 1_000_000
+                   + sqlite3.sqlite_version_info[1] * 1_000 + sqlite3.sqlite_version_info[2])
+
+
+def _put(header: bytearray, offset: int, value: int) -> None:
+    header[offset:offset + 4] = value.to_bytes(4, "big")
+
+
+def backup_api_header(header: bytes, page_count: int) -> bytes:
+    """The first 100 bytes of page 1 of a fresh copy made by the backup API
+    from a database whose page 1 starts with ``header``: the destination's own
+    change counter, version-valid-for and schema cookie (1: its first
+    transaction), its page count, and this library's version number; every
+    other byte is the source's (the journal-mode bytes 18-19 included)."""
+    fixed = bytearray(header[:HEADER_BYTES])
+    for offset, value in ((_CHANGE_COUNTER, 1), (_PAGE_COUNT, page_count),
+                          (_SCHEMA_COOKIE, 1), (_VERSION_VALID_FOR, 1),
+                          (_LIBRARY_VERSION, _VERSION_NUMBER)):
+        _put(fixed, offset, value)
+    return bytes(fixed)
+
+
+def self_contained_header(header: bytes) -> bytes:
+    """``header`` (page 1's first 100 bytes) after ``PRAGMA journal_mode=DELETE``
+    on a file that says WAL: bytes 18-19 back to 1 (rollback journal), and
+    the commit that wrote them counted (change counter + 1, version-valid-for
+    equal to it, this library's version number). Unchanged when the file
+    already says rollback journal."""
+    if header[18:20] == b"\x01\x01":
+        return bytes(header)
+    fixed = bytearray(header)
+    fixed[18:20] = b"\x01\x01"
+    counter = int.from_bytes(header[_CHANGE_COUNTER:_CHANGE_COUNTER + 4], "big") + 1
+    for offset, value in ((_CHANGE_COUNTER, counter), (_VERSION_VALID_FOR, counter),
+                          (_LIBRARY_VERSION, _VERSION_NUMBER)):
+        _put(fixed, offset, value)
+    return bytes(fixed)
 
 
 # ---------------------------------------------------------------------------
@@ -263,7 +317,7 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
 
 def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, total: int,
               quiet: bool) -> dict[str, Any]:
-    command = [*compressor_command(compression), "--", snapshot]
+    """The compressor reads the snapshot file itself; a thread hashes it meanwhile."""
     source: dict[str, Any] = {}
 
     def hash_source() -> None:
@@ -272,16 +326,32 @@ def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, tota
         except OSError as exc:
             source["error"] = exc
 
-    hasher = threading.Thread(target=hash_source, daemon=True)
+    facts = _run_compressor([*compressor_command(compression), "--", snapshot], out,
+                            compression, total, quiet, side=hash_source,
+                            probe=lambda pid: _read_position(pid, snapshot))
+    if "error" in source:
+        raise OpsError(EX_FAIL, f"cannot read {snapshot}: {source['error'].strerror}")
+    return {**facts, "db_sha256": source["digest"], "db_size_bytes": source["size"]}
+
+
+def _run_compressor(command: list[str], out: str | os.PathLike[str], compression: str,
+                    total: int, quiet: bool, *, side: Callable[..., None],
+                    probe: Callable[[int], Callable[[], int]], feeds: bool = False,
+                    ) -> dict[str, Any]:
+    """Run the compressor ``command``, hashing its output as it is written to
+    ``out`` (fsynced), while ``side`` runs in a thread beside it: given the
+    compressor's stdin when ``feeds`` (it must write the input and close it),
+    else nothing. Returns ``sha256`` and ``size_bytes`` of ``out``."""
     out_digest, out_size = hashing.new(), 0
     with open(out, "wb") as dst:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE if feeds else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout and proc.stderr
-        hasher.start()
+        helper = threading.Thread(target=side, args=(proc.stdin,) if feeds else (), daemon=True)
+        helper.start()
         try:
             with Progress(f"compressing ({compression})", total, prog=PROG, quiet=quiet,
-                          probe=_read_position(proc.pid, snapshot)) as bar:
+                          probe=probe(proc.pid)) as bar:
                 while block := proc.stdout.read(hashing.CHUNK):
                     out_digest.update(block)
                     out_size += len(block)
@@ -298,14 +368,253 @@ def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, tota
         finally:
             stderr = proc.stderr.read().decode(errors="replace").strip()
             proc.wait()
-            hasher.join()
+            helper.join()
     if proc.returncode != 0:
         detail = stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}"
         raise OpsError(EX_FAIL, f"{command[0]} failed: {detail}")
-    if "error" in source:
-        raise OpsError(EX_FAIL, f"cannot read {snapshot}: {source['error'].strerror}")
-    return {"sha256": out_digest.hexdigest(), "size_bytes": out_size,
-            "db_sha256": source["digest"], "db_size_bytes": source["size"]}
+    return {"sha256": out_digest.hexdigest(), "size_bytes": out_size}
+
+
+# ---------------------------------------------------------------------------
+# stream: a WAL database's own file, straight into the compressor
+# ---------------------------------------------------------------------------
+
+# A WAL database whose every committed frame is already checkpointed into the
+# database file (the WAL-index's nBackfill equals its mxFrame) holds a read
+# transaction's whole snapshot in that file, and keeps it there for as long as
+# the transaction lasts: a checkpoint never copies a frame newer than the
+# oldest reader's snapshot into the file (and one that reads the file alone
+# blocks every copy). So inside that one read transaction the file's pages go
+# straight into the compressor and the hash, while quick_check (or
+# integrity_check), the row counts and the foreign-key count run on the same
+# transaction's connection: no temp copy of the database is written, and
+# writers go on committing into the WAL meanwhile.
+#
+# Whether the file holds the whole snapshot is read from the WAL-index (the
+# -shm file; layout in SQLite's "WAL-mode File Format"): its header, which
+# every commit changes, must read the same just before and just after the
+# transaction starts (so no commit came in between and the transaction saw
+# that header), and then say every frame is backfilled. A passive checkpoint
+# first (it never blocks a writer) makes that the usual case. Anything else (a
+# reader the checkpoint cannot pass, a commit in between every time, an
+# unreadable index, a rollback-journal database, whose readers would hold
+# writers off for the whole compression) takes the backup API into a temp
+# copy instead (take_snapshot): the same content, byte for byte.
+
+SNAPSHOT_METHODS = ("file", "backup-api")
+PIN_ATTEMPTS = 5
+_WAL_INDEX_BYTES = 136  # two 48-byte header copies, then the checkpoint info
+_WAL_INDEX_VERSION = 3007000
+PENDING_BYTE = 0x40000000  # the page holding it is never used; a copy has zeros there
+
+
+def _wal_index(db: str) -> tuple[bytes, int, int] | None:
+    """(header, mxFrame, nBackfill) from ``db``'s WAL-index; None when it
+    cannot be read, or its two header copies differ (a commit mid-write)."""
+    try:
+        with open(db + "-shm", "rb") as handle:
+            data = handle.read(_WAL_INDEX_BYTES)
+    except OSError:
+        return None
+    if len(data) < _WAL_INDEX_BYTES or data[:48] != data[48:96]:
+        return None
+    version, = struct.unpack_from("=I", data, 0)
+    if version != _WAL_INDEX_VERSION or data[12] != 1:  # iVersion, isInit
+        return None
+    mx_frame, = struct.unpack_from("=I", data, 16)
+    backfilled, = struct.unpack_from("=I", data, 96)
+    return data[:48], mx_frame, backfilled
+
+
+def _checkpoint(db: str, busy_timeout_ms: int) -> None:
+    """PRAGMA wal_checkpoint(PASSIVE): copies what it can of the WAL into the
+    database file without waiting for, or holding up, any reader or writer."""
+    try:
+        conn = sqlite3.connect(f"{readonly_uri(db)[:-len('?mode=ro')]}?mode=rw", uri=True,
+                               timeout=busy_timeout_ms / 1000, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # then the WAL-index says what is not in the file, and the copy is taken
+
+
+def _pin(conn: sqlite3.Connection, db: str, busy_timeout_ms: int) -> bool:
+    """Begin a read transaction on ``conn`` whose whole snapshot is in ``db``'s
+    own file (see above); False, with no transaction open, when none could be
+    had in ``PIN_ATTEMPTS`` tries."""
+    for _ in range(PIN_ATTEMPTS):
+        _checkpoint(db, busy_timeout_ms)
+        before = _wal_index(db)
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot starts
+        after = _wal_index(db)
+        if before is not None and after is not None and before[0] == after[0] \
+                and after[1] == after[2]:
+            return True
+        conn.execute("COMMIT")
+    return False
+
+
+class _Pages:
+    """The bytes of a backup-API copy of the pinned snapshot, read from the
+    database file: page 1 with the header such a copy gets (made
+    self-contained, as take_snapshot leaves it), then the file's pages, the
+    pending-byte page as zeros."""
+
+    def __init__(self, fd: int, page_size: int, page_count: int) -> None:
+        self.fd, self.page_size, self.size = fd, page_size, page_size * page_count
+        first = os.pread(fd, page_size, 0)
+        if len(first) != page_size:
+            raise OSError(5, "the database file is shorter than its header says")
+        header = self_contained_header(backup_api_header(first, page_count))
+        self.first = header + first[HEADER_BYTES:]
+        self.done = 0
+
+    def blocks(self) -> Iterator[bytes]:
+        yield self.first
+        offset = self.page_size
+        while offset < self.size:
+            block = os.pread(self.fd, min(hashing.CHUNK, self.size - offset), offset)
+            if not block:
+                raise OSError(5, "the database file is shorter than its header says")
+            if offset <= PENDING_BYTE < offset + len(block):
+                at = PENDING_BYTE - offset
+                block = block[:at] + bytes(self.page_size) + block[at + self.page_size:]
+            yield block
+            offset += len(block)
+
+
+def stream(source: str, out: str | os.PathLike[str], compression: str, *,
+           busy_timeout_ms: int = 5000, quiet: bool = True, check: str = "full",
+           fk_accept: str = "") -> dict[str, Any] | None:
+    """Back up the live WAL database ``source`` into ``out`` without a temp
+    copy, when its file holds a whole read transaction's snapshot (see above);
+    None when it does not (nothing was written: take the copy instead).
+
+    Returns take_snapshot's, pack's and describe's facts together, with
+    ``snapshot_method`` "file". The content is byte for byte the backup-API
+    copy take_snapshot would have made of the same transaction. OpsError as
+    pack's when the check fails or the compressor does.
+    """
+    if roll_back_hot_journal(source, busy_timeout_ms):
+        print(f"{PROG}: warning: rolled back the hot journal of {source} (a writer was killed "
+              "mid-transaction; its uncommitted changes were discarded, as SQLite does)",
+              file=sys.stderr)
+    try:
+        conn = sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
+                               isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _classify(exc, f"cannot open {source}") from None
+    try:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal" \
+                    or not _pin(conn, source, busy_timeout_ms):
+                return None
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise _classify(exc, f"snapshot of {source} failed") from None
+        with open(source, "rb") as handle:
+            pages = _Pages(handle.fileno(), page_size, page_count)
+            facts = _pack_pinned(conn, pages, source, out, compression, quiet=quiet,
+                                 check=check, fk_accept=fk_accept)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return {"journal_mode": "wal", "page_size": page_size,
+            "sqlite_version": sqlite3.sqlite_version, **file_ownership(source),
+            "snapshot_method": "file", **facts}
+
+
+def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
+                 out: str | os.PathLike[str], compression: str, *, quiet: bool, check: str,
+                 fk_accept: str) -> dict[str, Any]:
+    """pack and describe for a pinned snapshot: the pages through the hash into
+    the compressor (or straight into ``out`` for ``none``), while a thread runs
+    the check, the row counts and the foreign-key count on ``conn``."""
+    pragma = CHECK_PRAGMA[check]
+    found: dict[str, Any] = {}
+
+    def examine() -> None:
+        try:
+            found["rows"] = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+            if found["rows"] == ["ok"]:
+                found["described"] = describe_connection(conn, fk_accept,
+                                                         f"cannot read {source}")
+        except BaseException as exc:  # reported below; an interrupt stops it
+            found["error"] = exc
+
+    digest = hashing.new()
+    fed: dict[str, Any] = {}
+
+    def feed(sink: BinaryIO) -> None:
+        try:
+            for block in pages.blocks():
+                digest.update(block)
+                sink.write(block)
+                pages.done += len(block)
+        except BrokenPipeError:
+            fed["stopped"] = True  # the compressor stopped: its exit status says why
+        except BaseException as exc:  # reported below: nothing short is ever published
+            fed["error"] = exc
+        finally:
+            try:
+                sink.close()
+            except OSError:
+                pass
+
+    examiner = threading.Thread(target=examine, daemon=True)
+    examiner.start()
+    try:
+        if compression == "none":
+            with open(out, "wb") as dst, \
+                    Progress("copying", pages.size, prog=PROG, quiet=quiet,
+                             probe=lambda: pages.done) as bar:
+                feed(_Unclosed(dst))
+                dst.flush()
+                os.fsync(dst.fileno())
+                bar.complete()
+            facts = {"sha256": digest.hexdigest(), "size_bytes": pages.done}
+        else:
+            facts = _run_compressor(compressor_command(compression), out, compression,
+                                    pages.size, quiet, side=feed, feeds=True,
+                                    probe=lambda pid: lambda: pages.done)
+        if "error" in fed:
+            exc = fed["error"]
+            raise OpsError(EX_FAIL, f"cannot read {source}: "
+                                    f"{getattr(exc, 'strerror', None) or exc}")
+        if pages.done != pages.size:
+            raise OpsError(EX_FAIL, f"internal error: {pages.done} of {pages.size} bytes of "
+                                    f"{source} were packed")
+        with Progress(pragma, prog=PROG, quiet=quiet or not examiner.is_alive()):
+            examiner.join()
+    except BaseException:
+        conn.interrupt()  # a check nobody waits for must not hold the transaction
+        examiner.join()
+        raise
+    if "error" in found:
+        exc = found["error"]
+        if isinstance(exc, OpsError):
+            raise exc
+        raise _classify(exc, f"cannot read {source}") if isinstance(exc, sqlite3.Error) else exc
+    if found["rows"] != ["ok"]:
+        raise _check_failed(source, found["rows"], pragma)
+    facts.update(db_sha256=digest.hexdigest(), db_size_bytes=pages.done)
+    if check == "full":
+        facts["integrity_check"] = integrity.record(facts["db_sha256"])
+    return {**facts, **found["described"]}
+
+
+class _Unclosed:
+    """A file ``feed`` writes into and may close: the caller closes it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.write = handle.write
+
+    def close(self) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------
@@ -316,17 +625,27 @@ def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, tota
 
 
 def describe(snapshot: str | os.PathLike[str], fk_accept: str = "") -> dict[str, Any]:
+    """:func:`describe_connection` of the snapshot file ``snapshot``."""
+    conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
+    try:  # no mmap: the backup's memory stays flat whatever the database's size
+        return describe_connection(conn, fk_accept, f"cannot read the snapshot {snapshot}")
+    finally:
+        conn.close()
+
+
+def describe_connection(conn: sqlite3.Connection, fk_accept: str = "",
+                        what: str = "cannot read the database") -> dict[str, Any]:
     """Row counts per table, page size, schema version and the foreign-key
     violations (sqlite_ops.fkcheck: the rows PRAGMA foreign_key_check would
-    report; None, with the error, when it cannot run) of a snapshot.
+    report; None, with the error, when it cannot run) of what ``conn`` reads
+    (inside the caller's read transaction, if it holds one).
 
     With violations, ``foreign_key_violations_by_table`` names the child
     tables, and ``foreign_key_violations_accepted`` says how many of them
     ``fk_accept`` (FK_ACCEPT) covers.
     """
     accepted = fkcheck.parse_accept(fk_accept)
-    conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
-    try:  # no mmap: the backup's memory stays flat whatever the database's size
+    try:
         tables = table_counts(conn)
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         version = schema_version(conn)
@@ -334,9 +653,7 @@ def describe(snapshot: str | os.PathLike[str], fk_accept: str = "") -> dict[str,
         # restore then knows the violations are the database's own, not damage.
         fks = fkcheck.check(conn)
     except sqlite3.Error as exc:
-        raise _classify(exc, f"cannot read the snapshot {snapshot}") from None
-    finally:
-        conn.close()
+        raise _classify(exc, what) from None
     found: dict[str, Any] = {"tables": tables, "page_size": page_size,
                              "schema_version": version, "foreign_key_violations": fks.count}
     if fks.count is None:

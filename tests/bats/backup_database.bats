@@ -542,13 +542,37 @@ PY
   backup --db "$WORK/big.db" --compress none
   assert_status 1
   assert_contains "$stderr" "not enough free space"
-  # Fill the disk so only the snapshot fits, then the packing step hits ENOSPC.
+  # A WAL database's backup writes no copy of it, only the packed file: with
+  # room for the early check, a compressor that writes more than is left
+  # makes the backup's own write of the packed file hit ENOSPC.
   make_big_db "$WORK/mid.db" 3 wal
+  fill_to_leave $(($(stat -c %s "$WORK/mid.db") + 300000))
+  mkdir -p "$WORK/bin"
+  printf '#!/bin/sh\ncat >/dev/null\nexec head -c 20000000 /dev/zero\n' >"$WORK/bin/gzip"
+  chmod +x "$WORK/bin/gzip"
+  PATH="$WORK/bin:$PATH" backup --db "$WORK/mid.db" --compress gzip
+  assert_status 1
+  assert_contains "$stderr" "No space left on device"
+  assert_no_trace
+  # A rollback-journal database's backup copies it first (beside the backup):
+  # leave room for that copy but not for the packed file too.
+  rm -f "$TMPFS/filler"
+  make_big_db "$WORK/mid2.db" 3 delete
+  fill_to_leave $(($(stat -c %s "$WORK/mid2.db") + 300000))
+  backup --db "$WORK/mid2.db" --compress gzip
+  assert_status 1
+  assert_no_trace
+}
+
+# fill_to_leave BYTES: a filler file in $TMPFS leaves about BYTES free.
+fill_to_leave() {
   local free
   free=$(df -P -B1 "$TMPFS" | awk 'NR==2 {print $4}')
-  fallocate -l $((free - $(stat -c %s "$WORK/mid.db") - 300000)) "$TMPFS/filler"
-  backup --db "$WORK/mid.db" --compress gzip
-  assert_status 1
+  fallocate -l $((free - $1)) "$TMPFS/filler"
+}
+
+# assert_no_trace: one error line, the earlier backups as they were, no temps.
+assert_no_trace() {
   assert_equal "$(printf '%s\n' "$stderr" | grep -vc ': info: ')" 1 "error lines"
   assert_equal "$(published)" "$before" "backups"
   assert_equal "$(find "$DIR" -name '.*' | wc -l)" 0 "temp files"

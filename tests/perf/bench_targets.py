@@ -14,6 +14,7 @@ BENCH_MB. Prints one Markdown table; asserts nothing about time.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -126,6 +127,35 @@ class Writer(threading.Thread):
         conn.close()
 
 
+def under_writer(live: Path, env: dict[str, str], before) -> tuple[float, float, float, str]:
+    """(median backup seconds, commits/s, p99 commit ms, the last backup's
+    snapshot_method) while Writer commits."""
+    writer = Writer(live)
+    writer.start()
+    time.sleep(0.5)
+    seconds = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=before)
+    writer.stop.set()
+    writer.join()
+    lat = sorted(writer.latencies)
+    p99 = lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
+    manifests = sorted(Path(env["BACKUP_DIR"]).glob("*.manifest.json"))
+    method = json.loads(manifests[-1].read_text())["snapshot_method"] if manifests else "-"
+    return seconds, len(lat) / (RUNS * seconds + 0.5), p99, method
+
+
+def copy_only_path(work: Path) -> str:
+    """A PYTHONPATH whose sitecustomize turns the streaming off: every backup
+    takes the backup API's temp copy."""
+    site = work / "copy-only"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(REPO / 'lib')!r})\n"
+        "from sqlite_ops import snapshot\n"
+        "snapshot.stream = lambda *args, **kwargs: None\n", encoding="utf-8")
+    return str(site)
+
+
 def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], dict]:
     live, backups = work / f"{shape}.db", work / f"backups-{shape}"
     for suffix in ("", "-wal", "-shm"):
@@ -141,15 +171,12 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
         shutil.rmtree(backups, ignore_errors=True)
 
     backup_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=clear)
-    writer = Writer(live)
-    writer.start()
-    time.sleep(0.5)
-    loaded_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=clear)
-    writer.stop.set()
-    writer.join()
-    lat = sorted(writer.latencies)
-    p99 = lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
-    rate = len(lat) / (RUNS * loaded_s + 0.5)
+    loaded_s, rate, p99, method = under_writer(live, env, clear)
+    # Side by side: the same backups through the backup API's temp copy (the
+    # fallback, and the only method before the file was streamed).
+    copy_env = {**env, "PYTHONPATH": copy_only_path(work)}
+    copy_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=copy_env, before=clear)
+    copy_loaded_s, copy_rate, copy_p99, _ = under_writer(live, copy_env, clear)
     # INTEGRITY_CHECK=drill: quick_check in the backup, the full check in the
     # drill right after, which records it (each drill gets a fresh backup).
     deferred = [BACKUP, "--quiet", "--integrity-check", "drill"]
@@ -185,8 +212,14 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     rows = [
         [shape, f"compression floor ({size:.0f} MiB)", floor, "1.00x", "", ""],
         [shape, "backup, idle", *ratio(backup_s, 1.6)],
-        [shape, f"backup, writer at {rate:.0f} commits/s (p99 commit {p99:.0f} ms)",
+        [shape, f"backup, writer at {rate:.0f} commits/s (p99 commit {p99:.0f} ms; "
+                f"snapshot {method})",
          *ratio(loaded_s, 1.6)],
+        [shape, "backup through the backup API's temp copy, idle", copy_s,
+         f"{copy_s / floor:.2f}x", "", ""],
+        [shape, f"backup through the temp copy, writer at {copy_rate:.0f} commits/s "
+                f"(p99 commit {copy_p99:.0f} ms)", copy_loaded_s, f"{copy_loaded_s / floor:.2f}x",
+         "", ""],
         [shape, "backup, INTEGRITY_CHECK=drill (quick_check), idle", *ratio(drill_mode_s, 1.6)],
         [shape, "drill that records the check (INTEGRITY_CHECK=drill)", recording_s,
          f"{recording_s / floor:.2f}x", "", ""],

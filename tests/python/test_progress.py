@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import sqlite3
 import subprocess
 
 from opsenv import make_db
@@ -116,12 +117,19 @@ def test_backup_and_restore_draw_progress_on_a_terminal_only(tmp_path):
     backup = str(REPO_ROOT / "scripts" / "backup_database.sh")
     restore = str(REPO_ROOT / "scripts" / "restore_database.sh")
 
-    code, out, err = run_on_a_pty([backup], env)
-    assert code == 0, err
-    for step in ("snapshot: ", "compressing (zstd): "):
-        assert f"\r\x1b[Kbackup_database.sh: {step}" in err, err
-    assert re.search(r"compressing \(zstd\): [^\r]*\(100%\)", err), err  # the last state
-    assert "Backup completed:" in out
+    # A rollback-journal database is copied first (a "snapshot" step), a WAL
+    # one streamed straight into the compressor; the last one is kept below.
+    for mode, steps in (("delete", ("snapshot: ", "compressing (zstd): ")),
+                        ("wal", ("compressing (zstd): ",))):
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute(f"PRAGMA journal_mode={mode}").fetchall()
+        conn.close()
+        code, out, err = run_on_a_pty([backup], env)
+        assert code == 0, err
+        for step in steps:
+            assert f"\r\x1b[Kbackup_database.sh: {step}" in err, err
+        assert re.search(r"compressing \(zstd\): [^\r]*\(100%\)", err), err  # the last state
+        assert "Backup completed:" in out
 
     code, _, err = run_on_a_pty([restore, "--verify", "latest"], env)
     assert code == 0, err

@@ -1,0 +1,240 @@
+"""Tests for snapshot.stream: a WAL database's own file, read inside one read
+transaction, straight into the compressor (no temp copy), and the backup-API
+copy it falls back to. The content must be byte for byte what the backup API
+copies of the same transaction, and no commit or checkpoint by another
+connection may change what it reads."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from opsenv import index_out_of_step, make_db
+
+from sqlite_ops import backup, restore, snapshot
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError
+
+
+def content(backup_file: Path) -> bytes:
+    """The database inside a backup file (zstd or plain)."""
+    if backup_file.read_bytes()[:4] == b"\x28\xb5\x2f\xfd":
+        return subprocess.run(["zstd", "-q", "-d", "-c", str(backup_file)], check=True,
+                              stdout=subprocess.PIPE).stdout
+    return backup_file.read_bytes()
+
+
+def api_copy(src: Path, dest: Path) -> bytes:
+    """What SQLite itself makes of ``src`` now: the backup API into a fresh
+    file, then PRAGMA journal_mode=DELETE on it (SQLite rewriting the header)."""
+    s = sqlite3.connect(src)
+    d = sqlite3.connect(dest, isolation_level=None)
+    d.execute("PRAGMA journal_mode=OFF")
+    s.backup(d)
+    d.close()
+    s.close()
+    d = sqlite3.connect(dest, isolation_level=None)
+    assert d.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    d.close()
+    return dest.read_bytes()
+
+
+def count(db: Path | str, table: str = "devices") -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def shaped(path: Path, page_size: int, auto_vacuum: str) -> Path:
+    """A WAL database with free pages, a schema cookie far from 1, and a
+    change counter far from the copy's."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA page_size={page_size}")
+    conn.execute(f"PRAGMA auto_vacuum={auto_vacuum}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    for i in range(30):
+        conn.execute(f"CREATE TABLE t{i}(id INTEGER PRIMARY KEY, v TEXT)")
+    for i in range(10):
+        conn.execute(f"DROP TABLE t{i}")
+    conn.executemany("INSERT INTO t20(v) VALUES (?)", [(f"row {i}" * 20,) for i in range(3000)])
+    conn.execute("DELETE FROM t20 WHERE id % 3 = 0")
+    conn.execute("CREATE INDEX t20_v ON t20(v)")
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize(("page_size", "auto_vacuum"),
+                         [(1024, "NONE"), (4096, "NONE"), (4096, "FULL"), (65536, "INCREMENTAL")])
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_stream_is_byte_for_byte_the_backup_api_copy(tmp_path, page_size, auto_vacuum, codec):
+    src = shaped(tmp_path / "live.db", page_size, auto_vacuum)
+    out = tmp_path / "out"
+    facts = snapshot.stream(str(src), out, codec, check="full")
+    assert facts is not None and facts["snapshot_method"] == "file"
+    expected = api_copy(src, tmp_path / "api.db")
+    assert content(out) == expected
+    assert facts["db_sha256"] == hashlib.sha256(expected).hexdigest()
+    assert facts["db_size_bytes"] == len(expected)
+    assert facts["tables"]["t20"] == 2000
+    assert facts["integrity_check"]["db_sha256"] == facts["db_sha256"]
+
+
+def test_the_fallback_copy_is_byte_for_byte_the_backup_api_copy(tmp_path):
+    """take_snapshot rewrites the header itself instead of letting SQLite open
+    the copy in WAL mode: the bytes must be the same as SQLite's."""
+    src = shaped(tmp_path / "live.db", 4096, "NONE")
+    dest = tmp_path / "snap.db"
+    snapshot.take_snapshot(src, dest)
+    assert dest.read_bytes() == api_copy(src, tmp_path / "api.db")
+
+
+def test_commits_and_checkpoints_during_the_stream_change_nothing_it_reads(tmp_path, monkeypatch):
+    """While the stream reads the file, another connection commits (the WAL
+    restarts, pages are rewritten) and checkpoints: the backup holds the
+    database as it was when its transaction began."""
+    src = make_db(tmp_path / "live.db", 2000)
+    writer = sqlite3.connect(src, timeout=0, isolation_level=None, check_same_thread=False)
+    blocks = snapshot._Pages.blocks
+
+    def interleaved(self):
+        for i, block in enumerate(blocks(self)):
+            yield block
+            if i == 0:  # page 1 is out; the rest of the file is still to be read
+                writer.execute("UPDATE devices SET ip = 'rewritten'")
+                writer.execute("DELETE FROM services WHERE id % 2 = 0")
+                writer.execute("INSERT INTO devices(ip) SELECT ip FROM devices")
+                for mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+                    try:
+                        writer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+                    except sqlite3.OperationalError:
+                        pass  # busy: it may not pass the backup's transaction
+
+    monkeypatch.setattr(snapshot._Pages, "blocks", interleaved)
+    out = tmp_path / "out.zst"
+    facts = snapshot.stream(str(src), out, "zstd", check="full")
+    writer.close()
+    assert facts is not None and facts["snapshot_method"] == "file"
+    assert facts["tables"] == {"devices": 2000, "services": 2000}
+    restored = tmp_path / "restored.db"
+    restored.write_bytes(content(out))
+    conn = sqlite3.connect(restored)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.execute("SELECT count(*), count(DISTINCT ip) FROM devices").fetchone() == (2000,
+                                                                                          2000)
+    assert conn.execute("SELECT count(*) FROM services").fetchone()[0] == 2000
+    conn.close()
+    assert count(src) == 4000  # the writes did land, after the backup's snapshot
+
+
+def test_a_reader_the_checkpoint_cannot_pass_means_the_copy(tmp_path):
+    """A reader holding an older snapshot keeps the newest commits out of the
+    file: the stream declines, and the backup takes the backup API's copy,
+    newest commit included."""
+    src = make_db(tmp_path / "live.db", 10)
+    reader = sqlite3.connect(src, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM devices").fetchall()
+    writer = sqlite3.connect(src, isolation_level=None)
+    writer.execute("INSERT INTO devices(ip) VALUES ('newest')")
+    writer.close()
+    assert snapshot.stream(str(src), tmp_path / "out.zst", "zstd") is None
+    assert not (tmp_path / "out.zst").exists()
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    result = backup.take_backup(str(src), str(dest), compression="zstd")
+    reader.close()
+    assert result.manifest["snapshot_method"] == "backup-api"
+    assert result.manifest["tables"]["devices"] == 11
+    restored = tmp_path / "restored.db"
+    restored.write_bytes(content(Path(result.path)))
+    assert count(restored) == 11
+
+
+def test_a_rollback_journal_database_is_copied_not_streamed(tmp_path):
+    """Its readers hold writers off: the short copy, not the whole compression."""
+    src = make_db(tmp_path / "live.db", 10, "delete")
+    assert snapshot.stream(str(src), tmp_path / "out.zst", "zstd") is None
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    result = backup.take_backup(str(src), str(dest), compression="zstd")
+    assert result.manifest["snapshot_method"] == "backup-api"
+
+
+def test_a_streamed_backup_under_a_steady_writer_verifies(tmp_path):
+    """Commits go on during the backup (WAL): it completes, and its content,
+    manifest and row counts agree (restore's own verification)."""
+    src = make_db(tmp_path / "live.db", 5000)
+    stop = threading.Event()
+
+    def write() -> None:
+        conn = sqlite3.connect(src, timeout=30, isolation_level=None)
+        while not stop.is_set():
+            conn.execute("INSERT INTO devices(ip) VALUES ('w')")
+        conn.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    try:
+        results = [backup.take_backup(str(src), str(dest), compression="zstd")
+                   for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join()
+    for result in results:
+        report = restore.verify_backup(result.path, tmp_path / "work.db")
+        assert report.tables == result.manifest["tables"]
+        assert count(tmp_path / "work.db") == result.manifest["tables"]["devices"]
+        (tmp_path / "work.db").unlink()
+
+
+def test_a_streamed_backup_of_a_damaged_database_is_an_integrity_error(tmp_path):
+    src = index_out_of_step(make_db(tmp_path / "live.db", 10))
+    with pytest.raises(OpsError) as caught:
+        snapshot.stream(str(src), tmp_path / "out.zst", "zstd", check="full")
+    assert caught.value.code == EX_INTEGRITY
+    assert "integrity_check" in caught.value.message
+
+
+def test_the_pending_byte_page_reads_as_zeros(tmp_path, monkeypatch):
+    """SQLite never uses the page holding the lock byte at 1 GiB, and the backup
+    API never writes it: the stream gives zeros there whatever the file holds."""
+    src = make_db(tmp_path / "live.db", 500)
+    pages = sqlite3.connect(src).execute("PRAGMA page_count").fetchone()[0]
+    assert pages > 4
+    monkeypatch.setattr(snapshot, "PENDING_BYTE", 3 * 4096)
+    raw = src.read_bytes()
+    with open(src, "rb") as handle:
+        streamed = b"".join(snapshot._Pages(handle.fileno(), 4096, pages).blocks())
+    assert len(streamed) == pages * 4096
+    assert streamed[3 * 4096:4 * 4096] == bytes(4096)
+    assert streamed[4096:3 * 4096] == raw[4096:3 * 4096]
+    assert streamed[4 * 4096:] == raw[4 * 4096:pages * 4096]
+
+
+def test_a_read_error_mid_stream_publishes_nothing(tmp_path, monkeypatch):
+    """The file fails to read half-way: exit 1 naming it, and no backup (a
+    short stream must never pass for a whole one)."""
+    src = make_db(tmp_path / "live.db", 2000)
+    blocks = snapshot._Pages.blocks
+
+    def failing(self):
+        for i, block in enumerate(blocks(self)):
+            if i == 1:  # after page 1
+                raise OSError(5, "Input/output error")
+            yield block
+
+    monkeypatch.setattr(snapshot._Pages, "blocks", failing)
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    with pytest.raises(OpsError) as caught:
+        backup.take_backup(str(src), str(dest), compression="zstd")
+    assert caught.value.code == EX_FAIL
+    assert f"cannot read {src}: Input/output error" in caught.value.message
+    assert list(dest.iterdir()) == []
