@@ -19,11 +19,19 @@ prunes files whose manifest names its host, its database's name and its
 database's path.
 
 What each remote holds is recorded locally, in ``BACKUP_DIR/.offsite/<name>.json``,
-after each verified upload: file name, SHA-256, size and how the copy was checked.
-A sync re-reads the remote's listing every run and forgets what is gone or has the
-wrong size, so the record never vouches for more than the remote shows. The local
-prune reads it: a backup not recorded on every remote is still pending and is
-never pruned.
+after each verified upload: file name, SHA-256, size, how the copy was checked and
+the SHA-256 of the manifest text uploaded. A sync re-reads the remote's listing
+every run and forgets what is gone or has the wrong size, so the record never
+vouches for more than the remote shows. The local prune reads it: a backup not
+recorded on every remote is still pending and is never pruned.
+
+A copy counts by its data file's SHA-256 and size, not by its manifest. When the
+drill (INTEGRITY_CHECK=drill) adds its ``integrity_check`` record to the local
+manifest after the copy went offsite, the next sync sees the local manifest's
+hash differ from the recorded one (a local comparison: the nothing-to-do sync
+still costs one listing) and uploads the manifest again, never the data file, with
+the same read-back check. A manifest that changed in anything else is left as it
+was on the remote, with a warning.
 
 How a copy is checked: with the strongest hash the backend computes (sha256,
 else sha1, else md5: rclone's sftp backend offers md5 and sha1, crypt none)
@@ -86,6 +94,9 @@ from sqlite_ops.common import (
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
 RECORD_FORMAT = 1
+# What the drill adds to a manifest after the backup (catalog.add_integrity_record):
+# the only change a sync sends again on its own.
+DRILL_FIELDS = ("integrity_check",)
 HASH_PREFERENCE = ("sha256", "sha1", "md5")  # strongest first
 
 # rclone settings this toolkit chooses unless the user set them (RCLONE_* variables
@@ -548,7 +559,10 @@ class RcloneDaemon(Rclone):
 @dataclass
 class Record:
     """``BACKUP_DIR/.offsite/<name>.json``: per remote directory, the copies this
-    host uploaded and verified (file -> sha256, size_bytes, verified_by, uploaded_at)."""
+    host uploaded and verified (file -> sha256, size_bytes, verified_by, uploaded_at,
+    and ``manifest_digests()`` of the manifest uploaded: absent in entries recorded
+    by older versions, and for copies found on the remote without a record, whose
+    manifest's content is unknown)."""
 
     path: Path
     remotes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -637,10 +651,18 @@ class RemoteResult:
     directory: str
     uploaded: list[str] = field(default_factory=list)
     present: int = 0
+    manifests_updated: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     pending: int = 0
     newest: float | None = None
     error: OpsError | None = None
+
+
+def _drill_record(manifest: dict[str, Any]) -> bool:
+    """The manifest holds the drill's passed integrity_check of its own content."""
+    check = manifest.get("integrity_check")
+    return (isinstance(check, dict) and check.get("checked_by") == "drill"
+            and check.get("result") == "ok" and check.get("db_sha256") == manifest.get("db_sha256"))
 
 
 def _local_hashes(path: Path, kinds: tuple[str, ...], out: dict[str, Any]) -> None:
@@ -684,6 +706,8 @@ class Syncer:
             for backup in wanted:  # newest first: the freshest data leaves soonest
                 if self._complete(remote, directory, backup, listing):
                     result.present += 1
+                    if self._update_manifest(remote, directory, backup):
+                        result.manifests_updated.append(backup.path.name)
                 elif self.opts.dry_run:
                     print(f"Would upload: {directory}/{backup.path.name}", flush=True)
                 elif self._upload(remote, directory, backup):
@@ -787,22 +811,87 @@ class Syncer:
             raise OpsError(EX_FAIL, f"{remote}: the copy of {file} differs from the local "
                                     "backup after upload; it is not counted (no manifest "
                                     "was uploaded); the next run uploads it again")
-        manifest = dict(backup.manifest)
-        manifest["host"] = self.opts.host
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        self.rclone.put(remote, text.encode(), dest + catalog.MANIFEST_SUFFIX,
-                        self.record.path.parent)
-        self._remember(directory, backup, how)
+        self.rclone.put(remote, self.manifest_text(backup.manifest).encode(),
+                        dest + catalog.MANIFEST_SUFFIX, self.record.path.parent)
+        self._remember(directory, backup, how, self.manifest_digests(backup.manifest))
         print(f"Uploaded: {dest} ({catalog.iso_utc(backup.created_at)}, "
               f"{backup.size_bytes} bytes, verified by {how})", flush=True)
         return True
 
-    def _remember(self, directory: str, backup: catalog.Backup, how: str) -> None:
+    def _remember(self, directory: str, backup: catalog.Backup, how: str,
+                  manifest: dict[str, str] | None = None) -> None:
+        """Record a verified copy; ``manifest``: the digests of the manifest uploaded
+        with it (None: a copy found on the remote, its manifest's content unknown)."""
         self.record.copies(directory)[backup.path.name] = {
             "sha256": backup.manifest["sha256"], "size_bytes": backup.size_bytes,
             "created_at": catalog.iso_utc(backup.created_at), "verified_by": how,
-            "uploaded_at": catalog.iso_utc(time.time())}
+            "uploaded_at": catalog.iso_utc(time.time()), **(manifest or {})}
         self.record.save()
+
+    # -- the manifest of a copy already there ------------------------------
+
+    def manifest_text(self, manifest: dict[str, Any]) -> str:
+        """The manifest as a remote gets it: ``host`` set, one serialisation."""
+        return json.dumps({**manifest, "host": self.opts.host}, indent=2, sort_keys=True) + "\n"
+
+    def manifest_digests(self, manifest: dict[str, Any]) -> dict[str, str]:
+        """SHA-256 of the manifest text a remote gets, and of that text without
+        what the drill adds (DRILL_FIELDS): equal second digests mean the
+        manifests differ in the drill's record alone."""
+        without = {k: v for k, v in manifest.items() if k not in DRILL_FIELDS}
+        return {key: hashlib.sha256(self.manifest_text(m).encode()).hexdigest()
+                for key, m in (("manifest_sha256", manifest),
+                               ("manifest_sha256_without_drill", without))}
+
+    def _update_manifest(self, remote: str, directory: str, backup: catalog.Backup) -> bool:
+        """Upload the manifest of a copy already there again, and only it, when the
+        drill has since added its integrity_check record to the local one: a restore
+        from the remote then trusts that check instead of running it. The same
+        upload and read-back check as the first one. Nothing but local hashing when
+        the manifest is the one uploaded: the nothing-to-do sync makes no remote call.
+
+        An entry recorded without manifest digests (by an older version, or a copy
+        found on the remote unrecorded) cannot say what the remote manifest holds:
+        it is sent once if the local one has the drill's record. A manifest that
+        changed in anything else is not sent: the copy on the remote was proven
+        against the manifest it has (a changed ``sha256`` never gets here: the copy
+        no longer counts and the usual upload, with its check of the local file
+        against its manifest, takes over)."""
+        file = backup.path.name
+        copies = self.record.copies(directory)
+        entry, manifest = copies[file], backup.manifest
+        digests = self.manifest_digests(manifest)
+        if entry.get("manifest_sha256") == digests["manifest_sha256"]:
+            return False
+        dest = f"{directory}/{file}{catalog.MANIFEST_SUFFIX}"
+        if "manifest_sha256" not in entry:
+            if not _drill_record(manifest):
+                return False  # nothing the drill added; what the remote has is as good
+        elif (entry.get("manifest_sha256_without_drill")
+              != digests["manifest_sha256_without_drill"] or not _drill_record(manifest)):
+            self.log(f"warning: {backup.manifest_path} changed since it was uploaded, in "
+                     "more than the integrity_check record a drill adds; it is not sent "
+                     f"again: {dest} stays the manifest the copy was verified with (if the "
+                     "change is intended, delete that remote manifest and the next sync "
+                     "uploads the copy anew)")
+            return False
+        if self.opts.dry_run:
+            print(f"Would update manifest: {dest} (integrity_check recorded by the drill)",
+                  flush=True)
+            return False
+        try:
+            self.rclone.put(remote, self.manifest_text(manifest).encode(), dest,
+                            self.record.path.parent)
+        except OpsError:
+            # The remote manifest may now be missing or cut short: the copy counts
+            # again only once a sync has checked it.
+            del copies[file]
+            self.record.save()
+            raise
+        entry.update(digests)
+        self.record.save()
+        print(f"Updated manifest: {dest} (integrity_check recorded by the drill)", flush=True)
+        return True
 
     # -- remote retention --------------------------------------------------
 

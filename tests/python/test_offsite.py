@@ -355,32 +355,210 @@ def test_a_lost_record_is_rebuilt_from_the_remote_and_retention_still_applies(wo
     assert list(record["remotes"][str(here)]) == [newest.name]
 
 
-def test_the_drills_record_in_a_local_manifest_neither_resends_nor_discredits_the_copy(
-        world, tmp_path):
+def touched(path: Path) -> tuple[int, int]:
+    """Inode and ctime: a file written again (in place or renamed over) changes them;
+    the mtime does not tell, rclone sets it to the source's."""
+    st = path.stat()
+    return st.st_ino, st.st_ctime_ns
+
+
+def remote_dir(world: World, remote: str) -> str:
+    return offsite.remote_dir(remote, world.host, DB_NAME)
+
+
+def record_entry(world: World, directory: str, file: str) -> dict:
+    record = json.loads((world.backups / ".offsite" / f"{DB_NAME}.json").read_text())
+    return record["remotes"][directory][file]
+
+
+@pytest.fixture(params=["local", "sftp"])
+def drill_world(request, tmp_path) -> tuple[World, str, Path]:
+    """(world, remote, the directory the remote stores in), on a local-path remote
+    and on real SFTP."""
+    store = tmp_path / "store"
+    store.mkdir()
+    if request.param == "local":
+        return World(tmp_path), f"vault:{store}", store
+    sshd = request.getfixturevalue("sshd")
+    return World(tmp_path, extra_env=sshd.rclone_env("nas")), f"nas:{store}", store
+
+
+def test_the_drills_record_reaches_the_remote_manifest_without_sending_the_data_again(
+        drill_world):
     """INTEGRITY_CHECK=drill: the drill adds its record to the local manifest
-    after the backup went offsite. The copy is still complete (the data file's
-    SHA-256 decides, not the manifest's bytes), with or without the sync's
-    record; a restore from the remote copy, whose manifest has no record,
-    runs the check itself."""
+    after the backup went offsite. The next sync uploads that manifest again, and
+    only it; a restore from the remote copy then trusts the check instead of
+    running it in the incident; the sync after that sends nothing."""
+    world, remote, store = drill_world
+    make_db(world.db)
     backup = world.backup(INTEGRITY_CHECK="drill")
-    remote = tmp_path / "remote"
-    assert world.sync("--remote", str(remote)).returncode == 0
-    here = remote / world.host / DB_NAME
-    before = {f: (here / f).read_bytes() for f in remote_files(here)}
+    first = world.sync("--remote", remote)
+    assert first.returncode == 0, first.stderr
+    here = store / world.host / DB_NAME
+    data, manifest = here / backup.name, here / (backup.name + ".manifest.json")
+    assert "integrity_check" not in json.loads(manifest.read_text())
+    data_before = touched(data)
     drill = world.restore("--drill")
     assert drill.returncode == 0, drill.stderr
     local = json.loads((backup.parent / (backup.name + ".manifest.json")).read_text())
     assert local["integrity_check"]["checked_by"] == "drill"
-    for lost_record in (False, True):
-        if lost_record:
-            shutil.rmtree(world.backups / ".offsite")
+    proc = world.sync("--remote", remote)
+    assert proc.returncode == 0, proc.stderr
+    assert (f"Updated manifest: {remote_dir(world, remote)}/{backup.name}.manifest.json "
+            "(integrity_check recorded by the drill)") in proc.stdout
+    assert "0 uploaded, 1 already there" in proc.stdout and "Uploaded:" not in proc.stdout
+    assert json.loads(manifest.read_text()) == local  # the record, and nothing else new
+    assert touched(data) == data_before  # the data file was not sent again
+    entry = record_entry(world, remote_dir(world, remote), backup.name)
+    assert entry["manifest_sha256"] == catalog.sha256_file(manifest)
+    # Nothing changed: nothing is sent.
+    files_before = {f: touched(here / f) for f in remote_files(here)}
+    again = world.sync("--remote", remote)
+    assert again.returncode == 0, again.stderr
+    assert "Updated manifest" not in again.stdout and "0 uploaded, 1 already there" in again.stdout
+    assert {f: touched(here / f) for f in remote_files(here)} == files_before
+    verify = world.restore("--from", remote, "--verify", "latest")
+    assert verify.returncode == 0, verify.stderr
+    assert "integrity: recorded at drill, same bytes" in verify.stdout
+    assert "checked now" not in verify.stdout
+
+
+def test_an_entry_without_a_manifest_hash_sends_the_drills_record_once(world, tmp_path):
+    """Entries recorded by an older version, and copies found on the remote
+    without a record, say nothing of the remote manifest: with a drill record
+    locally, the manifest is sent once; without one, nothing is."""
+    remote = tmp_path / "remote"
+    backup = world.backup(INTEGRITY_CHECK="drill")
+    assert world.sync("--remote", str(remote)).returncode == 0
+    state = world.backups / ".offsite" / f"{DB_NAME}.json"
+    directory = remote_dir(world, str(remote))
+
+    def forget_manifest_hashes() -> None:
+        record = json.loads(state.read_text())
+        entry = record["remotes"][directory][backup.name]
+        for key in [k for k in entry if k.startswith("manifest_")]:
+            del entry[key]
+        state.write_text(json.dumps(record))
+
+    forget_manifest_hashes()
+    proc = world.sync("--remote", str(remote))
+    assert proc.returncode == 0, proc.stderr
+    assert "Updated manifest" not in proc.stdout  # no drill record: nothing to add
+    assert world.restore("--drill").returncode == 0
+    here = remote / world.host / DB_NAME
+    data_before = touched(here / backup.name)
+    for lose in (forget_manifest_hashes, lambda: shutil.rmtree(world.backups / ".offsite")):
+        lose()
         proc = world.sync("--remote", str(remote))
         assert proc.returncode == 0, proc.stderr
-        assert "0 uploaded, 1 already there" in proc.stdout and "pending" not in proc.stderr
-        assert {f: (here / f).read_bytes() for f in remote_files(here)} == before
-    verify = world.restore("--from", str(remote), "--verify", "latest")
-    assert verify.returncode == 0, verify.stderr
-    assert "integrity: checked now" in verify.stdout
+        assert proc.stdout.count("Updated manifest:") == 1, proc.stdout
+        assert "0 uploaded, 1 already there" in proc.stdout
+        again = world.sync("--remote", str(remote))
+        assert again.returncode == 0 and "Updated manifest" not in again.stdout
+    remote_manifest = json.loads((here / (backup.name + ".manifest.json")).read_text())
+    assert remote_manifest["integrity_check"]["checked_by"] == "drill"
+    assert touched(here / backup.name) == data_before
+
+
+def test_a_manifest_changed_beyond_the_drills_record_is_not_sent_again(world, tmp_path):
+    """The copy was verified against the manifest it has; a local manifest that
+    now names other content (db_sha256, with a record to match) is not uploaded
+    over it: a warning, the remote manifest as it was."""
+    remote = tmp_path / "remote"
+    backup = world.backup(INTEGRITY_CHECK="drill")
+    assert world.sync("--remote", str(remote)).returncode == 0
+    assert world.restore("--drill").returncode == 0
+    local_path = backup.parent / (backup.name + ".manifest.json")
+    local = json.loads(local_path.read_text())
+    local["db_sha256"] = local["integrity_check"]["db_sha256"] = "ab" * 32
+    local_path.write_text(json.dumps(local))
+    remote_manifest = remote / world.host / DB_NAME / (backup.name + ".manifest.json")
+    before = remote_manifest.read_bytes()
+    dry = world.sync("--remote", str(remote), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "Would update manifest" not in dry.stdout
+    proc = world.sync("--remote", str(remote))
+    assert proc.returncode == 0, proc.stderr
+    assert "Updated manifest" not in proc.stdout
+    assert f"{local_path} changed since it was uploaded" in proc.stderr
+    assert remote_manifest.read_bytes() == before
+
+
+def test_dry_run_names_the_manifest_it_would_update_and_sends_nothing(world, tmp_path):
+    remote = tmp_path / "remote"
+    backup = world.backup(INTEGRITY_CHECK="drill")
+    assert world.sync("--remote", str(remote)).returncode == 0
+    assert world.restore("--drill").returncode == 0
+    remote_manifest = remote / world.host / DB_NAME / (backup.name + ".manifest.json")
+    before = remote_manifest.read_bytes()
+    proc = world.sync("--remote", str(remote), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert f"Would update manifest: {remote_manifest} (integrity_check" in proc.stdout
+    assert remote_manifest.read_bytes() == before
+
+
+class CountingDaemon(offsite.RcloneDaemon):
+    """The sync's rclone, with every remote-control call and file read logged."""
+
+    def __init__(self, fail_puts: bool = False) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.fail_puts = fail_puts
+
+    def call(self, remote, what, method, params, missing_ok=False):
+        self.calls.append(f"{method} {params.get('dstRemote') or ''}".strip())
+        return super().call(remote, what, method, params, missing_ok)
+
+    def _get(self, remote, what, path):
+        self.calls.append(f"read {os.path.basename(path)}")
+        return super()._get(remote, what, path)
+
+    def put(self, remote, data, dest, work):
+        if self.fail_puts:
+            raise offsite.OpsError(1, f"{remote}: upload of {os.path.basename(dest)}: refused")
+        super().put(remote, data, dest, work)
+
+
+def library_sync(world: World, remote: Path, daemon: CountingDaemon) -> offsite.RemoteResult:
+    opts = offsite.Options(db=str(world.db), backup_dir=str(world.backups), remotes=[str(remote)],
+                           host=world.host, retention_days=30, keep_min=3)
+    with daemon:
+        return offsite.Syncer(opts, daemon).run()[0]
+
+
+def test_the_manifest_update_is_one_upload_and_its_read_back_and_a_no_op_one_listing(
+        world, tmp_path):
+    remote = tmp_path / "remote"
+    backup = world.backup(INTEGRITY_CHECK="drill")
+    assert world.sync("--remote", str(remote)).returncode == 0
+    assert world.restore("--drill").returncode == 0
+    daemon = CountingDaemon()
+    result = library_sync(world, remote, daemon)
+    assert result.error is None and result.manifests_updated == [backup.name]
+    manifest = backup.name + ".manifest.json"
+    assert daemon.calls == ["operations/list", f"operations/copyfile {manifest}",
+                            f"read {manifest}"]
+    daemon = CountingDaemon()
+    result = library_sync(world, remote, daemon)
+    assert result.error is None and not result.manifests_updated and not result.uploaded
+    assert daemon.calls == ["operations/list"]
+
+
+def test_a_failed_manifest_update_leaves_the_copy_pending_until_a_sync_checks_it(world,
+                                                                                 tmp_path):
+    remote = tmp_path / "remote"
+    backup = world.backup(INTEGRITY_CHECK="drill")
+    assert world.sync("--remote", str(remote)).returncode == 0
+    assert world.restore("--drill").returncode == 0
+    result = library_sync(world, remote, CountingDaemon(fail_puts=True))
+    assert result.error is not None and result.error.code == 1
+    assert result.pending == 1  # the local prune keeps it
+    assert offsite.pending_backups(world.backups, DB_NAME, str(world.db), [str(remote)],
+                                   world.host, 30, 3)[str(remote)][0].path == backup
+    proc = world.sync("--remote", str(remote))
+    assert proc.returncode == 0, proc.stderr
+    assert "Updated manifest:" in proc.stdout and "0 uploaded, 1 already there" in proc.stdout
+    assert "0 pending" in proc.stdout
 
 
 def test_a_local_backup_damaged_on_disk_is_not_copied(world, tmp_path):
