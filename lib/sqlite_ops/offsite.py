@@ -686,6 +686,7 @@ class Syncer:
         self.rclone = rclone
         self.name = catalog.db_name(opts.db)
         self.record = Record.load(opts.backup_dir, self.name)
+        self.unusable: set[Path] = set()  # local backups that do not match their manifest
         self.log = log or (lambda message: print(f"{PROG}: {message}", file=sys.stderr))
         if not opts.dry_run:  # the record, and the manifests' temp files, live there
             self.record.path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -708,6 +709,8 @@ class Syncer:
                     result.present += 1
                     if self._update_manifest(remote, directory, backup):
                         result.manifests_updated.append(backup.path.name)
+                elif backup.path in self.unusable:
+                    continue  # said once; the remote's copy, if any, is left as it is
                 elif self.opts.dry_run:
                     print(f"Would upload: {directory}/{backup.path.name}", flush=True)
                 elif self._upload(remote, directory, backup):
@@ -776,6 +779,9 @@ class Syncer:
         if "error" in local:
             raise OpsError(EX_FAIL, f"cannot read {backup.path}: {local['error']}")
         if local["sha256"] != backup.manifest.get("sha256"):
+            # Never sent, and never sent over the remote's copy: the remote may
+            # hold the only sound one (the local file or manifest went bad).
+            self.unusable.add(backup.path)
             self.log(f"warning: {backup.path} does not match its manifest's SHA-256 (damaged "
                      "on this disk?); it is not copied offsite")
             return None

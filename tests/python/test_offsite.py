@@ -979,3 +979,21 @@ def test_lost_machine_drill_restores_on_another_host_from_the_remote(tmp_path, s
     # Nothing of the download is left behind.
     assert not [p for p in new.backups.rglob("*.db*") if p.is_file()
                 and "pre-restore" not in p.parts]
+
+
+def test_a_local_manifest_gone_bad_never_costs_the_remote_its_sound_copy(world, tmp_path):
+    """The local manifest's SHA-256 is edited after the copy went up: the sync
+    warns once and leaves the remote's copy and manifest exactly as they were
+    (uploading over it and removing it when the check failed lost it)."""
+    backup = world.backup()
+    remote = tmp_path / "remote"
+    assert world.sync("--remote", str(remote)).returncode == 0
+    before = {p: p.read_bytes() for p in sorted(remote.rglob("*")) if p.is_file()}
+    manifest = backup.with_name(backup.name + ".manifest.json")
+    fields = json.loads(manifest.read_text())
+    fields["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(fields))
+    proc = world.sync("--remote", str(remote))
+    assert proc.stderr.count("does not match its manifest's SHA-256") == 1, proc.stderr
+    assert "0 uploaded" in proc.stdout and "1 pending" in proc.stdout
+    assert {p: p.read_bytes() for p in sorted(remote.rglob("*")) if p.is_file()} == before
