@@ -46,13 +46,15 @@
 #      then; when the database is too damaged for a backup, a raw copy of its
 #      files into pre-restore/<name>_<time>.raw/); of one incident (copies
 #      less than 24 h apart) only the first and newest two are kept.
-#   4. replace: the verified work file is copied INTO the live database with
-#      SQLite's backup API, so processes that have it open see the restored
-#      data on their next read and no old -wal/-journal is ever applied; WAL
-#      stays WAL. A missing database (or one SQLite cannot open) is replaced by
-#      renaming the work file into place after moving stale -wal/-shm/-journal
-#      files aside, and only when no process has it open (else exit 75). A new
-#      or empty file gets the manifest's journal mode, owner, group and mode.
+#   4. replace: while any process has the database open, the verified work
+#      file is copied INTO it with SQLite's backup API, so those processes see
+#      the restored data on their next read and no old -wal/-journal is ever
+#      applied. When nothing has it open (the application stopped), or the
+#      database is missing or cannot be opened, the work file is renamed into
+#      place after moving stale -wal/-shm/-journal files aside (its data is
+#      written once, not twice through the WAL); never while a process has it
+#      open (a missing or unopenable one: exit 75). WAL stays WAL. A new or
+#      empty file gets the manifest's journal mode, owner, group and mode.
 #   5. check exactly what was written (quick_check, row counts, in the same
 #      connection; a commit by the application right after is not damage) and
 #      print a receipt with the command that undoes the restore. A file

@@ -247,9 +247,11 @@ def open_lock_file(path: str, db_path: str) -> int:
     return fd
 
 
-def holders(paths: list[str]) -> tuple[list[tuple[int, str]], bool]:
-    """(pid, command) of other processes with any of ``paths`` open, and whether
-    every process could be inspected (only root sees other users' descriptors).
+def holders(paths: list[str], include_self: bool = False,
+            ) -> tuple[list[tuple[int, str]], bool]:
+    """(pid, command) of other processes (and, with ``include_self``, this one)
+    with any of ``paths`` open, and whether every process could be inspected
+    (only root sees other users' descriptors).
 
     The one ``/proc/*/fd`` scan: a restore names the processes it would
     replace a file under, db_metrics counts them (sqlite_open_processes)."""
@@ -260,7 +262,7 @@ def holders(paths: list[str]) -> tuple[list[tuple[int, str]], bool]:
     except OSError:
         return [], False
     for pid in pids:
-        if pid == me:
+        if pid == me and not include_self:
             continue
         try:
             fds = os.listdir(f"/proc/{pid}/fd")

@@ -25,16 +25,19 @@ strings them together, top to bottom, for every action of
 ``print_list``       the backups of one database, newest first, and whether each
                      one's manifest and checksum check out
 
-How ``apply`` replaces a database. A live database is restored INTO, through
-SQLite's online backup API in one step: the copy is one write transaction on
+How ``apply`` replaces a database. A database that any process has open
+(this one included) is restored INTO, through SQLite's online backup API in
+one step: the copy is one write transaction on
 the live file, so SQLite's own locking and WAL/journal handling make every
 other connection see the restored content on its next read, no inode is
 swapped under an open file, and an old -wal or -journal can never be replayed
 onto the result (its frames are superseded by the transaction; a hot journal
-is rolled back before it starts). Only when the target does not exist, or is
-too damaged for SQLite to write into, is the verified file renamed into place,
-after moving any stale -wal/-shm/-journal aside, and only when no process has
-the file open.
+is rolled back before it starts). When the target does not exist, is too
+damaged for SQLite to write into, or no process has it open (a complete
+``/proc`` scan), the verified file is renamed into place instead (its data
+written once, not twice through the WAL), after moving any stale
+-wal/-shm/-journal aside; never while a process has the file open, and a
+process that opened it between the scan and the rename is named afterwards.
 
 Standard library only. Expected failures raise OpsError with the contract's
 exit code; the flow prints them as one line.
@@ -1128,6 +1131,14 @@ def settle_ownership(report: Report, target: str, previous: os.stat_result | Non
     return {"ownership": f"{now} ({source})", "ownership_note": problem}
 
 
+def _current_mode(target: str, busy_ms: int) -> tuple[str, bool]:
+    """(journal mode, fresh) of the database about to be replaced (fresh: no
+    schema at all); _Unusable when SQLite cannot read it."""
+    conn, mode, _, fresh = _open_target(target, busy_ms)
+    conn.close()
+    return _target_mode(mode), fresh
+
+
 def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                expected: dict[str, int] | None = None,
                progress: ApplyState | None = None,
@@ -1174,6 +1185,12 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     fsync_path(os.path.dirname(os.path.abspath(target)))
     note = None if complete else ("other users' processes could not be checked for an open "
                                   "file; run as root to be sure")
+    # A process that opened the old file after the check above still has it:
+    # its reads are of the old content, and SQLite refuses its writes.
+    late, _ = holders([os.path.realpath(target) + " (deleted)"])
+    if late:
+        note = (f"{', '.join(f'{cmd} (pid {pid})' for pid, cmd in late)} opened {target} "
+                "while it was being replaced and still has the old file: restart it")
     return {"method": "rename", "journal_mode": mode, "moved_aside": moved, "note": note}
 
 
@@ -1190,9 +1207,22 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
     if previous is not None:
         if not os.path.isfile(target):
             raise OpsError(EX_USAGE, f"not a regular file: {target}")
+        # This process too: a connection it still has would keep the old file.
+        found, complete = holders([target] + [target + s for s in COMPANIONS],
+                                  include_self=True)
         try:
-            applied = restore_into(report.work, target, busy_ms, expected, wanted_mode, progress,
-                                   quiet)
+            if found or not complete:
+                applied = restore_into(report.work, target, busy_ms, expected, wanted_mode,
+                                       progress, quiet)
+            else:
+                # Nothing has it open: the verified file itself goes into place
+                # (one write of the data, not two through the WAL), in the mode
+                # the database had (a fresh one gets the backup's).
+                mode, fresh = _current_mode(target, busy_ms)
+                applied = place_file(report.work, target,
+                                     _target_mode(wanted_mode) if fresh else mode, aside_dir,
+                                     expected, progress, proven)
+                applied.update(fresh=fresh, idle=True)
         except _Unusable as exc:
             applied = place_file(report.work, target, _target_mode(report.journal_mode),
                                  aside_dir, expected, progress, proven)
@@ -1408,7 +1438,9 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
     how = {"backup-api": "SQLite backup API into the existing file" + (
                          "" if to else " (open connections see the restored data on their "
                          "next read)"),
-           "rename": "verified file renamed into place"}.get(applied.get("method"), "?")
+           "rename": "verified file renamed into place" + (
+                     " (no process had it open)" if applied.get("idle") else "")
+           }.get(applied.get("method"), "?")
     lines = [
         f"Restore completed: {target}",
         f"  backup restored: {report.backup} ({when_taken(report)})",

@@ -135,7 +135,11 @@ def test_backup_and_restore_draw_progress_on_a_terminal_only(tmp_path):
     assert code == 0, err
     assert "\r\x1b[Krestore_database.sh: decompressing (" in err
 
-    code, _, err = run_on_a_pty([restore, "--yes", "latest"], env)
+    app = sqlite3.connect(db)  # an application has it open: written through SQLite
+    try:
+        code, _, err = run_on_a_pty([restore, "--yes", "latest"], env)
+    finally:
+        app.close()
     assert code == 0, err
     assert "\r\x1b[Krestore_database.sh: writing into the database: " in err
 

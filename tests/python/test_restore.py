@@ -3,6 +3,7 @@ that strings them together, and its command line: test_restore_flow.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,18 @@ from sqlite_ops import catalog, restore, restore_flow
 from sqlite_ops.common import EX_BUSY, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
 
 BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
+
+
+
+@contextlib.contextmanager
+def held(db: Path):
+    """A connection the application keeps open: the restore must write through
+    SQLite (the backup API), never rename a file under it."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def count(path: Path, table: str = "devices") -> int:
@@ -450,7 +463,8 @@ def test_a_rollback_journal_database_stays_in_rollback_mode(tmp_path):
     backup = take_backup(db, tmp_path / "backups")
     report = restore.verify_backup(backup, tmp_path / "work.db")
     restore.set_journal_mode(report.work, "wal")  # the backup API copies this header
-    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    with held(db):
+        applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
     assert applied["journal_mode"] == "delete"
     assert not Path(f"{db}-wal").exists()
 
@@ -681,7 +695,7 @@ def test_a_difference_nobody_else_wrote_is_still_damage(world, monkeypatch):
     db, _, tmp_path = world
     report = _verified(world)
     report.tables = dict(report.tables, devices=49)  # as if a page had been written wrong
-    with pytest.raises(OpsError) as caught:
+    with held(db), pytest.raises(OpsError) as caught:
         restore.apply_restore(report, str(db), str(tmp_path / "aside"))
     assert caught.value.code == 4
     assert "devices has 50 rows, manifest says 49" in caught.value.message
@@ -827,7 +841,8 @@ def test_interrupted_after_the_commit_says_restored_not_as_it_was(world, monkeyp
     report = _verified(world)
     wanted = content(Path(report.work))
     _interrupt_in(monkeypatch, "_check_own_copy")
-    code, err = _apply(report, db, tmp_path)
+    with held(db):
+        code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert "interrupted after the copy was committed" in err
     assert f"{db} holds the backup's content ({Path(report.backup).name}, 100 rows)" in err
@@ -845,7 +860,8 @@ def test_interrupted_before_the_copy_says_as_it_was(world, monkeypatch):
     report = _verified(world)
     monkeypatch.setattr(restore, "_check_free_space",
                         lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
-    code, err = _apply(report, db, tmp_path)
+    with held(db):
+        code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert f"interrupted before anything was written: {db} is as it was" in err
     assert content(db) == before
@@ -862,7 +878,8 @@ def test_interrupted_during_the_copy_finds_out_from_the_schema_cookie(world, mon
         raise KeyboardInterrupt
 
     monkeypatch.setattr(restore, "_abort_when_busy", progress_interrupted)
-    code, err = _apply(report, db, tmp_path)
+    with held(db):
+        code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert "interrupted during the copy, after its commit" in err
     assert content(db) == wanted
@@ -909,14 +926,18 @@ def test_a_fresh_empty_file_in_place_of_the_database_gets_the_backups_journal_mo
     db, _, tmp_path = world
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    db.touch(mode=0o600)
-    report = _verified(world)
-    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
-    assert applied["method"] == "backup-api"
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.close()
-    assert "as recorded in the backup's manifest" in applied["ownership"]
+    for method in ("backup-api", "rename"):  # an application has it open, or nothing
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        db.touch(mode=0o600)
+        report = _verified(world)
+        with held(db) if method == "backup-api" else contextlib.nullcontext():
+            applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+        assert applied["method"] == method
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+        assert "as recorded in the backup's manifest" in applied["ownership"]
 
 
 def test_an_existing_file_keeps_its_owner_and_mode(world):
@@ -1008,3 +1029,85 @@ def test_an_interrupted_drill_says_its_temp_file_goes(world, monkeypatch):
     err = caught.value.message
     assert "the drill's temp file is removed, nothing else was touched" in err
     assert "check it with" not in err
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_a_database_nothing_has_open_gets_the_verified_file_itself(world, mode):
+    """No process has it open: the verified file is renamed into place (one
+    write of the data, not two through the WAL), in the database's own journal
+    mode, with the replaced file's owner and mode."""
+    db, _, tmp_path = world
+    restore.set_journal_mode(str(db), mode)
+    os.chmod(db, 0o640)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM services")
+    conn.execute("DELETE FROM devices WHERE id > 5")
+    conn.close()
+    before = os.stat(db).st_ino
+    report = _verified(world)
+    applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "rename" and applied["idle"]
+    assert applied["journal_mode"] == mode
+    assert os.stat(db).st_ino != before
+    assert os.stat(db).st_mode & 0o777 == 0o640
+    assert count(db) == 50
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == mode
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+
+
+def test_an_application_with_it_open_keeps_its_file(world):
+    """Another process has the database open: the restore writes into that very
+    file through SQLite, so the application reads the restored rows."""
+    db, _, tmp_path = world
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM services")
+    conn.execute("DELETE FROM devices")
+    conn.close()
+    app = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys\n"
+                            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                            "c.execute('SELECT 1 FROM devices').fetchall()\n"
+                            "print('open', flush=True)\n"
+                            "sys.stdin.readline()\n"
+                            "print(c.execute('SELECT count(*) FROM devices').fetchone()[0])\n",
+                            str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "open"
+        before = os.stat(db).st_ino
+        applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
+        assert applied["method"] == "backup-api"
+        assert os.stat(db).st_ino == before
+        seen, _ = app.communicate("\n", timeout=30)
+    finally:
+        app.kill()
+    assert seen.strip() == "50"  # the application's own connection sees the restore
+
+
+def test_a_process_that_opens_the_old_file_mid_replace_is_named(world, monkeypatch):
+    """Between the check that nothing has it open and the rename, a process
+    opens the database: it is left holding the old file, and the receipt's note
+    names it and says to restart it."""
+    db, _, tmp_path = world
+    late = []
+    real_replace = os.replace
+
+    def replace_after_an_open(src, dst):
+        if os.fspath(dst) == str(db) and not late:
+            late.append(subprocess.Popen(
+                [sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'rb')\n"
+                 "print('open', flush=True)\ntime.sleep(60)\n", str(db)],
+                stdout=subprocess.PIPE, text=True))
+            assert late[0].stdout.readline().strip() == "open"
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_an_open)
+    try:
+        applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
+    finally:
+        for proc in late:
+            proc.kill()
+            proc.wait()
+    assert applied["method"] == "rename"
+    assert f"(pid {late[0].pid}) opened {db} while it was being replaced and still has the " \
+           "old file: restart it" in applied["note"]

@@ -203,7 +203,11 @@ def test_a_signal_once_the_restore_was_checked_waits_for_the_receipt(world, monk
 def test_a_signal_during_the_write_says_what_it_left(world, monkeypatch, capsys):
     db, taken, tmp_path = world
     _signal_in(monkeypatch, restore, "_check_own_copy", signal.SIGINT)
-    assert restore_flow.run_action(options(db, tmp_path)) == 130
+    app = sqlite3.connect(db)  # the application has it open: written through SQLite
+    try:
+        assert restore_flow.run_action(options(db, tmp_path)) == 130
+    finally:
+        app.close()
     err = capsys.readouterr().err
     assert f"interrupted after the copy was committed: {db} holds the backup's content" in err
     assert "the safety backup taken before this attempt is kept:" in err
