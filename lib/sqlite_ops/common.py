@@ -363,11 +363,17 @@ def quote_ident(name: str) -> str:
 
 
 def readonly_uri(path: str | os.PathLike[str]) -> str:
-    """A ``file:`` URI opening ``path`` read-only, every special character
-    (space, quote, ``?``, ``#``, ``%``, newline) percent-encoded."""
+    """A ``file:`` URI opening ``path`` read-only (see :func:`file_uri`)."""
+    return file_uri(path, "ro")
+
+
+def file_uri(path: str | os.PathLike[str], mode: str) -> str:
+    """A ``file:`` URI opening ``path`` with ``mode`` (``ro``, or ``rw``: never
+    created), every special character (space, quote, ``?``, ``#``, ``%``,
+    newline) percent-encoded."""
     from urllib.parse import quote  # lazily: the migrate no-op does not need it
 
-    return "file:" + quote(os.path.abspath(os.fspath(path)), safe="/") + "?mode=ro"
+    return "file:" + quote(os.path.abspath(os.fspath(path)), safe="/") + f"?mode={mode}"
 
 
 def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5000) -> bool:
@@ -387,7 +393,6 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
     (this user may not write the database).
     """
     import sqlite3  # lazily: the migrate no-op does not need it
-    from urllib.parse import quote
 
     db = os.path.abspath(os.fspath(path))
     journal = db + "-journal"
@@ -396,7 +401,7 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
             return False
     except OSError:
         return False
-    uri = "file:" + quote(db, safe="/") + "?mode=rw"
+    uri = file_uri(db, "rw")
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:

@@ -54,6 +54,7 @@ from sqlite_ops.common import (
     EX_INTEGRITY,
     EX_USAGE,
     OpsError,
+    file_uri,
     fsync_path,
     quote_ident,
     readonly_uri,
@@ -96,6 +97,20 @@ def _classify(exc: sqlite3.Error, what: str) -> OpsError:
     return OpsError(EX_FAIL, f"{what}: {text}")
 
 
+def _open_source(source: str | os.PathLike[str], busy_timeout_ms: int) -> sqlite3.Connection:
+    """A read-only connection to the live database ``source`` (usable from the
+    checking thread too), once a hot rollback journal is rolled back."""
+    if roll_back_hot_journal(source, busy_timeout_ms):
+        print(f"{PROG}: warning: rolled back the hot journal of {source} (a writer was killed "
+              "mid-transaction; its uncommitted changes were discarded, as SQLite does)",
+              file=sys.stderr)
+    try:
+        return sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
+                               isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _classify(exc, f"cannot open {source}") from None
+
+
 def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
                   busy_timeout_ms: int = 5000, quiet: bool = False) -> dict[str, Any]:
     """Copy the live database ``source`` into ``dest`` consistently, in one step.
@@ -110,15 +125,7 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
     rollback-journal mode the copy holds a shared lock, so a writer waits for
     it to finish: writers must use a busy timeout longer than the copy takes.
     """
-    if roll_back_hot_journal(source, busy_timeout_ms):
-        print(f"{PROG}: warning: rolled back the hot journal of {source} (a writer was killed "
-              "mid-transaction; its uncommitted changes were discarded, as SQLite does)",
-              file=sys.stderr)
-    try:
-        src = sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
-                              isolation_level=None)
-    except sqlite3.Error as exc:
-        raise _classify(exc, f"cannot open {source}") from None
+    src = _open_source(source, busy_timeout_ms)
     try:
         dst = sqlite3.connect(os.fspath(dest), isolation_level=None)
         try:
@@ -430,7 +437,7 @@ def _checkpoint(db: str, busy_timeout_ms: int) -> None:
     """PRAGMA wal_checkpoint(PASSIVE): copies what it can of the WAL into the
     database file without waiting for, or holding up, any reader or writer."""
     try:
-        conn = sqlite3.connect(f"{readonly_uri(db)[:-len('?mode=ro')]}?mode=rw", uri=True,
+        conn = sqlite3.connect(file_uri(db, "rw"), uri=True,
                                timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -498,15 +505,7 @@ def stream(source: str, out: str | os.PathLike[str], compression: str, *,
     copy take_snapshot would have made of the same transaction. OpsError as
     pack's when the check fails or the compressor does.
     """
-    if roll_back_hot_journal(source, busy_timeout_ms):
-        print(f"{PROG}: warning: rolled back the hot journal of {source} (a writer was killed "
-              "mid-transaction; its uncommitted changes were discarded, as SQLite does)",
-              file=sys.stderr)
-    try:
-        conn = sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
-                               isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _classify(exc, f"cannot open {source}") from None
+    conn = _open_source(source, busy_timeout_ms)
     try:
         try:
             if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal" \
