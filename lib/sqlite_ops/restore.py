@@ -1143,7 +1143,9 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
                expected: dict[str, int] | None = None,
                progress: ApplyState | None = None,
                proven: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """Rename ``work`` into place as ``target`` (no inode is open: checked first).
+    """Rename ``work`` into place as ``target`` (nothing has it open: checked last,
+    right before the rename, so the window for a process to open it is as
+    narrow as a /proc scan).
 
     ``work`` is checked while it is still private, so nothing another process
     writes can be mistaken for damage. When its content was proven by hash
@@ -1159,12 +1161,6 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     if os.path.islink(target):
         raise OpsError(EX_USAGE, f"{target} is a symbolic link: name the file it points to "
                                  "with --db (or --to); nothing was changed")
-    found, complete = holders([target] + [target + s for s in COMPANIONS])
-    if found:
-        raise OpsError(EX_BUSY, f"{target} cannot be restored into with SQLite and is open in "
-                                f"{describe_holders(target)}: replacing a file under an open "
-                                "process is undefined behaviour. Stop them and retry; nothing "
-                                "was changed")
     if proven is not None:
         require_unchanged(work, proven)
     mode = set_journal_mode(work, _target_mode(journal_mode))
@@ -1177,6 +1173,13 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
         check_restored(work, expected, shown=target)
     work_st = os.stat(work)
     progress.work_inode = (work_st.st_dev, work_st.st_ino)
+    # Last, right before the rename: the narrowest window for a late opener.
+    found, complete = holders([target] + [target + s for s in COMPANIONS])
+    if found:
+        raise OpsError(EX_BUSY, f"{target} cannot be restored into with SQLite and is open in "
+                                f"{describe_holders(target)}: replacing a file under an open "
+                                "process is undefined behaviour. Stop them and retry; nothing "
+                                "was changed")
     progress.step = "moving-aside"
     moved = _move_aside(target, aside_dir, progress)
     fsync_path(work)
