@@ -39,6 +39,7 @@ from benchlib import (  # noqa: E402
     bench_db,
     machine,
     median_time,
+    ops_env,
     peak_rss_kib,
     print_table,
     run_timed,
@@ -51,10 +52,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 
 
 def env_for(backup_dir: Path) -> dict[str, str]:
-    env = dict(os.environ, SQLITE_OPS_CONFIG=os.devnull, BACKUP_DIR=str(backup_dir))
-    for key in ("DB_PATH", "METRICS_DIR", "COMPRESS", "SQLITE_OPS_LOCK_HELD"):
-        env.pop(key, None)
-    return env
+    return ops_env(BACKUP_DIR=str(backup_dir))
 
 
 def clear(directory: Path) -> None:

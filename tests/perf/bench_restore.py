@@ -26,6 +26,7 @@ from benchlib import (  # noqa: E402
     bench_db,
     machine,
     median_time,
+    ops_env,
     print_table,
     run_timed,
 )
@@ -39,12 +40,7 @@ BACKUP = str(SCRIPTS / "backup_database.sh")
 
 
 def env_for(db: Path, backup_dir: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("METRICS_DIR", "MIGRATIONS_DIR", "LOCK_TIMEOUT", "SQLITE_OPS_LOCK_HELD"):
-        env.pop(key, None)
-    env.update(SQLITE_OPS_CONFIG=os.devnull, DB_PATH=str(db), BACKUP_DIR=str(backup_dir))
-    env.update(extra)
-    return env
+    return ops_env(DB_PATH=str(db), BACKUP_DIR=str(backup_dir), **extra)
 
 
 def fresh_live(source: Path, live: Path) -> None:

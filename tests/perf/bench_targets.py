@@ -38,6 +38,7 @@ from benchlib import (  # noqa: E402
     file_size,
     machine,
     median_time,
+    ops_env,
     peak_rss_kib,
     print_table,
 )
@@ -102,12 +103,7 @@ def build_app(tmp: Path) -> None:
 
 
 def env_for(db: Path, backups: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("METRICS_DIR", "MIGRATIONS_DIR", "LOCK_TIMEOUT", "FK_ACCEPT",
-                        "SQLITE_OPS_LOCK_HELD")}
-    env.update(SQLITE_OPS_CONFIG=os.devnull, DB_PATH=str(db), BACKUP_DIR=str(backups))
-    env.update(extra)
-    return env
+    return ops_env(DB_PATH=str(db), BACKUP_DIR=str(backups), **extra)
 
 
 class Writer(threading.Thread):

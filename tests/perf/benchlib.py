@@ -17,12 +17,17 @@ import resource
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(REPO / "lib"))
+
+from sqlite_ops.common import CONFIG_KEYS, LOCK_HELD_ENV  # noqa: E402
+
 BENCH_DIR = Path(
     os.environ.get("SQLITE_OPS_BENCH_DIR", Path(tempfile.gettempdir()) / "sqlite-ops-bench")
 )
@@ -33,6 +38,16 @@ CREATE TABLE devices(id INTEGER PRIMARY KEY, ip TEXT NOT NULL, hostname TEXT,
 CREATE INDEX devices_ip ON devices(ip);
 CREATE INDEX devices_last_seen ON devices(last_seen DESC);
 """
+
+
+def ops_env(**settings: str) -> dict[str, str]:
+    """This machine's environment with no sqlite-ops setting in it (the code's
+    own list of config keys, and the variables that pass state to child runs),
+    no config file, then ``settings``."""
+    drop = {*CONFIG_KEYS, "QUIET", LOCK_HELD_ENV, "SQLITE_OPS_CONFIG_WARNED"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(SQLITE_OPS_CONFIG=os.devnull, **settings)
+    return env
 
 
 def cached_db(name: str, build) -> Path:
