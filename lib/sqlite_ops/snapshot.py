@@ -415,12 +415,12 @@ _WAL_INDEX_VERSION = 3007000
 PENDING_BYTE = 0x40000000  # the page holding it is never used; a copy has zeros there
 
 
-def _wal_index(db: str) -> tuple[bytes, int, int] | None:
-    """(header, mxFrame, nBackfill) from ``db``'s WAL-index; None when it
-    cannot be read, or its two header copies differ (a commit mid-write)."""
+def _wal_index(shm_fd: int) -> tuple[bytes, int, int] | None:
+    """(header, mxFrame, nBackfill) from the WAL-index open as ``shm_fd``;
+    None when it cannot be read, or its two header copies differ (a commit
+    mid-write)."""
     try:
-        with open(db + "-shm", "rb") as handle:
-            data = handle.read(_WAL_INDEX_BYTES)
+        data = os.pread(shm_fd, _WAL_INDEX_BYTES, 0)
     except OSError:
         return None
     if len(data) < _WAL_INDEX_BYTES or data[:48] != data[48:96]:
@@ -447,16 +447,16 @@ def _checkpoint(db: str, busy_timeout_ms: int) -> None:
         pass  # then the WAL-index says what is not in the file, and the copy is taken
 
 
-def _pin(conn: sqlite3.Connection, db: str, busy_timeout_ms: int) -> bool:
+def _pin(conn: sqlite3.Connection, db: str, shm_fd: int, busy_timeout_ms: int) -> bool:
     """Begin a read transaction on ``conn`` whose whole snapshot is in ``db``'s
-    own file (see above); False, with no transaction open, when none could be
-    had in ``PIN_ATTEMPTS`` tries."""
+    own file (see above; ``shm_fd``: its WAL-index); False, with no
+    transaction open, when none could be had in ``PIN_ATTEMPTS`` tries."""
     for _ in range(PIN_ATTEMPTS):
         _checkpoint(db, busy_timeout_ms)
-        before = _wal_index(db)
+        before = _wal_index(shm_fd)
         conn.execute("BEGIN")
         conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot starts
-        after = _wal_index(db)
+        after = _wal_index(shm_fd)
         if before is not None and after is not None and before[0] == after[0] \
                 and after[1] == after[2]:
             return True
@@ -506,22 +506,35 @@ def stream(source: str, out: str | os.PathLike[str], compression: str, *,
     pack's when the check fails or the compressor does.
     """
     conn = _open_source(source, busy_timeout_ms)
+    # POSIX locks belong to the process, and closing ANY descriptor of a file
+    # drops all of them: the -shm read lock that keeps checkpoints out of the
+    # database file while this transaction reads it, the database's shared
+    # lock. So the descriptors read here stay open until the connection is
+    # closed (SQLite's "How To Corrupt", 2.2).
+    held: list[int] = []
     try:
         try:
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal" \
-                    or not _pin(conn, source, busy_timeout_ms):
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                return None
+            held.append(os.open(source, os.O_RDONLY | os.O_CLOEXEC))
+            try:  # the connection's first read made the WAL-index
+                held.append(os.open(source + "-shm", os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return None
+            if not _pin(conn, source, held[1], busy_timeout_ms):
                 return None
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
         except sqlite3.Error as exc:
             raise _classify(exc, f"snapshot of {source} failed") from None
-        with open(source, "rb") as handle:
-            pages = _Pages(handle.fileno(), page_size, page_count)
-            facts = _pack_pinned(conn, pages, source, out, compression, quiet=quiet,
-                                 check=check, fk_accept=fk_accept)
+        pages = _Pages(held[0], page_size, page_count)
+        facts = _pack_pinned(conn, pages, source, out, compression, quiet=quiet,
+                             check=check, fk_accept=fk_accept)
         conn.execute("COMMIT")
     finally:
         conn.close()
+        for fd in held:
+            os.close(fd)
     return {"journal_mode": "wal", "page_size": page_size,
             "sqlite_version": sqlite3.sqlite_version, **file_ownership(source),
             "snapshot_method": "file", **facts}

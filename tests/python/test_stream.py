@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -93,31 +94,47 @@ def test_the_fallback_copy_is_byte_for_byte_the_backup_api_copy(tmp_path):
     assert dest.read_bytes() == api_copy(src, tmp_path / "api.db")
 
 
-def test_commits_and_checkpoints_during_the_stream_change_nothing_it_reads(tmp_path, monkeypatch):
+WRITES = """
+import sqlite3, sys
+writer = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+writer.execute("UPDATE devices SET ip = 'rewritten'")
+writer.execute("DELETE FROM services WHERE id % 2 = 0")
+writer.execute("INSERT INTO devices(ip) SELECT ip FROM devices")
+for mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+    try:
+        writer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    except sqlite3.OperationalError:
+        pass  # busy: it may not pass the backup's transaction
+writer.close()
+"""
+
+
+@pytest.mark.parametrize("writer_in", ["this process", "another process"])
+def test_commits_and_checkpoints_during_the_stream_change_nothing_it_reads(tmp_path, monkeypatch,
+                                                                           writer_in):
     """While the stream reads the file, another connection commits (the WAL
     restarts, pages are rewritten) and checkpoints: the backup holds the
-    database as it was when its transaction began."""
+    database as it was when its transaction began. In another process too,
+    where only the real POSIX locks keep its checkpoints out of the file
+    (closing any descriptor of the -shm or the database in the backup's
+    process would silently drop them)."""
     src = make_db(tmp_path / "live.db", 2000)
-    writer = sqlite3.connect(src, timeout=0, isolation_level=None, check_same_thread=False)
     blocks = snapshot._Pages.blocks
 
     def interleaved(self):
         for i, block in enumerate(blocks(self)):
             yield block
             if i == 0:  # page 1 is out; the rest of the file is still to be read
-                writer.execute("UPDATE devices SET ip = 'rewritten'")
-                writer.execute("DELETE FROM services WHERE id % 2 = 0")
-                writer.execute("INSERT INTO devices(ip) SELECT ip FROM devices")
-                for mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
-                    try:
-                        writer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-                    except sqlite3.OperationalError:
-                        pass  # busy: it may not pass the backup's transaction
+                if writer_in == "this process":
+                    monkeypatch.setattr(sys, "argv", ["", str(src)])
+                    exec(WRITES, {})  # the same statements, in this process
+                else:
+                    subprocess.run([sys.executable, "-c", WRITES, str(src)], check=True,
+                                   timeout=60)
 
     monkeypatch.setattr(snapshot._Pages, "blocks", interleaved)
     out = tmp_path / "out.zst"
     facts = snapshot.stream(str(src), out, "zstd", check="full")
-    writer.close()
     assert facts is not None and facts["snapshot_method"] == "file"
     assert facts["tables"] == {"devices": 2000, "services": 2000}
     restored = tmp_path / "restored.db"
