@@ -348,15 +348,15 @@ class Migrator:
                     return result
                 if adopt and on_adopt:
                     on_adopt(adopt)
-                conn.execute("PRAGMA foreign_keys = ON")
                 if plan and state == "sqlite" and (
                         backup or any(m.load().no_transaction for m in plan)):
                     if not backup and notice:
                         notice("taking a backup despite --no-backup: a migration runs "
                                "outside a transaction")
-                    result.backup = self.take_backup()
+                    conn, result.backup = self._backup_between(conn)
                     if on_backup:
                         on_backup(result.backup)
+                conn.execute("PRAGMA foreign_keys = ON")
 
                 def prepare(c: sqlite3.Connection) -> None:
                     result.upgraded_layout = prepare_records(c, self.migrations, adopt)
@@ -622,11 +622,11 @@ class Migrator:
                 result.planned = self.plan_down(applied, steps, to)
                 if not result.planned:
                     return result
-                conn.execute("PRAGMA foreign_keys = ON")
                 if backup or any(m.load().no_transaction for m in result.planned):
-                    result.backup = self.take_backup()
+                    conn, result.backup = self._backup_between(conn)
                     if on_backup:
                         on_backup(result.backup)
+                conn.execute("PRAGMA foreign_keys = ON")
                 def prepare(c: sqlite3.Connection) -> None:
                     result.upgraded_layout = prepare_records(c, self.migrations)
 
@@ -764,6 +764,16 @@ class Migrator:
             live.close()
 
     # -- backup
+
+    def _backup_between(self, conn: sqlite3.Connection) -> tuple[sqlite3.Connection, str]:
+        """The pre-migration backup with ``conn`` closed while it runs; a new
+        connection, and the backup's path. POSIX locks belong to the process:
+        the backup opens and closes the database's files, which would silently
+        drop the locks ``conn`` holds, and another process could then delete the
+        WAL under it (the migration's commits lost with it)."""
+        conn.close()
+        path = self.take_backup()
+        return self.connect(), path
 
     def take_backup(self) -> str:
         """The pre-migration backup (sqlite_ops.backup), taken under this run's

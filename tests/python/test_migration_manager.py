@@ -448,6 +448,40 @@ def test_up_backs_up_an_existing_database_first(tmp_path, make_migrations, stub_
     assert len(stub_backup.calls) == 1
 
 
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_no_connection_of_migrate_is_open_while_its_backup_runs(tmp_path, make_migrations,
+                                                               monkeypatch, direction):
+    """The backup runs in migrate's process and opens and closes the database's
+    files: with a connection of migrate open, that would silently drop its POSIX
+    locks (they belong to the process), and an application closing its own
+    connection meanwhile could delete the WAL under it."""
+    monkeypatch.setenv("COMPRESS", "none")
+    migrations = make_migrations(dict([simple(1)]))
+    db = tmp_path / "d.db"
+    migrator(db, migrations).up(backup=False)
+    if direction == "up":
+        make_migrations(dict([simple(2)]))
+    opened: list[sqlite3.Connection] = []
+    connect, take_backup = mm.Migrator.connect, mm.Migrator.take_backup
+
+    def recording_connect(self, *args, **kwargs):
+        opened.append(connect(self, *args, **kwargs))
+        return opened[-1]
+
+    def checking_backup(self):
+        for conn in opened:
+            with pytest.raises(sqlite3.ProgrammingError):  # closed
+                conn.execute("SELECT 1")
+        return take_backup(self)
+
+    monkeypatch.setattr(mm.Migrator, "connect", recording_connect)
+    monkeypatch.setattr(mm.Migrator, "take_backup", checking_backup)
+    m = migrator(db, migrations, backup_dir=str(tmp_path / "bk"))
+    result = m.up() if direction == "up" else m.down(steps=1)
+    assert result.backup and Path(result.backup).exists()
+    assert recorded(db) == ([1, 2] if direction == "up" else [])
+
+
 def test_failed_backup_applies_nothing(tmp_path, make_migrations, failing_backup):
     migrations = make_migrations(dict([simple(1)]))
     db = tmp_path / "d.db"
