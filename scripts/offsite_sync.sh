@@ -43,7 +43,8 @@
 #   --lock-timeout N     wait up to N seconds for another sync (LOCK_TIMEOUT; 0)
 #   --metrics-dir DIR    write sqlite_ops_offsite_<name>.prom there (METRICS_DIR)
 #   --config FILE        KEY=value settings (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
-#   --quiet              only warnings, errors and results
+#   --quiet              only warnings, errors and results (no progress line on a
+#                        terminal)
 #
 # Settings: OFFSITE_REMOTES, OFFSITE_RETENTION_DAYS and OFFSITE_KEEP_MIN
 # (default RETENTION_DAYS and KEEP_MIN), OFFSITE_HOST (the <host> directory;
@@ -127,7 +128,7 @@ sync_remotes() {
   log_info "syncing backups of '$NAME' to ${#OFFSITE_LIST[@]} remote(s)"
   SQLITE_OPS_PROG=$PROG py_ops offsite sync --db="$DB" --dir="$BACKUP_ROOT" \
     "${OFFSITE_ARGS[@]}" --retention-days="$OFFSITE_RETENTION" --keep="$OFFSITE_KEEP" \
-    --metrics-out="$WORK_DIR/offsite.prom" "${dry[@]}"
+    --metrics-out="$WORK_DIR/offsite.prom" "${dry[@]}" "${QUIET_ARGS[@]}"
 }
 
 # write_metrics: merged into METRICS_DIR/sqlite_ops_offsite_<name>.prom, so a

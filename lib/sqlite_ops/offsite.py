@@ -90,6 +90,8 @@ from sqlite_ops.common import (
     fail,
     short_host_name,
 )
+from sqlite_ops.progress import INTERVAL as PROGRESS_INTERVAL
+from sqlite_ops.progress import Progress, wanted
 
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
@@ -232,12 +234,15 @@ def classify(remote: str, what: str, stderr: str, code: int) -> OpsError:
 class Rclone:
     """Runs rclone with the user's configuration and this toolkit's time limits."""
 
-    def __init__(self, executable: str | None = None) -> None:
+    def __init__(self, executable: str | None = None, *, quiet: bool = True,
+                 prog: str = PROG) -> None:
+        """``quiet`` false: a transfer shows a progress line on a terminal."""
         found = executable or shutil.which("rclone")
         if not found:
             raise OpsError(EX_USAGE, "'rclone' is not installed; install the 'rclone' package "
                                      "(apt-get install rclone): offsite copies need it")
         self.executable = found
+        self.quiet, self.prog = quiet, prog
         self.flags = [item for flag, env, value in RCLONE_DEFAULTS
                       if not os.environ.get(env) for item in (flag, value)]
 
@@ -341,9 +346,23 @@ class Rclone:
             local.write_bytes(data)
             self.upload(remote, local, dest, checked_after=checked_after)
 
-    def download(self, remote: str, source: str, local: str | os.PathLike[str]) -> None:
-        self.run(remote, f"download of {os.path.basename(source)}", "copyto", "--ignore-times",
-                 "--", source, os.fspath(local))
+    def download(self, remote: str, source: str, local: str | os.PathLike[str],
+                 size: int | None = None) -> None:
+        """``rclone copyto`` into ``local`` (whose directory holds nothing else of
+        that name); its progress is the size of what rclone has written there
+        (the file itself, or its ``.partial`` name on newer rclone)."""
+        name = os.path.basename(local)
+        directory = os.path.dirname(os.path.abspath(local))
+
+        def written() -> int:
+            return sum(os.path.getsize(os.path.join(directory, entry))
+                       for entry in os.listdir(directory) if entry.startswith(name))
+
+        with Progress(f"downloading {os.path.basename(source)}", size, prog=self.prog,
+                      quiet=self.quiet, probe=written) as bar:
+            self.run(remote, f"download of {os.path.basename(source)}", "copyto",
+                     "--ignore-times", "--", source, os.fspath(local))
+            bar.complete()
 
     def delete(self, remote: str, path: str) -> None:
         self.run(remote, f"removal of {os.path.basename(path)}", "deletefile", "--", path,
@@ -393,8 +412,9 @@ class RcloneDaemon(Rclone):
 
     STARTUP_SECONDS = 30
 
-    def __init__(self, executable: str | None = None) -> None:
-        super().__init__(executable)
+    def __init__(self, executable: str | None = None, *, quiet: bool = True,
+                 prog: str = PROG) -> None:
+        super().__init__(executable, quiet=quiet, prog=prog)
         self._proc: subprocess.Popen[bytes] | None = None
         self._url = ""
         self._auth = ""
@@ -540,10 +560,29 @@ class RcloneDaemon(Rclone):
         if checked_after:
             config["IgnoreChecksum"] = True
         directory, name = split_path(dest)
-        self.call(remote, f"upload of {name}", "operations/copyfile", {
-            "srcFs": os.path.dirname(os.path.abspath(local)),
-            "srcRemote": os.path.basename(local), "dstFs": directory, "dstRemote": name,
-            "_config": config})
+        params = {"srcFs": os.path.dirname(os.path.abspath(local)),
+                  "srcRemote": os.path.basename(local), "dstFs": directory, "dstRemote": name,
+                  "_config": config}
+        if wanted(quiet=self.quiet):
+            self._watched(remote, f"upload of {name}", "operations/copyfile", params,
+                          os.path.getsize(local), f"uploading {name}")
+        else:
+            self.call(remote, f"upload of {name}", "operations/copyfile", params)
+
+    def _watched(self, remote: str, what: str, method: str, params: dict[str, Any],
+                 total: int, label: str) -> None:
+        """``method`` as an rclone job, its bytes (rclone's stats of that job) on
+        the progress line until it finishes; its error as the call's would be."""
+        job = (self.call(remote, what, method, {**params, "_async": True}) or {})["jobid"]
+        status: dict[str, Any] = {}
+        with Progress(label, total, prog=self.prog) as bar:
+            while not status.get("finished"):
+                time.sleep(PROGRESS_INTERVAL)
+                status = self.call(remote, what, "job/status", {"jobid": job}) or {}
+                stats = self.call(remote, what, "core/stats", {"group": f"job/{job}"}) or {}
+                bar.done = int(stats.get("bytes") or 0)
+        if not status.get("success"):
+            raise classify(remote, what, str(status.get("error") or "the job failed"), 1)
 
     def delete(self, remote: str, path: str) -> None:
         directory, name = split_path(path)
@@ -1101,7 +1140,7 @@ def fetch(rclone: Rclone, remote: str, host: str, name: str, spec: str, into: Pa
             raise OpsError(EX_VERIFY, f"{directory}/{spec}: {chosen.status}; it is never "
                                       "restored; nothing was changed")
     local = into / chosen.file
-    rclone.download(remote, f"{directory}/{chosen.file}", local)
+    rclone.download(remote, f"{directory}/{chosen.file}", local, chosen.size_bytes)
     shutil.copyfile(into / ".manifests" / (chosen.file + catalog.MANIFEST_SUFFIX),
                     into / (chosen.file + catalog.MANIFEST_SUFFIX))
     return local
@@ -1158,7 +1197,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if not Path(opts.backup_dir).is_dir():
         raise OpsError(EX_USAGE, f"backup directory not found: {opts.backup_dir} (check --dir "
                                  "or BACKUP_DIR)")
-    with RcloneDaemon() as rclone:  # one rclone, its connections reused, for the whole run
+    name = os.environ.get("SQLITE_OPS_PROG", PROG)
+    # One rclone, its connections reused, for the whole run.
+    with RcloneDaemon(quiet=args.quiet, prog=name) as rclone:
         syncer = Syncer(opts, rclone)
         results = syncer.run()
     now = time.time()
@@ -1225,6 +1266,7 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if command == "sync":
             p.add_argument("--dry-run", action="store_true")
+            p.add_argument("--quiet", action="store_true", help="no progress line")
             p.add_argument("--metrics-out", help="write this run's gauges here")
     p = sub.add_parser("list")
     common(p)

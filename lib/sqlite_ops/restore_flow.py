@@ -374,7 +374,8 @@ def fetch_backup(run: Run) -> None:
     into = private_dir_in(root)
     run.cleanup.append(into)
     remote, host = offsite_place(opts)
-    local = offsite.fetch(offsite.Rclone(), remote, host, run.name, opts.spec, Path(into))
+    local = offsite.fetch(offsite.Rclone(quiet=opts.quiet, prog=PROG), remote, host, run.name,
+                          opts.spec, Path(into))
     run.backup = str(local)
     run.remote_name = f"{offsite.remote_dir(remote, host, run.name)}/{local.name}"
     info(opts, f"fetched {local.name} from {opts.remote}; verifying it like a local backup")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pty
+import select
 import shlex
 import shutil
 import signal
@@ -279,3 +281,27 @@ def python_starts(cmd: list[str], env: dict[str, str]) -> int:
         proc = subprocess.run(cmd, env=shimmed, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         return len(log.read_text().splitlines())
+
+
+def run_on_a_pty(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``args`` with stderr on a pseudo-terminal; (exit code, stdout, stderr)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    proc.wait(timeout=60)
+    os.close(master)
+    return proc.returncode, out, seen.decode(errors="replace")

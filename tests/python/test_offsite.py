@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from opsenv import content_digest, ops_env, run
+from opsenv import SCRIPTS, content_digest, ops_env, run, run_on_a_pty
 from promparse import prom_samples
 from sftpserver import (
     SSHServer,
@@ -167,6 +168,34 @@ def test_sync_copies_every_verified_backup_newest_first_then_is_a_no_op(world, t
     assert again.returncode == 0, again.stderr
     assert "0 uploaded, 3 already there" in again.stdout
     assert remote_files(remote) == before
+
+
+def test_an_upload_and_a_download_show_progress_on_a_terminal_only(tmp_path):
+    """The transfer's bytes come from rclone itself (its job's stats; the
+    size of what it has written so far): the last line says 100%."""
+    w = World(tmp_path)
+    make_db(w.db, rows=200, blob_bytes=20000)  # a few MiB: the zstd-less gzip backup
+    backup = w.backup()
+    remote = tmp_path / "remote"
+    script = str(SCRIPTS / "offsite_sync.sh")
+    code, out, err = run_on_a_pty([script, "--remote", str(remote)], w.env)
+    assert code == 0, err
+    assert f"\r\x1b[Koffsite_sync.sh: uploading {backup.name}: " in err, err
+    size = backup.stat().st_size
+    assert re.search(rf"uploading {re.escape(backup.name)}: [^\r]* of [^\r]*\(100%\)", err), err
+    assert "Uploaded:" in out and size > 1 << 20
+    code, out, err = run_on_a_pty([str(SCRIPTS / "restore_database.sh"), "--from", str(remote),
+                                   "--to", str(tmp_path / "back.db"), "latest"], w.env)
+    assert code == 0, err
+    assert re.search(rf"\r\x1b\[Krestore_database.sh: downloading {re.escape(backup.name)}: "
+                     r"[^\r]*\(100%\)", err), err
+    # Quiet, or off a terminal: not a byte of it.
+    shutil.rmtree(remote)
+    code, _, err = run_on_a_pty([script, "--quiet", "--remote", str(remote)], w.env)
+    assert code == 0 and "\r" not in err, err
+    shutil.rmtree(remote)
+    off = w.sync("--remote", str(remote))
+    assert off.returncode == 0 and "\r" not in off.stderr and "\x1b" not in off.stderr
 
 
 def test_manifests_record_the_host(world):

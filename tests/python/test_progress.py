@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import re
-import select
 import sqlite3
 import subprocess
 
-from opsenv import make_db
+from opsenv import make_db, run_on_a_pty
 
 from sqlite_ops import progress
 from sqlite_ops.common import REPO_ROOT
@@ -65,30 +63,6 @@ def test_a_probe_reports_what_a_silent_step_has_done(tmp_path):
     assert bar.line().endswith("0 B of 1.0 MiB (0%)")
     grow.write_bytes(b"x" * (512 << 10))
     assert "512.0 KiB of 1.0 MiB (50%)" in bar.line()
-
-
-def run_on_a_pty(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    """Run ``args`` with stderr on a pseudo-terminal; (exit code, stdout, stderr)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=slave)
-    os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the last writer closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    proc.wait(timeout=60)
-    os.close(master)
-    return proc.returncode, out, seen.decode(errors="replace")
 
 
 def test_a_probe_cleared_by_complete_mid_redraw_does_not_break_the_line():
