@@ -4,7 +4,7 @@
 # Sourced, never executed. A script sets PROG, sources this file, and gets:
 # exit codes, logging, die, configuration with the contract's precedence,
 # the shared lock, temp files cleaned up on every exit path, safe sqlite3
-# invocation, SQL quoting, atomic publishing and .prom writing.
+# invocation and .prom writing.
 #
 # Nothing here runs at source time except `umask 077` and variable defaults,
 # so tests can source it and call one function.
@@ -290,9 +290,7 @@ declare -ga SOPS_EXIT_HOOKS=()
 
 # On every exit: stop background jobs, run the exit hooks, remove the temps.
 # Jobs go first: one interrupted as it starts could otherwise create its
-# output file (a quick_check result) just after the temps were removed. A
-# temp's SQLite companions (-journal, -wal, -shm) go with it: a child killed
-# mid-write (SIGTERM to the whole group) leaves them behind.
+# output file (a quick_check result) just after the temps were removed.
 _sops_on_exit() {
   local rc=$? hook path
   _sops_stop_jobs
@@ -300,7 +298,7 @@ _sops_on_exit() {
     "$hook" "$rc" || true
   done
   for path in "${SOPS_TEMPS[@]}"; do
-    [[ -n $path ]] && rm -rf -- "$path" "$path-journal" "$path-wal" "$path-shm"
+    [[ -n $path ]] && rm -rf -- "$path"
   done
   return "$rc"
 }
@@ -384,19 +382,6 @@ _sops_mktemp() {
 # on_exit FUNCTION: run FUNCTION EXIT_CODE when the script exits.
 on_exit() { SOPS_EXIT_HOOKS+=("$1"); }
 
-# temp_beside VAR DEST: set VAR to a new private temp path in DEST's directory,
-# removed on exit unless published. (Not called as $(...): the registration
-# must happen in this shell.) The name starts with '.<dest name>.tmp.' so a
-# later run can sweep what a killed run left.
-temp_beside() {
-  local -n _temp_var=$1
-  local dest=$2 dir base
-  dir=$(dirname -- "$dest")
-  base=$(basename -- "$dest")
-  _sops_mktemp -- "$dir/.$base.tmp.XXXXXX" || die "$EX_FAIL" "cannot create a temp file in $dir"
-  _temp_var=$SOPS_MADE
-}
-
 # temp_dir_in VAR DIR: set VAR to a private temp directory inside DIR, removed on exit.
 temp_dir_in() {
   local -n _temp_var=$1
@@ -412,54 +397,6 @@ forget_temp() {
     [[ ${SOPS_TEMPS[$i]} == "$1" ]] && SOPS_TEMPS[i]=''
   done
   return 0
-}
-
-# glob_escape STRING: STRING with the glob characters \ * ? [ escaped, so it
-# matches only itself in `find -name` or [[ == ]].
-glob_escape() {
-  local s=${1//\\/\\\\}
-  s=${s//\*/\\*}
-  s=${s//\?/\\?}
-  s=${s//\[/\\[}
-  printf '%s\n' "$s"
-}
-
-# sweep_temps_matching DIR GLOB: remove the temp files ('.*.tmp.*') a killed run
-# left in DIR whose name matches GLOB, so the temps of another database sharing
-# DIR are left alone. Only call while holding the lock.
-sweep_temps_matching() {
-  find "$1" -maxdepth 1 -name "$2" -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
-}
-
-# temp_dir_beside VAR DEST: set VAR to a new private temp directory in DEST's
-# directory, named '.<dest name>.tmp.XXXXXX' (so sweep_temps_matching can
-# remove what a killed run left for this DEST only), removed on exit. For work
-# files that grow companions (-wal, -shm, -journal) which must go with them.
-temp_dir_beside() {
-  local -n _temp_var=$1
-  local dir base
-  dir=$(dirname -- "$2")
-  base=$(basename -- "$2")
-  _sops_mktemp -d -- "$dir/.$base.tmp.XXXXXX" ||
-    die "$EX_FAIL" "cannot create a temp directory in $dir"
-  _temp_var=$SOPS_MADE
-}
-
-# publish_atomic TMP DEST [no-clobber]: fsync TMP, rename it to DEST, fsync the
-# directory. With no-clobber an existing DEST is an error, never overwritten.
-publish_atomic() {
-  local tmp=$1 dest=$2 mode=${3:-}
-  sync -- "$tmp" || die "$EX_FAIL" "cannot fsync $tmp"
-  if [[ $mode == no-clobber ]]; then
-    # -T: a DEST that is a symlink to a directory is an existing DEST, never
-    # a directory to put the link in.
-    ln -T -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
-    rm -f -- "$tmp"
-  else
-    mv -f -T -- "$tmp" "$dest" || die "$EX_FAIL" "cannot rename $tmp to $dest"
-  fi
-  forget_temp "$tmp"
-  sync -- "$(dirname -- "$dest")" || die "$EX_FAIL" "cannot fsync directory of $dest"
 }
 
 # ensure_private_dir DIR: create DIR (0700) if missing; refuse a non-directory.
@@ -613,18 +550,6 @@ roll_back_hot_journal() {
   local said
   said=$(py_ops common roll-back-journal --prog="$PROG" --busy-timeout-ms="${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1") || exit
   [[ -z $said ]] || log_warn "$said"
-}
-
-# sql_quote VALUE: VALUE as an SQL string literal ('it''s').
-sql_quote() {
-  local s=${1//\'/\'\'}
-  printf "'%s'\n" "$s"
-}
-
-# sql_ident NAME: NAME as a quoted SQL identifier ("Order ""Details""").
-sql_ident() {
-  local s=${1//\"/\"\"}
-  printf '"%s"\n' "$s"
 }
 
 # pragma_ok DB PRAGMA: run an integrity pragma; true only for the single line
