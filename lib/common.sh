@@ -113,6 +113,31 @@ config_file_path() {
 # must not quietly fall back to a default path.
 SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS OFFSITE_REMOTES OFFSITE_RETENTION_DAYS OFFSITE_KEEP_MIN OFFSITE_HOST RCLONE_CONFIG FK_ACCEPT INTEGRITY_CHECK "
 
+# The contract's defaults, cfg's fallback (sqlite_ops.common.SOPS_DEFAULTS holds
+# the same values; a test keeps them equal). An empty value is "unset": off,
+# none, or the tool's own default. COMPRESS follows what is installed
+# (default_compression); OFFSITE_RETENTION_DAYS and OFFSITE_KEEP_MIN follow the
+# local settings (offsite_settings).
+declare -gA SOPS_DEFAULTS=(
+  [DB_PATH]=/dashboard/data/dashboard.db
+  [BACKUP_DIR]=/dashboard/data/backups
+  [RETENTION_DAYS]=30
+  [KEEP_MIN]=7
+  [MIGRATIONS_DIR]=$SQLITE_OPS_ROOT/migrations
+  [METRICS_DIR]=''
+  [LOCK_TIMEOUT]=0
+  [VACUUM_THRESHOLD]=0.25
+  [ANALYSIS_LIMIT]=1000
+  [METRICS_LISTEN]=127.0.0.1:9560
+  [LOG_SYSLOG]=0
+  [SQLITE_BUSY_TIMEOUT_MS]=5000
+  [OFFSITE_REMOTES]=''
+  [OFFSITE_HOST]='' # the short host name
+  [RCLONE_CONFIG]=''
+  [FK_ACCEPT]=''
+  [INTEGRITY_CHECK]=backup
+)
+
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
   local file=$1 raw line key value n=0 warned=0
@@ -150,14 +175,15 @@ config_init() {
     export SQLITE_OPS_CONFIG=$file SQLITE_OPS_CONFIG_WARNED=$file
   }
   # Read by this library itself, so settled here for every script.
-  LOG_SYSLOG=$(cfg LOG_SYSLOG 0)
-  SQLITE_BUSY_TIMEOUT_MS=$(cfg SQLITE_BUSY_TIMEOUT_MS 5000)
+  LOG_SYSLOG=$(cfg LOG_SYSLOG)
+  SQLITE_BUSY_TIMEOUT_MS=$(cfg SQLITE_BUSY_TIMEOUT_MS)
   require_uint SQLITE_BUSY_TIMEOUT_MS "$SQLITE_BUSY_TIMEOUT_MS"
 }
 
-# cfg KEY DEFAULT: print the setting with the contract's precedence.
+# cfg KEY [DEFAULT]: print the setting with the contract's precedence; without
+# DEFAULT, the default is SOPS_DEFAULTS's.
 cfg() {
-  local key=$1 default=${2-}
+  local key=$1 default=${2-${SOPS_DEFAULTS[$1]-}}
   if [[ -n ${SOPS_FLAGS[$key]+x} ]]; then
     printf '%s\n' "${SOPS_FLAGS[$key]}"
   elif [[ -n ${!key:-} ]]; then
@@ -180,14 +206,14 @@ offsite_settings() {
   local retention=$1 keep=$2 remote rclone_config
   shift 2
   OFFSITE_LIST=("$@")
-  [[ $# -gt 0 ]] || read -r -a OFFSITE_LIST <<<"$(cfg OFFSITE_REMOTES '')" || true
+  [[ $# -gt 0 ]] || read -r -a OFFSITE_LIST <<<"$(cfg OFFSITE_REMOTES)" || true
   OFFSITE_RETENTION=$(cfg OFFSITE_RETENTION_DAYS "$retention")
   OFFSITE_KEEP=$(cfg OFFSITE_KEEP_MIN "$keep")
   require_uint OFFSITE_RETENTION_DAYS "$OFFSITE_RETENTION"
   require_uint OFFSITE_KEEP_MIN "$OFFSITE_KEEP"
-  OFFSITE_ARGS=(--host="$(cfg OFFSITE_HOST '')")
+  OFFSITE_ARGS=(--host="$(cfg OFFSITE_HOST)")
   for remote in "${OFFSITE_LIST[@]}"; do OFFSITE_ARGS+=(--remote="$remote"); done
-  rclone_config=$(cfg RCLONE_CONFIG '')
+  rclone_config=$(cfg RCLONE_CONFIG)
   [[ -z $rclone_config ]] || export RCLONE_CONFIG=$rclone_config
 }
 

@@ -449,35 +449,24 @@ def settings_from(config: Settings, db: str, dest_dir: str | None = None, *,
                   prog: str, quiet: bool = True) -> Run:
     """A :class:`Run` from sqlite-ops settings (flag > environment > config >
     default), as backup_database.sh would resolve them."""
-    import shutil
-
-    retention = config.get_int("RETENTION_DAYS")
-    keep = config.get_int("KEEP_MIN")
-    rclone_config = config.get("RCLONE_CONFIG", "")
+    rclone_config = config.get("RCLONE_CONFIG")
     if rclone_config:
         os.environ["RCLONE_CONFIG"] = rclone_config  # rclone reads it from there
-
-    def number(key: str, default: int) -> int:
-        value = config.get(key, str(default))
-        if not value.isdigit():
-            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
-        return int(value)
-
-    where = config.get("INTEGRITY_CHECK", "backup")
+    where = config.get("INTEGRITY_CHECK")
     if where not in WHERE_CHECKED:
         raise OpsError(EX_USAGE, f"INTEGRITY_CHECK must be backup or drill, not {where!r}")
 
     return Run(
         db=os.path.abspath(db), dest_dir=os.path.abspath(dest_dir or config.get("BACKUP_DIR")),
-        retention_days=retention, keep_min=keep,
-        compression=config.get("COMPRESS", "zstd" if shutil.which("zstd") else "gzip"),
-        metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT", ""),
-        host=config.get("OFFSITE_HOST", ""), integrity_check=where,
-        busy_timeout_ms=number("SQLITE_BUSY_TIMEOUT_MS", 5000),
-        remotes=config.get("OFFSITE_REMOTES", "").split(),
-        offsite_retention_days=number("OFFSITE_RETENTION_DAYS", retention),
-        offsite_keep_min=number("OFFSITE_KEEP_MIN", keep), quiet=quiet,
-        syslog=config.get("LOG_SYSLOG", "0") == "1", prog=prog)
+        retention_days=config.get_int("RETENTION_DAYS"), keep_min=config.get_int("KEEP_MIN"),
+        compression=config.get("COMPRESS"),
+        metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT"),
+        host=config.get("OFFSITE_HOST"), integrity_check=where,
+        busy_timeout_ms=config.get_int("SQLITE_BUSY_TIMEOUT_MS"),
+        remotes=config.get("OFFSITE_REMOTES").split(),
+        offsite_retention_days=config.get_int("OFFSITE_RETENTION_DAYS"),
+        offsite_keep_min=config.get_int("OFFSITE_KEEP_MIN"), quiet=quiet,
+        syslog=config.get("LOG_SYSLOG") == "1", prog=prog)
 
 
 def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:

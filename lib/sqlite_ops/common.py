@@ -40,16 +40,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-DEFAULTS = {
-    "DB_PATH": "/dashboard/data/dashboard.db",
-    "BACKUP_DIR": "/dashboard/data/backups",
-    "RETENTION_DAYS": "30",
-    "KEEP_MIN": "7",
-    "MIGRATIONS_DIR": os.path.join(REPO_ROOT_STR, "migrations"),
-    "METRICS_DIR": "",
-    "LOCK_TIMEOUT": "0",
-}
-
 SYSTEM_CONFIG = "/etc/sqlite-ops.conf"
 
 # Every setting a config file may hold (SOPS_CONFIG_KEYS in lib/common.sh is the
@@ -60,6 +50,40 @@ CONFIG_KEYS = (
     "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS", "OFFSITE_REMOTES", "OFFSITE_RETENTION_DAYS",
     "OFFSITE_KEEP_MIN", "OFFSITE_HOST", "RCLONE_CONFIG", "FK_ACCEPT", "INTEGRITY_CHECK",
 )
+
+# The contract's defaults: every setting's, but those below that follow another
+# one (SOPS_DEFAULTS in lib/common.sh holds the same values; a test keeps them
+# equal). An empty value is "unset": off, none, or the tool's own default.
+SOPS_DEFAULTS = {
+    "DB_PATH": "/dashboard/data/dashboard.db",
+    "BACKUP_DIR": "/dashboard/data/backups",
+    "RETENTION_DAYS": "30",
+    "KEEP_MIN": "7",
+    "MIGRATIONS_DIR": os.path.join(REPO_ROOT_STR, "migrations"),
+    "METRICS_DIR": "",
+    "LOCK_TIMEOUT": "0",
+    "VACUUM_THRESHOLD": "0.25",
+    "ANALYSIS_LIMIT": "1000",
+    "METRICS_LISTEN": "127.0.0.1:9560",
+    "LOG_SYSLOG": "0",
+    "SQLITE_BUSY_TIMEOUT_MS": "5000",
+    "OFFSITE_REMOTES": "",
+    "OFFSITE_HOST": "",  # the short host name
+    "RCLONE_CONFIG": "",
+    "FK_ACCEPT": "",
+    "INTEGRITY_CHECK": "backup",
+}
+# Settings whose default is another setting's value: remote retention follows
+# the local one.
+SOPS_DEFAULT_FROM = {"OFFSITE_RETENTION_DAYS": "RETENTION_DAYS", "OFFSITE_KEEP_MIN": "KEEP_MIN"}
+
+
+def default_compression() -> str:
+    """COMPRESS's default: zstd when it is installed, else gzip."""
+    import shutil
+
+    return "zstd" if shutil.which("zstd") else "gzip"
+
 
 # Set once a config file's unknown settings have been reported (common.sh too).
 CONFIG_WARNED_ENV = "SQLITE_OPS_CONFIG_WARNED"
@@ -131,7 +155,7 @@ class Settings:
                           f"ignored (known: {' '.join(CONFIG_KEYS)})", file=sys.stderr)
             os.environ[CONFIG_WARNED_ENV] = path
 
-    def get(self, key: str, default: str | None = None) -> str:
+    def get(self, key: str) -> str:
         if key in self._flags:
             return self._flags[key]
         env = os.environ.get(key)
@@ -139,16 +163,18 @@ class Settings:
             return env
         if key in self._file:
             return self._file[key]
-        if default is not None:
-            return default
-        return DEFAULTS.get(key, "")
+        if key in SOPS_DEFAULT_FROM:
+            return self.get(SOPS_DEFAULT_FROM[key])
+        if key == "COMPRESS":
+            return default_compression()
+        return SOPS_DEFAULTS.get(key, "")
 
     def get_int(self, key: str) -> int:
+        """A count or a number of seconds: digits only, as lib/common.sh's require_uint."""
         value = self.get(key)
-        try:
-            return int(value)
-        except ValueError:
-            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}") from None
+        if not (value.isascii() and value.isdigit()):
+            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
+        return int(value)
 
 
 def lock_path_for(db_path: str | os.PathLike[str]) -> str:
