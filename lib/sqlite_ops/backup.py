@@ -50,6 +50,7 @@ from sqlite_ops.common import (
     OpsLock,
     Settings,
     dir_problem,
+    free_bytes,
     fsync_path,
     require_database,
     roll_back_hot_journal,
@@ -537,12 +538,8 @@ def check_free_space(db: str, dest_dir: str) -> None:
         need += os.path.getsize(db + "-wal")
     except OSError:
         pass
-    try:
-        stats = os.statvfs(dest_dir)
-    except OSError:
-        return
-    have = stats.f_bavail * stats.f_frsize
-    if have < need:
+    have = free_bytes(dest_dir)
+    if have is not None and have < need:
         raise OpsError(EX_FAIL, f"not enough free space in {dest_dir}: need about "
                                 f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
                                 "changed")

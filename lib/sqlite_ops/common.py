@@ -442,6 +442,18 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
     return not os.path.exists(journal)
 
 
+def free_bytes(directory: str | os.PathLike[str]) -> int | None:
+    """Bytes this (unprivileged) user may still write in ``directory``'s file
+    system: f_bavail, without the blocks reserved for root, as ``df`` shows and
+    lib/common.sh's free_bytes reads. None when it cannot be told: the caller
+    goes ahead, and the write itself fails with the reason."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """fsync a file or a directory by path (a directory after a rename in it)."""
     fd = os.open(path, os.O_RDONLY)

@@ -75,6 +75,7 @@ from sqlite_ops.common import (
     REPO_ROOT_STR,
     SQLITE_HEADER,
     OpsError,
+    free_bytes,
     fsync_path,
     holders,
     quote_ident,
@@ -363,11 +364,8 @@ def decompress(backup: str | os.PathLike[str], compression: str,
 
 
 def _check_free_space(directory: str, need: int, what: str) -> None:
-    try:
-        have = shutil.disk_usage(directory).free
-    except OSError:
-        return
-    if have < need:
+    have = free_bytes(directory)
+    if have is not None and have < need:
         raise OpsError(EX_FAIL, f"not enough free space in {directory} for {what}: need about "
                                 f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
                                 "changed (--verify and --drill use TMPDIR)")

@@ -20,6 +20,7 @@ from sqlite_ops.common import (
     Settings,
     dir_problem,
     fail,
+    free_bytes,
     is_sqlite_file,
     lock_path_for,
     parse_config_file,
@@ -200,6 +201,16 @@ def test_is_sqlite_file(tmp_path):
     assert not is_sqlite_file(tmp_path / "text")
     assert not is_sqlite_file(tmp_path / "empty")
     assert not is_sqlite_file(tmp_path / "missing")
+
+
+def test_free_bytes_leaves_out_the_blocks_reserved_for_root(tmp_path, monkeypatch):
+    fake = os.statvfs_result((4096, 4096, 1000, 900, 40, 0, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)  # f_bfree 900, f_bavail 40
+    assert free_bytes(tmp_path) == 40 * 4096
+
+
+def test_free_bytes_of_a_missing_directory_is_unknown(tmp_path):
+    assert free_bytes(tmp_path / "missing") is None
 
 
 def test_fail_prints_one_line_even_with_a_newline(capsys):
