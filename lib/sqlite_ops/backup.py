@@ -50,6 +50,7 @@ from sqlite_ops.common import (
     OpsLock,
     Settings,
     dir_problem,
+    ensure_private_dir,
     free_bytes,
     fsync_path,
     require_database,
@@ -392,7 +393,9 @@ def _backup_run(settings: Run, log: Log) -> int:
 
 
 def prepare_dir(dest_dir: str, log: Log) -> None:
-    """The backup directory exists (made 0700) and no other user may write to it."""
+    """A directory backups are written into (BACKUP_DIR, the restore's
+    pre-restore/ and its offsite downloads) exists, made 0700, and no other
+    user may write to it."""
     ensure_private_dir(dest_dir)
     check_backup_dir(dest_dir, log)
 
@@ -477,28 +480,6 @@ def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:
             else "nothing was published")
     log.warn(f"interrupted by SIG{signal.Signals(stop.signum).name[3:]}; {note}")
     return 128 + stop.signum
-
-
-def ensure_private_dir(path: str) -> None:
-    """Create the backup directory (0700) if missing; only it, never its parents
-    (a missing parent means a wrong setting, and making the tree would hide it)."""
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise OpsError(EX_USAGE, f"not a directory: {path}")
-    if not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            raise OpsError(EX_USAGE, f"cannot create {path}: {parent} does not exist; check the "
-                                     "setting that names it (--dir or BACKUP_DIR), or create "
-                                     "it; nothing was changed")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass  # a run started at the same moment made it first: fine
-        except OSError:
-            if not os.path.isdir(path):
-                raise OpsError(EX_FAIL, f"cannot create directory {path}") from None
-    if not os.access(path, os.W_OK):
-        raise OpsError(EX_FAIL, f"cannot write to {path}: permission denied")
 
 
 def check_backup_dir(path: str, log: Log) -> None:

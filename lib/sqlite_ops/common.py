@@ -442,6 +442,30 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
     return not os.path.exists(journal)
 
 
+def ensure_private_dir(path: str, setting: str = "--dir or BACKUP_DIR") -> None:
+    """Make ``path`` a directory this run can write into, creating it (0700)
+    when missing: only it, never its parents (a missing parent means a wrong
+    setting, ``setting`` being the one that names it, and making the whole tree
+    would hide the typo). A symlink to a directory is one (BACKUP_DIR often
+    is); anything else at ``path`` is exit 2."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OpsError(EX_USAGE, f"not a directory: {path}")
+    if not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise OpsError(EX_USAGE, f"cannot create {path}: {parent} does not exist; check the "
+                                     f"setting that names it ({setting}), or create it; nothing "
+                                     "was changed")
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as exc:
+            if not os.path.isdir(path):  # else a run started at the same moment made it: fine
+                raise OpsError(EX_FAIL, f"cannot create directory {path}: "
+                                        f"{exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise OpsError(EX_FAIL, f"cannot write to {path}: permission denied")
+
+
 def free_bytes(directory: str | os.PathLike[str]) -> int | None:
     """Bytes this (unprivileged) user may still write in ``directory``'s file
     system: f_bavail, without the blocks reserved for root, as ``df`` shows and

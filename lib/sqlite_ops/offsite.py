@@ -90,6 +90,7 @@ from sqlite_ops.common import (
     EX_USAGE,
     EX_VERIFY,
     OpsError,
+    ensure_private_dir,
     fail,
     short_host_name,
 )
@@ -639,7 +640,7 @@ class Record:
                     and entry.get("size_bytes") == backup.size_bytes)
 
     def save(self) -> None:
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        ensure_private_dir(str(self.path.parent))
         catalog.write_json_atomic(self.path, {"format": RECORD_FORMAT, "remotes": self.remotes,
                                               "hashes": self.hashes})
 
@@ -731,7 +732,7 @@ class Syncer:
         self.unusable: set[Path] = set()  # local backups that do not match their manifest
         self.log = log or (lambda message: print(f"{PROG}: {message}", file=sys.stderr))
         if not opts.dry_run:  # the record, and the manifests' temp files, live there
-            self.record.path.parent.mkdir(mode=0o700, exist_ok=True)
+            ensure_private_dir(str(self.record.path.parent))
 
     def run(self) -> list[RemoteResult]:
         now = time.time()
@@ -1005,7 +1006,8 @@ class Syncer:
                   and parsed[0] == self.name]
         cache = (self.record.path.parent / "manifests"
                  / hashlib.sha256(directory.encode()).hexdigest()[:16])
-        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(str(cache.parent))
+        ensure_private_dir(str(cache))
         for stale in cache.iterdir():
             if stale.name not in wanted:
                 stale.unlink()
@@ -1088,7 +1090,7 @@ def remote_copies(rclone: Rclone, remote: str, host: str, name: str,
     manifests = [f for f in listing if f.endswith(catalog.MANIFEST_SUFFIX)
                  and f[: -len(catalog.MANIFEST_SUFFIX)] in listing]
     if manifests:
-        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(str(work))
         list_file = work / ".manifests"
         list_file.write_text("".join(f + "\n" for f in manifests), encoding="utf-8")
         rclone.run(remote, "download of the manifests", "copy", "--files-from-raw",
