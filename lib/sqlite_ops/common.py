@@ -497,6 +497,29 @@ def _read_holder(fd: int) -> str:
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
 
+# SQLite's primary result codes for "the database stayed locked" and "the file is damaged".
+SQLITE_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+SQLITE_DAMAGED_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_BUSY_WORDS = ("locked", "busy")
+_DAMAGED_WORDS = ("malformed", "not a database", "corrupt")
+
+
+def sqlite_error_code(exc: Exception) -> int:
+    """The contract's exit code for an sqlite3 error: EX_BUSY when the database
+    stayed locked past the busy timeout, EX_INTEGRITY when the file is damaged
+    (corrupt, or not a database behind an SQLite header), else EX_FAIL. From the
+    result code where Python gives it (3.11+), else from SQLite's message."""
+    primary = getattr(exc, "sqlite_errorcode", None)
+    if primary is not None:
+        primary &= 0xFF
+        if primary in SQLITE_BUSY_CODES:
+            return EX_BUSY
+        return EX_INTEGRITY if primary in SQLITE_DAMAGED_CODES else EX_FAIL
+    text = str(exc).lower()
+    if any(word in text for word in _BUSY_WORDS):
+        return EX_BUSY
+    return EX_INTEGRITY if any(word in text for word in _DAMAGED_WORDS) else EX_FAIL
+
 
 def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
     """True when the file starts with the SQLite 3 header string."""

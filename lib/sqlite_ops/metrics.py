@@ -42,6 +42,7 @@ from .common import (
     quote_ident,
     readonly_uri,
     require_database,
+    sqlite_error_code,
 )
 
 # name: (type, help). The reference table in docs/operations/database-management.md (Monitoring)
@@ -181,9 +182,10 @@ def connect_readonly(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.C
 def database_error(path: str, exc: sqlite3.Error) -> OpsError:
     """The contract's exit code for an SQLite error: busy 75, damaged 4, else 1."""
     text = str(exc)
-    if "locked" in text or "busy" in text:
+    kind = sqlite_error_code(exc)
+    if kind == EX_BUSY:
         return OpsError(EX_BUSY, f"{path} is locked: {text}; retry later")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+    if kind == EX_INTEGRITY:
         return OpsError(EX_INTEGRITY, f"cannot read {path}: {text} (run maintain_database.sh "
                                       "check)")
     if "readonly" in text and os.path.exists(path + "-journal"):

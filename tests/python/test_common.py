@@ -28,6 +28,7 @@ from sqlite_ops.common import (
     readonly_uri,
     require_regular_file,
     roll_back_hot_journal,
+    sqlite_error_code,
 )
 
 
@@ -211,6 +212,34 @@ def test_free_bytes_leaves_out_the_blocks_reserved_for_root(tmp_path, monkeypatc
 
 def test_free_bytes_of_a_missing_directory_is_unknown(tmp_path):
     assert free_bytes(tmp_path / "missing") is None
+
+
+def _sqlite_error(run) -> sqlite3.Error:
+    with pytest.raises(sqlite3.Error) as raised:
+        run()
+    return raised.value
+
+
+def test_sqlite_errors_get_the_contracts_codes(tmp_path):
+    db = tmp_path / "a.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t(x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    reader = sqlite3.connect(db, timeout=0)
+    assert sqlite_error_code(_sqlite_error(
+        lambda: reader.execute("SELECT * FROM t").fetchall())) == common.EX_BUSY
+    holder.execute("ROLLBACK")
+    assert sqlite_error_code(_sqlite_error(
+        lambda: reader.execute("SELECT * FROM nope"))) == common.EX_FAIL
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(common.SQLITE_HEADER + bytes(range(256)) * 64)
+    assert sqlite_error_code(_sqlite_error(
+        lambda: sqlite3.connect(damaged).execute("SELECT * FROM sqlite_master").fetchall())
+    ) == common.EX_INTEGRITY
+    # Raised by our own code, with no result code: SQLite's words decide.
+    assert sqlite_error_code(sqlite3.OperationalError("database is locked")) == common.EX_BUSY
+    assert sqlite_error_code(
+        sqlite3.DatabaseError("database disk image is malformed")) == common.EX_INTEGRITY
 
 
 def test_fail_prints_one_line_even_with_a_newline(capsys):
