@@ -544,7 +544,7 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
     failure alike (never for a run that found the lock taken)."""
     if not settings.metrics_dir:
         return
-    from sqlite_ops import catalog, metrics
+    from sqlite_ops import catalog, metrics, promfile
 
     name = db_name(settings.db)
     stats = {"count": 0, "oldest_age_seconds": 0, "newest_verified_created": 0,
@@ -554,7 +554,7 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
             stats.update(catalog.backup_stats(settings.dest_dir, settings.db))
         except OSError:
             pass
-    label = 'db="' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    label = f'db="{promfile.escape_label(name)}"'
     gauges = [
         ("sqlite_backup_last_success_timestamp_seconds",
          f"{stats['newest_verified_created']:.0f}",
@@ -570,8 +570,8 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
         ("sqlite_backup_last_run_success", "1" if code == 0 else "0",
          "1 when the last backup run succeeded, else 0."),
     ]
-    text = "".join(f"# HELP {metric} {about}\n# TYPE {metric} gauge\n{metric}{{{label}}} {value}\n"
-                   for metric, value, about in gauges)
+    text = "".join(line + "\n" for metric, value, about in gauges
+                   for line in promfile.family(metric, about, [(label, value)]))
     try:
         metrics.write_textfile(settings.metrics_dir, f"backup_{name}", text, warn=log.warn)
     except OpsError as error:

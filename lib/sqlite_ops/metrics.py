@@ -44,6 +44,7 @@ from .common import (
     require_database,
     sqlite_error_code,
 )
+from .promfile import escape_label, family
 
 # name: (type, help). The reference table in docs/operations/database-management.md (Monitoring)
 # lists the same names.
@@ -670,11 +671,6 @@ def collect_write_lock(report: Report) -> None:
 # ---------------------------------------------------------------------------
 
 
-def escape_label(value: str) -> str:
-    """A label value in the text exposition format: \\, " and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def format_value(value: float) -> str:
     if isinstance(value, bool):
         return str(int(value))
@@ -688,11 +684,9 @@ def render_prometheus(report: Report) -> str:
     lines = [f"# {note}" for note in _comment_safe(report.notes)]
     for metric, samples in report.samples.items():
         kind, text = METRICS[metric]
-        lines.append(f"# HELP {metric} {text}")
-        lines.append(f"# TYPE {metric} {kind}")
-        for labels, value in samples:
-            body = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
-            lines.append(f"{metric}{{{body}}} {format_value(value)}")
+        lines += family(metric, text, kind=kind, samples=(
+            (",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items()),
+             format_value(value)) for labels, value in samples))
     return "\n".join(lines) + "\n"
 
 

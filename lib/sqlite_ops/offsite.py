@@ -96,6 +96,7 @@ from sqlite_ops.common import (
 )
 from sqlite_ops.progress import INTERVAL as PROGRESS_INTERVAL
 from sqlite_ops.progress import Progress, wanted
+from sqlite_ops.promfile import escape_label, family
 
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
@@ -1037,17 +1038,13 @@ OFFSITE_METRICS = (
 )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def metrics_text(name: str, results: list[RemoteResult], now: float) -> str:
     """This run's gauges; a failed remote keeps its last success time (promfile merge)."""
     lines = []
     for metric, help_text in OFFSITE_METRICS:
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+        samples = []
         for r in results:
-            labels = f'db="{_label(name)}",remote="{_label(r.remote)}"'
+            labels = f'db="{escape_label(name)}",remote="{escape_label(r.remote)}"'
             value: float | None
             if metric.endswith("last_success_timestamp_seconds"):
                 value = now if r.error is None else None
@@ -1058,7 +1055,8 @@ def metrics_text(name: str, results: list[RemoteResult], now: float) -> str:
             else:
                 value = 1 if r.error is None else 0
             if value is not None:
-                lines.append(f"{metric}{{{labels}}} {value:.0f}")
+                samples.append((labels, f"{value:.0f}"))
+        lines += family(metric, help_text, samples)
     return "\n".join(lines) + "\n"
 
 

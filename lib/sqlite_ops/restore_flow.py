@@ -785,14 +785,12 @@ def write_metrics(run: Run, values: dict[str, Any]) -> None:
     opts = run.opts
     if not opts.metrics_dir:
         return
-    label = f'db="{metrics.escape_label(run.name)}"'
+    label = f'db="{promfile.escape_label(run.name)}"'
     if opts.remote:
-        label += f',remote="{metrics.escape_label(opts.remote)}"'
+        label += f',remote="{promfile.escape_label(opts.remote)}"'
     lines = []
     for name, help_text in RESTORE_METRICS:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        if name in values:
-            lines.append(f"{name}{{{label}}} {values[name]}")
+        lines += promfile.family(name, help_text, [(label, values[name])] if name in values else [])
     file_name = f"restore_{run.name}"
     path = os.path.join(opts.metrics_dir, metrics.textfile_name(file_name))
     try:
