@@ -4,7 +4,7 @@
 # Sourced, never executed. A script sets PROG, sources this file, and gets:
 # exit codes, logging, die, configuration with the contract's precedence,
 # the shared lock, temp files cleaned up on every exit path, safe sqlite3
-# invocation, SQL quoting, atomic publishing and .prom writing.
+# invocation and .prom writing.
 #
 # Nothing here runs at source time except `umask 077` and variable defaults,
 # so tests can source it and call one function.
@@ -113,6 +113,31 @@ config_file_path() {
 # must not quietly fall back to a default path.
 SOPS_CONFIG_KEYS=" DB_PATH BACKUP_DIR RETENTION_DAYS KEEP_MIN COMPRESS MIGRATIONS_DIR METRICS_DIR LOCK_TIMEOUT VACUUM_THRESHOLD ANALYSIS_LIMIT METRICS_LISTEN LOG_SYSLOG SQLITE_BUSY_TIMEOUT_MS OFFSITE_REMOTES OFFSITE_RETENTION_DAYS OFFSITE_KEEP_MIN OFFSITE_HOST RCLONE_CONFIG FK_ACCEPT INTEGRITY_CHECK "
 
+# The contract's defaults, cfg's fallback (sqlite_ops.common.SOPS_DEFAULTS holds
+# the same values; a test keeps them equal). An empty value is "unset": off,
+# none, or the tool's own default. COMPRESS follows what is installed
+# (default_compression); OFFSITE_RETENTION_DAYS and OFFSITE_KEEP_MIN follow the
+# local settings (offsite_settings).
+declare -gA SOPS_DEFAULTS=(
+  [DB_PATH]=/dashboard/data/dashboard.db
+  [BACKUP_DIR]=/dashboard/data/backups
+  [RETENTION_DAYS]=30
+  [KEEP_MIN]=7
+  [MIGRATIONS_DIR]=$SQLITE_OPS_ROOT/migrations
+  [METRICS_DIR]=''
+  [LOCK_TIMEOUT]=0
+  [VACUUM_THRESHOLD]=0.25
+  [ANALYSIS_LIMIT]=1000
+  [METRICS_LISTEN]=127.0.0.1:9560
+  [LOG_SYSLOG]=0
+  [SQLITE_BUSY_TIMEOUT_MS]=5000
+  [OFFSITE_REMOTES]=''
+  [OFFSITE_HOST]='' # the short host name
+  [RCLONE_CONFIG]=''
+  [FK_ACCEPT]=''
+  [INTEGRITY_CHECK]=backup
+)
+
 # config_load FILE: parse KEY=value lines into SOPS_FILE; never sources it.
 config_load() {
   local file=$1 raw line key value n=0 warned=0
@@ -150,14 +175,15 @@ config_init() {
     export SQLITE_OPS_CONFIG=$file SQLITE_OPS_CONFIG_WARNED=$file
   }
   # Read by this library itself, so settled here for every script.
-  LOG_SYSLOG=$(cfg LOG_SYSLOG 0)
-  SQLITE_BUSY_TIMEOUT_MS=$(cfg SQLITE_BUSY_TIMEOUT_MS 5000)
+  LOG_SYSLOG=$(cfg LOG_SYSLOG)
+  SQLITE_BUSY_TIMEOUT_MS=$(cfg SQLITE_BUSY_TIMEOUT_MS)
   require_uint SQLITE_BUSY_TIMEOUT_MS "$SQLITE_BUSY_TIMEOUT_MS"
 }
 
-# cfg KEY DEFAULT: print the setting with the contract's precedence.
+# cfg KEY [DEFAULT]: print the setting with the contract's precedence; without
+# DEFAULT, the default is SOPS_DEFAULTS's.
 cfg() {
-  local key=$1 default=${2-}
+  local key=$1 default=${2-${SOPS_DEFAULTS[$1]-}}
   if [[ -n ${SOPS_FLAGS[$key]+x} ]]; then
     printf '%s\n' "${SOPS_FLAGS[$key]}"
   elif [[ -n ${!key:-} ]]; then
@@ -180,14 +206,14 @@ offsite_settings() {
   local retention=$1 keep=$2 remote rclone_config
   shift 2
   OFFSITE_LIST=("$@")
-  [[ $# -gt 0 ]] || read -r -a OFFSITE_LIST <<<"$(cfg OFFSITE_REMOTES '')" || true
+  [[ $# -gt 0 ]] || read -r -a OFFSITE_LIST <<<"$(cfg OFFSITE_REMOTES)" || true
   OFFSITE_RETENTION=$(cfg OFFSITE_RETENTION_DAYS "$retention")
   OFFSITE_KEEP=$(cfg OFFSITE_KEEP_MIN "$keep")
   require_uint OFFSITE_RETENTION_DAYS "$OFFSITE_RETENTION"
   require_uint OFFSITE_KEEP_MIN "$OFFSITE_KEEP"
-  OFFSITE_ARGS=(--host="$(cfg OFFSITE_HOST '')")
+  OFFSITE_ARGS=(--host="$(cfg OFFSITE_HOST)")
   for remote in "${OFFSITE_LIST[@]}"; do OFFSITE_ARGS+=(--remote="$remote"); done
-  rclone_config=$(cfg RCLONE_CONFIG '')
+  rclone_config=$(cfg RCLONE_CONFIG)
   [[ -z $rclone_config ]] || export RCLONE_CONFIG=$rclone_config
 }
 
@@ -290,9 +316,7 @@ declare -ga SOPS_EXIT_HOOKS=()
 
 # On every exit: stop background jobs, run the exit hooks, remove the temps.
 # Jobs go first: one interrupted as it starts could otherwise create its
-# output file (a quick_check result) just after the temps were removed. A
-# temp's SQLite companions (-journal, -wal, -shm) go with it: a child killed
-# mid-write (SIGTERM to the whole group) leaves them behind.
+# output file (a quick_check result) just after the temps were removed.
 _sops_on_exit() {
   local rc=$? hook path
   _sops_stop_jobs
@@ -300,7 +324,7 @@ _sops_on_exit() {
     "$hook" "$rc" || true
   done
   for path in "${SOPS_TEMPS[@]}"; do
-    [[ -n $path ]] && rm -rf -- "$path" "$path-journal" "$path-wal" "$path-shm"
+    [[ -n $path ]] && rm -rf -- "$path"
   done
   return "$rc"
 }
@@ -384,19 +408,6 @@ _sops_mktemp() {
 # on_exit FUNCTION: run FUNCTION EXIT_CODE when the script exits.
 on_exit() { SOPS_EXIT_HOOKS+=("$1"); }
 
-# temp_beside VAR DEST: set VAR to a new private temp path in DEST's directory,
-# removed on exit unless published. (Not called as $(...): the registration
-# must happen in this shell.) The name starts with '.<dest name>.tmp.' so a
-# later run can sweep what a killed run left.
-temp_beside() {
-  local -n _temp_var=$1
-  local dest=$2 dir base
-  dir=$(dirname -- "$dest")
-  base=$(basename -- "$dest")
-  _sops_mktemp -- "$dir/.$base.tmp.XXXXXX" || die "$EX_FAIL" "cannot create a temp file in $dir"
-  _temp_var=$SOPS_MADE
-}
-
 # temp_dir_in VAR DIR: set VAR to a private temp directory inside DIR, removed on exit.
 temp_dir_in() {
   local -n _temp_var=$1
@@ -412,54 +423,6 @@ forget_temp() {
     [[ ${SOPS_TEMPS[$i]} == "$1" ]] && SOPS_TEMPS[i]=''
   done
   return 0
-}
-
-# glob_escape STRING: STRING with the glob characters \ * ? [ escaped, so it
-# matches only itself in `find -name` or [[ == ]].
-glob_escape() {
-  local s=${1//\\/\\\\}
-  s=${s//\*/\\*}
-  s=${s//\?/\\?}
-  s=${s//\[/\\[}
-  printf '%s\n' "$s"
-}
-
-# sweep_temps_matching DIR GLOB: remove the temp files ('.*.tmp.*') a killed run
-# left in DIR whose name matches GLOB, so the temps of another database sharing
-# DIR are left alone. Only call while holding the lock.
-sweep_temps_matching() {
-  find "$1" -maxdepth 1 -name "$2" -name '.*.tmp.*' -user "$(id -u)" -exec rm -rf -- {} + 2>/dev/null || true
-}
-
-# temp_dir_beside VAR DEST: set VAR to a new private temp directory in DEST's
-# directory, named '.<dest name>.tmp.XXXXXX' (so sweep_temps_matching can
-# remove what a killed run left for this DEST only), removed on exit. For work
-# files that grow companions (-wal, -shm, -journal) which must go with them.
-temp_dir_beside() {
-  local -n _temp_var=$1
-  local dir base
-  dir=$(dirname -- "$2")
-  base=$(basename -- "$2")
-  _sops_mktemp -d -- "$dir/.$base.tmp.XXXXXX" ||
-    die "$EX_FAIL" "cannot create a temp directory in $dir"
-  _temp_var=$SOPS_MADE
-}
-
-# publish_atomic TMP DEST [no-clobber]: fsync TMP, rename it to DEST, fsync the
-# directory. With no-clobber an existing DEST is an error, never overwritten.
-publish_atomic() {
-  local tmp=$1 dest=$2 mode=${3:-}
-  sync -- "$tmp" || die "$EX_FAIL" "cannot fsync $tmp"
-  if [[ $mode == no-clobber ]]; then
-    # -T: a DEST that is a symlink to a directory is an existing DEST, never
-    # a directory to put the link in.
-    ln -T -- "$tmp" "$dest" 2>/dev/null || die "$EX_FAIL" "refusing to overwrite existing $dest"
-    rm -f -- "$tmp"
-  else
-    mv -f -T -- "$tmp" "$dest" || die "$EX_FAIL" "cannot rename $tmp to $dest"
-  fi
-  forget_temp "$tmp"
-  sync -- "$(dirname -- "$dest")" || die "$EX_FAIL" "cannot fsync directory of $dest"
 }
 
 # ensure_private_dir DIR: create DIR (0700) if missing; refuse a non-directory.
@@ -613,18 +576,6 @@ roll_back_hot_journal() {
   local said
   said=$(py_ops common roll-back-journal --prog="$PROG" --busy-timeout-ms="${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1") || exit
   [[ -z $said ]] || log_warn "$said"
-}
-
-# sql_quote VALUE: VALUE as an SQL string literal ('it''s').
-sql_quote() {
-  local s=${1//\'/\'\'}
-  printf "'%s'\n" "$s"
-}
-
-# sql_ident NAME: NAME as a quoted SQL identifier ("Order ""Details""").
-sql_ident() {
-  local s=${1//\"/\"\"}
-  printf '"%s"\n' "$s"
 }
 
 # pragma_ok DB PRAGMA: run an integrity pragma; true only for the single line

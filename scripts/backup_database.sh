@@ -104,15 +104,15 @@ backup_option() {
 # load_settings: resolve every setting once (flag > env > config > default).
 load_settings() {
   config_init
-  SRC_DB=$(abs_path "$(cfg DB_PATH /dashboard/data/dashboard.db)")
-  DEST_DIR=$(abs_path "$(cfg BACKUP_DIR /dashboard/data/backups)")
-  RETENTION=$(cfg RETENTION_DAYS 30)
-  KEEP=$(cfg KEEP_MIN 7)
-  TIMEOUT=$(cfg LOCK_TIMEOUT 0)
-  METRICS=$(cfg METRICS_DIR '')
+  SRC_DB=$(abs_path "$(cfg DB_PATH)")
+  DEST_DIR=$(abs_path "$(cfg BACKUP_DIR)")
+  RETENTION=$(cfg RETENTION_DAYS)
+  KEEP=$(cfg KEEP_MIN)
+  TIMEOUT=$(cfg LOCK_TIMEOUT)
+  METRICS=$(cfg METRICS_DIR)
   COMPRESSION=$(cfg COMPRESS "$(default_compression)")
-  FK_ACCEPT=$(cfg FK_ACCEPT '')
-  INTEGRITY=$(cfg INTEGRITY_CHECK backup)
+  FK_ACCEPT=$(cfg FK_ACCEPT)
+  INTEGRITY=$(cfg INTEGRITY_CHECK)
   require_uint RETENTION_DAYS "$RETENTION"
   require_uint KEEP_MIN "$KEEP"
   require_uint LOCK_TIMEOUT "$TIMEOUT"

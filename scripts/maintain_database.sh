@@ -122,12 +122,12 @@ add_task() {
 
 load_settings() {
   config_init
-  DB=$(cfg DB_PATH /dashboard/data/dashboard.db)
-  METRICS_DIR=$(cfg METRICS_DIR '')
-  VACUUM_THRESHOLD=$(cfg VACUUM_THRESHOLD 0.25)
-  ANALYSIS_LIMIT=$(cfg ANALYSIS_LIMIT 1000)
-  LOCK_TIMEOUT=$(cfg LOCK_TIMEOUT 0)
-  FK_ACCEPT=$(cfg FK_ACCEPT '')
+  DB=$(cfg DB_PATH)
+  METRICS_DIR=$(cfg METRICS_DIR)
+  VACUUM_THRESHOLD=$(cfg VACUUM_THRESHOLD)
+  ANALYSIS_LIMIT=$(cfg ANALYSIS_LIMIT)
+  LOCK_TIMEOUT=$(cfg LOCK_TIMEOUT)
+  FK_ACCEPT=$(cfg FK_ACCEPT)
   require_uint LOCK_TIMEOUT "$LOCK_TIMEOUT"
   require_uint ANALYSIS_LIMIT "$ANALYSIS_LIMIT"
   [[ $VACUUM_THRESHOLD =~ ^(0|1|0?\.[0-9]+|1\.0*)$ ]] ||

@@ -92,14 +92,14 @@ sync_option() {
 # load_settings: resolve every setting once (flag > env > config > default).
 load_settings() {
   config_init
-  DB=$(abs_path "$(cfg DB_PATH /dashboard/data/dashboard.db)")
-  BACKUP_ROOT=$(abs_path "$(cfg BACKUP_DIR /dashboard/data/backups)")
-  METRICS=$(cfg METRICS_DIR '')
-  TIMEOUT=$(cfg LOCK_TIMEOUT 0)
+  DB=$(abs_path "$(cfg DB_PATH)")
+  BACKUP_ROOT=$(abs_path "$(cfg BACKUP_DIR)")
+  METRICS=$(cfg METRICS_DIR)
+  TIMEOUT=$(cfg LOCK_TIMEOUT)
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   local retention keep
-  retention=$(cfg RETENTION_DAYS 30)
-  keep=$(cfg KEEP_MIN 7)
+  retention=$(cfg RETENTION_DAYS)
+  keep=$(cfg KEEP_MIN)
   require_uint RETENTION_DAYS "$retention"
   require_uint KEEP_MIN "$keep"
   offsite_settings "$retention" "$keep" ${REMOTES[@]+"${REMOTES[@]}"}

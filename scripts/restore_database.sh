@@ -189,14 +189,14 @@ check_args() {
 # load_settings: resolve every setting once (flag > env > config > default).
 load_settings() {
   config_init
-  DB=$(abs_path "$(cfg DB_PATH /dashboard/data/dashboard.db)")
-  BACKUP_ROOT=$(abs_path "$(cfg BACKUP_DIR /dashboard/data/backups)")
-  MIGRATIONS=$(cfg MIGRATIONS_DIR "$SQLITE_OPS_ROOT/migrations")
-  METRICS=$(cfg METRICS_DIR '')
-  TIMEOUT=$(cfg LOCK_TIMEOUT 0)
-  FK_ACCEPT=$(cfg FK_ACCEPT '')
+  DB=$(abs_path "$(cfg DB_PATH)")
+  BACKUP_ROOT=$(abs_path "$(cfg BACKUP_DIR)")
+  MIGRATIONS=$(cfg MIGRATIONS_DIR)
+  METRICS=$(cfg METRICS_DIR)
+  TIMEOUT=$(cfg LOCK_TIMEOUT)
+  FK_ACCEPT=$(cfg FK_ACCEPT)
   COMPRESSION=$(cfg COMPRESS "$(default_compression)") # the safety backup's
-  HOST=$(cfg OFFSITE_HOST '')
+  HOST=$(cfg OFFSITE_HOST)
   require_uint LOCK_TIMEOUT "$TIMEOUT"
   require_tool python3 python3
   require_regular_or_missing "$DB"

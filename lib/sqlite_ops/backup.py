@@ -50,6 +50,8 @@ from sqlite_ops.common import (
     OpsLock,
     Settings,
     dir_problem,
+    ensure_private_dir,
+    free_bytes,
     fsync_path,
     require_database,
     roll_back_hot_journal,
@@ -391,7 +393,9 @@ def _backup_run(settings: Run, log: Log) -> int:
 
 
 def prepare_dir(dest_dir: str, log: Log) -> None:
-    """The backup directory exists (made 0700) and no other user may write to it."""
+    """A directory backups are written into (BACKUP_DIR, the restore's
+    pre-restore/ and its offsite downloads) exists, made 0700, and no other
+    user may write to it."""
     ensure_private_dir(dest_dir)
     check_backup_dir(dest_dir, log)
 
@@ -449,35 +453,24 @@ def settings_from(config: Settings, db: str, dest_dir: str | None = None, *,
                   prog: str, quiet: bool = True) -> Run:
     """A :class:`Run` from sqlite-ops settings (flag > environment > config >
     default), as backup_database.sh would resolve them."""
-    import shutil
-
-    retention = config.get_int("RETENTION_DAYS")
-    keep = config.get_int("KEEP_MIN")
-    rclone_config = config.get("RCLONE_CONFIG", "")
+    rclone_config = config.get("RCLONE_CONFIG")
     if rclone_config:
         os.environ["RCLONE_CONFIG"] = rclone_config  # rclone reads it from there
-
-    def number(key: str, default: int) -> int:
-        value = config.get(key, str(default))
-        if not value.isdigit():
-            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
-        return int(value)
-
-    where = config.get("INTEGRITY_CHECK", "backup")
+    where = config.get("INTEGRITY_CHECK")
     if where not in WHERE_CHECKED:
         raise OpsError(EX_USAGE, f"INTEGRITY_CHECK must be backup or drill, not {where!r}")
 
     return Run(
         db=os.path.abspath(db), dest_dir=os.path.abspath(dest_dir or config.get("BACKUP_DIR")),
-        retention_days=retention, keep_min=keep,
-        compression=config.get("COMPRESS", "zstd" if shutil.which("zstd") else "gzip"),
-        metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT", ""),
-        host=config.get("OFFSITE_HOST", ""), integrity_check=where,
-        busy_timeout_ms=number("SQLITE_BUSY_TIMEOUT_MS", 5000),
-        remotes=config.get("OFFSITE_REMOTES", "").split(),
-        offsite_retention_days=number("OFFSITE_RETENTION_DAYS", retention),
-        offsite_keep_min=number("OFFSITE_KEEP_MIN", keep), quiet=quiet,
-        syslog=config.get("LOG_SYSLOG", "0") == "1", prog=prog)
+        retention_days=config.get_int("RETENTION_DAYS"), keep_min=config.get_int("KEEP_MIN"),
+        compression=config.get("COMPRESS"),
+        metrics_dir=config.get("METRICS_DIR"), fk_accept=config.get("FK_ACCEPT"),
+        host=config.get("OFFSITE_HOST"), integrity_check=where,
+        busy_timeout_ms=config.get_int("SQLITE_BUSY_TIMEOUT_MS"),
+        remotes=config.get("OFFSITE_REMOTES").split(),
+        offsite_retention_days=config.get_int("OFFSITE_RETENTION_DAYS"),
+        offsite_keep_min=config.get_int("OFFSITE_KEEP_MIN"), quiet=quiet,
+        syslog=config.get("LOG_SYSLOG") == "1", prog=prog)
 
 
 def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:
@@ -487,28 +480,6 @@ def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:
             else "nothing was published")
     log.warn(f"interrupted by SIG{signal.Signals(stop.signum).name[3:]}; {note}")
     return 128 + stop.signum
-
-
-def ensure_private_dir(path: str) -> None:
-    """Create the backup directory (0700) if missing; only it, never its parents
-    (a missing parent means a wrong setting, and making the tree would hide it)."""
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise OpsError(EX_USAGE, f"not a directory: {path}")
-    if not os.path.isdir(path):
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            raise OpsError(EX_USAGE, f"cannot create {path}: {parent} does not exist; check the "
-                                     "setting that names it (--dir or BACKUP_DIR), or create "
-                                     "it; nothing was changed")
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass  # a run started at the same moment made it first: fine
-        except OSError:
-            if not os.path.isdir(path):
-                raise OpsError(EX_FAIL, f"cannot create directory {path}") from None
-    if not os.access(path, os.W_OK):
-        raise OpsError(EX_FAIL, f"cannot write to {path}: permission denied")
 
 
 def check_backup_dir(path: str, log: Log) -> None:
@@ -548,12 +519,8 @@ def check_free_space(db: str, dest_dir: str) -> None:
         need += os.path.getsize(db + "-wal")
     except OSError:
         pass
-    try:
-        stats = os.statvfs(dest_dir)
-    except OSError:
-        return
-    have = stats.f_bavail * stats.f_frsize
-    if have < need:
+    have = free_bytes(dest_dir)
+    if have is not None and have < need:
         raise OpsError(EX_FAIL, f"not enough free space in {dest_dir}: need about "
                                 f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
                                 "changed")
@@ -577,7 +544,7 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
     failure alike (never for a run that found the lock taken)."""
     if not settings.metrics_dir:
         return
-    from sqlite_ops import catalog, metrics
+    from sqlite_ops import catalog, metrics, promfile
 
     name = db_name(settings.db)
     stats = {"count": 0, "oldest_age_seconds": 0, "newest_verified_created": 0,
@@ -587,7 +554,7 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
             stats.update(catalog.backup_stats(settings.dest_dir, settings.db))
         except OSError:
             pass
-    label = 'db="' + name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    label = f'db="{promfile.escape_label(name)}"'
     gauges = [
         ("sqlite_backup_last_success_timestamp_seconds",
          f"{stats['newest_verified_created']:.0f}",
@@ -603,8 +570,8 @@ def write_metrics(settings: Run, code: int, log: Log) -> None:
         ("sqlite_backup_last_run_success", "1" if code == 0 else "0",
          "1 when the last backup run succeeded, else 0."),
     ]
-    text = "".join(f"# HELP {metric} {about}\n# TYPE {metric} gauge\n{metric}{{{label}}} {value}\n"
-                   for metric, value, about in gauges)
+    text = "".join(line + "\n" for metric, value, about in gauges
+                   for line in promfile.family(metric, about, [(label, value)]))
     try:
         metrics.write_textfile(settings.metrics_dir, f"backup_{name}", text, warn=log.warn)
     except OpsError as error:

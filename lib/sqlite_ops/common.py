@@ -40,16 +40,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-DEFAULTS = {
-    "DB_PATH": "/dashboard/data/dashboard.db",
-    "BACKUP_DIR": "/dashboard/data/backups",
-    "RETENTION_DAYS": "30",
-    "KEEP_MIN": "7",
-    "MIGRATIONS_DIR": os.path.join(REPO_ROOT_STR, "migrations"),
-    "METRICS_DIR": "",
-    "LOCK_TIMEOUT": "0",
-}
-
 SYSTEM_CONFIG = "/etc/sqlite-ops.conf"
 
 # Every setting a config file may hold (SOPS_CONFIG_KEYS in lib/common.sh is the
@@ -60,6 +50,40 @@ CONFIG_KEYS = (
     "LOG_SYSLOG", "SQLITE_BUSY_TIMEOUT_MS", "OFFSITE_REMOTES", "OFFSITE_RETENTION_DAYS",
     "OFFSITE_KEEP_MIN", "OFFSITE_HOST", "RCLONE_CONFIG", "FK_ACCEPT", "INTEGRITY_CHECK",
 )
+
+# The contract's defaults: every setting's, but those below that follow another
+# one (SOPS_DEFAULTS in lib/common.sh holds the same values; a test keeps them
+# equal). An empty value is "unset": off, none, or the tool's own default.
+SOPS_DEFAULTS = {
+    "DB_PATH": "/dashboard/data/dashboard.db",
+    "BACKUP_DIR": "/dashboard/data/backups",
+    "RETENTION_DAYS": "30",
+    "KEEP_MIN": "7",
+    "MIGRATIONS_DIR": os.path.join(REPO_ROOT_STR, "migrations"),
+    "METRICS_DIR": "",
+    "LOCK_TIMEOUT": "0",
+    "VACUUM_THRESHOLD": "0.25",
+    "ANALYSIS_LIMIT": "1000",
+    "METRICS_LISTEN": "127.0.0.1:9560",
+    "LOG_SYSLOG": "0",
+    "SQLITE_BUSY_TIMEOUT_MS": "5000",
+    "OFFSITE_REMOTES": "",
+    "OFFSITE_HOST": "",  # the short host name
+    "RCLONE_CONFIG": "",
+    "FK_ACCEPT": "",
+    "INTEGRITY_CHECK": "backup",
+}
+# Settings whose default is another setting's value: remote retention follows
+# the local one.
+SOPS_DEFAULT_FROM = {"OFFSITE_RETENTION_DAYS": "RETENTION_DAYS", "OFFSITE_KEEP_MIN": "KEEP_MIN"}
+
+
+def default_compression() -> str:
+    """COMPRESS's default: zstd when it is installed, else gzip."""
+    import shutil
+
+    return "zstd" if shutil.which("zstd") else "gzip"
+
 
 # Set once a config file's unknown settings have been reported (common.sh too).
 CONFIG_WARNED_ENV = "SQLITE_OPS_CONFIG_WARNED"
@@ -131,7 +155,7 @@ class Settings:
                           f"ignored (known: {' '.join(CONFIG_KEYS)})", file=sys.stderr)
             os.environ[CONFIG_WARNED_ENV] = path
 
-    def get(self, key: str, default: str | None = None) -> str:
+    def get(self, key: str) -> str:
         if key in self._flags:
             return self._flags[key]
         env = os.environ.get(key)
@@ -139,16 +163,18 @@ class Settings:
             return env
         if key in self._file:
             return self._file[key]
-        if default is not None:
-            return default
-        return DEFAULTS.get(key, "")
+        if key in SOPS_DEFAULT_FROM:
+            return self.get(SOPS_DEFAULT_FROM[key])
+        if key == "COMPRESS":
+            return default_compression()
+        return SOPS_DEFAULTS.get(key, "")
 
     def get_int(self, key: str) -> int:
+        """A count or a number of seconds: digits only, as lib/common.sh's require_uint."""
         value = self.get(key)
-        try:
-            return int(value)
-        except ValueError:
-            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}") from None
+        if not (value.isascii() and value.isdigit()):
+            raise OpsError(EX_USAGE, f"{key} must be a whole number, not {value!r}")
+        return int(value)
 
 
 def lock_path_for(db_path: str | os.PathLike[str]) -> str:
@@ -416,6 +442,42 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
     return not os.path.exists(journal)
 
 
+def ensure_private_dir(path: str, setting: str = "--dir or BACKUP_DIR") -> None:
+    """Make ``path`` a directory this run can write into, creating it (0700)
+    when missing: only it, never its parents (a missing parent means a wrong
+    setting, ``setting`` being the one that names it, and making the whole tree
+    would hide the typo). A symlink to a directory is one (BACKUP_DIR often
+    is); anything else at ``path`` is exit 2."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OpsError(EX_USAGE, f"not a directory: {path}")
+    if not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise OpsError(EX_USAGE, f"cannot create {path}: {parent} does not exist; check the "
+                                     f"setting that names it ({setting}), or create it; nothing "
+                                     "was changed")
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as exc:
+            if not os.path.isdir(path):  # else a run started at the same moment made it: fine
+                raise OpsError(EX_FAIL, f"cannot create directory {path}: "
+                                        f"{exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise OpsError(EX_FAIL, f"cannot write to {path}: permission denied")
+
+
+def free_bytes(directory: str | os.PathLike[str]) -> int | None:
+    """Bytes this (unprivileged) user may still write in ``directory``'s file
+    system: f_bavail, without the blocks reserved for root, as ``df`` shows and
+    lib/common.sh's free_bytes reads. None when it cannot be told: the caller
+    goes ahead, and the write itself fails with the reason."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 def fsync_path(path: str | os.PathLike[str]) -> None:
     """fsync a file or a directory by path (a directory after a rename in it)."""
     fd = os.open(path, os.O_RDONLY)
@@ -434,6 +496,29 @@ def _read_holder(fd: int) -> str:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database
+
+# SQLite's primary result codes for "the database stayed locked" and "the file is damaged".
+SQLITE_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+SQLITE_DAMAGED_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_BUSY_WORDS = ("locked", "busy")
+_DAMAGED_WORDS = ("malformed", "not a database", "corrupt")
+
+
+def sqlite_error_code(exc: Exception) -> int:
+    """The contract's exit code for an sqlite3 error: EX_BUSY when the database
+    stayed locked past the busy timeout, EX_INTEGRITY when the file is damaged
+    (corrupt, or not a database behind an SQLite header), else EX_FAIL. From the
+    result code where Python gives it (3.11+), else from SQLite's message."""
+    primary = getattr(exc, "sqlite_errorcode", None)
+    if primary is not None:
+        primary &= 0xFF
+        if primary in SQLITE_BUSY_CODES:
+            return EX_BUSY
+        return EX_INTEGRITY if primary in SQLITE_DAMAGED_CODES else EX_FAIL
+    text = str(exc).lower()
+    if any(word in text for word in _BUSY_WORDS):
+        return EX_BUSY
+    return EX_INTEGRITY if any(word in text for word in _DAMAGED_WORDS) else EX_FAIL
 
 
 def is_sqlite_file(path: str | os.PathLike[str]) -> bool:

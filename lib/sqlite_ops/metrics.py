@@ -42,7 +42,9 @@ from .common import (
     quote_ident,
     readonly_uri,
     require_database,
+    sqlite_error_code,
 )
+from .promfile import escape_label, family
 
 # name: (type, help). The reference table in docs/operations/database-management.md (Monitoring)
 # lists the same names.
@@ -181,9 +183,10 @@ def connect_readonly(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.C
 def database_error(path: str, exc: sqlite3.Error) -> OpsError:
     """The contract's exit code for an SQLite error: busy 75, damaged 4, else 1."""
     text = str(exc)
-    if "locked" in text or "busy" in text:
+    kind = sqlite_error_code(exc)
+    if kind == EX_BUSY:
         return OpsError(EX_BUSY, f"{path} is locked: {text}; retry later")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+    if kind == EX_INTEGRITY:
         return OpsError(EX_INTEGRITY, f"cannot read {path}: {text} (run maintain_database.sh "
                                       "check)")
     if "readonly" in text and os.path.exists(path + "-journal"):
@@ -668,11 +671,6 @@ def collect_write_lock(report: Report) -> None:
 # ---------------------------------------------------------------------------
 
 
-def escape_label(value: str) -> str:
-    """A label value in the text exposition format: \\, " and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def format_value(value: float) -> str:
     if isinstance(value, bool):
         return str(int(value))
@@ -686,11 +684,9 @@ def render_prometheus(report: Report) -> str:
     lines = [f"# {note}" for note in _comment_safe(report.notes)]
     for metric, samples in report.samples.items():
         kind, text = METRICS[metric]
-        lines.append(f"# HELP {metric} {text}")
-        lines.append(f"# TYPE {metric} {kind}")
-        for labels, value in samples:
-            body = ",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items())
-            lines.append(f"{metric}{{{body}}} {format_value(value)}")
+        lines += family(metric, text, kind=kind, samples=(
+            (",".join(f'{k}="{escape_label(str(v))}"' for k, v in labels.items()),
+             format_value(value)) for labels, value in samples))
     return "\n".join(lines) + "\n"
 
 

@@ -27,11 +27,10 @@ from __future__ import annotations
 import os
 import sys
 
-from .common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, OpsError, Settings, fail
+from .common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, SOPS_DEFAULTS, OpsError, Settings, fail
 from .metrics import DEFAULT_QUERY_RUNS, Options, collect, render_json, render_prometheus
 
 PROG = "db_metrics"
-DEFAULT_LISTEN = "127.0.0.1:9560"
 
 
 def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
@@ -68,7 +67,8 @@ def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
     parser.add_argument("--dir", metavar="BACKUP_DIR", help="backup directory (BACKUP_DIR)")
     parser.add_argument("--migrations", metavar="DIR", help="migrations (MIGRATIONS_DIR)")
     parser.add_argument("--listen", metavar="HOST:PORT",
-                        help=f"serve: address (METRICS_LISTEN, default {DEFAULT_LISTEN})")
+                        help="serve: address (METRICS_LISTEN, default "
+                             f"{SOPS_DEFAULTS['METRICS_LISTEN']})")
     return parser
 
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         db_path = settings.get("DB_PATH")
         options = options_from(args, settings)
         if args.command == "serve":
-            address = parse_listen(settings.get("METRICS_LISTEN", DEFAULT_LISTEN))
+            address = parse_listen(settings.get("METRICS_LISTEN"))
             return serve(db_path, address, options)
         return run_once(db_path, args, options)
     except UsageError as exc:

@@ -40,7 +40,8 @@ global options (before or after the command):
 
 exit codes: 0 done, 1 failed (the message says what changed), 2 usage or
 configuration error, 3 verification failed (edited migration, validate section
-false, schema drift), 75 busy (another run holds the lock).
+false, schema drift), 4 the database is damaged, 75 busy (another run holds the
+lock, or the database stayed locked).
 """
 
 HELP = {

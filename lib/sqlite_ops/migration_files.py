@@ -1,4 +1,5 @@
-"""Migration files: the model and its loader (imports nothing but ``.common``).
+"""Migration files: the model and its loader (imports nothing but ``.common``
+and ``.sqltext``).
 
 A migration is a file in the migrations directory:
 
@@ -37,6 +38,7 @@ import sys
 from collections.abc import Callable, Iterable
 
 from .common import EX_FAIL, EX_USAGE, OpsError
+from .sqltext import has_code, split_statements
 
 SECTIONS = ("up", "down", "validate")
 # Names a section's function or method may have, first match wins.
@@ -255,57 +257,6 @@ def parse_sql_sections(text: str, filename: str = "migration") -> tuple[dict[str
     if result["up"] is None:
         raise OpsError(EX_USAGE, f"{filename} has section markers but no '-- migrate:up'")
     return result, directives
-
-
-def has_code(text: str) -> bool:
-    """True when ``text`` holds anything besides whitespace, semicolons and comments."""
-    return _code_start(text) != -1
-
-
-def _code_start(text: str) -> int:
-    """Index of the first character that is not whitespace, ``;`` or comment; -1 if none."""
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char.isspace() or char == ";":
-            i += 1
-        elif text.startswith("--", i):
-            end = text.find("\n", i)
-            if end == -1:
-                return -1
-            i = end + 1
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end == -1:
-                return -1
-            i = end + 2
-        else:
-            return i
-    return -1
-
-
-def split_statements(sql: str) -> list[str]:
-    """Split SQL into single statements at the semicolons SQLite itself would end them at.
-
-    ``sqlite3.complete_statement`` decides, so a ``;`` inside a string literal, a
-    comment or a ``CREATE TRIGGER ... BEGIN ...; END`` body does not split.
-    """
-    statements = []
-    start = 0
-    pos = sql.find(";")
-    while pos != -1:
-        chunk = sql[start:pos + 1]
-        if sqlite3.complete_statement(chunk):
-            begin = _code_start(chunk)
-            if begin != -1:  # leading comments belong to no statement
-                statements.append(chunk[begin:].strip())
-            start = pos + 1
-        pos = sql.find(";", pos + 1)
-    rest = sql[start:]
-    begin = _code_start(rest)
-    if begin != -1:
-        statements.append(rest[begin:].strip())
-    return statements
 
 
 def discover(migrations_dir: str) -> list[Migration]:

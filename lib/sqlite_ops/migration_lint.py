@@ -23,6 +23,7 @@ import re
 import sqlite3
 
 from .migration_files import Migration
+from .sqltext import sql_pieces
 
 _DROP_COLUMN = re.compile(r"\bALTER\s+TABLE\s+\S+\s+DROP\s+(?!CONSTRAINT\b)", re.I)
 _RENAME_COLUMN = re.compile(r"\bALTER\s+TABLE\s+\S+\s+RENAME\s+(?!TO\b)", re.I)
@@ -53,31 +54,11 @@ class LintWarning:
 
 
 def code_only(sql: str) -> str:
-    """The statement with comments removed and string literals emptied."""
-    out = []
-    i, n = 0, len(sql)
-    while i < n:
-        char = sql[i]
-        if sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-            out.append(" ")
-        elif char == "'":
-            end = i + 1
-            while True:
-                end = sql.find("'", end)
-                if end == -1 or not sql.startswith("''", end):
-                    break
-                end += 2
-            i = n if end == -1 else end + 1
-            out.append("''")
-        else:
-            out.append(char)
-            i += 1
-    return "".join(out)
+    """The statement with each comment replaced by one space and string literals
+    emptied; quoted names are kept whole (a ``--`` or a ``'`` inside one is part
+    of the name)."""
+    return "".join("''" if kind == "string" else " " if kind == "comment" else text
+                   for kind, text in sql_pieces(sql))
 
 
 def _unquote(name: str) -> str:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from .common import (
     EX_BUSY,
     EX_FAIL,
+    EX_INTEGRITY,
     EX_USAGE,
     EX_VERIFY,
     REPO_ROOT_STR,
@@ -38,6 +39,7 @@ from .common import (
     is_sqlite_file,
     readonly_uri,
     roll_back_hot_journal,
+    sqlite_error_code,
 )
 from .migration_backend import (  # noqa: F401 - re-exported: the public entry
     LAYOUT_CURRENT,
@@ -803,10 +805,12 @@ def refuse_edited(entries: list[Entry], changed: str = "nothing was applied") ->
 
 def _db_error(path: str, exc: sqlite3.DatabaseError) -> OpsError:
     text = str(exc)
-    if "locked" in text or "busy" in text:
+    kind = sqlite_error_code(exc)
+    if kind == EX_BUSY:
         return OpsError(EX_BUSY, f"{path} is locked by another connection ({text}); retry later")
-    if "not a database" in text or "malformed" in text:
-        return OpsError(EX_USAGE, f"{path} is not a usable SQLite database ({text})")
+    if kind == EX_INTEGRITY:
+        return OpsError(EX_INTEGRITY, f"{path} is damaged ({text}); nothing was changed; run "
+                                      "maintain_database.sh check")
     return OpsError(EX_FAIL, f"{path}: {text}")
 
 

@@ -1,5 +1,5 @@
 """The schema of a database, and how two schemas differ (``migrate schema``,
-adoption, ``db_metrics``'s drift). Imports nothing but ``.common``.
+adoption, ``db_metrics``'s drift). Imports nothing but ``.common`` and ``.sqltext``.
 
 Two schemas are compared by structure, not by the text of their CREATE
 statements: for each table its columns (name, type, NOT NULL, default, key),
@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 
 from .common import quote_ident
+from .sqltext import split_statements, strip_comments
 
 TABLE = "schema_migrations"
 TYPE_ORDER = {"table": 0, "index": 1, "view": 2, "trigger": 3}
@@ -115,33 +116,6 @@ def render_schema(objects: list[tuple[str, str, str, str]], version: int | None)
     return "\n".join(lines)
 
 
-def strip_comments(sql: str) -> str:
-    """``sql`` without ``--`` and ``/* */`` comments (string literals kept intact)."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        char = sql[i]
-        if char in "'\"`[":
-            close = "]" if char == "[" else char
-            end = sql.find(close, i + 1)
-            while end != -1 and close != "]" and sql.startswith(close * 2, end):
-                end = sql.find(close, end + 2)
-            end = n - 1 if end == -1 else end
-            out.append(sql[i:end + 1])
-            i = end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end
-            out.append(" ")
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-            out.append(" ")
-        else:
-            out.append(char)
-            i += 1
-    return "".join(out)
-
-
 def normalise_sql(sql: str) -> str:
     text = " ".join(strip_comments(sql).replace('"', "").replace("`", "").split()).lower()
     for mark in "(),":
@@ -236,12 +210,8 @@ def drift_from_file(live: sqlite3.Connection, schema_sql: str) -> list[str]:
     (what ``migrate schema --check`` and ``db_metrics`` compare)."""
     reference = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        chunk = ""
-        for line in schema_sql.splitlines(keepends=True):
-            chunk += line
-            if sqlite3.complete_statement(chunk):
-                reference.execute(chunk)
-                chunk = ""
+        for statement in split_statements(schema_sql):
+            reference.execute(statement)
         return schema_drift(live, reference)
     finally:
         reference.close()

@@ -1,17 +1,20 @@
 """Offsite copies: verified backups leave the machine through rclone, and come back.
 
-``offsite_sync.sh`` (lock, settings, metrics file) and ``restore_database.sh
---from`` call this module:
+``offsite_sync.sh`` (lock, settings, metrics file) runs ``python3 -m
+sqlite_ops.offsite sync``; the restore (``restore_database.sh --from``) and the
+local prune call the library:
 
-``sync``     copy every wanted verified local backup of one database that is not
-             yet on each remote, newest first: the data file, then a check of the
-             copy, then the manifest last (a manifest on the remote means the
-             copy is complete and was verified); then remote retention
-``list``     the copies of one database on a remote, newest first
-``fetch``    download ``latest`` (or a named copy) and its manifest into a local
-             directory, where the restore verifies it exactly like a local backup
-``pending``  the local backups not yet safely on every remote (the local prune
-             keeps them)
+``sync``             copy every wanted verified local backup of one database that
+                     is not yet on each remote, newest first: the data file, then
+                     a check of the copy, then the manifest last (a manifest on
+                     the remote means the copy is complete and was verified);
+                     then remote retention (:class:`Syncer`)
+``remote_copies``    the copies of one database on a remote, newest first
+``fetch``            download ``latest`` (or a named copy) and its manifest into a
+                     local directory, where the restore verifies it exactly like a
+                     local backup
+``pending_backups``  the local backups not yet safely on every remote (the local
+                     prune keeps them)
 
 Layout on a remote: ``REMOTE/<host>/<name>/<backup file>`` plus
 ``<backup file>.manifest.json``. Many hosts can share one bucket; each only ever
@@ -41,8 +44,8 @@ check"). The output says which.
 
 A sync drives one ``rclone rcd`` (``RcloneDaemon``) over loopback HTTP for the
 whole run, so rclone starts once and its connection to the remote is reused by
-every listing, upload, check and removal; ``list`` and ``fetch`` run one-off
-rclone commands (``Rclone``). rclone's configuration file is the user's
+every listing, upload, check and removal; listing and fetching for a restore
+run one-off rclone commands (``Rclone``). rclone's configuration file is the user's
 (``RCLONE_CONFIG`` passes through the environment): no secret is ever put on a
 command line, in a manifest, the record or a log line (rclone's messages are
 scrubbed of any ``RCLONE_CONFIG_*`` secret values before they are shown; the
@@ -87,11 +90,13 @@ from sqlite_ops.common import (
     EX_USAGE,
     EX_VERIFY,
     OpsError,
+    ensure_private_dir,
     fail,
     short_host_name,
 )
 from sqlite_ops.progress import INTERVAL as PROGRESS_INTERVAL
 from sqlite_ops.progress import Progress, wanted
+from sqlite_ops.promfile import escape_label, family
 
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
@@ -636,7 +641,7 @@ class Record:
                     and entry.get("size_bytes") == backup.size_bytes)
 
     def save(self) -> None:
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        ensure_private_dir(str(self.path.parent))
         catalog.write_json_atomic(self.path, {"format": RECORD_FORMAT, "remotes": self.remotes,
                                               "hashes": self.hashes})
 
@@ -728,7 +733,7 @@ class Syncer:
         self.unusable: set[Path] = set()  # local backups that do not match their manifest
         self.log = log or (lambda message: print(f"{PROG}: {message}", file=sys.stderr))
         if not opts.dry_run:  # the record, and the manifests' temp files, live there
-            self.record.path.parent.mkdir(mode=0o700, exist_ok=True)
+            ensure_private_dir(str(self.record.path.parent))
 
     def run(self) -> list[RemoteResult]:
         now = time.time()
@@ -1002,7 +1007,8 @@ class Syncer:
                   and parsed[0] == self.name]
         cache = (self.record.path.parent / "manifests"
                  / hashlib.sha256(directory.encode()).hexdigest()[:16])
-        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(str(cache.parent))
+        ensure_private_dir(str(cache))
         for stale in cache.iterdir():
             if stale.name not in wanted:
                 stale.unlink()
@@ -1032,17 +1038,13 @@ OFFSITE_METRICS = (
 )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def metrics_text(name: str, results: list[RemoteResult], now: float) -> str:
     """This run's gauges; a failed remote keeps its last success time (promfile merge)."""
     lines = []
     for metric, help_text in OFFSITE_METRICS:
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+        samples = []
         for r in results:
-            labels = f'db="{_label(name)}",remote="{_label(r.remote)}"'
+            labels = f'db="{escape_label(name)}",remote="{escape_label(r.remote)}"'
             value: float | None
             if metric.endswith("last_success_timestamp_seconds"):
                 value = now if r.error is None else None
@@ -1053,7 +1055,8 @@ def metrics_text(name: str, results: list[RemoteResult], now: float) -> str:
             else:
                 value = 1 if r.error is None else 0
             if value is not None:
-                lines.append(f"{metric}{{{labels}}} {value:.0f}")
+                samples.append((labels, f"{value:.0f}"))
+        lines += family(metric, help_text, samples)
     return "\n".join(lines) + "\n"
 
 
@@ -1085,7 +1088,7 @@ def remote_copies(rclone: Rclone, remote: str, host: str, name: str,
     manifests = [f for f in listing if f.endswith(catalog.MANIFEST_SUFFIX)
                  and f[: -len(catalog.MANIFEST_SUFFIX)] in listing]
     if manifests:
-        work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(str(work))
         list_file = work / ".manifests"
         list_file.write_text("".join(f + "\n" for f in manifests), encoding="utf-8")
         rclone.run(remote, "download of the manifests", "copy", "--files-from-raw",
@@ -1215,69 +1218,21 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return _worst([r.error.code for r in results if r.error is not None])
 
 
-def _cmd_pending(args: argparse.Namespace) -> int:
-    """One line per local backup pending on some remote (its path)."""
-    opts = _options(args)
-    name = catalog.db_name(opts.db)
-    found: dict[str, None] = {}
-    for backups in pending_backups(opts.backup_dir, name, opts.db, opts.remotes, opts.host,
-                                   opts.retention_days, opts.keep_min).values():
-        found.update((str(b.path), None) for b in backups)
-    for path in found:
-        print(path)
-    return EX_OK
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    remote = check_remote(args.remote[0])
-    host = check_host(args.host or short_host_name())
-    name = catalog.db_name(args.db)
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        copies = remote_copies(Rclone(), remote, host, name, Path(tmp))
-    print_copies(copies, remote_dir(remote, host, name), args.json)
-    return EX_OK
-
-
-def _cmd_fetch(args: argparse.Namespace) -> int:
-    remote = check_remote(args.remote[0])
-    host = check_host(args.host or short_host_name())
-    name = catalog.db_name(args.db)
-    local = fetch(Rclone(), remote, host, name, args.backup, Path(args.into))
-    sys.stdout.write(f"{local}/\n")  # "/": a trailing newline in a name survives $(...)
-    return EX_OK
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m sqlite_ops.offsite",
                                      description="Offsite copies of verified backups (rclone).")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", required=True)
-        p.add_argument("--remote", action="append", default=[])
-        p.add_argument("--host", default="")
-
-    for command, func in (("sync", _cmd_sync), ("pending", _cmd_pending)):
-        p = sub.add_parser(command)
-        common(p)
-        p.add_argument("--dir", required=True)
-        p.add_argument("--retention-days", type=int, required=True)
-        p.add_argument("--keep", type=int, required=True)
-        p.set_defaults(func=func)
-        if command == "sync":
-            p.add_argument("--dry-run", action="store_true")
-            p.add_argument("--quiet", action="store_true", help="no progress line")
-            p.add_argument("--metrics-out", help="write this run's gauges here")
-    p = sub.add_parser("list")
-    common(p)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--work", help="directory for the downloaded manifests (default TMPDIR)")
-    p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("fetch")
-    common(p)
-    p.add_argument("--into", required=True, help="a private directory to download into")
-    p.add_argument("backup")
-    p.set_defaults(func=_cmd_fetch)
+    p = sub.add_parser("sync")
+    p.add_argument("--db", required=True)
+    p.add_argument("--remote", action="append", default=[])
+    p.add_argument("--host", default="")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--retention-days", type=int, required=True)
+    p.add_argument("--keep", type=int, required=True)
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--metrics-out", help="write this run's gauges here")
+    p.set_defaults(func=_cmd_sync)
     return parser
 
 

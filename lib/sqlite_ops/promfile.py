@@ -1,4 +1,8 @@
-"""Merge this run's gauges into a node_exporter textfile that earlier runs wrote.
+"""The text exposition format: one metric family rendered, and this run's gauges
+merged into a node_exporter textfile that earlier runs wrote.
+
+Every .prom file the Python side writes (db_metrics, the backup, the restore,
+the offsite sync) renders its families with :func:`family`.
 
 Maintenance and restore write files whose series are not all produced on every
 run: a nightly check must not erase the timestamp of the weekly vacuum, nor a
@@ -21,8 +25,23 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
 
 _SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?P<labels>\{.*\})?\s+(?P<value>\S+)$")
+
+
+def escape_label(value: str) -> str:
+    """A label value in the text exposition format: \\, " and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def family(name: str, help_text: str, samples: Iterable[tuple[str, object]] = (),
+           kind: str = "gauge") -> list[str]:
+    """The lines of one metric family: its ``# HELP`` and ``# TYPE`` lines, then
+    ``name{labels} value`` for each ``(labels, value)`` of ``samples`` (the
+    labels already rendered, ``db="x"``; the value as the caller formats it)."""
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
+            *(f"{name}{{{labels}}} {value}" for labels, value in samples)]
 
 
 def _samples(text: str) -> list[tuple[str, str, str]]:

@@ -73,13 +73,16 @@ from sqlite_ops.common import (
     EX_USAGE,
     EX_VERIFY,
     REPO_ROOT_STR,
+    SQLITE_BUSY_CODES,
     SQLITE_HEADER,
     OpsError,
+    free_bytes,
     fsync_path,
     holders,
     quote_ident,
     readonly_uri,
     roll_back_hot_journal,
+    sqlite_error_code,
 )
 from sqlite_ops.migration_files import parse_filename
 from sqlite_ops.progress import Progress, file_size_probe, human_bytes
@@ -92,9 +95,6 @@ COMPANIONS = ("-wal", "-shm", "-journal")
 
 DECOMPRESSORS = {"zstd": ["zstd", "-d", "-q", "-c"], "gzip": ["gzip", "-d", "-c"]}
 _MAGIC = ((SQLITE_HEADER, "none"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"))
-
-_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
-
 
 # ---------------------------------------------------------------------------
 # Small helpers
@@ -363,11 +363,8 @@ def decompress(backup: str | os.PathLike[str], compression: str,
 
 
 def _check_free_space(directory: str, need: int, what: str) -> None:
-    try:
-        have = shutil.disk_usage(directory).free
-    except OSError:
-        return
-    if have < need:
+    have = free_bytes(directory)
+    if have is not None and have < need:
         raise OpsError(EX_FAIL, f"not enough free space in {directory} for {what}: need about "
                                 f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
                                 "changed (--verify and --drill use TMPDIR)")
@@ -849,14 +846,9 @@ class _Unusable(Exception):
     """The target exists but SQLite cannot write into it (not a database, corrupt)."""
 
 
-def _busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
 def _abort_when_busy(status: int, remaining: int, total: int) -> None:
     """Backup-API progress callback: stop instead of retrying forever on a lock."""
-    if status in (_SQLITE_BUSY, _SQLITE_LOCKED):
+    if status in SQLITE_BUSY_CODES:
         raise sqlite3.OperationalError("database is locked")
 
 
@@ -909,7 +901,7 @@ def _open_target(target: str, busy_ms: int) -> tuple[sqlite3.Connection, str, in
         objects = _one(conn, "SELECT count(*) FROM sqlite_schema")
     except sqlite3.Error as exc:
         conn.close()
-        if _busy(exc):
+        if sqlite_error_code(exc) == EX_BUSY:
             raise OpsError(EX_BUSY, f"{target} is locked by another process past the busy "
                                     f"timeout: {describe_holders(target)}; nothing was "
                                     "changed; retry when it is idle") from None
@@ -980,7 +972,7 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
                 try:
                     _one(dst, "PRAGMA journal_mode=DELETE")
                 except sqlite3.Error as exc:
-                    if not _busy(exc):
+                    if sqlite_error_code(exc) != EX_BUSY:
                         raise
                     raise OpsError(EX_BUSY, f"the backup's page size ({src_page}) differs from "
                                             f"{target}'s ({dst_page}), and a WAL database's page "
@@ -999,7 +991,7 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
                     src.backup(dst, progress=_abort_when_busy)
                     bar.complete()
             except sqlite3.Error as exc:
-                if _busy(exc):
+                if sqlite_error_code(exc) == EX_BUSY:
                     raise OpsError(EX_BUSY, f"{target} stayed locked past the busy timeout "
                                             f"({busy_ms} ms): {describe_holders(target)}; "
                                             "nothing was changed; retry when it is idle") from None

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlite_ops import catalog, integrity, promfile, restore
-from sqlite_ops.backup import Interrupted, sweep_temps, take_backup
+from sqlite_ops.backup import Interrupted, prepare_dir, sweep_temps, take_backup
 from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
@@ -370,7 +370,7 @@ def fetch_backup(run: Run) -> None:
     root = tmp_root()
     if os.path.isdir(opts.backup_dir):
         root = os.path.join(opts.backup_dir, OFFSITE_CACHE)
-        ensure_private_dir(root)
+        prepare_dir(root, _log(opts))
     into = private_dir_in(root)
     run.cleanup.append(into)
     remote, host = offsite_place(opts)
@@ -618,7 +618,7 @@ def take_safety_backup(run: Run) -> None:
     if db_is_empty(db):
         warn(opts, f"{db} is empty (0 bytes): there is nothing to keep; restoring into it")
         return
-    ensure_private_dir(run.pre_dir)
+    prepare_dir(run.pre_dir, _log(opts))
     sweep_temps(run.pre_dir, run.name)  # what a restore killed during its safety backup left
     info(opts, f"safety backup of {db} into {run.pre_dir}")
     run.step = "safety"
@@ -647,20 +647,6 @@ def take_safety_backup(run: Run) -> None:
         run.safety, run.safety_manifest = str(result.path), result.manifest
         info(opts, f"safety backup: {run.safety}")
     run.step = "plan"
-
-
-def ensure_private_dir(directory: str) -> None:
-    """Create ``directory`` (0700) if missing; only it, never its parents."""
-    if os.path.lexists(directory) and not os.path.isdir(directory):
-        raise OpsError(EX_USAGE, f"not a directory: {directory}")
-    try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise OpsError(EX_FAIL, f"cannot create directory {directory}: {exc.strerror}") from None
-    if not os.access(directory, os.W_OK):
-        raise OpsError(EX_FAIL, f"cannot write to {directory}: permission denied")
 
 
 def raw_copy(run: Run, why: str) -> None:
@@ -799,14 +785,12 @@ def write_metrics(run: Run, values: dict[str, Any]) -> None:
     opts = run.opts
     if not opts.metrics_dir:
         return
-    label = f'db="{metrics.escape_label(run.name)}"'
+    label = f'db="{promfile.escape_label(run.name)}"'
     if opts.remote:
-        label += f',remote="{metrics.escape_label(opts.remote)}"'
+        label += f',remote="{promfile.escape_label(opts.remote)}"'
     lines = []
     for name, help_text in RESTORE_METRICS:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        if name in values:
-            lines.append(f"{name}{{{label}}} {values[name]}")
+        lines += promfile.family(name, help_text, [(label, values[name])] if name in values else [])
     file_name = f"restore_{run.name}"
     path = os.path.join(opts.metrics_dir, metrics.textfile_name(file_name))
     try:

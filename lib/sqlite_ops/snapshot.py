@@ -50,6 +50,7 @@ from typing import Any, BinaryIO, Callable
 from sqlite_ops import fkcheck, hashing, integrity
 from sqlite_ops.catalog import MANIFEST_FORMAT, WRITTEN, iso_utc, manifest_problem
 from sqlite_ops.common import (
+    EX_BUSY,
     EX_FAIL,
     EX_INTEGRITY,
     EX_USAGE,
@@ -60,6 +61,7 @@ from sqlite_ops.common import (
     readonly_uri,
     roll_back_hot_journal,
     short_host_name,
+    sqlite_error_code,
 )
 from sqlite_ops.progress import Progress, file_size_probe
 
@@ -74,10 +76,6 @@ COMPRESSORS = {
 }
 COMPRESSOR_PACKAGE = {"zstd": "zstd", "gzip": "gzip"}
 
-# SQLite result codes that mean "the database file itself is damaged".
-_CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
-
-
 # ---------------------------------------------------------------------------
 # copy: the online snapshot
 # ---------------------------------------------------------------------------
@@ -85,15 +83,21 @@ _CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
 
 
 def _classify(exc: sqlite3.Error, what: str) -> OpsError:
+    """The backup's error for an sqlite3 error (common.sqlite_error_code says
+    which kind). A database the application kept locked past the busy timeout
+    fails the backup with exit 1, not 75: to the schedulers and the metrics a
+    backup's 75 means "another sqlite-ops run has the lock and does the job"
+    (the units count it as success, no metrics are written), and a backup the
+    application blocked must be seen to have failed."""
     text = str(exc)
-    lowered = text.lower()
-    if any(word in lowered for word in _CORRUPT_WORDS):
+    kind = sqlite_error_code(exc)
+    if kind == EX_INTEGRITY:
         return OpsError(EX_INTEGRITY, f"{what}: the database is corrupt ({text}); nothing was "
                                       "published; run maintain_database.sh check")
-    if "disk is full" in lowered or "disk i/o error" in lowered:
-        return OpsError(EX_FAIL, f"{what}: {text} (is the backup directory's file system full?)")
-    if "locked" in lowered or "busy" in lowered:
+    if kind == EX_BUSY:
         return OpsError(EX_FAIL, f"{what}: {text} (a writer held it past the busy timeout)")
+    if "disk is full" in text.lower() or "disk i/o error" in text.lower():
+        return OpsError(EX_FAIL, f"{what}: {text} (is the backup directory's file system full?)")
     return OpsError(EX_FAIL, f"{what}: {text}")
 
 

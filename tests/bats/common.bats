@@ -145,20 +145,6 @@ setup() {
   assert_equal "$output" "Usage: x [--help]"
 }
 
-@test "sql_quote doubles single quotes; the result is a literal, not code" {
-  make_db "$WORK/t.db" 3
-  local evil="x'; DROP TABLE devices; --"
-  run sqlite "$WORK/t.db" "SELECT $(sql_quote "$evil");"
-  assert_status 0
-  assert_equal "$output" "$evil"
-  assert_equal "$(count_rows "$WORK/t.db" devices)" 3
-}
-
-@test "sql_ident quotes identifiers with spaces and quotes" {
-  sqlite "$WORK/t.db" "CREATE TABLE $(sql_ident 'Order "Details"')(x); INSERT INTO $(sql_ident 'Order "Details"') VALUES (1);"
-  assert_equal "$(sqlite "$WORK/t.db" "SELECT count(*) FROM $(sql_ident 'Order "Details"');")" 1
-}
-
 @test "sqlite ignores the user's ~/.sqliterc" {
   make_db "$WORK/t.db" 2
   printf '.mode json\n.headers on\n' >"$WORK/.sqliterc"
@@ -225,31 +211,21 @@ setup() {
   assert_contains "$output" "services"
 }
 
-@test "temp_beside creates a private file next to the destination, removed on exit" {
-  run bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out.db'; echo \"\$t\"; [[ -f \$t ]]"
+@test "temp_dir_in creates a private directory inside DIR, removed on exit" {
+  run bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_dir_in t '$WORK'; echo \"\$t\"; stat -c %a \"\$t\""
   assert_status 0
-  [[ $output == "$WORK/.out.db.tmp."* ]]
-  [[ ! -e $output ]]
+  [[ ${lines[0]} == "$WORK/.sqlite-ops.tmp."* ]]
+  assert_equal "${lines[1]}" 700 "mode"
+  [[ ! -e ${lines[0]} ]]
 }
 
 @test "temps are removed when the script is killed by TERM" {
-  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out'; echo \"\$t\" >'$WORK/name'; sleep 30 & wait" &
+  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_dir_in t '$WORK'; echo \"\$t\" >'$WORK/name'; sleep 30 & wait" &
   local pid=$!
   for _ in $(seq 50); do [[ -s $WORK/name ]] && break; sleep 0.1; done
   kill -TERM "$pid"
   wait "$pid" || true
   [[ ! -e $(cat "$WORK/name") ]]
-}
-
-@test "publish_atomic renames into place; no-clobber never overwrites" {
-  printf 'new\n' >"$WORK/tmp1"
-  publish_atomic "$WORK/tmp1" "$WORK/final"
-  assert_equal "$(cat "$WORK/final")" new
-  [[ ! -e $WORK/tmp1 ]]
-  printf 'other\n' >"$WORK/tmp2"
-  run --separate-stderr publish_atomic "$WORK/tmp2" "$WORK/final" no-clobber
-  assert_status 1
-  assert_equal "$(cat "$WORK/final")" new
 }
 
 @test "ensure_private_dir creates 0700 whatever the caller's umask" {
@@ -336,35 +312,6 @@ setup() {
   assert_equal "$(human_bytes 1572864)" "1.5 MiB"
 }
 
-@test "temp_dir_beside: a private directory named after DEST, removed on exit, sweepable" {
-  mkdir -p "$WORK/d ir"
-  run bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps
-    temp_dir_beside t '$WORK/d ir/my db.sqlite'; touch \"\$t/work.db-wal\"; printf '%s\n' \"\$t\"; stat -c %a \"\$t\""
-  assert_status 0
-  [[ ${lines[0]} == "$WORK/d ir/.my db.sqlite.tmp."* ]]
-  assert_equal "${lines[1]}" 700 "mode"
-  [[ ! -e ${lines[0]} ]]
-  mkdir "$WORK/d ir/.my db.sqlite.tmp.abc123" "$WORK/d ir/.other.db.tmp.abc123"
-  sweep_temps_matching "$WORK/d ir" ".$(glob_escape "my db.sqlite").tmp.*"
-  [[ ! -e "$WORK/d ir/.my db.sqlite.tmp.abc123" ]]
-  [[ -e "$WORK/d ir/.other.db.tmp.abc123" ]]
-}
-
-@test "glob_escape: the escaped name matches only itself" {
-  local name='a*b?[c]\d'
-  # shellcheck disable=SC2053 # the right-hand side is a glob on purpose
-  [[ $name == $(glob_escape "$name") ]]
-  # shellcheck disable=SC2053
-  [[ 'aXbY[c]\d' != $(glob_escape "$name") ]]
-}
-
-@test "sweep_temps_matching removes only the matching leftovers" {
-  touch "$WORK/.mine_1.db.tmp.abc" "$WORK/.other_1.db.tmp.abc" "$WORK/mine_1.db"
-  sweep_temps_matching "$WORK" ".$(glob_escape mine)_*"
-  [[ ! -e $WORK/.mine_1.db.tmp.abc ]]
-  [[ -e $WORK/.other_1.db.tmp.abc && -e $WORK/mine_1.db ]]
-}
-
 @test "db_name and prom_file: one rule for every script's backup and metrics file names" {
   db_name n "/data/my db.sqlite"
   assert_equal "$n" "my db"
@@ -426,15 +373,6 @@ setup() {
   [[ ! -L $WORK/t.db.sqlite-ops.lock ]]
 }
 
-@test "publish_atomic no-clobber never links into a directory a symlink at DEST points to" {
-  mkdir "$WORK/elsewhere"
-  ln -s "$WORK/elsewhere" "$WORK/final"
-  printf 'new\n' >"$WORK/tmp1"
-  run --separate-stderr publish_atomic "$WORK/tmp1" "$WORK/final" no-clobber
-  assert_status 1
-  assert_equal "$(ls -A "$WORK/elsewhere")" ""
-}
-
 @test "dir_problem: writable by others or owned by another user; root-owned and private are fine" {
   mkdir -m 700 "$WORK/private" && mkdir -m 777 "$WORK/open" && mkdir -m 1777 "$WORK/sticky" && mkdir -m 770 "$WORK/group"
   assert_equal "$(dir_problem "$WORK/private")" ""
@@ -477,9 +415,9 @@ wait_gone() {
 
 @test "a background job cannot recreate its output after the exit cleanup: jobs are stopped first" {
   # The job waits (as one just forked would, before opening its output) and
-  # then writes a registered temp; the script is killed meanwhile.
-  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out'
-    ( echo \$BASHPID >'$WORK/job'; while [[ ! -e '$WORK/release' ]]; do sleep 0.02; done; : >\"\$t\" ) &
+  # then writes its output into a registered temp; the script is killed meanwhile.
+  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_dir_in t '$WORK'
+    ( echo \$BASHPID >'$WORK/job'; while [[ ! -e '$WORK/release' ]]; do sleep 0.02; done; mkdir -p \"\$t\" && : >\"\$t/out\" ) &
     echo \"\$t\" >'$WORK/name'; wait" &
   local pid=$!
   until [[ -s $WORK/name && -s $WORK/job ]]; do sleep 0.02; done
@@ -488,7 +426,7 @@ wait_gone() {
   touch "$WORK/release"
   wait_gone "$(cat "$WORK/job")"
   [[ ! -e $(cat "$WORK/name") ]]
-  assert_equal "$(find "$WORK" -name '.out.tmp.*')" ""
+  assert_equal "$(find "$WORK" -name '.sqlite-ops.tmp.*')" ""
 }
 
 @test "a signal while mktemp runs is held until its file is registered, then acted on" {
@@ -506,7 +444,7 @@ SH
   # here would ignore it, as bash starts background jobs.)
   for sig in TERM HUP; do
     rm -f "$WORK/made" "$WORK/release"
-    PATH="$WORK/bin:$PATH" bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/out'; echo published >'$WORK/out'" &
+    PATH="$WORK/bin:$PATH" bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_dir_in t '$WORK'; echo published >'$WORK/out'" &
     local pid=$!
     until [[ -e $WORK/made ]]; do sleep 0.02; done
     kill -"$sig" "$pid"
@@ -514,13 +452,7 @@ SH
     local rc=0
     wait "$pid" || rc=$?
     assert_equal "$rc" $((128 + $(kill -l "$sig")))
-    assert_equal "$(find "$WORK" -name '.out.tmp.*')" ""
+    assert_equal "$(find "$WORK" -name '.sqlite-ops.tmp.*')" ""
     [[ ! -e $WORK/out ]]
   done
-}
-
-@test "a temp's SQLite companions (-journal, -wal, -shm) a killed child left go with it" {
-  bash -c "source '$REPO_ROOT/lib/common.sh'; install_traps; temp_beside t '$WORK/snap.db'
-    for s in -journal -wal -shm; do : >\"\$t\$s\"; done; exit 1" || true
-  assert_equal "$(find "$WORK" -name '.snap.db.tmp.*')" ""
 }

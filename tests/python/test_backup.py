@@ -99,6 +99,36 @@ def test_temps_are_removed_on_every_path(tmp_path, monkeypatch, failure):
     assert _files(dest) == []
 
 
+def test_a_temps_sqlite_companions_go_with_it(tmp_path, monkeypatch):
+    db = make_db(tmp_path / "app.db", 50)
+    dest = tmp_path / "backups"
+    dest.mkdir()
+
+    def killed_child_left_companions(*args, **kwargs):
+        for temp in _files(dest):
+            for suffix in ("-journal", "-wal", "-shm"):
+                (dest / (temp + suffix)).touch()
+        raise OpsError(EX_FAIL, "killed")
+
+    monkeypatch.setattr(snapshot, "build_manifest", killed_child_left_companions)
+    with pytest.raises(OpsError):
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    assert _files(dest) == []
+
+
+def test_publish_never_links_into_a_directory_a_symlink_at_dest_points_to(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "final").symlink_to(elsewhere)
+    temp = tmp_path / "temp"
+    temp.write_text("new\n")
+    with pytest.raises(OpsError) as info:
+        backup.publish(str(temp), str(tmp_path / "final"))
+    assert info.value.code == EX_FAIL
+    assert info.value.message == f"refusing to overwrite existing {tmp_path / 'final'}"
+    assert _files(elsewhere) == []
+
+
 def test_a_failing_data_publish_withdraws_its_manifest(tmp_path, monkeypatch):
     db = make_db(tmp_path / "app.db", 50)
     dest = tmp_path / "backups"

@@ -20,6 +20,7 @@ from sqlite_ops.common import (
     Settings,
     dir_problem,
     fail,
+    free_bytes,
     is_sqlite_file,
     lock_path_for,
     parse_config_file,
@@ -27,6 +28,7 @@ from sqlite_ops.common import (
     readonly_uri,
     require_regular_file,
     roll_back_hot_journal,
+    sqlite_error_code,
 )
 
 
@@ -79,12 +81,40 @@ def test_both_layers_know_the_same_config_settings():
         assert f"| `{key}` |" in guide, f"{key} is missing from the configuration table"
 
 
-def test_non_numeric_setting_is_a_usage_error(monkeypatch):
-    monkeypatch.setenv("LOCK_TIMEOUT", "soon")
+def test_both_layers_have_the_same_defaults():
+    """lib/common.sh's SOPS_DEFAULTS and common.py's are one table in two languages."""
+    out = subprocess.run(
+        ["bash", "-c", 'source lib/common.sh && for k in "${!SOPS_DEFAULTS[@]}"; do '
+                       'printf "%s=%s\\n" "$k" "${SOPS_DEFAULTS[$k]}"; done'],
+        cwd=common.REPO_ROOT, capture_output=True, text=True, check=True).stdout
+    bash = dict(line.split("=", 1) for line in out.splitlines())
+    bash["MIGRATIONS_DIR"] = os.path.realpath(bash["MIGRATIONS_DIR"])
+    assert bash == common.SOPS_DEFAULTS
+    followed = {*common.SOPS_DEFAULTS, *common.SOPS_DEFAULT_FROM, "COMPRESS"}
+    assert followed == set(common.CONFIG_KEYS)
+
+
+def test_defaults_come_from_the_table_or_the_setting_they_follow(monkeypatch):
+    for key in common.CONFIG_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)
+    monkeypatch.setenv("PATH", os.devnull)  # no zstd to be found
+    settings = Settings({"KEEP_MIN": "3"})
+    assert settings.get("INTEGRITY_CHECK") == "backup"
+    assert settings.get_int("OFFSITE_KEEP_MIN") == 3
+    assert settings.get_int("OFFSITE_RETENTION_DAYS") == 30
+    assert settings.get("COMPRESS") == "gzip"
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "1.5", "\u00b2"])
+def test_a_setting_that_is_not_a_whole_number_is_a_usage_error(monkeypatch, value):
+    # "-1" as well, as lib/common.sh's require_uint says (it once passed here).
+    monkeypatch.setenv("LOCK_TIMEOUT", value)
     monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)
     with pytest.raises(OpsError) as raised:
         Settings({}).get_int("LOCK_TIMEOUT")
     assert raised.value.code == EX_USAGE
+    assert raised.value.message == f"LOCK_TIMEOUT must be a whole number, not {value!r}"
 
 
 def test_lock_is_exclusive_while_held_and_free_after(tmp_path, monkeypatch):
@@ -174,6 +204,44 @@ def test_is_sqlite_file(tmp_path):
     assert not is_sqlite_file(tmp_path / "missing")
 
 
+def test_free_bytes_leaves_out_the_blocks_reserved_for_root(tmp_path, monkeypatch):
+    fake = os.statvfs_result((4096, 4096, 1000, 900, 40, 0, 0, 0, 0, 255))
+    monkeypatch.setattr(os, "statvfs", lambda path: fake)  # f_bfree 900, f_bavail 40
+    assert free_bytes(tmp_path) == 40 * 4096
+
+
+def test_free_bytes_of_a_missing_directory_is_unknown(tmp_path):
+    assert free_bytes(tmp_path / "missing") is None
+
+
+def _sqlite_error(run) -> sqlite3.Error:
+    with pytest.raises(sqlite3.Error) as raised:
+        run()
+    return raised.value
+
+
+def test_sqlite_errors_get_the_contracts_codes(tmp_path):
+    db = tmp_path / "a.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE t(x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    reader = sqlite3.connect(db, timeout=0)
+    assert sqlite_error_code(_sqlite_error(
+        lambda: reader.execute("SELECT * FROM t").fetchall())) == common.EX_BUSY
+    holder.execute("ROLLBACK")
+    assert sqlite_error_code(_sqlite_error(
+        lambda: reader.execute("SELECT * FROM nope"))) == common.EX_FAIL
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(common.SQLITE_HEADER + bytes(range(256)) * 64)
+    assert sqlite_error_code(_sqlite_error(
+        lambda: sqlite3.connect(damaged).execute("SELECT * FROM sqlite_master").fetchall())
+    ) == common.EX_INTEGRITY
+    # Raised by our own code, with no result code: SQLite's words decide.
+    assert sqlite_error_code(sqlite3.OperationalError("database is locked")) == common.EX_BUSY
+    assert sqlite_error_code(
+        sqlite3.DatabaseError("database disk image is malformed")) == common.EX_INTEGRITY
+
+
 def test_fail_prints_one_line_even_with_a_newline(capsys):
     code = fail("prog", OpsError(3, "bad backup /x/odd\nname.db"))
     assert code == 3
@@ -182,7 +250,7 @@ def test_fail_prints_one_line_even_with_a_newline(capsys):
 
 def test_repo_root_is_the_checkout():
     assert (common.REPO_ROOT / "lib" / "sqlite_ops" / "common.py").is_file()
-    assert common.DEFAULTS["MIGRATIONS_DIR"] == str(common.REPO_ROOT / "migrations")
+    assert common.SOPS_DEFAULTS["MIGRATIONS_DIR"] == str(common.REPO_ROOT / "migrations")
 
 
 def test_importing_common_stays_light():

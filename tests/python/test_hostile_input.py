@@ -202,6 +202,21 @@ def test_restore_warns_about_backups_others_may_have_planted(tmp_path):
         in result.stderr
 
 
+def test_restore_refuses_a_safety_backup_directory_others_may_write(tmp_path):
+    """The safety backup is the restore's undo: it goes nowhere a backup could not."""
+    db, env = world(tmp_path)
+    assert run("backup_database.sh", "--quiet", env=env).returncode == 0
+    before = db.read_bytes()
+    pre = tmp_path / "backups" / "pre-restore"
+    pre.mkdir()
+    pre.chmod(0o777)
+    result = run("restore_database.sh", "--yes", "latest", env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"refusing to write backups into {pre}: it is writable by other users" \
+        in result.stderr
+    assert list(pre.iterdir()) == [] and db.read_bytes() == before
+
+
 def test_metrics_are_not_written_into_a_directory_others_may_write(tmp_path):
     db, env = world(tmp_path)
     metrics = tmp_path / "metrics"

@@ -14,7 +14,7 @@ import pytest
 from promparse import prom_samples
 
 from sqlite_ops import metrics_cli
-from sqlite_ops.common import REPO_ROOT
+from sqlite_ops.common import REPO_ROOT, SOPS_DEFAULTS
 
 DB_METRICS = REPO_ROOT / "scripts" / "db_metrics"
 
@@ -106,7 +106,7 @@ def test_textfile_writes_the_prom_file_and_prints_its_path(db: Path, tmp_path: P
 
 
 def test_listen_address_parsing() -> None:
-    assert metrics_cli.parse_listen(metrics_cli.DEFAULT_LISTEN) == ("127.0.0.1", 9560)
+    assert metrics_cli.parse_listen(SOPS_DEFAULTS["METRICS_LISTEN"]) == ("127.0.0.1", 9560)
     assert metrics_cli.parse_listen(":9999") == ("127.0.0.1", 9999)
     assert metrics_cli.parse_listen("[::1]:80") == ("::1", 80)
 

@@ -74,7 +74,14 @@ def test_not_null_column_without_default():
 
 
 def test_code_only_drops_comments_and_string_contents():
-    assert code_only("SELECT 'a;b''c' -- x\n/* y */ FROM t") == "SELECT '' \n  FROM t"
+    assert code_only("SELECT 'a;b''c' -- x\n/* y */ FROM t") == "SELECT ''  \n  FROM t"
+
+
+def test_a_quote_or_dashes_inside_a_quoted_name_hide_nothing():
+    # The name's ' once opened a string literal that hid the DROP COLUMN.
+    assert code_only('ALTER TABLE "it\'s" DROP x') == 'ALTER TABLE "it\'s" DROP x'
+    assert "DROP COLUMN" in text_warnings('ALTER TABLE "it\'s" DROP COLUMN x', (3, 30, 0))[0]
+    assert "DROP COLUMN" in text_warnings("ALTER TABLE [a--b] DROP COLUMN x", (3, 30, 0))[0]
 
 
 def test_drop_table_with_cascading_children_is_flagged(make_migrations):

@@ -12,7 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sqlite_ops import migration_manager as mm
-from sqlite_ops.common import EX_FAIL, EX_USAGE, EX_VERIFY, LOCK_HELD_ENV, REPO_ROOT, OpsError
+from sqlite_ops.common import (
+    EX_FAIL,
+    EX_INTEGRITY,
+    EX_USAGE,
+    EX_VERIFY,
+    LOCK_HELD_ENV,
+    REPO_ROOT,
+    SQLITE_HEADER,
+    OpsError,
+)
 from sqlite_ops.migration_manager import Migrator
 
 SHIPPED = REPO_ROOT / "migrations"
@@ -140,6 +149,20 @@ def test_not_an_sqlite_file_is_refused_unchanged(tmp_path, make_migrations):
             call(migrator(db, migrations))
         assert raised.value.code == EX_USAGE
     assert db.read_bytes() == b"this is a text file, not a database\n"
+
+
+def test_a_damaged_database_is_exit_4_as_for_every_command(tmp_path, make_migrations):
+    # Once exit 2 ("not a usable SQLite database") here while backup and db_metrics said 4.
+    db = tmp_path / "d.db"
+    damaged = SQLITE_HEADER + bytes(range(256)) * 64
+    db.write_bytes(damaged)
+    migrations = make_migrations(dict([simple(1)]))
+    for call in (lambda m: m.up(backup=False), lambda m: m.status()):
+        with pytest.raises(OpsError) as raised:
+            call(migrator(db, migrations))
+        assert raised.value.code == EX_INTEGRITY, raised.value.message
+        assert "maintain_database.sh check" in raised.value.message
+    assert db.read_bytes() == damaged
 
 
 # ------------------------------------------------- pitfall 1: all or nothing per migration

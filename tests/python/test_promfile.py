@@ -63,3 +63,16 @@ def test_cli_merges_with_a_missing_file_as_empty(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sqlite_ops.promfile"], env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+
+def test_family_renders_help_type_and_one_line_per_sample():
+    name = 'a "b"\\c\nd'
+    label = 'db="' + promfile.escape_label(name) + '"'
+    assert label == 'db="a \\"b\\"\\\\c\\nd"'
+    lines = promfile.family("x_bytes", "Size of x.", [(label, 5), ('db="e"', "1.5")])
+    assert lines == ["# HELP x_bytes Size of x.", "# TYPE x_bytes gauge",
+                     "x_bytes{" + label + "} 5", 'x_bytes{db="e"} 1.5']
+    parsed = prom_samples("\n".join(lines) + "\n")
+    assert [(s[0]["db"], s[1]) for s in parsed["x_bytes"]] == [(name, 5.0), ("e", 1.5)]
+    assert promfile.family("y", "Y.", kind="counter") == ["# HELP y Y.", "# TYPE y counter"]

@@ -17,7 +17,7 @@ import pytest
 from opsenv import make_db
 
 from sqlite_ops import catalog, restore, restore_flow
-from sqlite_ops.common import EX_BUSY, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
+from sqlite_ops.common import EX_BUSY, EX_FAIL, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
 
 BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
 
@@ -435,6 +435,18 @@ def test_check_schema_refuses_newer_and_notes_older(world, tmp_path):
 # ---------------------------------------------------------------------------
 # apply
 # ---------------------------------------------------------------------------
+
+
+def test_the_free_space_check_counts_what_this_user_may_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(restore, "free_bytes", lambda directory: 1024)
+    with pytest.raises(OpsError) as info:
+        restore._check_free_space(str(tmp_path), 4096, "the decompressed copy")
+    assert info.value.code == EX_FAIL
+    assert info.value.message == (
+        f"not enough free space in {tmp_path} for the decompressed copy: need about 4.0 KiB, "
+        "have 1.0 KiB; nothing was changed (--verify and --drill use TMPDIR)")
+    monkeypatch.setattr(restore, "free_bytes", lambda directory: None)  # unknown: go ahead
+    restore._check_free_space(str(tmp_path), 4096, "the decompressed copy")
 
 
 def _verified(world):
