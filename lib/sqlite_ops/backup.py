@@ -126,6 +126,7 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
         facts = snapshot.stream(db, packed, compression, busy_timeout_ms=busy_timeout_ms,
                                 quiet=quiet, check=integrity, fk_accept=fk_accept)
         if facts is None:
+            check_free_space(db, dest_dir, compression, copy=True)
             facts = _copy_and_pack(db, data, packed, compression, busy_timeout_ms=busy_timeout_ms,
                                    quiet=quiet, check=integrity, fk_accept=fk_accept)
         if deferred:
@@ -409,7 +410,7 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
         log.warn(f"rolled back the hot journal of {db} (a writer was killed mid-transaction; "
                  "its uncommitted changes were discarded, as SQLite does)")
     sweep_temps(dest, db_name(db))
-    check_free_space(db, dest)
+    check_free_space(db, dest, settings.compression)
     deferred = settings.integrity_check == "drill"
     check = ("PRAGMA quick_check (the full integrity_check is left to the drill: "
              "INTEGRITY_CHECK=drill)" if deferred else "PRAGMA integrity_check")
@@ -508,22 +509,43 @@ def sweep_temps(dest_dir: str, name: str) -> None:
     sweep_own_temps(dest_dir, lambda entry: is_backup_temp(entry, name))
 
 
-def check_free_space(db: str, dest_dir: str) -> None:
-    """Fail early, with a clear message, when the snapshot cannot fit."""
+def check_free_space(db: str, dest_dir: str, compression: str, copy: bool = False) -> None:
+    """Fail early, with a clear message, when the backup cannot fit in ``dest_dir``.
+
+    A WAL database's streamed backup writes only the packed file; the backup
+    API's temp copy (``copy``) first writes the whole database beside it. The
+    packed size is estimated from the newest backup of this database with the
+    same compression (its packed size over its content's, plus a tenth), else
+    taken as the database's whole size. Only an estimate: a write that still
+    finds the disk full fails cleanly, publishing nothing.
+    """
     try:
-        need = os.path.getsize(db)
+        size = os.path.getsize(db)
     except OSError:
         raise OpsError(EX_USAGE, f"database not found: {db} (it disappeared during the run); "
                                  "nothing was changed") from None
     try:
-        need += os.path.getsize(db + "-wal")
+        size += os.path.getsize(db + "-wal")
     except OSError:
         pass
+    need = _packed_estimate(db, dest_dir, compression, size) + (size if copy else 0)
     have = free_bytes(dest_dir)
     if have is not None and have < need:
         raise OpsError(EX_FAIL, f"not enough free space in {dest_dir}: need about "
                                 f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
                                 "changed")
+
+
+def _packed_estimate(db: str, dest_dir: str, compression: str, size: int) -> int:
+    from sqlite_ops import catalog
+
+    if compression != "none":
+        for found in catalog.list_backups(dest_dir, db_name(db), db):
+            manifest = found.manifest or {}
+            content = manifest.get("db_size_bytes")
+            if found.compression == compression and isinstance(content, int) and content > 0:
+                return int(size * min(found.size_bytes / content, 1.0) * 1.1)
+    return size
 
 
 def prune(settings: Run, dry_run: bool = False) -> list[str]:

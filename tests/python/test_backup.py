@@ -339,3 +339,35 @@ def test_only_a_quick_backup_defers_the_full_check(tmp_path):
     with pytest.raises(ValueError):
         backup.take_backup(str(db), str(tmp_path), compression="none", deferred=True)
     assert catalog.list_backups(tmp_path, "app") == []
+
+
+def test_the_space_asked_for_is_what_the_method_writes(tmp_path, monkeypatch):
+    """A streamed WAL backup writes only the packed file: with room for that
+    (estimated from the last backup's ratio) but not for the whole database,
+    it goes ahead. A rollback-journal database's backup writes a copy of the
+    whole database first: without room for both it is refused, nothing written."""
+    db = make_db(tmp_path / "app.db", 3000)  # WAL
+    dest = tmp_path / "backups"
+    dest.mkdir()
+    first = backup.take_backup(str(db), str(dest), compression="gzip")
+    size = db.stat().st_size + (Path(f"{db}-wal").stat().st_size
+                                if Path(f"{db}-wal").exists() else 0)
+    packed = os.path.getsize(first.path)
+    assert packed * 3 < size  # compressible: the two answers differ
+    monkeypatch.setattr(backup, "free_bytes", lambda _dir: packed * 2)
+    backup.check_free_space(str(db), str(dest), "gzip")  # the stream fits
+    with pytest.raises(OpsError) as refused:
+        backup.check_free_space(str(db), str(dest), "none")  # the whole database does not
+    assert refused.value.code == EX_FAIL and "not enough free space" in refused.value.message
+    second = backup.take_backup(str(db), str(dest), compression="gzip")
+    assert second.manifest["snapshot_method"] == "file"
+
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=DELETE").fetchall()
+    conn.close()
+    before = _files(dest)
+    with pytest.raises(OpsError) as copy_refused:
+        backup.take_backup(str(db), str(dest), compression="gzip")
+    assert copy_refused.value.code == EX_FAIL
+    assert "not enough free space" in copy_refused.value.message
+    assert _files(dest) == before
