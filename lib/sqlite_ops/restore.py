@@ -60,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -292,6 +293,27 @@ def widen_pipes(*pipes: Any) -> None:
             pass  # over /proc/sys/fs/pipe-max-size: the default size works, slower
 
 
+def _written(path: str, proc: subprocess.Popen[bytes]) -> Iterator[bytes]:
+    """What ``proc`` writes into ``path``, block by block, as it writes it,
+    until it has exited and the file's end is reached. A read never passes
+    the file's size, and the kernel extends that only over bytes already in
+    the page cache."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while True:
+            exited = proc.poll() is not None  # first: everything before the exit is read
+            while block := os.read(fd, hashing.CHUNK):
+                yield block
+            if exited:
+                return
+            time.sleep(FOLLOW_INTERVAL)
+    finally:
+        os.close(fd)
+
+
+FOLLOW_INTERVAL = 0.002  # seconds: at 1 GB/s, 2 MB for the hash to catch up
+
+
 class Decompressed(NamedTuple):
     """What :func:`decompress` learnt on the way."""
 
@@ -334,17 +356,24 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     errors: list[BaseException] = []
     with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
             Progress(f"decompressing ({compression})", total, prog=PROG, quiet=quiet) as bar:
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        # With a work file the decompressor writes it itself, and this process
+        # hashes what it has written right behind it (from the page cache): no
+        # pipe to copy the content through twice. Only hashed: through a pipe.
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE if out is None else dst,
                                 stderr=subprocess.PIPE)
-        assert proc.stdin and proc.stdout and proc.stderr
-        widen_pipes(proc.stdin, proc.stdout)
+        assert proc.stdin and proc.stderr
+        widen_pipes(proc.stdin, *([proc.stdout] if proc.stdout else []))
         feeder = threading.Thread(target=_feed, daemon=True,
                                   args=(src, proc.stdin, file_digest, errors, bar.advance))
         feeder.start()
         try:
-            while block := proc.stdout.read(hashing.CHUNK):
+            if proc.stdout is not None:
+                blocks = iter(lambda: proc.stdout.read(hashing.CHUNK), b"")
+            else:
+                blocks = _written(os.fspath(out), proc)
+            for block in blocks:
                 db_digest.update(block)
-                dst.write(block)
                 head, size = head or block[:HEADER_BYTES], size + len(block)
         except BaseException:  # a read error, or interrupted: no decompressor goes on
             proc.kill()
