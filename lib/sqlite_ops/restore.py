@@ -332,9 +332,10 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     """Decompress ``backup`` into ``out`` (None: nowhere, the content is only
     hashed), hashing both streams on the way.
 
-    Each byte is read once: a thread feeds the file to the decompressor,
-    hashing it; its output is hashed as it is written to ``out``. On a
-    terminal a progress line follows the file.
+    A thread feeds the file to the decompressor, hashing it; the decompressor
+    writes ``out`` itself, and its output is hashed right behind it (read back
+    from the page cache: :func:`_written`), or, with no ``out``, as it comes
+    through the pipe. On a terminal a progress line follows the file.
     """
     file_digest, db_digest = hashing.new(), hashing.new()
     total = os.path.getsize(backup)
