@@ -12,6 +12,7 @@ must cost little more than starting Python.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import stat
@@ -485,6 +486,52 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Writeback:
+    """Has the kernel start writing a file to disk while it is still being
+    written, one step behind the writer, so that the fsync at the end waits
+    for the last step instead of the whole file (an 800 MB restore spent a
+    quarter of its time in that fsync). Linux ``sync_file_range`` with
+    SYNC_FILE_RANGE_WRITE only starts the writes: it waits for none of them
+    and makes nothing durable; the caller's fsync still does that. Elsewhere,
+    or refused, it does nothing. ``fd`` may be any descriptor of the file."""
+
+    STEP = 32 << 20  # bytes: a few hundred ms of disk, small enough to overlap
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.started = fd, 0
+
+    def advance(self, written: int) -> None:
+        """``written`` bytes of the file are written so far."""
+        if written - self.started >= self.STEP:
+            start_writeback(self.fd, self.started, written - self.started)
+            self.started = written
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing ``length`` bytes of ``fd``'s file from ``offset`` (see Writeback)."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure leaves it to the fsync
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # only here: most runs of the toolkit write no big file
+
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
 
 
 def _read_holder(fd: int) -> str:

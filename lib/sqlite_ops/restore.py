@@ -77,6 +77,7 @@ from sqlite_ops.common import (
     SQLITE_BUSY_CODES,
     SQLITE_HEADER,
     OpsError,
+    Writeback,
     free_bytes,
     fsync_path,
     holders,
@@ -297,13 +298,16 @@ def _written(path: str, proc: subprocess.Popen[bytes]) -> Iterator[bytes]:
     """What ``proc`` writes into ``path``, block by block, as it writes it,
     until it has exited and the file's end is reached. A read never passes
     the file's size, and the kernel extends that only over bytes already in
-    the page cache."""
+    the page cache. What was read is started on its way to the disk."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    writeback, read = Writeback(fd), 0
     try:
         while True:
             exited = proc.poll() is not None  # first: everything before the exit is read
             while block := os.read(fd, hashing.CHUNK):
                 yield block
+                read += len(block)
+                writeback.advance(read)  # the disk writes what was hashed meanwhile
             if exited:
                 return
             time.sleep(FOLLOW_INTERVAL)
@@ -343,10 +347,12 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     if compression == "none":
         with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
                 Progress("copying", total, prog=PROG, quiet=quiet) as bar:
+            writeback = Writeback(dst.fileno())
             while block := src.read(hashing.CHUNK):
                 file_digest.update(block)
                 dst.write(block)
                 head, size = head or block[:HEADER_BYTES], size + len(block)
+                writeback.advance(size)
                 bar.advance(len(block))
         digest = file_digest.hexdigest()
         return Decompressed(digest, digest, None, head, size)

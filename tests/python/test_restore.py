@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from opsenv import make_db
 
-from sqlite_ops import catalog, restore, restore_flow
+from sqlite_ops import catalog, common, hashing, restore, restore_flow
 from sqlite_ops.common import EX_BUSY, EX_FAIL, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
 
 BACKUP_SCRIPT = REPO_ROOT / "scripts" / "backup_database.sh"
@@ -159,6 +159,35 @@ def test_verify_a_good_backup_leaves_its_database_in_the_work_file(tmp_path, com
     assert report.compression == compress
     assert report.journal_mode == "wal"
     assert content(tmp_path / "work.db") == content(db)
+
+
+@pytest.mark.parametrize("compress", ["zstd", "gzip", "none"])
+def test_the_work_file_goes_to_disk_while_it_is_written(tmp_path, monkeypatch, compress):
+    """Its writeback starts a step behind the writer over the whole file, so
+    the fsync before the rename waits for the last step only."""
+    db = make_db(tmp_path / "app.db", rows=3000)
+    backup = take_backup(db, tmp_path / "backups", compress)
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(common.Writeback, "STEP", 8192)
+    monkeypatch.setattr(common, "start_writeback",
+                        lambda fd, offset, length: started.append((offset, length)))
+    restore.verify_backup(backup, tmp_path / "work.db")
+    size = (tmp_path / "work.db").stat().st_size
+    assert size > 4 * 8192 and started[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(started, started[1:]))  # no gap
+    assert size - sum(n for _, n in started) < 8192 + hashing.CHUNK
+
+
+def test_writeback_really_reaches_the_kernel_on_linux(tmp_path):
+    """Not a silent no-op where sync_file_range exists."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("sync_file_range is Linux's")
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 65536)
+    call = common._sync_file_range()
+    assert call is not None
+    with open(path, "rb") as handle:
+        assert call(handle.fileno(), 0, 65536, common._SYNC_FILE_RANGE_WRITE) == 0
 
 
 @pytest.mark.parametrize("how", ["count_rows", "no integrity record"])
