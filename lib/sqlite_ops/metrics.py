@@ -214,6 +214,7 @@ def collect(db_path: str, options: Options | None = None) -> Report:
     # closing a probe descriptor would drop any POSIX lock this process held.
     collect_processes(report)
     collect_write_lock(report)
+    header = read_header(db_path)
     try:
         conn = connect_readonly(db_path, options.busy_timeout)
     except sqlite3.Error as exc:
@@ -222,7 +223,7 @@ def collect(db_path: str, options: Options | None = None) -> Report:
     try:
         collect_file(report, conn)
         tables, indexes = schema_objects(conn)
-        damage = header_problem(db_path, report.journal_mode) or probe_pages(conn, tables)
+        damage = header_problem(header, report.journal_mode) or probe_pages(conn, tables)
         if damage is None:
             collect_rows(report, conn, tables, options.exact_counts)
             collect_index_stats(report, conn, indexes)
@@ -515,17 +516,24 @@ def probe_pages(conn: sqlite3.Connection, tables: list[str]) -> str | None:
     return None
 
 
-def header_problem(path: str, journal_mode: str) -> str | None:
-    """A rollback-journal file shorter than the page count its header claims
-    (when that count is valid): truncated. WAL files may lag their header."""
-    if journal_mode == "wal":
-        return None
+def read_header(path: str) -> tuple[bytes, int] | None:
+    """The file's first 100 bytes (its SQLite header) and its size; None when
+    it cannot be read. Read before this process connects: closing a descriptor
+    of the file would drop the POSIX locks a connection of it holds."""
     try:
         with open(path, "rb") as handle:
-            head = handle.read(100)
-        size = os.stat(path).st_size
+            return handle.read(100), os.fstat(handle.fileno()).st_size
     except OSError:
         return None
+
+
+def header_problem(header: tuple[bytes, int] | None, journal_mode: str) -> str | None:
+    """A rollback-journal file shorter than the page count its header
+    (``read_header``) claims, when that count is valid: truncated. WAL files
+    may lag their header."""
+    if journal_mode == "wal" or header is None:
+        return None
+    head, size = header
     if len(head) < 100:
         return "the header is incomplete"
     page_size = int.from_bytes(head[16:18], "big")

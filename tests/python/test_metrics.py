@@ -357,6 +357,33 @@ def test_the_cheap_probe_sees_a_damaged_first_or_last_leaf_and_nothing_else(tmp_
     assert metrics.collect(str(db)).value("sqlite_integrity_probe_ok") == 0
 
 
+def test_a_scrape_never_opens_the_database_file_beside_its_connection(tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """Closing a second descriptor of the file would drop the POSIX locks the
+    connection holds (they belong to the process): the header is read first."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    conn.close()
+    connected, opened_after = [], []
+    real_connect = metrics.connect_readonly
+
+    def connect(*args, **kwargs):
+        connected.append(True)
+        return real_connect(*args, **kwargs)
+
+    def guarded_open(path, *args, **kwargs):
+        if connected and os.path.realpath(path) == os.path.realpath(db):
+            opened_after.append(path)
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(metrics, "connect_readonly", connect)
+    monkeypatch.setattr(metrics, "open", guarded_open, raising=False)
+    report = metrics.collect(str(db))
+    assert connected and not opened_after
+    assert report.value("sqlite_integrity_probe_ok") == 1
+
+
 def test_northwind_order_details(tmp_path: Path) -> None:
     db = tmp_path / "northwind.sqlite"
     shutil.copyfile(corpus_file("northwind.sqlite"), db)
