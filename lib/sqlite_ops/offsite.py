@@ -725,13 +725,13 @@ def _local_hashes(path: Path, kinds: tuple[str, ...], out: dict[str, Any]) -> No
 class Syncer:
     """One sync of one database's backups to its remotes."""
 
-    def __init__(self, opts: Options, rclone: Rclone, log: Any = None) -> None:
+    def __init__(self, opts: Options, rclone: Rclone, prog: str = PROG) -> None:
         self.opts = opts
         self.rclone = rclone
         self.name = catalog.db_name(opts.db)
         self.record = Record.load(opts.backup_dir, self.name)
         self.unusable: set[Path] = set()  # local backups that do not match their manifest
-        self.log = log or (lambda message: print(f"{PROG}: {message}", file=sys.stderr))
+        self.log = lambda message: print(f"{prog}: {message}", file=sys.stderr)
         if not opts.dry_run:  # the record, and the manifests' temp files, live there
             ensure_private_dir(str(self.record.path.parent))
 
@@ -1200,15 +1200,14 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if not Path(opts.backup_dir).is_dir():
         raise OpsError(EX_USAGE, f"backup directory not found: {opts.backup_dir} (check --dir "
                                  "or BACKUP_DIR)")
-    name = os.environ.get("SQLITE_OPS_PROG", PROG)
     # One rclone, its connections reused, for the whole run.
-    with RcloneDaemon(quiet=args.quiet, prog=name) as rclone:
-        syncer = Syncer(opts, rclone)
+    with RcloneDaemon(quiet=args.quiet, prog=args.prog) as rclone:
+        syncer = Syncer(opts, rclone, args.prog)
         results = syncer.run()
     now = time.time()
     for r in results:
         if r.error is not None:
-            print(f"{PROG}: {r.error.message}", file=sys.stderr)
+            print(f"{args.prog}: {r.error.message}", file=sys.stderr)
         elif not opts.dry_run:
             print(f"Offsite sync completed: {r.directory} ({len(r.uploaded)} uploaded, "
                   f"{r.present} already there, {len(r.pruned)} pruned, {r.pending} pending)")
@@ -1243,7 +1242,7 @@ def _interrupted(signum: int, _frame: Any) -> None:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # stop the running rclone too
-    name = os.environ.get("SQLITE_OPS_PROG", prog)
+    name = args.prog = os.environ.get("SQLITE_OPS_PROG", prog)  # who speaks: the script
     try:
         return args.func(args)
     except OpsError as exc:
