@@ -18,6 +18,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -45,7 +46,7 @@ from benchlib import (  # noqa: E402
 
 sys.path.insert(0, str(REPO / "lib"))
 
-from sqlite_ops import fkcheck  # noqa: E402
+from sqlite_ops import fkcheck, hashing  # noqa: E402
 
 SIZE_MB = int(os.environ.get("BENCH_MB", "800"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -253,7 +254,50 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     fk["pragma"] = len(conn.execute("PRAGMA foreign_key_check").fetchall())
     fk["pragma_s"] = time.perf_counter() - start
     conn.close()
+    fk["floor"] = floor
     return rows, fk
+
+
+def children_cpu(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """CPU seconds (user + system) ``cmd`` and its children used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def own_cpu(work) -> float:
+    start = time.process_time()  # user + system of this process
+    work()
+    return time.process_time() - start
+
+
+def cpu_budget(shape: str, source: Path, work: Path, floor: float) -> list[object]:
+    """Where a drill-mode backup's CPU goes: each part it cannot do without,
+    alone, and what their sum allows on this machine's cores at best."""
+    live, backups = work / f"{shape}-cpu.db", work / f"backups-{shape}-cpu"
+    shutil.copyfile(source, live)
+    env = env_for(live, backups, TMPDIR=str(work))
+    compress = statistics.median(
+        children_cpu(["zstd", "-q", "-1", "-T0", "-c", "-o", os.devnull, str(live)])
+        for _ in range(RUNS))
+    conn = sqlite3.connect(f"file:{live}?mode=ro", uri=True, isolation_level=None)
+    quick = own_cpu(lambda: conn.execute("PRAGMA quick_check").fetchall())
+    fks = own_cpu(lambda: fkcheck.check(conn))
+    conn.close()
+    digest = own_cpu(lambda: hashing.sha256_file(live))
+    parts = compress + quick + fks + digest
+    cores = os.cpu_count() or 1
+
+    def drill_mode_backup() -> float:
+        shutil.rmtree(backups, ignore_errors=True)
+        return children_cpu([BACKUP, "--quiet", "--integrity-check", "drill"], env)
+
+    backup = statistics.median(drill_mode_backup() for _ in range(RUNS))
+    live.unlink(missing_ok=True)
+    shutil.rmtree(backups, ignore_errors=True)
+    return [shape, compress, quick, fks, digest, parts, f"{parts / cores / floor:.2f}x",
+            backup, f"{backup / cores / floor:.2f}x"]
 
 
 def rollback_under_load(source: Path, work: Path) -> list[list[object]]:
@@ -308,10 +352,11 @@ def main() -> int:
     app = cached_db(f"bench_app_{SIZE_MB}mb.db", build_app)
     work = Path(tempfile.mkdtemp(prefix="bench-targets-", dir=big.parent))
     try:
-        rows, fks = [], {}
+        rows, fks, budget = [], {}, []
         for shape, source in (("big", big), ("app", app)):
             found, fks[shape] = measure(shape, source, work)
             rows += found
+            budget.append(cpu_budget(shape, source, work, fks[shape]["floor"]))
         rows += rollback_under_load(big, work)
         rows += memory(work)
     finally:
@@ -326,6 +371,10 @@ def main() -> int:
                   f"{f['pragma_s'] / max(f['fkcheck_s'], 1e-9):.1f}x",
                   "yes" if f["fkcheck"] == f["pragma"] else "NO"]
                  for shape, f in fks.items()])
+    print_table(f"CPU of a drill-mode backup's parts, alone (s, user + system; "
+                f"{os.cpu_count()} cores; bound = CPU / cores / compression floor)",
+                ["db", "zstd -1 -T0", "quick_check", "foreign-key count", "SHA-256",
+                 "sum of parts", "bound, parts", "backup's CPU", "bound, backup"], budget)
     print(f"\nCommand: BENCH_MB={SIZE_MB} BENCH_RUNS={RUNS} python3 tests/perf/bench_targets.py")
     return 0
 
