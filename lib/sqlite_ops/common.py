@@ -585,10 +585,44 @@ def fail(prog: str, error: OpsError) -> int:
     return error.code
 
 
+def hold(path: str) -> int:
+    """A descriptor of ``path`` with a shared flock(2) on it, until it is
+    closed (at the latest when the process ends, however it ends):
+    :func:`sweep_own_temps` leaves what a live run holds, even a run that let
+    go of the database's lock meanwhile (a restore waiting at its prompt).
+    flock, not fcntl: the lock belongs to this open file, not to the process,
+    so no other descriptor's close drops it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _held(path: str) -> bool:
+    """Whether a live run holds ``path`` (:func:`hold`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def sweep_own_temps(directory: str, is_temp: Callable[[str], bool]) -> None:
-    """Remove the entries of ``directory`` whose names ``is_temp`` accepts and
-    that this user owns: what a killed run left (never another user's). Only
-    with the database's lock held."""
+    """Remove the entries of ``directory`` whose names ``is_temp`` accepts, that
+    this user owns and that no live run holds (:func:`hold`): what a killed
+    run left (never another user's, never a waiting run's). Only with the
+    database's lock held."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -597,7 +631,7 @@ def sweep_own_temps(directory: str, is_temp: Callable[[str], bool]) -> None:
         if not is_temp(entry.name):
             continue
         try:
-            if entry.stat(follow_symlinks=False).st_uid != os.geteuid():
+            if entry.stat(follow_symlinks=False).st_uid != os.geteuid() or _held(entry.path):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 import shutil

@@ -183,7 +183,12 @@ def resolve_backup(spec: str, backup_dir: str | os.PathLike[str],
         if candidate.is_file():
             return candidate.absolute()
     looked = ", ".join(str(c) for c in candidates)
-    raise OpsError(EX_USAGE, f"backup not found: {spec} (looked for {looked}); see --list")
+    pruned = ""
+    if "/" in spec and given.parent.name == PRE_RESTORE_DIR:  # an undo line, say
+        pruned = ("; a safety backup of an earlier attempt is pruned only when another file "
+                  "holds the same content: that restore's log says which ('info: pruned')")
+    raise OpsError(EX_USAGE, f"backup not found: {spec} (looked for {looked}){pruned}; "
+                             "see --list")
 
 
 # ---------------------------------------------------------------------------
@@ -806,6 +811,7 @@ def missing_dir_message(db: str, configured: str | None) -> str:
 INCIDENT_GAP_SECONDS = 24 * 3600
 # Of one incident, kept: its first copy (the database before anyone restored
 # anything) and the newest INCIDENT_KEEP - 1 (the undo of the latest tries).
+# A copy in between goes only when another kept file holds its very content.
 INCIDENT_KEEP = 3
 
 
@@ -814,13 +820,14 @@ class SafetyCopy:
     path: Path
     created_at: float
     backup: catalog.Backup | None  # None: a raw copy directory
+    content: str | None = None  # its manifest's db_sha256 (a raw copy has none)
 
 
 def safety_copies(backup_dir: str | os.PathLike[str], db: str) -> list[SafetyCopy]:
     """The verified safety backups and raw copies of ``db`` in pre-restore/, oldest first."""
     pre, name = Path(backup_dir) / PRE_RESTORE_DIR, catalog.db_name(db)
-    found = [SafetyCopy(b.path, b.created_at, b) for b in catalog.list_backups(pre, name, db)
-             if b.verified]
+    found = [SafetyCopy(b.path, b.created_at, b, content_of(b))
+             for b in catalog.list_backups(pre, name, db) if b.verified]
     for entry in _raw_copies(pre, name, time.time()):
         created = catalog.parse_backup_name(entry["file"][: -len(RAW_SUFFIX)] + ".db")
         if created is not None:
@@ -828,10 +835,22 @@ def safety_copies(backup_dir: str | os.PathLike[str], db: str) -> list[SafetyCop
     return sorted(found, key=lambda c: c.created_at)
 
 
-def plan_incident_prune(copies: list[SafetyCopy], gap: float = INCIDENT_GAP_SECONDS,
-                        keep: int = INCIDENT_KEEP) -> list[SafetyCopy]:
-    """Which safety copies (oldest first) to remove: of each incident holding
-    more than ``keep``, all but its first and its newest ``keep - 1``."""
+def content_of(backup: catalog.Backup) -> str | None:
+    """The db_sha256 a verified backup's manifest gives its content."""
+    found = (backup.manifest or {}).get("db_sha256") if backup.verified else None
+    return found if isinstance(found, str) and found else None
+
+
+def plan_incident_prune(copies: list[SafetyCopy], elsewhere: dict[str, Path] | None = None,
+                        gap: float = INCIDENT_GAP_SECONDS, keep: int = INCIDENT_KEEP,
+                        ) -> list[tuple[SafetyCopy, Path]]:
+    """Which safety copies (oldest first) to remove, each with the file that
+    keeps its content. Of each incident holding more than ``keep``, the copies
+    between its first and its newest ``keep - 1`` whose content (db_sha256)
+    another kept file holds: a kept copy, or a backup in ``elsewhere``
+    (db_sha256 -> path). A copy nothing else holds stays, whatever its place:
+    the application's writes between two restores live only there. So does a
+    raw copy (its content has no hash)."""
     incidents: list[list[SafetyCopy]] = []
     for copy in copies:
         if incidents and copy.created_at - incidents[-1][-1].created_at < gap:
@@ -840,20 +859,37 @@ def plan_incident_prune(copies: list[SafetyCopy], gap: float = INCIDENT_GAP_SECO
             incidents.append([copy])
     prune = []
     for incident in incidents:
-        if len(incident) > keep:
-            prune.extend(incident[1:len(incident) - (keep - 1)])
+        if len(incident) <= keep:
+            continue
+        middle = incident[1:len(incident) - (keep - 1)]
+        held = dict(elsewhere or {})  # first: a backup outlives the incident's copies
+        for copy in incident:
+            if copy not in middle and copy.content:
+                held.setdefault(copy.content, copy.path)
+        for copy in middle:
+            twin = held.get(copy.content) if copy.content else None
+            if twin is not None:
+                prune.append((copy, twin))
+            elif copy.content:
+                held[copy.content] = copy.path  # kept: it holds this content now
     return prune
 
 
-def prune_incident(backup_dir: str, db: str) -> list[str]:
-    """Apply ``plan_incident_prune`` to pre-restore/; returns what was removed."""
+def prune_incident(backup_dir: str, db: str) -> list[tuple[str, str]]:
+    """Apply ``plan_incident_prune`` to pre-restore/, the verified backups in
+    ``backup_dir`` counting as holders; returns (removed, where its content is)."""
+    elsewhere = {}
+    for found in catalog.list_backups(backup_dir, catalog.db_name(db), db):
+        content = content_of(found)
+        if content is not None:
+            elsewhere.setdefault(content, found.path)
     removed = []
-    for copy in plan_incident_prune(safety_copies(backup_dir, db)):
+    for copy, twin in plan_incident_prune(safety_copies(backup_dir, db), elsewhere):
         if copy.backup is not None:
             catalog.remove_backup(copy.backup)
         else:
             shutil.rmtree(copy.path)
-        removed.append(str(copy.path))
+        removed.append((str(copy.path), str(twin)))
     return removed
 
 

@@ -49,6 +49,7 @@ from sqlite_ops.common import (
     OpsLock,
     fail,
     fsync_path,
+    hold,
     is_sqlite_file,
     sweep_own_temps,
 )
@@ -115,6 +116,7 @@ class Run:
     target: str = ""
     backup: str = ""
     work_dir: str = ""
+    held: list[int] = field(default_factory=list)  # descriptors holding its temp dirs
     report: restore.Report | None = None
     safety: str = ""
     safety_manifest: dict[str, Any] | None = None
@@ -178,7 +180,7 @@ def action_list(run: Run) -> None:
 
 def action_verify(run: Run) -> None:
     # 1. which backup (with --from: downloaded first), into a work dir in TMPDIR
-    run.work_dir = private_dir_in(tmp_root())
+    run.work_dir = private_dir_in(run, tmp_root())
     resolve(run)
     # 2. verify it (nothing is restored: where the manifest's records stand for
     #    the bytes, they are only hashed, never written), and say what was checked
@@ -190,7 +192,7 @@ def action_drill(run: Run) -> None:
     opts.spec = "latest"
     try:
         # 1. `latest`, verified in a work dir in TMPDIR
-        run.work_dir = private_dir_in(tmp_root())
+        run.work_dir = private_dir_in(run, tmp_root())
         resolve(run)
         verify(run, show_warnings=True)  # what --force accepted must reach the cron log
         # 2. restored into a temp file and checked there
@@ -216,7 +218,7 @@ def action_restore_to(run: Run) -> None:
     # 1. the target's directory exists; its lock; a work dir beside it
     require_dir_of(target, opts)
     take_lock(run, target, opts.lock_timeout)
-    run.work_dir = work_dir_beside(target)
+    run.work_dir = work_dir_beside(run, target)
     # 2. which backup, verified
     resolve(run)
     verify(run)
@@ -233,7 +235,7 @@ def action_restore(run: Run) -> None:
     require_dir_of(opts.db, opts)
     # 2. the lock (only while nobody reads the plan) and a work dir beside the database
     take_lock(run, opts.db, opts.lock_timeout)
-    run.work_dir = work_dir_beside(opts.db)
+    run.work_dir = work_dir_beside(run, opts.db)
     if not opts.yes:
         release_lock(run)  # nobody waits on a person reading the plan
     # 3. which backup, verified; the plan against the current database
@@ -306,22 +308,26 @@ def tmp_root() -> str:
     return os.environ.get("TMPDIR") or "/tmp"
 
 
-def private_dir_in(directory: str, prefix: str = ".sqlite-ops.tmp.") -> str:
-    """A new private temp directory in ``directory`` (removed when the run ends)."""
+def private_dir_in(run: Run, directory: str, prefix: str = ".sqlite-ops.tmp.") -> str:
+    """A new private temp directory in ``directory``, held (common.hold) and
+    removed when the run ends."""
     try:
-        return tempfile.mkdtemp(prefix=prefix, dir=directory)
+        path = tempfile.mkdtemp(prefix=prefix, dir=directory)
+        run.held.append(hold(path))
     except OSError:
         raise OpsError(EX_FAIL, f"cannot create a temp directory in {directory}") from None
+    return path
 
 
-def work_dir_beside(target: str) -> str:
+def work_dir_beside(run: Run, target: str) -> str:
     """A private temp directory beside ``target`` (same file system, so the
     verified file can be renamed into place), named ``.<name>.tmp.XXXXXX``,
-    after removing what a killed run left there. Call with the lock held."""
+    after removing what a killed run left there (never what a live run, one
+    waiting at its prompt, holds). Call with the lock held."""
     directory, base = os.path.split(target)
     prefix = f".{base}.tmp."
     sweep_own_temps(directory, lambda entry: entry.startswith(prefix))
-    return private_dir_in(directory, prefix)
+    return private_dir_in(run, directory, prefix)
 
 
 def require_dir_of(path: str, opts: Options) -> None:
@@ -371,7 +377,7 @@ def fetch_backup(run: Run) -> None:
     if os.path.isdir(opts.backup_dir):
         root = os.path.join(opts.backup_dir, OFFSITE_CACHE)
         prepare_dir(root, _log(opts))
-    into = private_dir_in(root)
+    into = private_dir_in(run, root)
     run.cleanup.append(into)
     remote, host = offsite_place(opts)
     local = offsite.fetch(offsite.Rclone(quiet=opts.quiet, prog=PROG), remote, host, run.name,
@@ -676,17 +682,18 @@ def raw_copy(run: Run, why: str) -> None:
 
 
 def prune_safety_copies(run: Run) -> None:
-    """Of one incident's safety copies in pre-restore/, keep the first and the
-    newest ones (restore.plan_incident_prune)."""
+    """Of one incident's safety copies in pre-restore/, keep the first, the
+    newest ones, and any whose content no other file holds
+    (restore.plan_incident_prune)."""
     try:
         removed = restore.prune_incident(run.opts.backup_dir, run.opts.db)
     except OSError as exc:
         warn(run.opts, f"could not prune older safety copies in {run.pre_dir} "
                        f"({exc.strerror or exc}); continuing")
         return
-    for path in removed:
-        info(run.opts, f"pruned {path} (a middle retry of this incident; the first and the "
-                       "newest are kept)")
+    for path, twin in removed:
+        info(run.opts, f"pruned {path} (a middle retry of this incident; the same content is "
+                       f"kept in {twin})")
 
 
 def keep_safety_note(run: Run) -> None:
@@ -907,6 +914,8 @@ def run_action(opts: Options) -> int:
         for path in [run.work_dir, *run.cleanup]:
             if path:
                 shutil.rmtree(path, ignore_errors=True)
+        for fd in run.held:
+            os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -990,14 +990,22 @@ def test_an_existing_file_keeps_its_owner_and_mode(world):
     assert os.stat(db).st_mode & 0o777 == 0o644
 
 
-def test_incident_pruning_keeps_the_first_and_the_newest_two():
+def test_incident_pruning_keeps_the_first_the_newest_two_and_whatever_nothing_else_holds():
     day = 86400.0
-    copies = [restore.SafetyCopy(Path(f"c{i}"), t, None)
-              for i, t in enumerate([0, 600, 1200, 1800, 2400, 5 * day, 5 * day + 60])]
-    pruned = [c.path.name for c in restore.plan_incident_prune(copies)]
-    # c0..c4 are one incident: keep c0 (before anyone restored) and c3, c4;
-    # c5, c6 are another, small enough to keep whole.
-    assert pruned == ["c1", "c2"]
+    times = [0, 600, 1200, 1800, 2400, 3000, 3600, 4200, 5 * day, 5 * day + 60, 5 * day + 90,
+             5 * day + 120]
+    contents = ["orig", "orig", "app-wrote", "app-wrote", None, "latest", "a", "b", "c", "c",
+                "d", "e"]
+    copies = [restore.SafetyCopy(Path(f"c{i}"), t, None, content)
+              for i, (t, content) in enumerate(zip(times, contents))]
+    planned = restore.plan_incident_prune(copies, {"latest": Path("backups/latest")})
+    # c0..c7 are one incident: c0 (before anyone restored), c6 and c7 stay; of
+    # c1..c5, each goes only when its content is kept elsewhere: c1 is c0's,
+    # c2 holds writes nothing else has (so c3, its twin, goes), c4 is a raw
+    # copy (no hash: kept), c5 is the backup's. c8..c11: another incident,
+    # whose middle c9 is its first's twin.
+    assert [(c.path.name, str(twin)) for c, twin in planned] == [
+        ("c1", "c0"), ("c3", "c2"), ("c5", "backups/latest"), ("c9", "c8")]
 
 
 def test_migration_undone_by_the_restore_is_named(tmp_path):

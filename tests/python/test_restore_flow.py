@@ -88,6 +88,43 @@ def test_a_restore_runs_in_memory_no_report_file_and_its_undo_works(world, capsy
 # ---------------------------------------------------------------------------
 
 
+def test_retries_never_prune_the_only_copy_of_what_the_application_wrote(world, capsys):
+    """Restore, the application writes, restore again and again: the safety
+    copy holding that write is a middle one of the incident, and the only
+    copy of it; it stays, and the undo its receipt printed still works. The
+    copies that repeat a kept content go, naming where it is kept."""
+    db, taken, tmp_path = world
+    logged = []
+
+    def restore_latest() -> str:
+        assert restore_flow.run_action(options(db, tmp_path, quiet=False)) == 0
+        out, err = capsys.readouterr()
+        logged.append(err)
+        return next(line.split(": ", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("  undo with:"))
+
+    restore_latest()  # the first copy: 57 devices, the state before the incident
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO devices(ip) VALUES ('written between two restores')")
+    conn.close()
+    undo = restore_latest()  # its copy: 51 devices, in no backup
+    for _ in range(3):
+        restore_latest()  # copies of the backup's content: 50 devices
+    err = "".join(logged)
+    pre = tmp_path / "backups" / "pre-restore"
+    kept = sorted(pre.glob("*.db.zst"))
+    assert len(kept) == 4  # the first, the one with the write, the newest two
+    assert f"the same content is kept in {taken})" in err, [x for x in err.splitlines() if "info: pruned" in x]
+    assert devices(db) == 50
+    proc = subprocess.run(["bash", "-c", undo], env=ops_env(tmp_path), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert devices(db) == 51
+    gone = options(db, tmp_path, spec=str(pre / "app_20000101_000000.db.zst"))
+    with pytest.raises(OpsError, match="pruned only when another file holds the same content"):
+        restore_flow.resolve(restore_flow.Run(gone))
+
+
 def _safety_fails(monkeypatch, code, message):
     def failing(*args, **kwargs):
         raise OpsError(code, message)
@@ -142,6 +179,28 @@ def test_what_a_restore_killed_during_its_safety_backup_left_is_swept_by_the_nex
     assert devices(db) == 50
     assert [p for p in left if p.exists()] == []
     assert other.exists()
+
+
+def test_a_restore_waiting_at_its_prompt_keeps_its_verified_copy_through_another_run(world):
+    """It lets go of the lock while the operator reads the plan; a second
+    restore meanwhile sweeps only what a killed run left, never the waiting
+    one's work dir. Once that run is gone (its descriptors closed, as when it
+    is killed), the next run sweeps it."""
+    db, _, tmp_path = world
+    waiting = restore_flow.Run(options(db, tmp_path, yes=False))
+    restore_flow.take_lock(waiting, str(db), 0)
+    work = Path(restore_flow.work_dir_beside(waiting, str(db)))
+    (work / "restore.db").write_bytes(b"the verified copy")
+    restore_flow.release_lock(waiting)  # as at the prompt
+    killed = tmp_path / ".app.db.tmp.k1ll3d"
+    killed.mkdir()
+    assert restore_flow.run_action(options(db, tmp_path)) == 0
+    assert (work / "restore.db").read_bytes() == b"the verified copy"
+    assert not killed.exists()
+    for fd in waiting.held:
+        os.close(fd)
+    assert restore_flow.run_action(options(db, tmp_path)) == 0
+    assert not work.exists()
 
 
 def test_the_safety_backup_is_quick_checked_under_the_restores_lock(world, monkeypatch):
