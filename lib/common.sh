@@ -296,7 +296,7 @@ require_database() {
   require_regular_or_missing "$1"
   [[ -e $1 ]] || die "$EX_USAGE" "database not found: $1 (set --db or DB_PATH)"
   [[ -r $1 ]] || die "$EX_USAGE" "cannot read $1: permission denied"
-  is_sqlite_file "$1" || die "$EX_USAGE" "not an SQLite database: $1"
+  is_sqlite_file "$1" || die "$EX_USAGE" "not an SQLite database: $1 (a wrong --db, or the database's first page is destroyed: if it held the data, see the incident runbook)"
 }
 
 # file_size PATH: bytes; fails quietly (the caller says what it means).

@@ -365,6 +365,12 @@ def require_regular_file(path: str | os.PathLike[str]) -> None:
 
 
 
+# After "not an SQLite database: PATH": exit 2 reads as a mistyped command,
+# but a database whose page 1 was overwritten looks the same.
+NOT_SQLITE_HINT = (" (a wrong --db, or the database's first page is destroyed: if it held "
+                   "the data, see the incident runbook)")
+
+
 def require_database(path: str | os.PathLike[str]) -> None:
     """Exit 2 unless ``path`` is a readable SQLite database file: missing,
     not a regular file, unreadable and not SQLite each say so."""
@@ -375,7 +381,7 @@ def require_database(path: str | os.PathLike[str]) -> None:
     if not os.access(path, os.R_OK):
         raise OpsError(EX_USAGE, f"cannot read {path}: permission denied")
     if not is_sqlite_file(path):
-        raise OpsError(EX_USAGE, f"not an SQLite database: {path}")
+        raise OpsError(EX_USAGE, f"not an SQLite database: {path}{NOT_SQLITE_HINT}")
 
 def short_host_name() -> str:
     """This machine's host name up to the first dot (OFFSITE_HOST's default)."""

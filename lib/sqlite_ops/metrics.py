@@ -39,6 +39,7 @@ from .common import (
     OpsError,
     dir_problem,
     holders,
+    is_sqlite_file,
     quote_ident,
     readonly_uri,
     require_database,
@@ -86,6 +87,9 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge", "Backup files of this database whose manifest is unreadable or whose "
                  "time is in the future (see restore_database.sh --list)."),
     "sqlite_metrics_scrape_duration_seconds": ("gauge", "How long collecting these took."),
+    "sqlite_metrics_scrape_success": (
+        "gauge", "1 when the database could be read for these metrics; 0: the scrape failed "
+                 "(see the note) and this file holds nothing else from it."),
     # Not maintain_database.sh's sqlite_integrity_ok: no name is written to two
     # .prom files of one textfile directory.
     "sqlite_integrity_probe_ok": (
@@ -247,7 +251,38 @@ def collect(db_path: str, options: Options | None = None) -> Report:
     collect_drift(report, options.migrations_dir)
     collect_backups(report, options.backup_dir)
     report.add("sqlite_metrics_scrape_duration_seconds", round(time.perf_counter() - started, 6))
+    report.add("sqlite_metrics_scrape_success", 1)
     return report
+
+
+def failed_scrape(db_path: str, error: OpsError, records_dir: str | None = None) -> Report:
+    """What a textfile says after a failed scrape, in place of the last good
+    one, whose values would go on saying all is well:
+    sqlite_metrics_scrape_success 0, and sqlite_integrity_probe_ok 0 when what
+    failed is the file itself (SQLite calls it damaged, or a file that is
+    there and not empty no longer starts with SQLite's header). The last
+    --integrity-check kept in ``records_dir``'s textfile is kept on."""
+    report = Report(db_path, db_name(db_path))
+    report.notes.append(f"the scrape failed: {error.message}")
+    report.add("sqlite_metrics_scrape_success", 0)
+    for when, ok in own_check(records_dir, report) if records_dir else []:
+        report.add("sqlite_integrity_check_timestamp_seconds", when)
+        if ok is not None:
+            report.add("sqlite_integrity_quick_check_ok", int(ok))
+    if error.code == EX_INTEGRITY or lost_header(db_path):
+        report.damage = error.message
+        report.add("sqlite_integrity_probe_ok", 0)
+    return report
+
+
+def lost_header(path: str) -> bool:
+    """A regular, non-empty file that is not (or no longer) an SQLite database."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return (os.path.isfile(path) and size > 0 and os.access(path, os.R_OK)
+            and not is_sqlite_file(path))
 
 
 def collect_file(report: Report, conn: sqlite3.Connection) -> None:

@@ -134,7 +134,15 @@ def render(report, fmt: str) -> str:
 
 
 def run_once(db_path: str, args, options: Options) -> int:
-    report = collect(db_path, options)
+    try:
+        report = collect(db_path, options)
+    except OpsError as exc:
+        if args.textfile:  # never leave the last good scrape standing for this one
+            from .metrics import failed_scrape, write_textfile
+
+            failed = failed_scrape(db_path, exc, args.textfile)
+            write_textfile(args.textfile, failed.name, render_prometheus(failed))
+        raise
     text = render(report, args.format)
     if args.textfile:
         from .metrics import write_textfile

@@ -103,7 +103,7 @@ sample() {
   printf 'just text\n' >"$WORK/text.db"
   run --separate-stderr "$DB_METRICS" --db "$WORK/text.db"
   assert_status 2
-  assert_equal "$stderr" "db_metrics: not an SQLite database: $WORK/text.db"
+  assert_equal "$stderr" "db_metrics: not an SQLite database: $WORK/text.db (a wrong --db, or the database's first page is destroyed: if it held the data, see the incident runbook)"
 }
 
 @test "an unknown option or format: exit 2 without a traceback" {

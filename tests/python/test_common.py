@@ -94,6 +94,19 @@ def test_both_layers_have_the_same_defaults():
     assert followed == set(common.CONFIG_KEYS)
 
 
+def test_both_layers_refuse_a_file_that_is_not_sqlite_in_the_same_words(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(common.OpsError) as python:
+        common.require_database(text)
+    proc = subprocess.run(["bash", "-c", 'source lib/common.sh && PROG=x && require_database "$1"',
+                           "bash", str(text)], cwd=common.REPO_ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == python.value.code == common.EX_USAGE
+    assert python.value.message.endswith(common.NOT_SQLITE_HINT)
+    assert proc.stderr.strip().endswith(python.value.message)
+
+
 def test_defaults_come_from_the_table_or_the_setting_they_follow(monkeypatch):
     for key in common.CONFIG_KEYS:
         monkeypatch.delenv(key, raising=False)

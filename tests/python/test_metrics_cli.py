@@ -105,6 +105,34 @@ def test_textfile_writes_the_prom_file_and_prints_its_path(db: Path, tmp_path: P
     assert prom_samples((out / "sqlite_ops_shop.prom").read_text())["sqlite_pages"][0][1] > 0
 
 
+def test_a_failed_scrape_replaces_the_last_good_textfile(db: Path, tmp_path: Path) -> None:
+    """The previous run's values must not go on saying all is well: a header
+    destroyed is damage (probe 0, exit 2 as for any non-SQLite file); a
+    database gone is only a failed scrape. The last --integrity-check stays."""
+    out = tmp_path / "textfile"
+    prom = out / "sqlite_ops_shop.prom"
+    assert run("--db", str(db), "--textfile", str(out), "--integrity-check").returncode == 0
+    good = prom_samples(prom.read_text())
+    assert good["sqlite_integrity_probe_ok"][0][1] == 1
+    assert good["sqlite_metrics_scrape_success"][0][1] == 1
+    with open(db, "r+b") as handle:
+        handle.write(b"\0" * 100)  # page 1's header, destroyed
+    result = run("--db", str(db), "--textfile", str(out))
+    assert result.returncode == 2 and "not an SQLite database" in result.stderr
+    after = prom_samples(prom.read_text())
+    assert after["sqlite_metrics_scrape_success"][0][1] == 0
+    assert after["sqlite_integrity_probe_ok"][0][1] == 0
+    assert "sqlite_pages" not in after
+    assert after["sqlite_integrity_check_timestamp_seconds"] == \
+        good["sqlite_integrity_check_timestamp_seconds"]
+    db.unlink()
+    Path(f"{db}-wal").unlink(missing_ok=True)
+    assert run("--db", str(db), "--textfile", str(out)).returncode == 2
+    gone = prom_samples(prom.read_text())
+    assert gone["sqlite_metrics_scrape_success"][0][1] == 0
+    assert "sqlite_integrity_probe_ok" not in gone
+
+
 def test_listen_address_parsing() -> None:
     assert metrics_cli.parse_listen(SOPS_DEFAULTS["METRICS_LISTEN"]) == ("127.0.0.1", 9560)
     assert metrics_cli.parse_listen(":9999") == ("127.0.0.1", 9999)
