@@ -38,7 +38,8 @@
 #
 # Retention: only this database's own backup files are ever removed; the
 # newest KEEP_MIN verified backups are always kept; a backup is pruned when
-# the time in its name is more than RETENTION_DAYS ago; and nothing at all is
+# it was taken more than RETENTION_DAYS ago (its manifest's created_at; the
+# time in its name only when it has no manifest); and nothing at all is
 # pruned when the newest verified backup is itself older than RETENTION_DAYS.
 # With OFFSITE_REMOTES set, a backup not yet verified on every remote (see
 # offsite_sync.sh) is kept until it is.

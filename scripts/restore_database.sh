@@ -4,7 +4,7 @@
 # Usage: restore_database.sh --list [--json]
 #        restore_database.sh --verify [--force] BACKUP|latest
 #        restore_database.sh [--yes] [--force] [--to PATH] BACKUP|latest
-#        restore_database.sh --drill
+#        restore_database.sh --drill [--force]
 #        restore_database.sh --from REMOTE [--host H] (--list|--verify|--drill|restore ...)
 #        restore_database.sh --help
 #

@@ -177,10 +177,18 @@ def db_name(db_path: str) -> str:
 
 
 def connect_readonly(path: str, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
-    """A read-only, autocommit connection that waits at most ``busy_timeout`` seconds."""
+    """A read-only, autocommit connection that waits at most ``busy_timeout`` seconds.
+
+    With cell_size_check, each page read is checked whole as SQLite first
+    decodes it (its cell pointers and cell sizes inside the page). Without
+    it, a cell pointer that damage put past the page is masked back into it,
+    and a read returns whatever bytes it then lands on: the probe saw damaged
+    cell pointers only some of the time, depending on the memory beside the
+    page buffer."""
     conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=busy_timeout,
                            isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA query_only = 1")
+    conn.execute("PRAGMA cell_size_check = 1")
     return conn
 
 

@@ -117,6 +117,7 @@ class Run:
     backup: str = ""
     work_dir: str = ""
     held: list[int] = field(default_factory=list)  # descriptors holding its temp dirs
+    prompt_seconds: float = 0.0  # spent waiting for the operator's yes
     report: restore.Report | None = None
     safety: str = ""
     safety_manifest: dict[str, Any] | None = None
@@ -140,7 +141,8 @@ class Run:
         return os.path.join(self.work_dir, "restore.db")
 
     def seconds(self) -> float:
-        return round(time.time() - self.start, 3)
+        """The run's time so far, but for the time a person took to answer."""
+        return round(time.time() - self.start - self.prompt_seconds, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -561,7 +563,9 @@ def confirm(run: Run) -> None:
     run.step = "prompt"
     sys.stderr.write("\n" + question(run.opts.db))
     sys.stderr.flush()
+    asked = time.time()
     answer = sys.stdin.readline().rstrip("\n")
+    run.prompt_seconds = time.time() - asked  # a person reading: not the restore's time
     if answer != "yes":
         if answer.lower() in ("y", "yes"):
             raise OpsError(EX_FAIL, "restore cancelled: type yes in full to restore (you typed "

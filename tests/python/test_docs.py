@@ -271,3 +271,12 @@ def test_messages_the_runbook_quotes_are_printed_by_the_code():
                 piece = piece.strip()
                 if len(piece) >= 8:
                     assert piece in code, f"the guide quotes {piece!r}, which no code prints"
+
+
+def test_every_manifest_field_is_in_the_guides_field_table():
+    from sqlite_ops import catalog
+
+    guide = (REPO_ROOT / "docs" / "operations" / "database-management.md").read_text()
+    rows = [line for line in guide.splitlines() if line.startswith("| `")]
+    for field in catalog.MANIFEST_SCHEMA:
+        assert any(f"`{field}`" in row.split(" | ")[0] for row in rows), field

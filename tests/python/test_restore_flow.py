@@ -4,9 +4,12 @@ state in memory; the safety backup a library call under the restore's lock."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +182,30 @@ def test_what_a_restore_killed_during_its_safety_backup_left_is_swept_by_the_nex
     assert devices(db) == 50
     assert [p for p in left if p.exists()] == []
     assert other.exists()
+
+
+def test_the_time_a_person_takes_at_the_prompt_is_not_the_restores(world, monkeypatch,
+                                                                     capsys):
+    """The receipt's time taken and the recovery-time metric leave it out."""
+    db, _, tmp_path = world
+
+    class Slow:
+        def readline(self) -> str:
+            time.sleep(3.0)  # reading the plan
+            return "yes\n"
+
+    monkeypatch.setattr(restore_flow, "can_confirm", lambda opts: None)
+    monkeypatch.setattr(sys, "stdin", Slow())
+    metrics = tmp_path / "metrics"
+    start = time.time()
+    assert restore_flow.run_action(options(db, tmp_path, yes=False,
+                                           metrics_dir=str(metrics))) == 0
+    elapsed = time.time() - start
+    prom = next(metrics.glob("*.prom")).read_text()
+    recorded = float(re.search(r"^sqlite_restore_last_duration_seconds\{[^}]*\} (\S+)$", prom,
+                               re.M).group(1))
+    assert recorded <= elapsed - 3.0
+    assert devices(db) == 50
 
 
 def test_a_restore_waiting_at_its_prompt_keeps_its_verified_copy_through_another_run(world):
