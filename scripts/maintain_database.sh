@@ -251,7 +251,11 @@ check_failed() {
   fi
   INTEGRITY=0
   PROBLEM_ROWS=$rows
-  TASK_DETAIL="$what found a problem ($(printf '%s\n' "$rows" | wc -l) rows; the first follow)"
+  # The CLI's own "Error: ..." line (SQLite stopped the check) is no row of it.
+  local found stopped=""
+  found=$(printf '%s\n' "$rows" | grep -vc '^Error: ') || true
+  printf '%s\n' "$rows" | grep -q '^Error: ' && stopped=", then SQLite stopped it with an error"
+  TASK_DETAIL="$what found a problem ($found rows$stopped; the first follow)"
   return "$EX_INTEGRITY"
 }
 

@@ -424,7 +424,7 @@ def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
     if note:
         report.warnings.append(note)
     if other:
-        report.warnings.append(f"restored from a backup of another database, {other} (--force)")
+        report.warnings.append(f"a backup of another database, {other}, accepted with --force")
     run.report = report
     if plan:
         print(restore.format_plan(report, opts.db), file=sys.stderr, flush=True)

@@ -169,6 +169,21 @@ last_line() { printf '%s\n' "$1" | tail -n 1; }
   assert_contains "$output" "integrity_check found a problem"
 }
 
+@test "check: SQLite stopping the check with an error is said, not counted as one of its rows" {
+  sqlite3 "$DB" "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); CREATE INDEX ti ON t(v);
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+    INSERT INTO t(v) SELECT printf('%.40d', i) FROM n;"
+  # Five pages of 0xff in the middle: integrity_check reports rows, then the CLI
+  # prints its own "Error: stepping, ..." line.
+  head -c 20480 /dev/zero | tr '\0' '\377' | dd of="$DB" bs=4096 seek=200 count=5 conv=notrunc status=none
+  run "$MAINTAIN" --db "$DB" check
+  assert_status 4
+  assert_contains "$output" "then SQLite stopped it with an error; the first follow)"
+  local rows
+  rows=$(printf '%s\n' "$output" | grep -o 'found a problem ([0-9]* rows' | grep -o '[0-9]*')
+  [[ $rows -ge 1 ]]
+}
+
 @test "quick-check passes a healthy database and fails a corrupt one" {
   make_db "$DB"
   run "$MAINTAIN" --db "$DB" quick-check

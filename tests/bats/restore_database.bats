@@ -352,7 +352,7 @@ PY
   [[ ! -e $WORK/ap.db ]]
   run --separate-stderr "$RESTORE" --db "$WORK/ap.db" --yes --force "$b"
   assert_status 0
-  assert_contains "$output" "note: restored from a backup of another database, $DB_PATH (--force)"
+  assert_contains "$output" "note: a backup of another database, $DB_PATH, accepted with --force"
   assert_equal "$(count_rows "$WORK/ap.db" devices)" 100
 }
 
