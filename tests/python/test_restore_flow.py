@@ -286,6 +286,17 @@ def test_a_signal_once_the_restore_was_checked_waits_for_the_receipt(world, monk
                         "written; it was finished and checked first (receipt above)\n")
 
 
+def _interrupted_while_open(db: Path, tmp_path: Path, capsys) -> str:
+    """A restore of ``db`` while the application has it open (so written
+    through SQLite), interrupted: its exit is 130; returns its stderr."""
+    app = sqlite3.connect(db)
+    try:
+        assert restore_flow.run_action(options(db, tmp_path)) == 130
+    finally:
+        app.close()
+    return capsys.readouterr().err
+
+
 def test_a_signal_during_the_copy_into_an_open_database_stops_it_and_rolls_it_back(
         world, monkeypatch, capsys):
     """Ctrl-C while the backup API writes into the live database (the
@@ -295,12 +306,7 @@ def test_a_signal_during_the_copy_into_an_open_database_stops_it_and_rolls_it_ba
     before = content_digest(db)
     monkeypatch.setattr(restore, "COPY_STEP_PAGES", 1)  # a step per page: many steps
     _signal_in(monkeypatch, restore, "_abort_when_busy", signal.SIGINT)
-    app = sqlite3.connect(db)  # the application has it open: written through SQLite
-    try:
-        assert restore_flow.run_action(options(db, tmp_path)) == 130
-    finally:
-        app.close()
-    err = capsys.readouterr().err
+    err = _interrupted_while_open(db, tmp_path, capsys)
     assert f"interrupted during the copy: SQLite rolled it back, so {db} is as it was" in err
     assert content_digest(db) == before and devices(db) == 57
 
@@ -308,12 +314,7 @@ def test_a_signal_during_the_copy_into_an_open_database_stops_it_and_rolls_it_ba
 def test_a_signal_during_the_write_says_what_it_left(world, monkeypatch, capsys):
     db, taken, tmp_path = world
     _signal_in(monkeypatch, restore, "_check_own_copy", signal.SIGINT)
-    app = sqlite3.connect(db)  # the application has it open: written through SQLite
-    try:
-        assert restore_flow.run_action(options(db, tmp_path)) == 130
-    finally:
-        app.close()
-    err = capsys.readouterr().err
+    err = _interrupted_while_open(db, tmp_path, capsys)
     assert f"interrupted after the copy was committed: {db} holds the backup's content" in err
     assert "the safety backup taken before this attempt is kept:" in err
     assert devices(db) == 50
