@@ -414,7 +414,9 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
     deferred = settings.integrity_check == "drill"
     check = ("PRAGMA quick_check (the full integrity_check is left to the drill: "
              "INTEGRITY_CHECK=drill)" if deferred else "PRAGMA integrity_check")
-    log.info(f"snapshot of {db}; {check} and packing with {settings.compression}")
+    packing = ("copying it uncompressed" if settings.compression == "none"
+               else f"packing with {settings.compression}")
+    log.info(f"snapshot of {db}; {check} and {packing}")
     result = take_backup(db, dest, compression=settings.compression,
                          fk_accept=settings.fk_accept, host=settings.host,
                          busy_timeout_ms=settings.busy_timeout_ms, quiet=settings.quiet,

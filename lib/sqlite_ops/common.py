@@ -591,34 +591,41 @@ def fail(prog: str, error: OpsError) -> int:
     return error.code
 
 
-def hold(path: str) -> int:
-    """A descriptor of ``path`` with a shared flock(2) on it, until it is
-    closed (at the latest when the process ends, however it ends):
-    :func:`sweep_own_temps` leaves what a live run holds, even a run that let
-    go of the database's lock meanwhile (a restore waiting at its prompt).
-    flock, not fcntl: the lock belongs to this open file, not to the process,
-    so no other descriptor's close drops it."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def hold(path: str) -> int | None:
+    """A descriptor of this run's own temp entry ``path`` with an exclusive
+    flock(2) on it, until it is closed (at the latest when the process ends,
+    however it ends): :func:`sweep_own_temps` leaves what a live run holds,
+    even a run that let go of the database's lock meanwhile (a restore
+    waiting at its prompt). flock, not fcntl: the lock belongs to this open
+    file, not to the process, so no other descriptor's close drops it. None
+    where the file system has no such locks (some network ones): the run goes
+    on, unprotected from that rare sweep, as before there was one."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise
+        return None
     return fd
 
 
 def _held(path: str) -> bool:
-    """Whether a live run holds ``path`` (:func:`hold`)."""
+    """Whether a live run holds ``path`` (:func:`hold`). A shared lock tests
+    for it: it needs no descriptor open for writing (NFS's emulation of flock
+    wants one for an exclusive lock), and never blocks."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
-        return False
+        return False  # no such locks here: nothing could have been held either
     finally:
         os.close(fd)
     return False

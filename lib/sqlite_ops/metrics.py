@@ -268,17 +268,25 @@ def failed_scrape(db_path: str, error: OpsError, records_dir: str | None = None)
     one, whose values would go on saying all is well:
     sqlite_metrics_scrape_success 0, and sqlite_integrity_probe_ok 0 when what
     failed is the file itself (SQLite calls it damaged, or a file that is
-    there and not empty no longer starts with SQLite's header). The last
-    --integrity-check kept in ``records_dir``'s textfile is kept on."""
+    there and not empty no longer starts with SQLite's header). From
+    ``records_dir``'s previous textfile, the last --integrity-check is kept on,
+    and so is a probe verdict of 0: a damaged database that a scrape found
+    locked is still damaged, and its alert must not resolve."""
+    from .promfile import read_values
+
     report = Report(db_path, db_name(db_path))
     report.notes.append(f"the scrape failed: {error.message}")
     report.add("sqlite_metrics_scrape_success", 0)
-    for when, ok in own_check(records_dir, report) if records_dir else []:
-        report.add("sqlite_integrity_check_timestamp_seconds", when)
-        if ok is not None:
-            report.add("sqlite_integrity_quick_check_ok", int(ok))
-    if error.code == EX_INTEGRITY or lost_header(db_path):
-        report.damage = error.message
+    previous_damage = False
+    if records_dir:
+        for when, ok in own_check(records_dir, report):
+            report.add("sqlite_integrity_check_timestamp_seconds", when)
+            if ok is not None:
+                report.add("sqlite_integrity_quick_check_ok", int(ok))
+        label = f'sqlite_integrity_probe_ok{{db="{escape_label(report.name)}"}}'
+        path = os.path.join(records_dir, textfile_name(report.name))
+        previous_damage = read_values(path, "sqlite_integrity_probe_ok").get(label) == 0
+    if error.code == EX_INTEGRITY or lost_header(db_path) or previous_damage:
         report.add("sqlite_integrity_probe_ok", 0)
     return report
 

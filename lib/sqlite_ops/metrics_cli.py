@@ -141,7 +141,10 @@ def run_once(db_path: str, args, options: Options) -> int:
             from .metrics import failed_scrape, write_textfile
 
             failed = failed_scrape(db_path, exc, args.textfile)
-            write_textfile(args.textfile, failed.name, render_prometheus(failed))
+            try:
+                write_textfile(args.textfile, failed.name, render_prometheus(failed))
+            except OpsError as unwritten:  # the scrape's own error is the one to exit with
+                print(f"{PROG}: warning: {unwritten.message}", file=sys.stderr)
         raise
     text = render(report, args.format)
     if args.textfile:

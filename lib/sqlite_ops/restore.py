@@ -185,8 +185,9 @@ def resolve_backup(spec: str, backup_dir: str | os.PathLike[str],
     looked = ", ".join(str(c) for c in candidates)
     pruned = ""
     if "/" in spec and given.parent.name == PRE_RESTORE_DIR:  # an undo line, say
-        pruned = ("; a safety backup of an earlier attempt is pruned only when another file "
-                  "holds the same content: that restore's log says which ('info: pruned')")
+        pruned = ("; a safety backup may be gone by RETENTION_DAYS, or as a middle retry of "
+                  "an incident whose content another file holds (that restore's log names it: "
+                  "'info: pruned')")
     raise OpsError(EX_USAGE, f"backup not found: {spec} (looked for {looked}){pruned}; "
                              "see --list")
 
@@ -841,16 +842,18 @@ def content_of(backup: catalog.Backup) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-def plan_incident_prune(copies: list[SafetyCopy], elsewhere: dict[str, Path] | None = None,
+def plan_incident_prune(copies: list[SafetyCopy], elsewhere: list[SafetyCopy] | None = None,
                         gap: float = INCIDENT_GAP_SECONDS, keep: int = INCIDENT_KEEP,
                         ) -> list[tuple[SafetyCopy, Path]]:
     """Which safety copies (oldest first) to remove, each with the file that
     keeps its content. Of each incident holding more than ``keep``, the copies
     between its first and its newest ``keep - 1`` whose content (db_sha256)
-    another kept file holds: a kept copy, or a backup in ``elsewhere``
-    (db_sha256 -> path). A copy nothing else holds stays, whatever its place:
-    the application's writes between two restores live only there. So does a
-    raw copy (its content has no hash)."""
+    another kept file holds: a kept copy of the incident first, else a backup
+    in ``elsewhere`` taken no earlier than the copy (retention removes older
+    backups first, so an older one could go before the copy would have). A
+    copy nothing else holds stays, whatever its place: the application's
+    writes between two restores live only there. So does a raw copy (its
+    content has no hash)."""
     incidents: list[list[SafetyCopy]] = []
     for copy in copies:
         if incidents and copy.created_at - incidents[-1][-1].created_at < gap:
@@ -862,29 +865,37 @@ def plan_incident_prune(copies: list[SafetyCopy], elsewhere: dict[str, Path] | N
         if len(incident) <= keep:
             continue
         middle = incident[1:len(incident) - (keep - 1)]
-        held = dict(elsewhere or {})  # first: a backup outlives the incident's copies
+        held: dict[str, Path] = {}
         for copy in incident:
             if copy not in middle and copy.content:
                 held.setdefault(copy.content, copy.path)
         for copy in middle:
-            twin = held.get(copy.content) if copy.content else None
+            if not copy.content:
+                continue
+            twin = held.get(copy.content) or next(
+                (b.path for b in elsewhere or []
+                 if b.content == copy.content and b.created_at >= copy.created_at), None)
             if twin is not None:
                 prune.append((copy, twin))
-            elif copy.content:
+            else:
                 held[copy.content] = copy.path  # kept: it holds this content now
     return prune
 
 
 def prune_incident(backup_dir: str, db: str) -> list[tuple[str, str]]:
     """Apply ``plan_incident_prune`` to pre-restore/, the verified backups in
-    ``backup_dir`` counting as holders; returns (removed, where its content is)."""
-    elsewhere = {}
-    for found in catalog.list_backups(backup_dir, catalog.db_name(db), db):
-        content = content_of(found)
-        if content is not None:
-            elsewhere.setdefault(content, found.path)
+    ``backup_dir`` counting as holders; returns (removed, where its content
+    is). A copy is removed only once its twin's file is read and still
+    matches its manifest."""
+    copies = safety_copies(backup_dir, db)
+    elsewhere = [SafetyCopy(b.path, b.created_at, b, content_of(b))
+                 for b in catalog.list_backups(backup_dir, catalog.db_name(db), db)]
+    by_path = {c.path: c.backup for c in (*copies, *elsewhere)}
     removed = []
-    for copy, twin in plan_incident_prune(safety_copies(backup_dir, db), elsewhere):
+    for copy, twin in plan_incident_prune(copies, elsewhere):
+        holder = by_path.get(twin)
+        if holder is None or not holder.checksum_ok():
+            continue
         if copy.backup is not None:
             catalog.remove_backup(copy.backup)
         else:

@@ -315,9 +315,11 @@ def private_dir_in(run: Run, directory: str, prefix: str = ".sqlite-ops.tmp.") -
     removed when the run ends."""
     try:
         path = tempfile.mkdtemp(prefix=prefix, dir=directory)
-        run.held.append(hold(path))
     except OSError:
         raise OpsError(EX_FAIL, f"cannot create a temp directory in {directory}") from None
+    held = hold(path)
+    if held is not None:
+        run.held.append(held)
     return path
 
 

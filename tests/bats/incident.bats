@@ -143,7 +143,8 @@ wait_for() {
 @test "corrupt corpus databases: db_metrics reports sqlite_integrity_probe_ok 0 and exits 4" {
   local f name
   # What a default (cheap) scrape sees: the pages it reads.
-  for name in chef_corrupt chinook_rootswap chinook_truncated chinook_header_pagecount; do
+  # (corruptN_1's damage is in pages a scrape reads: it decodes each whole.)
+  for name in chef_corrupt chinook_rootswap chinook_truncated chinook_header_pagecount corruptN_1; do
     corpus_file f "corrupt/$name.sqlite"
     cp -- "$f" "$WORK/data/app.db"
     run --separate-stderr "$SCRIPTS/db_metrics" --db "$WORK/data/app.db"
@@ -151,9 +152,15 @@ wait_for() {
     assert_contains "$output" 'sqlite_integrity_probe_ok{db="app"} 0'
     assert_contains "$stderr" "db_metrics: $WORK/data/app.db is damaged: "
   done
-  # Damage only a read of every page finds: --integrity-check.
-  corpus_file f corrupt/corruptN_1.sqlite
-  cp -- "$f" "$WORK/data/app.db"
+  # Damage only a read of every page finds (a leaf in the middle): --integrity-check.
+  rm -f -- "$WORK/data/app.db"
+  sqlite3 "$WORK/data/app.db" "CREATE TABLE t(id INTEGER PRIMARY KEY, pad TEXT);
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+    INSERT INTO t(pad) SELECT printf('%.300d', i) FROM n;"
+  local pages
+  pages=$(sqlite3 "$WORK/data/app.db" "PRAGMA page_count")
+  head -c 64 /dev/zero | tr '\0' '\377' |
+    dd of="$WORK/data/app.db" bs=1 seek=$((4096 * (pages / 2) + 8)) conv=notrunc status=none
   run --separate-stderr "$SCRIPTS/db_metrics" --db "$WORK/data/app.db"
   assert_status 0
   run --separate-stderr "$SCRIPTS/db_metrics" --integrity-check --db "$WORK/data/app.db"
@@ -456,8 +463,8 @@ PY
   rm -f -- "$safety" "$safety.manifest.json"
   run --separate-stderr "$RESTORE" --yes latest
   assert_status 0
-  # Each is the same content as the backup taken first: pruned, naming it.
-  assert_contains "$stderr" "pruned $BACKUP_DIR/pre-restore/app_${stamps[1]}.db.zst (a middle retry of this incident; the same content is kept in $BACKUP_DIR/app_"
+  # All hold the same content: the middle ones go, naming the first, which is kept.
+  assert_contains "$stderr" "pruned $BACKUP_DIR/pre-restore/app_${stamps[1]}.db.zst (a middle retry of this incident; the same content is kept in $BACKUP_DIR/pre-restore/app_${stamps[0]}.db.zst)"
   run ls "$BACKUP_DIR/pre-restore"
   assert_contains "$output" "app_${stamps[0]}.db.zst" # the state before the incident began
   [[ $output != *"app_${stamps[1]}"* && $output != *"app_${stamps[2]}"* ]]

@@ -127,10 +127,42 @@ def test_a_failed_scrape_replaces_the_last_good_textfile(db: Path, tmp_path: Pat
         good["sqlite_integrity_check_timestamp_seconds"]
     db.unlink()
     Path(f"{db}-wal").unlink(missing_ok=True)
+    make_db(db)  # restored: a good scrape clears the verdict; then the file goes
+    assert run("--db", str(db), "--textfile", str(out)).returncode == 0
+    db.unlink()
+    Path(f"{db}-wal").unlink(missing_ok=True)
     assert run("--db", str(db), "--textfile", str(out)).returncode == 2
     gone = prom_samples(prom.read_text())
     assert gone["sqlite_metrics_scrape_success"][0][1] == 0
     assert "sqlite_integrity_probe_ok" not in gone
+
+
+def test_a_locked_scrape_keeps_a_damage_verdict_and_its_own_exit_code(tmp_path: Path) -> None:
+    """A scrape that finds the database locked exits 75 (busy), whatever
+    happens to its textfile, and does not clear the last scrape's damage."""
+    db = tmp_path / "shop.db"
+    out = tmp_path / "textfile"
+    out.mkdir()
+    prom = out / "sqlite_ops_shop.prom"
+    prom.write_text('# TYPE sqlite_integrity_probe_ok gauge\n'
+                    'sqlite_integrity_probe_ok{db="shop"} 0\n')  # an earlier scrape's verdict
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+    conn.execute("BEGIN EXCLUSIVE")  # rollback mode: no reader gets in
+    try:
+        result = run("--db", str(db), "--textfile", str(out))
+        assert result.returncode == 75, result.stderr
+        after = prom_samples(prom.read_text())
+        assert after["sqlite_metrics_scrape_success"][0][1] == 0
+        assert after["sqlite_integrity_probe_ok"][0][1] == 0
+        os.chmod(out, 0o777)  # a directory it refuses to write into
+        result = run("--db", str(db), "--textfile", str(out))
+        assert result.returncode == 75 and "is locked" in result.stderr
+        assert "warning: not writing metrics into" in result.stderr
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+        os.chmod(out, 0o700)
 
 
 def test_listen_address_parsing() -> None:

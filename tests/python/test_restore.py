@@ -998,14 +998,23 @@ def test_incident_pruning_keeps_the_first_the_newest_two_and_whatever_nothing_el
                 "d", "e"]
     copies = [restore.SafetyCopy(Path(f"c{i}"), t, None, content)
               for i, (t, content) in enumerate(zip(times, contents))]
-    planned = restore.plan_incident_prune(copies, {"latest": Path("backups/latest")})
+    backups = [restore.SafetyCopy(Path("backups/latest"), 3000, None, "latest"),
+               restore.SafetyCopy(Path("backups/older"), 0, None, "orig"),
+               restore.SafetyCopy(Path("backups/old-a"), 100, None, "a2")]
+    copies[6].content = "a2"  # c6 (kept) holds what an older backup holds too
+    planned = restore.plan_incident_prune(copies, backups)
     # c0..c7 are one incident: c0 (before anyone restored), c6 and c7 stay; of
-    # c1..c5, each goes only when its content is kept elsewhere: c1 is c0's,
-    # c2 holds writes nothing else has (so c3, its twin, goes), c4 is a raw
-    # copy (no hash: kept), c5 is the backup's. c8..c11: another incident,
-    # whose middle c9 is its first's twin.
+    # c1..c5, each goes only when its content is kept elsewhere: c1 is c0's
+    # (a kept copy comes first, before the older backup holding it), c2 holds
+    # writes nothing else has (so c3, its twin, goes), c4 is a raw copy (no
+    # hash: kept), c5 is the backup's, taken as late as c5. c8..c11: another
+    # incident, whose middle c9 is its first's twin.
     assert [(c.path.name, str(twin)) for c, twin in planned] == [
         ("c1", "c0"), ("c3", "c2"), ("c5", "backups/latest"), ("c9", "c8")]
+    # A backup older than the copy is no twin: retention would remove it first.
+    lone = [restore.SafetyCopy(Path(f"d{i}"), 600 * i, None, content)
+            for i, content in enumerate(["x", "orig", "y", "z"])]
+    assert restore.plan_incident_prune(lone, backups) == []
 
 
 def test_migration_undone_by_the_restore_is_named(tmp_path):
