@@ -38,7 +38,9 @@ def build_parser():  # -> argparse.ArgumentParser (imported here: start-up cost)
 
     parser = argparse.ArgumentParser(
         prog=PROG, description="Metrics of an SQLite database for Prometheus.", allow_abbrev=False,
-        epilog="Exit codes: 0 done, 1 failed, 2 usage, 4 damaged database, 75 locked.")
+        epilog="Exit codes: 0 done, 1 failed, 2 usage or not an SQLite database (a wrong --db, "
+               "or page 1 destroyed), 4 damaged database, 75 locked. With --textfile a failed "
+               "scrape still writes the file: sqlite_metrics_scrape_success 0.")
     parser.add_argument("command", nargs="?", choices=["serve"],
                         help="serve: answer GET /metrics and GET /health over HTTP")
     parser.add_argument("--db", help="the database (DB_PATH)")

@@ -428,13 +428,13 @@ def verify(run: Run, *, announce: bool = False, show_warnings: bool = False,
     if other:
         report.warnings.append(f"a backup of another database, {other}, accepted with --force")
     run.report = report
+    info(opts, f"integrity: {report.integrity}")  # the verify's lines, then the plan
+    if report.fk_note:
+        info(opts, report.fk_note)
     if plan:
         print(restore.format_plan(report, opts.db), file=sys.stderr, flush=True)
     if announce:
         print(verified_line(report, shown_backup(run)), flush=True)
-    info(opts, f"integrity: {report.integrity}")
-    if report.fk_note:
-        info(opts, report.fk_note)
     if announce or show_warnings:
         for warning in report.warnings:
             print(f"{PROG}: warning: {warning}", file=sys.stderr, flush=True)
