@@ -272,8 +272,6 @@ def failed_scrape(db_path: str, error: OpsError, records_dir: str | None = None)
     ``records_dir``'s previous textfile, the last --integrity-check is kept on,
     and so is a probe verdict of 0: a damaged database that a scrape found
     locked is still damaged, and its alert must not resolve."""
-    from .promfile import read_values
-
     report = Report(db_path, db_name(db_path))
     report.notes.append(f"the scrape failed: {error.message}")
     report.add("sqlite_metrics_scrape_success", 0)
@@ -283,9 +281,7 @@ def failed_scrape(db_path: str, error: OpsError, records_dir: str | None = None)
             report.add("sqlite_integrity_check_timestamp_seconds", when)
             if ok is not None:
                 report.add("sqlite_integrity_quick_check_ok", int(ok))
-        label = f'sqlite_integrity_probe_ok{{db="{escape_label(report.name)}"}}'
-        path = os.path.join(records_dir, textfile_name(report.name))
-        previous_damage = read_values(path, "sqlite_integrity_probe_ok").get(label) == 0
+        previous_damage = previous_value(records_dir, report, "sqlite_integrity_probe_ok") == 0
     if error.code == EX_INTEGRITY or lost_header(db_path) or previous_damage:
         report.add("sqlite_integrity_probe_ok", 0)
     return report
@@ -615,16 +611,19 @@ def recorded_checks(report: Report, directory: str) -> list[tuple[float | None, 
     return found
 
 
-def own_check(directory: str, report: Report) -> list[tuple[float, bool | None]]:
-    """db_metrics' own last --integrity-check, kept in its previous .prom file."""
+def previous_value(directory: str, report: Report, metric: str) -> float | None:
+    """``metric``'s value for this database in db_metrics' previous .prom file
+    in ``directory``; None when it has none."""
     from .promfile import read_values
 
-    label = f'{{db="{escape_label(report.name)}"}}'
     path = os.path.join(directory, textfile_name(report.name))
-    when = read_values(path, "sqlite_integrity_check_timestamp_seconds").get(
-        "sqlite_integrity_check_timestamp_seconds" + label)
-    ok = read_values(path, "sqlite_integrity_quick_check_ok").get(
-        "sqlite_integrity_quick_check_ok" + label)
+    return read_values(path, metric).get(f'{metric}{{db="{escape_label(report.name)}"}}')
+
+
+def own_check(directory: str, report: Report) -> list[tuple[float, bool | None]]:
+    """db_metrics' own last --integrity-check, kept in its previous .prom file."""
+    when = previous_value(directory, report, "sqlite_integrity_check_timestamp_seconds")
+    ok = previous_value(directory, report, "sqlite_integrity_quick_check_ok")
     return [] if when is None else [(when, None if ok is None else ok == 1)]
 
 
