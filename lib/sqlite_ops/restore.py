@@ -823,12 +823,16 @@ class SafetyCopy:
     backup: catalog.Backup | None  # None: a raw copy directory
     content: str | None = None  # its manifest's db_sha256 (a raw copy has none)
 
+    @classmethod
+    def of(cls, backup: catalog.Backup) -> SafetyCopy:
+        """A backup file as the pruning sees it: its time and, verified, its content."""
+        return cls(backup.path, backup.created_at, backup, content_of(backup))
+
 
 def safety_copies(backup_dir: str | os.PathLike[str], db: str) -> list[SafetyCopy]:
     """The verified safety backups and raw copies of ``db`` in pre-restore/, oldest first."""
     pre, name = Path(backup_dir) / PRE_RESTORE_DIR, catalog.db_name(db)
-    found = [SafetyCopy(b.path, b.created_at, b, content_of(b))
-             for b in catalog.list_backups(pre, name, db) if b.verified]
+    found = [SafetyCopy.of(b) for b in catalog.list_backups(pre, name, db) if b.verified]
     for entry in _raw_copies(pre, name, time.time()):
         created = catalog.parse_backup_name(entry["file"][: -len(RAW_SUFFIX)] + ".db")
         if created is not None:
@@ -888,7 +892,7 @@ def prune_incident(backup_dir: str, db: str) -> list[tuple[str, str]]:
     is). A copy is removed only once its twin's file is read and still
     matches its manifest."""
     copies = safety_copies(backup_dir, db)
-    elsewhere = [SafetyCopy(b.path, b.created_at, b, content_of(b))
+    elsewhere = [SafetyCopy.of(b)
                  for b in catalog.list_backups(backup_dir, catalog.db_name(db), db)]
     by_path = {c.path: c.backup for c in (*copies, *elsewhere)}
     removed = []
