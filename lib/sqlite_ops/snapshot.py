@@ -348,14 +348,18 @@ def _compress(snapshot: str, out: str | os.PathLike[str], compression: str, tota
 def _run_compressor(command: list[str], out: str | os.PathLike[str], compression: str,
                     total: int, quiet: bool, *, side: Callable[..., None],
                     probe: Callable[[int], Callable[[], int]], feeds: bool = False,
-                    ) -> dict[str, Any]:
+                    stdin: int | None = None, head: bytes = b"") -> dict[str, Any]:
     """Run the compressor ``command``, hashing its output as it is written to
-    ``out`` (fsynced), while ``side`` runs in a thread beside it: given the
-    compressor's stdin when ``feeds`` (it must write the input and close it),
-    else nothing. Returns ``sha256`` and ``size_bytes`` of ``out``."""
-    out_digest, out_size = hashing.new(), 0
+    ``out`` (fsynced) after ``head`` (compressed frames that go first), while
+    ``side`` runs in a thread beside it: given the compressor's stdin when
+    ``feeds`` (it must write the input and close it), else nothing. The
+    compressor reads descriptor ``stdin`` when given. Returns ``sha256`` and
+    ``size_bytes`` of ``out``."""
+    out_digest, out_size = hashing.new(), len(head)
+    out_digest.update(head)
     with open(out, "wb") as dst:
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE if feeds else subprocess.DEVNULL,
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE if feeds else (
+                                    subprocess.DEVNULL if stdin is None else stdin),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout and proc.stderr
         helper = threading.Thread(target=side, args=(proc.stdin,) if feeds else (), daemon=True)
@@ -363,6 +367,7 @@ def _run_compressor(command: list[str], out: str | os.PathLike[str], compression
         try:
             with Progress(f"compressing ({compression})", total, prog=PROG, quiet=quiet,
                           probe=probe(proc.pid)) as bar:
+                dst.write(head)
                 while block := proc.stdout.read(hashing.CHUNK):
                     out_digest.update(block)
                     out_size += len(block)
@@ -396,7 +401,8 @@ def _run_compressor(command: list[str], out: str | os.PathLike[str], compression
 # the transaction lasts: a checkpoint never copies a frame newer than the
 # oldest reader's snapshot into the file (and one that reads the file alone
 # blocks every copy). So inside that one read transaction the file's pages go
-# straight into the compressor and the hash, while quick_check (or
+# straight into the compressor (which reads them from the file itself where
+# they are the copy's, _compress_file) and the hash, while quick_check (or
 # integrity_check), the row counts and the foreign-key count run on the same
 # transaction's connection: no temp copy of the database is written, and
 # writers go on committing into the WAL meanwhile.
@@ -483,6 +489,16 @@ class _Pages:
         self.first = header + first[HEADER_BYTES:]
         self.done = 0
 
+    def file_is_copy(self) -> bool:
+        """Whether the file's bytes after page 1 are already the copy's: the
+        file ends where the snapshot does, and its pending-byte page (when it
+        reaches that far) holds the zeros a copy has there."""
+        if os.fstat(self.fd).st_size != self.size:
+            return False
+        if self.size <= PENDING_BYTE:
+            return True
+        return os.pread(self.fd, self.page_size, PENDING_BYTE) == bytes(self.page_size)
+
     def blocks(self) -> Iterator[bytes]:
         yield self.first
         offset = self.page_size
@@ -547,9 +563,10 @@ def stream(source: str, out: str | os.PathLike[str], compression: str, *,
 def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
                  out: str | os.PathLike[str], compression: str, *, quiet: bool, check: str,
                  fk_accept: str) -> dict[str, Any]:
-    """pack and describe for a pinned snapshot: the pages through the hash into
-    the compressor (or straight into ``out`` for ``none``), while a thread runs
-    the check, the row counts and the foreign-key count on ``conn``."""
+    """pack and describe for a pinned snapshot: the pages hashed, and read by
+    the compressor from the file (or fed to it, or written straight into
+    ``out`` for ``none``), while a thread runs the check, the row counts and
+    the foreign-key count on ``conn``."""
     pragma = CHECK_PRAGMA[check]
     found: dict[str, Any] = {}
 
@@ -565,11 +582,13 @@ def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
     digest = hashing.new()
     fed: dict[str, Any] = {}
 
-    def feed(sink: BinaryIO) -> None:
+    def feed(sink: BinaryIO | None = None) -> None:
+        """Hash the pages and write them into ``sink`` (None: only hash them)."""
         try:
             for block in pages.blocks():
                 digest.update(block)
-                sink.write(block)
+                if sink is not None:
+                    sink.write(block)
                 pages.done += len(block)
         except BrokenPipeError:
             fed["stopped"] = True  # the compressor stopped: its exit status says why
@@ -577,7 +596,8 @@ def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
             fed["error"] = exc
         finally:
             try:
-                sink.close()
+                if sink is not None:
+                    sink.close()
             except OSError:
                 pass
 
@@ -593,6 +613,8 @@ def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
                 os.fsync(dst.fileno())
                 bar.complete()
             facts = {"sha256": digest.hexdigest(), "size_bytes": pages.done}
+        elif pages.file_is_copy():
+            facts = _compress_file(pages, source, out, compression, quiet, hash_pages=feed)
         else:
             facts = _run_compressor(compressor_command(compression), out, compression,
                                     pages.size, quiet, side=feed, feeds=True,
@@ -621,6 +643,36 @@ def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
     if check == "full":
         facts["integrity_check"] = integrity.record(facts["db_sha256"])
     return {**facts, **found["described"]}
+
+
+def _compress_file(pages: _Pages, source: str, out: str | os.PathLike[str], compression: str,
+                   quiet: bool, hash_pages: Callable[[], None]) -> dict[str, Any]:
+    """Where the file's pages after page 1 are the copy's (_Pages.file_is_copy),
+    the compressor reads them from the file itself, like ``zstd db``: no pipe
+    between this process and it. Page 1, as the copy has it, goes first as a
+    frame of its own (zstd and gzip decompress concatenated frames into the
+    concatenated content), and ``hash_pages`` hashes the same pages beside it,
+    from the page cache. The read transaction keeps every process from writing
+    the file meanwhile (see above); the compressor must still stop exactly at
+    the snapshot's end."""
+    command = compressor_command(compression)
+    first = subprocess.run(command, input=pages.first, capture_output=True, check=False)
+    if first.returncode != 0:
+        said = first.stderr.decode(errors="replace").strip().splitlines()
+        raise OpsError(EX_FAIL, f"{command[0]} failed: "
+                                f"{said[-1] if said else f'exit status {first.returncode}'}")
+    # The descriptor the pages are read from: closing any other descriptor of
+    # the file would drop the read transaction's locks. pread never moves its
+    # offset; the compressor's reads do.
+    os.lseek(pages.fd, pages.page_size, os.SEEK_SET)
+    facts = _run_compressor(command, out, compression, pages.size, quiet, side=hash_pages,
+                            stdin=pages.fd, head=first.stdout,
+                            probe=lambda pid: _read_position(pid, source))
+    read_to = os.lseek(pages.fd, 0, os.SEEK_CUR)
+    if read_to != pages.size:
+        raise OpsError(EX_FAIL, f"{source} changed size while it was read ({read_to} bytes, "
+                                f"the snapshot has {pages.size}); nothing was published")
+    return facts
 
 
 class _Unclosed:

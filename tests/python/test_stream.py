@@ -21,10 +21,13 @@ from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError
 
 
 def content(backup_file: Path) -> bytes:
-    """The database inside a backup file (zstd or plain)."""
-    if backup_file.read_bytes()[:4] == b"\x28\xb5\x2f\xfd":
-        return subprocess.run(["zstd", "-q", "-d", "-c", str(backup_file)], check=True,
-                              stdout=subprocess.PIPE).stdout
+    """The database inside a backup file (zstd, gzip or plain), decompressed
+    as a restore does: every frame (member), one after the other."""
+    magic = backup_file.read_bytes()[:4]
+    for start, command in ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip")):
+        if magic.startswith(start):
+            return subprocess.run([command, "-q", "-d", "-c", str(backup_file)], check=True,
+                                  stdout=subprocess.PIPE).stdout
     return backup_file.read_bytes()
 
 
@@ -71,7 +74,7 @@ def shaped(path: Path, page_size: int, auto_vacuum: str) -> Path:
 
 @pytest.mark.parametrize(("page_size", "auto_vacuum"),
                          [(1024, "NONE"), (4096, "NONE"), (4096, "FULL"), (65536, "INCREMENTAL")])
-@pytest.mark.parametrize("codec", ["zstd", "none"])
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "none"])
 def test_stream_is_byte_for_byte_the_backup_api_copy(tmp_path, page_size, auto_vacuum, codec):
     src = shaped(tmp_path / "live.db", page_size, auto_vacuum)
     out = tmp_path / "out"
@@ -235,10 +238,93 @@ def test_the_pending_byte_page_reads_as_zeros(tmp_path, monkeypatch):
     assert streamed[4 * 4096:] == raw[4 * 4096:pages * 4096]
 
 
-def test_a_read_error_mid_stream_publishes_nothing(tmp_path, monkeypatch):
-    """The file fails to read half-way: exit 1 naming it, and no backup (a
-    short stream must never pass for a whole one)."""
+def compressor_inputs(monkeypatch) -> list[str]:
+    """What each compressor run of snapshot.stream reads: "file" (the
+    database's own descriptor) or "pipe" (pages written by this process)."""
+    seen: list[str] = []
+    run = snapshot._run_compressor
+
+    def spy(*args, **kwargs):
+        seen.append("file" if kwargs.get("stdin") is not None else
+                    "pipe" if kwargs.get("feeds") else "none")
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot, "_run_compressor", spy)
+    return seen
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_the_compressor_reads_the_file_itself_when_its_bytes_are_the_copys(tmp_path, monkeypatch,
+                                                                            codec):
+    """Page 1 as the copy has it goes first as a frame of its own, then the
+    compressor reads the rest from the file: no pipe between this process and
+    it. Decompressed, the frames are the backup-API copy."""
+    src = shaped(tmp_path / "live.db", 4096, "NONE")
+    seen = compressor_inputs(monkeypatch)
+    out = tmp_path / "out"
+    facts = snapshot.stream(str(src), out, codec, check="quick")
+    assert seen == ["file"]
+    expected = api_copy(src, tmp_path / "api.db")
+    assert content(out) == expected
+    assert facts["db_sha256"] == hashlib.sha256(expected).hexdigest()
+    assert facts["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_a_pending_byte_page_that_is_not_zeros_is_fed_as_zeros(tmp_path, monkeypatch):
+    """A file whose pending-byte page holds anything but zeros is not what the
+    copy has there: the pages are fed through the pipe, that page as zeros."""
+    src = make_db(tmp_path / "live.db", 500)
+    monkeypatch.setattr(snapshot, "PENDING_BYTE", 3 * 4096)  # a page that holds data
+    raw = src.read_bytes()
+    assert raw[3 * 4096:4 * 4096] != bytes(4096)
+    seen = compressor_inputs(monkeypatch)
+    out = tmp_path / "out.zst"
+    snapshot.stream(str(src), out, "zstd", check="quick")
+    assert seen == ["pipe"]
+    unpacked = content(out)
+    assert unpacked[3 * 4096:4 * 4096] == bytes(4096)
+    assert unpacked[4 * 4096:] == raw[4 * 4096:]
+
+
+def test_a_file_longer_than_its_snapshot_is_fed_up_to_the_snapshots_end(tmp_path, monkeypatch):
+    """Bytes past the last page (SQLite reads the size from the header) are no
+    part of the copy: a compressor reading the file would take them too, so
+    the pages go through the pipe, and the content ends where the copy does."""
+    src = shaped(tmp_path / "live.db", 4096, "NONE")
+    with open(src, "ab") as handle:
+        handle.write(b"trailing bytes no page holds" * 100)
+    seen = compressor_inputs(monkeypatch)
+    out = tmp_path / "out.zst"
+    snapshot.stream(str(src), out, "zstd", check="quick")
+    assert seen == ["pipe"]
+    assert content(out) == api_copy(src, tmp_path / "api.db")
+
+
+def test_a_compressor_that_reads_past_the_snapshot_publishes_nothing(tmp_path, monkeypatch):
+    """Should the file ever hold more than the snapshot while the compressor
+    reads it, the backup stops (exit 1) rather than publish content that is
+    not the one hashed."""
     src = make_db(tmp_path / "live.db", 2000)
+    with open(src, "ab") as handle:
+        handle.write(bytes(4096))
+    monkeypatch.setattr(snapshot._Pages, "file_is_copy", lambda self: True)
+    dest = tmp_path / "backups"
+    dest.mkdir(mode=0o700)
+    with pytest.raises(OpsError) as caught:
+        backup.take_backup(str(src), str(dest), compression="zstd")
+    assert caught.value.code == EX_FAIL
+    assert f"{src} changed size while it was read" in caught.value.message
+    assert list(dest.iterdir()) == []
+
+
+@pytest.mark.parametrize("compressor_reads", ["file", "pipe"])
+def test_a_read_error_mid_stream_publishes_nothing(tmp_path, monkeypatch, compressor_reads):
+    """The file fails to read half-way: exit 1 naming it, and no backup (a
+    short stream must never pass for a whole one), whether the compressor
+    reads the file itself (only the hash fails) or this process feeds it."""
+    src = make_db(tmp_path / "live.db", 2000)
+    if compressor_reads == "pipe":
+        monkeypatch.setattr(snapshot._Pages, "file_is_copy", lambda self: False)
     blocks = snapshot._Pages.blocks
 
     def failing(self):
