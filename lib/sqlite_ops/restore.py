@@ -1549,6 +1549,9 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
         lines.append("  safety backup:   none (there was no database to keep)")
     if undo:
         lines.append(f"  undo with:       {undo}")
+    if undo and raw_copy:  # the undo line is pasted as it is: the warning has its own
+        lines.append("  before the undo: stop the application (the undo copies the old "
+                     "database's files over the ones it has open)")
     table_text = ", ".join(f"{k} {v}" for k, v in sorted(report.tables.items())) or "no tables"
     lines += [
         f"  rows:            {report.rows} ({table_text})",

@@ -709,7 +709,7 @@ def keep_safety_note(run: Run) -> None:
                        f"(restore it with: {undo_command(run)})")
     if run.raw_copy:
         warn(run.opts, f"the raw copy of the old database is kept in {run.raw_copy} (to put it "
-                       f"back: {undo_command(run)})")
+                       f"back, stop the application, then: {undo_command(run)})")
 
 
 # ---------------------------------------------------------------------------
@@ -768,7 +768,7 @@ def raw_undo_command(run: Run) -> str:
     files = [f for f in files if os.path.exists(f)]
     remove = command_line("rm", "-f", "--", db + "-wal", db + "-shm", db + "-journal")
     copy = command_line("cp", "-p", "--", *files, os.path.dirname(db) + "/")
-    return f"stop the application, then: {remove} && {copy}"
+    return f"{remove} && {copy}"
 
 
 def print_receipt(run: Run, target: str) -> None:

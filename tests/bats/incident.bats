@@ -130,12 +130,13 @@ wait_for() {
   [[ $output != *"run maintain_database.sh check"* ]]
   [[ $output != *"backup_database.sh: "* ]]
   assert_contains "$output" "  raw copy:        $BACKUP_DIR/pre-restore/"
-  assert_contains "$output" "  undo with:       stop the application, then: rm -f -- "
+  assert_contains "$output" "  undo with:       rm -f -- "
+  assert_contains "$output" "  before the undo: stop the application ("
   assert_equal "$(content "$DB_PATH")" "$(backup_content "$b")"
   assert_equal "$(sqlite3 "$DB_PATH" 'PRAGMA quick_check')" ok
 
-  # The printed undo puts the damaged file back, byte for byte.
-  undo=$(sed -n 's/^  undo with:       stop the application, then: //p' <<<"$output")
+  # The printed undo, pasted as it is, puts the damaged file back, byte for byte.
+  undo=$(sed -n 's/^  undo with:       //p' <<<"$output")
   eval "$undo"
   assert_equal "$(sha256sum <"$DB_PATH")" "$damaged"
 }
