@@ -501,16 +501,18 @@ class Writeback:
     quarter of its time in that fsync). Linux ``sync_file_range`` with
     SYNC_FILE_RANGE_WRITE only starts the writes: it waits for none of them
     and makes nothing durable; the caller's fsync still does that. Elsewhere,
-    or refused, it does nothing. ``fd`` may be any descriptor of the file."""
+    or refused, it does nothing. ``fd`` may be any descriptor of the file. A
+    ``scratch`` file (removed, never renamed into place) is not sent at all:
+    writing it to the disk would only take the disk from the next step."""
 
     STEP = 32 << 20  # bytes: a few hundred ms of disk, small enough to overlap
 
-    def __init__(self, fd: int) -> None:
-        self.fd, self.started = fd, 0
+    def __init__(self, fd: int, scratch: bool = False) -> None:
+        self.fd, self.started, self.scratch = fd, 0, scratch
 
     def advance(self, written: int) -> None:
         """``written`` bytes of the file are written so far."""
-        if written - self.started >= self.STEP:
+        if not self.scratch and written - self.started >= self.STEP:
             start_writeback(self.fd, self.started, written - self.started)
             self.started = written
 

@@ -300,13 +300,14 @@ def widen_pipes(*pipes: Any) -> None:
             pass  # over /proc/sys/fs/pipe-max-size: the default size works, slower
 
 
-def _written(path: str, proc: subprocess.Popen[bytes]) -> Iterator[bytes]:
+def _written(path: str, proc: subprocess.Popen[bytes], scratch: bool) -> Iterator[bytes]:
     """What ``proc`` writes into ``path``, block by block, as it writes it,
     until it has exited and the file's end is reached. A read never passes
     the file's size, and the kernel extends that only over bytes already in
-    the page cache. What was read is started on its way to the disk."""
+    the page cache. What was read is started on its way to the disk, unless
+    the file is ``scratch``."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    writeback, read = Writeback(fd), 0
+    writeback, read = Writeback(fd, scratch), 0
     try:
         while True:
             exited = proc.poll() is not None  # first: everything before the exit is read
@@ -338,9 +339,11 @@ HEADER_BYTES = 100  # SQLite's database header
 
 
 def decompress(backup: str | os.PathLike[str], compression: str,
-               out: str | os.PathLike[str] | None, quiet: bool = True) -> Decompressed:
+               out: str | os.PathLike[str] | None, quiet: bool = True,
+               scratch: bool = False) -> Decompressed:
     """Decompress ``backup`` into ``out`` (None: nowhere, the content is only
-    hashed), hashing both streams on the way.
+    hashed), hashing both streams on the way. ``out`` goes to the disk while
+    it is written (Writeback), unless it is ``scratch``: removed unrenamed.
 
     A thread feeds the file to the decompressor, hashing it; the decompressor
     writes ``out`` itself, and its output is hashed right behind it (read back
@@ -353,7 +356,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
     if compression == "none":
         with open(backup, "rb") as src, open(out or os.devnull, "wb") as dst, \
                 Progress("copying", total, prog=PROG, quiet=quiet) as bar:
-            writeback = Writeback(dst.fileno())
+            writeback = Writeback(dst.fileno(), scratch)
             while block := src.read(hashing.CHUNK):
                 file_digest.update(block)
                 dst.write(block)
@@ -384,7 +387,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
             if proc.stdout is not None:
                 blocks = iter(lambda: proc.stdout.read(hashing.CHUNK), b"")
             else:
-                blocks = _written(os.fspath(out), proc)
+                blocks = _written(os.fspath(out), proc, scratch)
             for block in blocks:
                 db_digest.update(block)
                 head, size = head or block[:HEADER_BYTES], size + len(block)
@@ -530,7 +533,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
     identity = catalog.file_identity(path)
 
     file_sha, db_sha, problem, head, db_size = decompress(
-        path, compression, None if hash_only else work, quiet)
+        path, compression, None if hash_only else work, quiet, scratch=not keep)
     if manifest is not None and file_sha != manifest["sha256"]:
         raise _bad(path, "checksum mismatch: the file's SHA-256 differs from its manifest's "
                          "(changed or damaged after the backup was taken)")

@@ -178,6 +178,23 @@ def test_the_work_file_goes_to_disk_while_it_is_written(tmp_path, monkeypatch, c
     assert size - sum(n for _, n in started) < 8192 + hashing.CHUNK
 
 
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_a_verify_that_checks_a_work_file_does_not_send_it_to_disk(tmp_path, monkeypatch,
+                                                                    compress):
+    """--verify (keep=False) removes its work file unrenamed: writing it to the
+    disk would only take the disk from whatever comes next."""
+    db = make_db(tmp_path / "app.db", rows=3000)
+    backup = take_backup(db, tmp_path / "backups", compress)
+    edit_manifest(backup, lambda m: m.pop("integrity_check"))  # so it is written and checked
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(common.Writeback, "STEP", 8192)
+    monkeypatch.setattr(common, "start_writeback",
+                        lambda fd, offset, length: started.append((offset, length)))
+    report = restore.verify_backup(backup, tmp_path / "work.db", keep=False)
+    assert report.work and (tmp_path / "work.db").stat().st_size > 4 * 8192
+    assert started == []
+
+
 def test_writeback_really_reaches_the_kernel_on_linux(tmp_path):
     """Not a silent no-op where sync_file_range exists."""
     if not sys.platform.startswith("linux"):

@@ -494,8 +494,8 @@ def test_each_action_reads_what_it_needs_of_the_content(world, monkeypatch, acti
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     outs, counts = [], []
     real_decompress, real_counts = restore.decompress, restore.table_counts
-    monkeypatch.setattr(restore, "decompress",
-                        lambda b, c, out, q: outs.append(out) or real_decompress(b, c, out, q))
+    monkeypatch.setattr(restore, "decompress", lambda b, c, out, q, **kw:
+                        outs.append(out) or real_decompress(b, c, out, q, **kw))
     monkeypatch.setattr(restore, "table_counts",
                         lambda conn: counts.append(1) or real_counts(conn))
     assert restore_flow.run_action(options(db, tmp_path, action=action)) == 0
