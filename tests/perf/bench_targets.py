@@ -42,6 +42,7 @@ from benchlib import (  # noqa: E402
     ops_env,
     peak_rss_kib,
     print_table,
+    run_timed,
 )
 
 sys.path.insert(0, str(REPO / "lib"))
@@ -197,13 +198,6 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
                                 str(packed), str(unpacked)], runs=RUNS, env=env)
     unpacked.unlink(missing_ok=True)
     target = work / "to.db"
-    to_s = median_time([RESTORE, "--quiet", "--to", str(target), "latest"], runs=RUNS, env=env,
-                       before=lambda: target.unlink(missing_ok=True))
-    target.unlink(missing_ok=True)
-    # The duration the drill records, median of RUNS like --to's and right after
-    # it, in the same state: one drill after the restores over the live
-    # database measured that state's spread, not the drill (the two run the
-    # same steps).
     metrics = work / "metrics"
 
     def recorded_drill() -> float:
@@ -214,7 +208,16 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
                           re.M)
         return float(found.group(1)) if found else float("nan")
 
-    drill = statistics.median(recorded_drill() for _ in range(RUNS))
+    # --to and the duration the drill records, in turns (a --to, then a drill,
+    # RUNS times): the disk's speed drifts within a run, and the two must be
+    # measured in the same state to be compared (they run the same steps).
+    to_times, drills = [], []
+    for _ in range(RUNS):
+        target.unlink(missing_ok=True)
+        to_times.append(run_timed([RESTORE, "--quiet", "--to", str(target), "latest"], env)[0])
+        target.unlink(missing_ok=True)
+        drills.append(recorded_drill())
+    to_s, drill = statistics.median(to_times), statistics.median(drills)
     live_s = median_time([RESTORE, "--quiet", "--yes", "latest"], runs=RUNS, env=env)
 
     def ratio(seconds: float, target_ratio: float) -> list[object]:
