@@ -340,4 +340,6 @@ def test_a_read_error_mid_stream_publishes_nothing(tmp_path, monkeypatch, compre
             yield block
 
     monkeypatch.setattr(snapshot._Pages, "blocks", failing)
+    seen = compressor_inputs(monkeypatch)
     assert f"cannot read {src}: Input/output error" in refused_backup(src, tmp_path)
+    assert seen == [compressor_reads]
