@@ -494,6 +494,15 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def tool_complaint(stderr: str | bytes, returncode: int) -> str:
+    """Why a tool (zstd, gzip) that exited ``returncode`` failed: the last line
+    it wrote on stderr, or its exit status when it wrote nothing."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    lines = stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {returncode}"
+
+
 class Writeback:
     """Has the kernel start writing a file to disk while it is still being
     written, one step behind the writer, so that the fsync at the end waits

@@ -85,6 +85,7 @@ from sqlite_ops.common import (
     readonly_uri,
     roll_back_hot_journal,
     sqlite_error_code,
+    tool_complaint,
 )
 from sqlite_ops.migration_files import parse_filename
 from sqlite_ops.progress import Progress, file_size_probe, human_bytes
@@ -403,7 +404,7 @@ def decompress(backup: str | os.PathLike[str], compression: str,
         raise OpsError(EX_FAIL, f"cannot read {backup}: {getattr(exc, 'strerror', None) or exc}")
     problem = None
     if proc.returncode != 0:
-        problem = complaint.splitlines()[-1] if complaint else f"exit status {proc.returncode}"
+        problem = tool_complaint(complaint, proc.returncode)
     return Decompressed(file_digest.hexdigest(), db_digest.hexdigest(), problem, head, size)
 
 

@@ -62,6 +62,7 @@ from sqlite_ops.common import (
     roll_back_hot_journal,
     short_host_name,
     sqlite_error_code,
+    tool_complaint,
 )
 from sqlite_ops.progress import Progress, file_size_probe
 
@@ -386,8 +387,7 @@ def _run_compressor(command: list[str], out: str | os.PathLike[str], compression
             proc.wait()
             helper.join()
     if proc.returncode != 0:
-        detail = stderr.splitlines()[-1] if stderr else f"exit status {proc.returncode}"
-        raise OpsError(EX_FAIL, f"{command[0]} failed: {detail}")
+        raise OpsError(EX_FAIL, f"{command[0]} failed: {tool_complaint(stderr, proc.returncode)}")
     return {"sha256": out_digest.hexdigest(), "size_bytes": out_size}
 
 
@@ -658,9 +658,8 @@ def _compress_file(pages: _Pages, source: str, out: str | os.PathLike[str], comp
     command = compressor_command(compression)
     first = subprocess.run(command, input=pages.first, capture_output=True, check=False)
     if first.returncode != 0:
-        said = first.stderr.decode(errors="replace").strip().splitlines()
         raise OpsError(EX_FAIL, f"{command[0]} failed: "
-                                f"{said[-1] if said else f'exit status {first.returncode}'}")
+                                f"{tool_complaint(first.stderr, first.returncode)}")
     # The descriptor the pages are read from: closing any other descriptor of
     # the file would drop the read transaction's locks. pread never moves its
     # offset; the compressor's reads do.
