@@ -34,15 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     REPO,
     SCRIPTS,
+    Timing,
     bench_db,
     cached_db,
     file_size,
     machine,
-    median_time,
     ops_env,
     peak_rss_kib,
     print_table,
     run_timed,
+    timings,
 )
 
 sys.path.insert(0, str(REPO / "lib"))
@@ -126,20 +127,20 @@ class Writer(threading.Thread):
         conn.close()
 
 
-def under_writer(live: Path, env: dict[str, str], before) -> tuple[float, float, float, str]:
-    """(median backup seconds, commits/s, p99 commit ms, the last backup's
+def under_writer(live: Path, env: dict[str, str], before) -> tuple[Timing, float, float, str]:
+    """(the backups' seconds, commits/s, p99 commit ms, the last backup's
     snapshot_method) while Writer commits."""
     writer = Writer(live)
     writer.start()
     time.sleep(0.5)
-    seconds = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=before)
+    seconds = timings([BACKUP, "--quiet"], runs=RUNS, env=env, before=before)
     writer.stop.set()
     writer.join()
     lat = sorted(writer.latencies)
     p99 = lat[int(0.99 * (len(lat) - 1))] * 1000 if lat else float("nan")
     manifests = sorted(Path(env["BACKUP_DIR"]).glob("*.manifest.json"))
     method = json.loads(manifests[-1].read_text())["snapshot_method"] if manifests else "-"
-    return seconds, len(lat) / (RUNS * seconds + 0.5), p99, method
+    return seconds, len(lat) / (sum(seconds.runs) + 0.5), p99, method
 
 
 def copy_only_path(work: Path) -> str:
@@ -162,39 +163,39 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     shutil.copyfile(source, live)
     env = env_for(live, backups, TMPDIR=str(work))
     out = work / "floor.zst"
-    floor = median_time(["sh", "-c", 'zstd -q -1 -T0 -c "$1" > "$2"; sync "$2"', "floor",
+    floor = timings(["sh", "-c", 'zstd -q -1 -T0 -c "$1" > "$2"; sync "$2"', "floor",
                          str(live), str(out)], runs=RUNS, env=env)
     out.unlink(missing_ok=True)
 
     def clear() -> None:
         shutil.rmtree(backups, ignore_errors=True)
 
-    backup_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=env, before=clear)
+    backup_s = timings([BACKUP, "--quiet"], runs=RUNS, env=env, before=clear)
     loaded_s, rate, p99, method = under_writer(live, env, clear)
     # Side by side: the same backups through the backup API's temp copy (the
     # fallback, and the only method before the file was streamed).
     copy_env = {**env, "PYTHONPATH": copy_only_path(work)}
-    copy_s = median_time([BACKUP, "--quiet"], runs=RUNS, env=copy_env, before=clear)
+    copy_s = timings([BACKUP, "--quiet"], runs=RUNS, env=copy_env, before=clear)
     copy_loaded_s, copy_rate, copy_p99, _ = under_writer(live, copy_env, clear)
     # INTEGRITY_CHECK=drill: quick_check in the backup, the full check in the
     # drill right after, which records it (each drill gets a fresh backup).
     deferred = [BACKUP, "--quiet", "--integrity-check", "drill"]
-    drill_mode_s = median_time(deferred, runs=RUNS, env=env, before=clear)
+    drill_mode_s = timings(deferred, runs=RUNS, env=env, before=clear)
 
     def fresh_deferred_backup() -> None:
         clear()
         subprocess.run(deferred, env=env, check=True, stdout=subprocess.DEVNULL)
 
-    recording_s = median_time([RESTORE, "--quiet", "--drill"], runs=RUNS, env=env,
+    recording_s = timings([RESTORE, "--quiet", "--drill"], runs=RUNS, env=env,
                               before=fresh_deferred_backup)
     clear()
     subprocess.run([BACKUP, "--quiet"], env=env, check=True, stdout=subprocess.DEVNULL)
 
-    verify_s = median_time([RESTORE, "--quiet", "--verify", "latest"], runs=RUNS, env=env)
+    verify_s = timings([RESTORE, "--quiet", "--verify", "latest"], runs=RUNS, env=env)
     # What any restore of it must do at least: decompress it into a file, synced.
     packed = max(backups.glob("*.zst"), key=lambda p: p.stat().st_mtime)
     unpacked = work / "unpack-floor.db"
-    unpack_floor = median_time(["sh", "-c", 'zstd -q -d -c "$1" > "$2"; sync "$2"', "unpack",
+    unpack_floor = timings(["sh", "-c", 'zstd -q -d -c "$1" > "$2"; sync "$2"', "unpack",
                                 str(packed), str(unpacked)], runs=RUNS, env=env)
     unpacked.unlink(missing_ok=True)
     target = work / "to.db"
@@ -217,36 +218,34 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
         to_times.append(run_timed([RESTORE, "--quiet", "--to", str(target), "latest"], env)[0])
         target.unlink(missing_ok=True)
         drills.append(recorded_drill())
-    to_s, drill = statistics.median(to_times), statistics.median(drills)
-    live_s = median_time([RESTORE, "--quiet", "--yes", "latest"], runs=RUNS, env=env)
+    to_s, drill = Timing(tuple(to_times)), Timing(tuple(drills))
+    live_s = timings([RESTORE, "--quiet", "--yes", "latest"], runs=RUNS, env=env)
 
-    def ratio(seconds: float, target_ratio: float) -> list[object]:
-        r = seconds / floor
-        return [seconds, f"{r:.2f}x", f"<= {target_ratio}x", "yes" if r <= target_ratio else "no"]
+    def row(what: str, seconds: Timing, target_ratio: float | None = None) -> list[object]:
+        r = seconds.median / floor.median
+        met = ["", ""] if target_ratio is None else [
+            f"<= {target_ratio}x", "yes" if r <= target_ratio else "no"]
+        return [shape, what, seconds.median, seconds.spread, f"{r:.2f}x", *met]
 
     size = live.stat().st_size / 2**20
+    within = abs(drill.median / to_s.median - 1) <= 0.10
     rows = [
-        [shape, f"compression floor ({size:.0f} MiB)", floor, "1.00x", "", ""],
-        [shape, "backup, idle", *ratio(backup_s, 1.6)],
-        [shape, f"backup, writer at {rate:.0f} commits/s (p99 commit {p99:.0f} ms; "
-                f"snapshot {method})",
-         *ratio(loaded_s, 1.6)],
-        [shape, "backup through the backup API's temp copy, idle", copy_s,
-         f"{copy_s / floor:.2f}x", "", ""],
-        [shape, f"backup through the temp copy, writer at {copy_rate:.0f} commits/s "
-                f"(p99 commit {copy_p99:.0f} ms)", copy_loaded_s, f"{copy_loaded_s / floor:.2f}x",
-         "", ""],
-        [shape, "backup, INTEGRITY_CHECK=drill (quick_check), idle", *ratio(drill_mode_s, 1.6)],
-        [shape, "drill that records the check (INTEGRITY_CHECK=drill)", recording_s,
-         f"{recording_s / floor:.2f}x", "", ""],
-        [shape, "--verify latest", *ratio(verify_s, 1.0)],
-        [shape, "decompression floor: zstd -d -c backup > db; sync", unpack_floor,
-         f"{unpack_floor / floor:.2f}x", "", ""],
-        [shape, f"restore --to ({to_s / unpack_floor:.2f}x the decompression floor)",
-         *ratio(to_s, 1.0)],
-        [shape, "restore over the live db, safety backup included", *ratio(live_s, 3.0)],
-        [shape, "drill's recorded duration vs --to", drill, f"{drill / to_s:.2f}x of --to",
-         "within 10 %", "yes" if abs(drill / to_s - 1) <= 0.10 else "no"],
+        row(f"compression floor ({size:.0f} MiB)", floor),
+        row("backup, idle", backup_s, 1.6),
+        row(f"backup, writer at {rate:.0f} commits/s (p99 commit {p99:.0f} ms; "
+            f"snapshot {method})", loaded_s, 1.6),
+        row("backup through the backup API's temp copy, idle", copy_s),
+        row(f"backup through the temp copy, writer at {copy_rate:.0f} commits/s "
+            f"(p99 commit {copy_p99:.0f} ms)", copy_loaded_s),
+        row("backup, INTEGRITY_CHECK=drill (quick_check), idle", drill_mode_s, 1.6),
+        row("drill that records the check (INTEGRITY_CHECK=drill)", recording_s),
+        row("--verify latest", verify_s, 1.0),
+        row("decompression floor: zstd -d -c backup > db; sync", unpack_floor),
+        row(f"restore --to ({to_s.median / unpack_floor.median:.2f}x the decompression floor)",
+            to_s, 1.0),
+        row("restore over the live db, safety backup included", live_s, 3.0),
+        [shape, "drill's recorded duration vs --to", drill.median, drill.spread,
+         f"{drill.median / to_s.median:.2f}x of --to", "within 10 %", "yes" if within else "no"],
     ]
     fk = {}
     conn = sqlite3.connect(live)
@@ -257,7 +256,7 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     fk["pragma"] = len(conn.execute("PRAGMA foreign_key_check").fetchall())
     fk["pragma_s"] = time.perf_counter() - start
     conn.close()
-    fk["floor"] = floor
+    fk["floor"] = floor.median
     return rows, fk
 
 
@@ -315,8 +314,8 @@ def rollback_under_load(source: Path, work: Path) -> list[list[object]]:
     writer = Writer(live)
     writer.start()
     time.sleep(0.5)
-    seconds = median_time([BACKUP, "--quiet"], runs=RUNS, env=env,
-                          before=lambda: shutil.rmtree(backups, ignore_errors=True))
+    seconds = timings([BACKUP, "--quiet"], runs=RUNS, env=env,
+                      before=lambda: shutil.rmtree(backups, ignore_errors=True))
     writer.stop.set()
     writer.join()
     lat = sorted(writer.latencies)
@@ -324,7 +323,7 @@ def rollback_under_load(source: Path, work: Path) -> list[list[object]]:
     live.unlink(missing_ok=True)
     shutil.rmtree(backups, ignore_errors=True)
     return [["big", f"backup in rollback-journal mode under the writer (p99 commit {p99:.0f} ms)",
-             seconds, "", "completes", "yes"]]
+             seconds.median, seconds.spread, "", "completes", "yes"]]
 
 
 def memory(work: Path) -> list[list[object]]:
@@ -346,7 +345,7 @@ def memory(work: Path) -> list[list[object]]:
     for op, what in (("backup", "backup peak RSS"), ("to", "restore --to peak RSS")):
         a, b = peaks[(small, op)], peaks[(SIZE_MB, op)]
         rows.append(["big", f"{what}, {small} MB -> {SIZE_MB} MB", f"{a:.1f} -> {b:.1f} MiB",
-                     f"{b / a:.2f}x", "flat", "yes" if b / a <= 1.25 else "no"])
+                     "", f"{b / a:.2f}x", "flat", "yes" if b / a <= 1.25 else "no"])
     return rows
 
 
@@ -367,7 +366,8 @@ def main() -> int:
     print(f"Machine: {machine()}")
     print(f"BENCH_MB={SIZE_MB}, median of {RUNS} runs per row, warm page cache")
     print_table("Recovery-time targets (ratios against the compression floor)",
-                ["db", "operation", "seconds", "vs floor", "target", "met?"], rows)
+                ["db", "operation", "seconds", "runs, s", "vs floor", "target", "met?"],
+                rows)
     print_table("Foreign-key check: sqlite_ops.fkcheck against PRAGMA foreign_key_check",
                 ["db", "fkcheck s", "PRAGMA s", "speed-up", "same count?"],
                 [[shape, f["fkcheck_s"], f["pragma_s"],

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,15 +135,38 @@ def peak_rss_kib(cmd: list[str], env: dict[str, str] | None = None) -> int:
     return int(out.stdout.strip())
 
 
-def median_time(cmd: list[str], runs: int = 5, env: dict[str, str] | None = None,
-                before=None) -> float:
-    """Median wall time of ``runs`` runs; ``before()`` is called untimed before each."""
+@dataclass(frozen=True)
+class Timing:
+    """The wall seconds of the runs of one command."""
+
+    runs: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    @property
+    def spread(self) -> str:
+        """The fastest and the slowest run, for a table: a ratio that differs
+        from its target by less than this spread says little on its own."""
+        return f"{min(self.runs):.2f}-{max(self.runs):.2f}"
+
+
+def timings(cmd: list[str], runs: int = 5, env: dict[str, str] | None = None,
+            before=None) -> Timing:
+    """The wall time of ``runs`` runs; ``before()`` is called untimed before each."""
     times = []
     for _ in range(runs):
         if before:
             before()
         times.append(run_timed(cmd, env)[0])
-    return statistics.median(times)
+    return Timing(tuple(times))
+
+
+def median_time(cmd: list[str], runs: int = 5, env: dict[str, str] | None = None,
+                before=None) -> float:
+    """Median wall time of ``runs`` runs; ``before()`` is called untimed before each."""
+    return timings(cmd, runs, env, before).median
 
 
 def machine() -> str:
