@@ -45,6 +45,7 @@ from sqlite_ops.common import (
     EX_BUSY,
     EX_FAIL,
     EX_USAGE,
+    HOT_JOURNAL_ROLLED_BACK,
     Log,
     OpsError,
     OpsLock,
@@ -407,8 +408,7 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
     what it found, and prune. Sets ``settings.published``."""
     db, dest = settings.db, settings.dest_dir
     if roll_back_hot_journal(db, settings.busy_timeout_ms):
-        log.warn(f"rolled back the hot journal of {db} (a writer was killed mid-transaction; "
-                 "its uncommitted changes were discarded, as SQLite does)")
+        log.warn(HOT_JOURNAL_ROLLED_BACK.format(db=db))
     sweep_temps(dest, db_name(db))
     check_free_space(db, dest, settings.compression)
     deferred = settings.integrity_check == "drill"

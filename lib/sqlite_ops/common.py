@@ -281,8 +281,12 @@ def holders(paths: list[str], include_self: bool = False,
     (only root sees other users' descriptors).
 
     The one ``/proc/*/fd`` scan: a restore names the processes it would
-    replace a file under, db_metrics counts them (sqlite_open_processes)."""
+    replace a file under, db_metrics counts them (sqlite_open_processes). A
+    descriptor is matched by the file it is open on (device and inode), not
+    only by its path: an application that opened the same file through a bind
+    mount or a container's volume holds it as much as one that used ``paths``."""
     wanted = {os.path.realpath(p) for p in paths}
+    wanted_files = {found for p in paths if (found := file_key(p)) is not None}
     me, found, complete = os.getpid(), [], True
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -303,10 +307,20 @@ def holders(paths: list[str], include_self: bool = False,
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target in wanted:
+            if target in wanted or (target.startswith("/") and wanted_files
+                                    and file_key(f"/proc/{pid}/fd/{fd}") in wanted_files):
                 found.append((pid, _command_of(pid)))
                 break
     return found, complete
+
+
+def file_key(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names (following links), or None."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _command_of(pid: int) -> str:
@@ -409,6 +423,72 @@ def file_uri(path: str | os.PathLike[str], mode: str) -> str:
     return "file:" + quote(os.path.abspath(os.fspath(path)), safe="/") + f"?mode={mode}"
 
 
+# SQLite's lock bytes in the database file (os_unix.c): a writer holds a lock
+# on RESERVED (and PENDING on its way to EXCLUSIVE) from its first write to its
+# commit, so while any process holds either, a -journal beside the file is
+# that live writer's, not a killed one's.
+PENDING_BYTE = 0x40000000
+RESERVED_BYTE = PENDING_BYTE + 1
+
+HOT_JOURNAL_ROLLED_BACK = ("rolled back the hot journal of {db} (a writer was killed "
+                           "mid-transaction; its uncommitted changes were discarded, as SQLite "
+                           "does)")
+
+
+def _journal_identity(journal: str) -> tuple[int, bytes] | None:
+    """(inode, the first 28 bytes: the header with its random nonce) of a
+    journal SQLite would call hot by its content, or None: there is none, it
+    is empty (TRUNCATE mode's leftover) or its header is zeroed (PERSIST mode's)."""
+    try:
+        with open(journal, "rb") as file:
+            header = file.read(28)
+            inode = os.fstat(file.fileno()).st_ino
+    except OSError:
+        return None
+    return (inode, header) if header[:1] not in (b"", b"\0") else None
+
+
+def writer_lock_held(db: str) -> bool | None:
+    """Whether any process holds a lock on ``db``'s RESERVED or PENDING byte
+    (a live writer mid-transaction), read from /proc/locks: the database file
+    itself is never opened here, as a second descriptor of it closed would
+    drop this process's own locks on it. None when /proc/locks cannot be read."""
+    try:
+        info = os.stat(db)
+        with open("/proc/locks", encoding="ascii", errors="replace") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    for line in lines:  # "1: POSIX  ADVISORY  WRITE 1958 fe:00:2146320 1073741825 1073741825"
+        fields = line.split()
+        if len(fields) < 8 or fields[1] not in ("POSIX", "OFDLCK"):
+            continue  # "->" marks a process waiting for the lock, not holding it
+        try:
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) != wanted:
+                continue
+            start, end = int(fields[6]), fields[7]
+            if start <= RESERVED_BYTE and (end == "EOF" or int(end) >= PENDING_BYTE):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def hot_journal(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has a hot rollback journal: one a writer killed
+    mid-transaction left (SQLite's own test: a journal with a header and no
+    process holding the database's RESERVED lock). A live writer's journal is
+    not hot: it is checked before and after the locks are read, so a writer
+    that committed in between and began again is not taken for a killed one."""
+    db = os.path.abspath(os.fspath(path))
+    seen = _journal_identity(db + "-journal")
+    if seen is None or writer_lock_held(db):
+        return False
+    return _journal_identity(db + "-journal") == seen
+
+
 def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5000) -> bool:
     """Roll back the hot ``-journal`` a writer killed mid-transaction left.
 
@@ -417,36 +497,40 @@ def roll_back_hot_journal(path: str | os.PathLike[str], busy_timeout_ms: int = 5
     it holds the originals. SQLite puts them back on the next read by a
     connection that may write, and refuses to read at all through a read-only
     one ("attempt to write a readonly database"). So before the read-only
-    opens of a live database (the snapshot, the checks, the plan), this opens
-    it read-write and reads one pragma: SQLite rolls the journal back (taking
-    its exclusive lock, as the application itself would) and nothing else
-    changes. A journal that is not hot (a live writer holds its lock, or a
-    PERSIST/TRUNCATE-mode leftover) is left alone by SQLite. Returns True when
-    a journal was there and is gone; OpsError(1) when it cannot be rolled back
-    (this user may not write the database).
+    opens of a live database (the snapshot, the checks), this opens it
+    read-write and reads one pragma: SQLite rolls the journal back (taking its
+    exclusive lock, as the application itself would) and nothing else changes.
+
+    Only a journal that is hot (:func:`hot_journal`) is touched: a live
+    writer's journal comes and goes with its transactions, and its commit is
+    no rollback. Returns True when a hot journal was there and is gone (this
+    run or the application rolled it back: HOT_JOURNAL_ROLLED_BACK says so).
+    OpsError(1) when it cannot be rolled back: the database is locked (a
+    process took it in between) or this user may not write it.
     """
     import sqlite3  # lazily: the migrate no-op does not need it
 
     db = os.path.abspath(os.fspath(path))
-    journal = db + "-journal"
-    try:
-        if os.path.getsize(journal) == 0:
-            return False
-    except OSError:
+    if not hot_journal(db):
         return False
-    uri = file_uri(db, "rw")
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None)
+        conn = sqlite3.connect(file_uri(db, "rw"), uri=True, timeout=busy_timeout_ms / 1000,
+                               isolation_level=None)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        message = (f"{db} has a hot rollback journal (a writer was killed mid-transaction) "
-                   f"that cannot be rolled back: {exc}; run this as the database's owner (or "
-                   "let the application open it once)")
-        raise OpsError(EX_FAIL, message) from None
-    return not os.path.exists(journal)
+        if not os.path.exists(db + "-journal"):
+            return True  # the application rolled it back first
+        if sqlite_error_code(exc) == EX_BUSY:
+            why = (f"{exc}: a process took the database before the journal could be rolled "
+                   "back; retry when it has let go")
+        else:
+            why = f"{exc}; run this as the database's owner (or let the application open it once)"
+        raise OpsError(EX_FAIL, f"{db} has a hot rollback journal (a writer was killed "
+                                f"mid-transaction) that cannot be rolled back: {why}") from None
+    return not os.path.exists(db + "-journal")
 
 
 def ensure_private_dir(path: str, setting: str = "--dir or BACKUP_DIR") -> None:
@@ -770,8 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_OK
     try:
         if roll_back_hot_journal(args.db, args.busy_timeout_ms):
-            print(f"rolled back the hot journal of {args.db} (a writer was killed mid-transaction; "
-                  "its uncommitted changes were discarded, as SQLite does)")
+            print(HOT_JOURNAL_ROLLED_BACK.format(db=args.db))
     except OpsError as error:
         return fail(args.prog, error)
     return EX_OK

@@ -39,6 +39,7 @@ from .common import (
     OpsError,
     dir_problem,
     holders,
+    hot_journal,
     is_sqlite_file,
     quote_ident,
     readonly_uri,
@@ -201,7 +202,7 @@ def database_error(path: str, exc: sqlite3.Error) -> OpsError:
     if kind == EX_INTEGRITY:
         return OpsError(EX_INTEGRITY, f"cannot read {path}: {text} (run maintain_database.sh "
                                       "check)")
-    if "readonly" in text and os.path.exists(path + "-journal"):
+    if "readonly" in text and hot_journal(path):
         return OpsError(EX_FAIL, f"cannot read {path}: a writer was killed mid-transaction "
                                  "and left a hot rollback journal, which a read-only reader "
                                  "cannot roll back; run maintain_database.sh quick-check (or "

@@ -81,9 +81,9 @@ from sqlite_ops.common import (
     free_bytes,
     fsync_path,
     holders,
+    hot_journal,
     quote_ident,
     readonly_uri,
-    roll_back_hot_journal,
     sqlite_error_code,
     tool_complaint,
 )
@@ -695,15 +695,14 @@ def later_versions(backup: str, db: str, backup_dir: str | None) -> list[tuple[i
     ``backup`` was taken: the database about to be replaced, and every backup
     of it (pre-restore ones too) taken after this one."""
     found: list[tuple[int, str]] = []
-    if os.path.exists(db):
+    if os.path.exists(db) and not hot_journal(db):  # (unreadable until it is rolled back)
         try:
-            roll_back_hot_journal(db)  # as current_state does, without counting every row
             conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
             try:
                 version = schema_version(conn)
             finally:
                 conn.close()
-        except (OpsError, sqlite3.Error):
+        except sqlite3.Error:
             version = None
         if version is not None:
             found.append((version, "the database being replaced"))
@@ -1080,23 +1079,12 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
                                             f"open: {describe_holders(target)}; stop them and "
                                             "retry; nothing was changed") from None
                 switched = True
-            progress.cookie = int(_one(dst, "PRAGMA schema_version"))
-            version_before = _one(dst, "PRAGMA data_version")
-            progress.step = "copying"
             try:
-                # In steps, one transaction on the target all the same: between
-                # two steps a signal stops the copy, and SQLite rolls it back.
-                # Progress watches the WAL (or the rollback journal) grow.
-                log = target + ("-wal" if live_mode == "wal" else "-journal")
-                with Progress("writing into the database", grow, prog=PROG, quiet=quiet,
-                              probe=file_size_probe(log)) as bar:
-                    src.backup(dst, pages=COPY_STEP_PAGES, progress=_abort_when_busy)
-                    bar.complete()
-            except sqlite3.Error as exc:
-                if sqlite_error_code(exc) == EX_BUSY:
-                    raise OpsError(EX_BUSY, f"{target} stayed locked past the busy timeout "
-                                            f"({busy_ms} ms): {describe_holders(target)}; "
-                                            "nothing was changed; retry when it is idle") from None
+                version_before = _copy_in_steps(src, dst, target, live_mode, grow, busy_ms,
+                                                progress, quiet)
+            except BaseException:
+                if switched:  # nothing was copied: the database keeps its WAL mode too
+                    _back_to_wal(dst, target)
                 raise
             progress.step = "committed"
         finally:
@@ -1129,6 +1117,9 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
                 notes.append(note)
         progress.step = "checked"
     except sqlite3.Error as exc:
+        if progress.step == "start":
+            raise OpsError(EX_FAIL, f"restoring into {target} failed before anything was "
+                                    f"copied: {exc}; the database is as it was") from None
         if progress.step != "copying":
             raise OpsError(EX_FAIL, f"restoring into {target} failed after the copy was "
                                     f"committed: {exc}; check it with: "
@@ -1139,6 +1130,46 @@ def restore_into(work: str, target: str, busy_ms: int = 5000,
         dst.close()
     return {"method": "backup-api", "journal_mode": mode, "fresh": fresh,
             "note": "; ".join(notes) or None, "page_size_changed": src_page != dst_page}
+
+
+def _copy_in_steps(src: sqlite3.Connection, dst: sqlite3.Connection, target: str,
+                   live_mode: str, grow: int, busy_ms: int, progress: ApplyState,
+                   quiet: bool) -> Any:
+    """The backup-API copy of ``src`` into ``dst``: in steps, one transaction
+    on the target all the same, so that between two steps a signal stops the
+    copy and SQLite rolls it back. Progress watches the WAL (or the rollback
+    journal) grow. Returns the target's data_version before the copy."""
+    progress.cookie = int(_one(dst, "PRAGMA schema_version"))
+    version_before = _one(dst, "PRAGMA data_version")
+    progress.step = "copying"
+    log = target + ("-wal" if live_mode == "wal" else "-journal")
+    try:
+        with Progress("writing into the database", grow, prog=PROG, quiet=quiet,
+                      probe=file_size_probe(log)) as bar:
+            src.backup(dst, pages=COPY_STEP_PAGES, progress=_abort_when_busy)
+            bar.complete()
+    except sqlite3.Error as exc:
+        if sqlite_error_code(exc) == EX_BUSY:
+            raise OpsError(EX_BUSY, f"{target} stayed locked past the busy timeout "
+                                    f"({busy_ms} ms): {describe_holders(target)}; "
+                                    "nothing was changed; retry when it is idle") from None
+        raise
+    return version_before
+
+
+def _back_to_wal(dst: sqlite3.Connection, target: str) -> None:
+    """Put ``target`` back into WAL mode after a copy that did not happen (it
+    was switched to DELETE mode to take the backup's page size). When SQLite
+    refuses, say so: the database is otherwise as it was."""
+    try:
+        mode = str(_one(dst, "PRAGMA journal_mode=WAL")).lower()
+    except sqlite3.Error as exc:
+        mode = f"delete ({exc})"
+    if mode != "wal":
+        print(f"{PROG}: warning: {target} was switched from WAL to delete mode for the copy, "
+              f"and SQLite did not switch it back (it is in {mode} mode): set it when nothing "
+              f"has it open: sqlite3 {shlex.quote(target)} 'PRAGMA journal_mode=WAL'",
+              file=sys.stderr)
 
 
 def maintain_check_command(target: str) -> str:
@@ -1460,13 +1491,13 @@ def interrupted_state(report: Report, target: str, progress: ApplyState) -> str:
 
 
 def current_state(db: str) -> tuple[dict[str, int] | None, str | None, str | None]:
-    """(row counts, journal mode, error) of the database about to be replaced."""
+    """(row counts, journal mode, error) of the database about to be replaced.
+    Only read: a hot journal is rolled back by the safety backup, once the
+    operator said yes and the lock is held, never by showing the plan."""
     if not os.path.exists(db):
         return None, None, "does not exist"
-    try:
-        roll_back_hot_journal(db)  # the restore holds the lock; SQLite would do it on any write
-    except OpsError as error:
-        return None, None, error.message
+    if hot_journal(db):
+        return None, None, HOT_JOURNAL_IN_PLAN
     try:
         conn = sqlite3.connect(readonly_uri(db), uri=True, isolation_level=None, timeout=5)
         try:
@@ -1476,6 +1507,12 @@ def current_state(db: str) -> tuple[dict[str, int] | None, str | None, str | Non
             conn.close()
     except sqlite3.Error as exc:
         return None, None, f"cannot be read ({exc})"
+
+
+HOT_JOURNAL_IN_PLAN = ("has a hot rollback journal (a writer was killed mid-transaction), so its "
+                       "rows cannot be read until SQLite rolls it back; the safety backup does "
+                       "that first, discarding the killed writer's uncommitted changes, as "
+                       "SQLite does on any open")
 
 
 def when_taken(report: Report) -> str:

@@ -44,6 +44,7 @@ from sqlite_ops.common import (
     EX_OK,
     EX_USAGE,
     EX_VERIFY,
+    HOT_JOURNAL_ROLLED_BACK,
     Log,
     OpsError,
     OpsLock,
@@ -51,6 +52,7 @@ from sqlite_ops.common import (
     fsync_path,
     hold,
     is_sqlite_file,
+    roll_back_hot_journal,
     sweep_own_temps,
 )
 
@@ -120,6 +122,7 @@ class Run:
     prompt_seconds: float = 0.0  # spent waiting for the operator's yes
     report: restore.Report | None = None
     safety: str = ""
+    rolled_back: bool = False  # the safety backup first rolled back a hot journal
     safety_manifest: dict[str, Any] | None = None
     raw_copy: str = ""
     applied: restore.ApplyState | None = None
@@ -635,6 +638,9 @@ def take_safety_backup(run: Run) -> None:
     info(opts, f"safety backup of {db} into {run.pre_dir}")
     run.step = "safety"
     try:
+        if roll_back_hot_journal(db, opts.busy_timeout_ms):  # (the plan only looked)
+            run.rolled_back = True
+            warn(opts, HOT_JOURNAL_ROLLED_BACK.format(db=db))
         result = take_backup(db, run.pre_dir, compression=opts.compression,
                                     fk_accept=opts.fk_accept, host=opts.host,
                                     busy_timeout_ms=opts.busy_timeout_ms, quiet=True,
@@ -828,6 +834,9 @@ def interrupted_message(run: Run) -> str:
     install_signals)."""
     if run.step == "prompt":
         return "restore cancelled; nothing was changed"
+    if run.step == "safety" and run.rolled_back:
+        return (f"interrupted during the safety backup of {run.opts.db}: only its hot journal "
+                "was rolled back (as SQLite does on any open); nothing was restored")
     if run.step == "safety":
         return (f"interrupted during the safety backup of {run.opts.db}: the database was not "
                 "touched and nothing was restored")

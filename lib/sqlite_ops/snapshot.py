@@ -54,6 +54,7 @@ from sqlite_ops.common import (
     EX_FAIL,
     EX_INTEGRITY,
     EX_USAGE,
+    HOT_JOURNAL_ROLLED_BACK,
     OpsError,
     file_uri,
     fsync_path,
@@ -106,9 +107,7 @@ def _open_source(source: str | os.PathLike[str], busy_timeout_ms: int) -> sqlite
     """A read-only connection to the live database ``source`` (usable from the
     checking thread too), once a hot rollback journal is rolled back."""
     if roll_back_hot_journal(source, busy_timeout_ms):
-        print(f"{PROG}: warning: rolled back the hot journal of {source} (a writer was killed "
-              "mid-transaction; its uncommitted changes were discarded, as SQLite does)",
-              file=sys.stderr)
+        print(f"{PROG}: warning: {HOT_JOURNAL_ROLLED_BACK.format(db=source)}", file=sys.stderr)
     try:
         return sqlite3.connect(readonly_uri(source), uri=True, timeout=busy_timeout_ms / 1000,
                                isolation_level=None, check_same_thread=False)

@@ -318,6 +318,91 @@ def test_restore_latest_works_over_a_database_with_a_hot_journal(tmp_path):
     assert integrity_ok(db)
 
 
+LIVE_WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=10")  # spills: it holds the exclusive lock until COMMIT
+conn.execute("BEGIN")
+conn.execute("UPDATE t SET v = randomblob(500)")
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+print("committed", flush=True)
+time.sleep(600)
+"""
+
+
+def live_writer(db: Path, hold: float) -> subprocess.Popen[str]:
+    """A writer alive mid-transaction, its journal beside the file, that commits
+    after ``hold`` seconds."""
+    proc = subprocess.Popen([sys.executable, "-c", LIVE_WRITER, str(db), str(hold)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    assert Path(f"{db}-journal").stat().st_size > 0
+    return proc
+
+
+def test_a_live_writers_commit_is_not_called_a_killed_writers_rollback(tmp_path):
+    """The journal of a writer that is alive is not hot: the backup waits for
+    it (busy timeout) like any reader, and its commit, which removes the
+    journal, is no rollback of anything."""
+    db, env = world(tmp_path)
+    writer = live_writer(db, hold=1.5)
+    try:
+        result = run("backup_database.sh", env=env)
+        assert writer.stdout.readline() == "committed\n"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert result.returncode == 0, result.stderr
+    assert "rolled back" not in result.stderr
+    assert "killed" not in result.stderr
+    conn = sqlite3.connect(db)  # the writer's transaction is there, committed
+    assert conn.execute("SELECT count(*) FROM t WHERE length(v) = 500").fetchone() == (2000,)
+    conn.close()
+
+
+def test_a_live_writer_holding_the_database_past_the_busy_timeout_is_not_a_killed_one(tmp_path):
+    db, env = world(tmp_path)
+    env["SQLITE_BUSY_TIMEOUT_MS"] = "300"
+    writer = live_writer(db, hold=600)
+    try:
+        backup = run("backup_database.sh", env=env)
+        check = run("maintain_database.sh", "quick-check", env=env)
+    finally:
+        writer.kill()
+        writer.wait()
+    for result in (backup, check):
+        assert result.returncode != 0
+        assert "killed" not in result.stdout + result.stderr
+        assert "owner" not in result.stdout + result.stderr
+    assert "busy timeout" in backup.stderr
+
+
+def test_a_cancelled_restore_leaves_a_hot_journal_as_it_found_it(tmp_path):
+    """Showing the plan only looks: the file and its hot journal are untouched
+    when the operator says no (the plan says the safety backup would roll it
+    back); with yes, the restore says it rolled it back, under its own name."""
+    if shutil.which("script") is None:
+        pytest.fail("script(1) (util-linux) is needed to fake a terminal")
+    db, env = world(tmp_path)
+    assert run("backup_database.sh", "--quiet", env=env).returncode == 0
+    kill_writer_mid_transaction(db)
+    journal = Path(f"{db}-journal")
+    before = (db.read_bytes(), journal.read_bytes())
+    restore = str(SCRIPTS / "restore_database.sh")
+    asked = subprocess.run(["script", "-qec", f"'{restore}' latest", "/dev/null"], input="no\n",
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert asked.returncode == 1, asked.stdout
+    assert "has a hot rollback journal (a writer was killed mid-transaction)" in asked.stdout
+    assert "restore cancelled; nothing was changed" in asked.stdout
+    assert (db.read_bytes(), journal.read_bytes()) == before
+    result = run("restore_database.sh", "--yes", "latest", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "restore_database.sh: warning: rolled back the hot journal" in result.stderr
+    assert "backup_database.sh" not in result.stderr
+
+
 def test_migrate_reads_a_database_with_a_hot_journal(tmp_path):
     db, env = world(tmp_path)
     committed = content_digest(db)

@@ -34,6 +34,22 @@ def held(db: Path):
         conn.close()
 
 
+@contextlib.contextmanager
+def open_elsewhere(path: Path):
+    """Another process with ``path`` open (a plain descriptor, no SQLite
+    connection): yields its pid."""
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; f = open(sys.argv[1], 'rb'); "
+                               "print('ready', flush=True); time.sleep(30)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def count(path: Path, table: str = "devices") -> int:
     conn = sqlite3.connect(path)
     try:
@@ -590,22 +606,38 @@ def test_placement_refused_while_a_process_has_the_file_open(world):
     db, _, tmp_path = world
     report = _verified(world)
     db.write_bytes(b"not a database at all" * 100)
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; f = open(sys.argv[1], 'rb'); "
-                               "print('ready', flush=True); time.sleep(30)", str(db)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with open_elsewhere(db) as pid:
         found, _ = restore.holders([str(db)])
-        assert holder.pid in [pid for pid, _ in found]
+        assert pid in [found_pid for found_pid, _ in found]
         with pytest.raises(OpsError) as err:
             restore.apply_restore(report, str(db), str(tmp_path / "aside"))
         assert err.value.code == EX_BUSY
-        assert f"pid {holder.pid}" in err.value.message
-    finally:
-        holder.kill()
-        holder.wait()
+        assert f"pid {pid}" in err.value.message
     assert db.read_bytes() == b"not a database at all" * 100
+
+
+def test_a_process_holding_the_file_by_another_path_gets_the_restore_through_sqlite(world):
+    """A container's volume or a bind mount shows the application the same file
+    under another path. The restore must still see it there and write through
+    SQLite: renaming a new file into place would leave the application on the
+    old, unlinked one, and its writes lost. (A hard link names the same file by
+    another path too, without the privileges a mount needs.)"""
+    db, _, tmp_path = world
+    report = _verified(world)
+    other = tmp_path / "volume" / "seen-by-the-app.db"
+    other.parent.mkdir()
+    os.link(db, other)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO devices(ip) VALUES ('written after the backup')")
+    conn.close()
+    before = os.stat(db).st_ino
+    with open_elsewhere(other) as pid:
+        found, _ = common.holders([str(db)])
+        assert pid in [found_pid for found_pid, _ in found]
+        applied = restore.apply_restore(report, str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "backup-api"
+    assert os.stat(db).st_ino == before == os.stat(other).st_ino
+    assert count(db) == report.tables["devices"]
 
 
 def test_check_restored_fails_on_wrong_counts(world):
@@ -922,6 +954,30 @@ def test_interrupted_before_the_copy_says_as_it_was(world, monkeypatch):
         code, err = _apply(report, db, tmp_path)
     assert code == 130
     assert f"interrupted before anything was written: {db} is as it was" in err
+    assert content(db) == before
+
+
+def test_an_interrupted_copy_that_changes_the_page_size_leaves_wal_mode_as_it_was(
+        tmp_path, monkeypatch):
+    """A WAL database is switched to DELETE mode for a copy that changes its
+    page size. Interrupted, the copy is rolled back, and so is the switch:
+    "as it was" includes the journal mode the application relies on."""
+    source = make_db(tmp_path / "src.db", page_size=8192)
+    backup = take_backup(source, tmp_path / "backups")
+    db = make_db(tmp_path / "app.db", rows=5, page_size=4096)
+    before = content(db)
+    report = restore.verify_backup(backup, tmp_path / "work.db")
+    monkeypatch.setattr(restore, "COPY_STEP_PAGES", 1)
+    monkeypatch.setattr(restore, "_abort_when_busy",
+                        lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with open_elsewhere(db):  # so the restore writes through SQLite
+        code, err = _apply(report, db, tmp_path)
+    assert code == 130
+    assert f"SQLite rolled it back, so {db} is as it was" in err
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+    conn.close()
     assert content(db) == before
 
 
