@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlite_ops.common import fsync_path
+from sqlite_ops.common import REPO_ROOT_STR, fsync_path, shell_command, shell_quote
 from sqlite_ops.hashing import sha256_file
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -335,6 +335,28 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, 
     if problem is not None:
         return None, f"manifest unreadable: {problem}"
     return data, None
+
+
+def restore_command(db: str, backup_dir: str, backup: str, *, script: str = "",
+                    migrations: str = "", fk_accept: str = "", yes: bool = True,
+                    manifest: dict[str, Any] | None = None) -> str:
+    """restore_database.sh for ``backup``, ready to paste: it works as printed
+    in a shell that reads no config file (or another one). Every path is given
+    (absolute), and so are the settings that judge the backup: the
+    migrations directory (its schema check) and FK_ACCEPT (as an environment
+    assignment: the script has no flag for it); --force when the backup's
+    manifest (``manifest``, else read beside it) records foreign-key
+    violations beyond those FK_ACCEPT accepted."""
+    if manifest is None:
+        manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
+    words = [script or os.path.join(REPO_ROOT_STR, "scripts", "restore_database.sh"),
+             "--db", os.path.abspath(db), "--dir", os.path.abspath(backup_dir)]
+    if migrations:
+        words += ["--migrations", os.path.abspath(migrations)]
+    words += [*(["--yes"] if yes else []), *(["--force"] if records_fk_problems(manifest) else []),
+              os.path.abspath(backup)]
+    line = shell_command(*words)
+    return f"FK_ACCEPT={shell_quote(fk_accept)} {line}" if fk_accept else line
 
 
 def records_fk_problems(manifest: dict[str, Any] | None) -> bool:

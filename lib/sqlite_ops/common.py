@@ -578,6 +578,34 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def shell_quote(word: str) -> str:
+    """``word`` for a bash command line, as bash's printf %q writes it: a
+    control character (a newline in a path) as $'\\n', so the command stays
+    on one line."""
+    if word.isprintable():
+        import shlex  # lazily: the migrate no-op does not need it
+
+        return shlex.quote(word)
+    out = []
+    for ch in word:
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch in "\\'":
+            out.append("\\" + ch)
+        elif not ch.isprintable():
+            out.append("".join(f"\\x{b:02x}" for b in ch.encode()))
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
+
+
+def shell_command(*words: str) -> str:
+    """``words`` as one bash command line, ready to paste (:func:`shell_quote`)."""
+    return " ".join(shell_quote(w) for w in words)
+
+
 def tool_complaint(stderr: str | bytes, returncode: int) -> str:
     """Why a tool (zstd, gzip) that exited ``returncode`` failed: the last line
     it wrote on stderr, or its exit status when it wrote nothing."""

@@ -33,7 +33,6 @@ from .common import (
     EX_INTEGRITY,
     EX_USAGE,
     EX_VERIFY,
-    REPO_ROOT_STR,
     OpsError,
     OpsLock,
     is_sqlite_file,
@@ -549,19 +548,14 @@ class Migrator:
         return self._restore_command(backup, yes=True)
 
     def _restore_command(self, backup: str, yes: bool) -> str:
-        """restore_database.sh for ``backup``: paths quoted, and --force when the
-        backup holds foreign-key violations (the database had them; a restore
-        would otherwise stop on them)."""
-        import shlex
+        """restore_database.sh for ``backup`` (catalog.restore_command), judged
+        by this run's migrations and the FK_ACCEPT its backups use."""
+        from .catalog import restore_command
+        from .common import Settings
 
-        from .catalog import MANIFEST_SUFFIX, read_manifest, records_fk_problems
-
-        manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
-        force = ["--force"] if records_fk_problems(manifest) else []
-        script = os.path.join(REPO_ROOT_STR, "scripts", "restore_database.sh")
-        words = [script, "--db", self.db_path, "--dir", os.path.dirname(backup),
-                 *(["--yes"] if yes else []), *force, backup]
-        return " ".join(shlex.quote(word) for word in words)
+        fk_accept = Settings({}, prog="migrate").get("FK_ACCEPT")
+        return restore_command(self.db_path, os.path.dirname(backup), backup,
+                               migrations=self.migrations_dir, fk_accept=fk_accept, yes=yes)
 
     # -- down
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -53,6 +52,7 @@ from sqlite_ops.common import (
     hold,
     is_sqlite_file,
     roll_back_hot_journal,
+    shell_command,
     sweep_own_temps,
 )
 
@@ -723,45 +723,16 @@ def keep_safety_note(run: Run) -> None:
 # ---------------------------------------------------------------------------
 
 
-def shell_quote(word: str) -> str:
-    """``word`` for a bash command line, as bash's printf %q writes it: a
-    control character (a newline in a path) as $'\\n', so the command stays
-    on one line."""
-    if word.isprintable():
-        return shlex.quote(word)
-    out = []
-    for ch in word:
-        if ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch in "\\'":
-            out.append("\\" + ch)
-        elif not ch.isprintable():
-            out.append("".join(f"\\x{b:02x}" for b in ch.encode()))
-        else:
-            out.append(ch)
-    return "$'" + "".join(out) + "'"
-
-
-def command_line(*words: str) -> str:
-    return " ".join(shell_quote(w) for w in words)
-
-
 def undo_command(run: Run) -> str:
-    """The command that undoes the restore, every path given explicitly so it
-    works as printed even in a shell without the config file. With --force
-    when the old database had foreign-key violations beyond those FK_ACCEPT
-    accepts: the safety backup keeps them, and undoing must not stop on them."""
+    """The command that undoes the restore (catalog.restore_command: it works
+    as printed in a shell without the config file), or how to put a raw copy
+    back."""
     opts = run.opts
     if not run.safety:
         return raw_undo_command(run)
-    manifest = run.safety_manifest or {}
-    count = manifest.get("foreign_key_violations", 0)
-    force = ["--force"] if count != 0 and count != manifest.get(
-        "foreign_key_violations_accepted") else []
-    return command_line(opts.script, "--db", opts.db, "--dir", opts.backup_dir, "--yes", *force,
-                        run.safety)
+    return catalog.restore_command(opts.db, opts.backup_dir, run.safety, script=opts.script,
+                                   migrations=opts.migrations, fk_accept=opts.fk_accept,
+                                   manifest=run.safety_manifest)
 
 
 def raw_undo_command(run: Run) -> str:
@@ -772,8 +743,8 @@ def raw_undo_command(run: Run) -> str:
     base = os.path.basename(db)
     files = [os.path.join(run.raw_copy, base + s) for s in ("", "-wal", "-journal")]
     files = [f for f in files if os.path.exists(f)]
-    remove = command_line("rm", "-f", "--", db + "-wal", db + "-shm", db + "-journal")
-    copy = command_line("cp", "-p", "--", *files, os.path.dirname(db) + "/")
+    remove = shell_command("rm", "-f", "--", db + "-wal", db + "-shm", db + "-journal")
+    copy = shell_command("cp", "-p", "--", *files, os.path.dirname(db) + "/")
     return f"{remove} && {copy}"
 
 

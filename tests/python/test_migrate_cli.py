@@ -202,8 +202,8 @@ def test_migration_failure_names_statement_and_offers_a_restore_only_after_a_cha
     assert_one_error_line(proc, "003_bad.sql failed at statement 1",
                           "applied before it in this run: 002_services.sql",
                           shlex.join([str(REPO_ROOT / "scripts" / "restore_database.sh"),
-                                      "--db", str(db), "--dir", str(backup.parent), "--yes",
-                                      str(backup)]))
+                                      "--db", str(db), "--dir", str(backup.parent),
+                                      "--migrations", str(migrations), "--yes", str(backup)]))
 
 
 def test_up_on_a_lost_database_with_backups_refuses_unless_create(world, tmp_path):
@@ -224,7 +224,7 @@ def test_up_on_a_lost_database_with_backups_refuses_unless_create(world, tmp_pat
                               "newest: d_20260102_000000.db",
                               shlex.join([str(REPO_ROOT / "scripts" / "restore_database.sh"),
                                           "--db", str(db), "--dir", str(backups),
-                                          str(newest)]),
+                                          "--migrations", str(migrations), str(newest)]),
                               "migrate up --create", "nothing was changed")
         assert not db.exists()
     db.write_bytes(b"")  # truncated to nothing: as lost as a missing file

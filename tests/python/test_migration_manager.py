@@ -528,14 +528,15 @@ def test_failure_message_names_the_backup_to_restore(tmp_path, make_migrations, 
     assert "applied before it in this run: 002_good.sql" in raised.value.message
     backup = str(stub_backup.backups()[0])
     script = str(REPO_ROOT / "scripts" / "restore_database.sh")
-    undo = shlex.join([script, "--db", str(db), "--dir", str(Path(backup).parent), "--yes",
-                       backup])
+    undo = shlex.join([script, "--db", str(db), "--dir", str(Path(backup).parent),
+                       "--migrations", str(migrations), "--yes", backup])
     assert undo in raised.value.message
     assert "table t1 already exists" in raised.value.message
     # A backup of a database with foreign-key violations restores only with --force.
     Path(backup + ".manifest.json").write_text('{"foreign_key_violations": 3}')
     assert migrator(db, migrations)._undo(backup) == shlex.join(
-        [script, "--db", str(db), "--dir", str(Path(backup).parent), "--yes", "--force", backup])
+        [script, "--db", str(db), "--dir", str(Path(backup).parent),
+         "--migrations", str(migrations), "--yes", "--force", backup])
 
 
 def test_lock_is_released_and_env_cleared_after_up(tmp_path, make_migrations):

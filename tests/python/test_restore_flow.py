@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from opsenv import SCRIPTS, content_digest, index_out_of_step, make_db, ops_env, python_starts
 
-from sqlite_ops import backup, catalog, restore, restore_flow
+from sqlite_ops import backup, catalog, common, restore, restore_flow
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_USAGE, EX_VERIFY, OpsError, lock_path_for
 
 RESTORE = str(SCRIPTS / "restore_database.sh")
@@ -82,6 +82,43 @@ def test_a_restore_runs_in_memory_no_report_file_and_its_undo_works(world, capsy
                 if line.startswith("  undo with:"))
     env = ops_env(tmp_path)
     proc = subprocess.run(["bash", "-c", undo], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert content_digest(db) == before
+
+
+def test_the_undo_works_as_printed_in_a_shell_without_the_config_that_judged_the_restore(
+        tmp_path):
+    """FK_ACCEPT and MIGRATIONS_DIR came from a config file: the undo line
+    carries them, so it restores the safety backup where no config is read."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript("CREATE TABLE parent(id INTEGER PRIMARY KEY); "
+                       "CREATE TABLE child(id INTEGER PRIMARY KEY, "
+                       "parent_id INTEGER REFERENCES parent(id)); "
+                       "INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1), (2, 99);")
+    conn.close()
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    config = tmp_path / "ops.conf"
+    config.write_text(f"DB_PATH={db}\nBACKUP_DIR={tmp_path / 'backups'}\nFK_ACCEPT=child\n"
+                      f"MIGRATIONS_DIR={migrations}\n")
+    env = ops_env(tmp_path, SQLITE_OPS_CONFIG=str(config))
+    del env["MIGRATIONS_DIR"]
+    assert subprocess.run([str(SCRIPTS / "backup_database.sh"), "--quiet"], env=env,
+                          capture_output=True).returncode == 0
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO parent VALUES (2)")  # after the backup: only the safety backup has it
+    conn.close()
+    before = content_digest(db)
+    proc = subprocess.run([RESTORE, "--yes", "latest"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    undo = next(line.split(": ", 1)[1].strip() for line in proc.stdout.splitlines()
+                if line.startswith("  undo with:"))
+    assert undo.startswith("FK_ACCEPT=child ") and f" --migrations {migrations} " in undo
+    assert "--force" not in undo
+    bare = ops_env(tmp_path)  # no config file at all
+    del bare["MIGRATIONS_DIR"]
+    proc = subprocess.run(["bash", "-c", undo], env=bare, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert content_digest(db) == before
 
@@ -472,7 +509,7 @@ def test_list_shows_where_the_full_check_stands(tmp_path):
 
 @pytest.mark.parametrize("word", ["plain", "it's a \"dir\"", "new\nline", "tab\there", "é-ü"])
 def test_shell_quote_stays_on_one_line_and_means_the_word(word):
-    quoted = restore_flow.shell_quote(word)
+    quoted = common.shell_quote(word)
     assert "\n" not in quoted
     proc = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, text=True)
     assert proc.stdout == word
