@@ -298,7 +298,7 @@ SQL
   run --separate-stderr "$MIGRATE" up
   assert_status 2
   assert_contains "$stderr" "$DB_PATH does not exist, but $BACKUP_DIR holds 1 backup(s) of it"
-  assert_contains "$stderr" "restore_database.sh --db $DB_PATH --dir $BACKUP_DIR $BACKUP_DIR/dash_20260101_000000.db"
+  assert_contains "$stderr" "restore_database.sh --db $DB_PATH --dir $BACKUP_DIR --migrations $MIGRATIONS_DIR $BACKUP_DIR/dash_20260101_000000.db"
   assert_contains "$stderr" "migrate up --create"
   [[ ! -e $DB_PATH ]]
   run --separate-stderr "$MIGRATE" up --create
