@@ -355,6 +355,7 @@ class Run:
     prog: str = "backup_database.sh"
     start: float = field(default_factory=time.time)
     published: str | None = None  # set once the backup is out
+    pruning: bool = False  # set once pruning started (it removes one file after another)
 
 
 def run(settings: Run) -> int:
@@ -429,6 +430,7 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
         log.warn(line)
     log.info(f"published {result.path} ({human_bytes(os.path.getsize(result.path))}) "
              f"in {time.time() - settings.start:.3f} s")
+    settings.pruning = True
     try:
         for line in prune(settings):
             log.info(line)
@@ -479,8 +481,11 @@ def settings_from(config: Settings, db: str, dest_dir: str | None = None, *,
 def interrupted(settings: Run, log: Log, stop: Interrupted) -> int:
     """Say what an interrupted run left; exit 128 + the signal's number."""
     published = stop.published or settings.published
-    note = (f"the backup {published} was published; pruning did not run" if published
-            else "nothing was published")
+    pruned = ("pruning was cut short (whatever it removed was past retention; "
+              "restore_database.sh --list shows what is left)" if settings.pruning
+              else "pruning did not run")
+    note = f"the backup {published} was published; {pruned}" if published else (
+        "nothing was published")
     log.warn(f"interrupted by SIG{signal.Signals(stop.signum).name[3:]}; {note}")
     return 128 + stop.signum
 

@@ -219,8 +219,11 @@ class OpsLock:
                         "retry later or set LOCK_TIMEOUT to wait",
                     ) from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)  # the file checked above, by descriptor: no name is followed
-        os.write(fd, f"{os.getpid()} {self.what}\n".encode())
+        try:  # who holds it, for the next run's message: on a full disk, only that is lost
+            os.ftruncate(fd, 0)  # the file checked above, by descriptor: no name is followed
+            os.write(fd, f"{os.getpid()} {self.what}\n".encode())
+        except OSError:
+            pass
         self._fd = fd
         os.environ[LOCK_HELD_ENV] = self.path
         return self

@@ -58,6 +58,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -188,7 +189,7 @@ def resolve_backup(spec: str, backup_dir: str | os.PathLike[str],
     if "/" in spec and given.parent.name == PRE_RESTORE_DIR:  # an undo line, say
         pruned = ("; a safety backup may be gone by RETENTION_DAYS, or as a middle retry of "
                   "an incident whose content another file holds (that restore's log names it: "
-                  "'info: pruned')")
+                  "'warning: pruned')")
     raise OpsError(EX_USAGE, f"backup not found: {spec} (looked for {looked}){pruned}; "
                              "see --list")
 
@@ -411,9 +412,13 @@ def decompress(backup: str | os.PathLike[str], compression: str,
 def _check_free_space(directory: str, need: int, what: str) -> None:
     have = free_bytes(directory)
     if have is not None and have < need:
+        # --verify's and --drill's work file is in TMPDIR; elsewhere, that is no help.
+        scratch = os.path.realpath(directory).startswith(
+            os.path.realpath(tempfile.gettempdir()) + os.sep)
         raise OpsError(EX_FAIL, f"not enough free space in {directory} for {what}: need about "
                                 f"{human_bytes(need)}, have {human_bytes(have)}; nothing was "
-                                "changed (--verify and --drill use TMPDIR)")
+                                "changed" + (" (--verify and --drill use TMPDIR)" if scratch
+                                             else ""))
 
 
 def table_names(conn: sqlite3.Connection) -> list[str]:

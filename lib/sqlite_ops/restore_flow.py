@@ -703,8 +703,8 @@ def prune_safety_copies(run: Run) -> None:
         warn(run.opts, f"could not prune older safety copies in {run.pre_dir} "
                        f"({exc.strerror or exc}); continuing")
         return
-    for path, twin in removed:
-        info(run.opts, f"pruned {path} (a middle retry of this incident; the same content is "
+    for path, twin in removed:  # a warning: an earlier receipt's undo line may name it
+        warn(run.opts, f"pruned {path} (a middle retry of this incident; the same content is "
                        f"kept in {twin})")
 
 
@@ -890,9 +890,13 @@ def run_action(opts: Options) -> int:
         return fail(PROG, exc)
     except BrokenPipeError:
         return EX_FAIL
-    except OSError as exc:
-        return fail(PROG, OpsError(EX_FAIL, f"{exc.filename or opts.action}: "
-                                            f"{exc.strerror or exc}"))
+    except OSError as exc:  # what no step foresaw: say what, where, and what it left
+        where = f" ({exc.filename})" if exc.filename else ""
+        target = opts.to or opts.db
+        state = ("nothing was changed" if run.step in ("plan", "prompt") else
+                 "the safety backup stopped; nothing was restored" if run.step == "safety" else
+                 f"check {target} with: {restore.maintain_check_command(target)}")
+        return fail(PROG, OpsError(EX_FAIL, f"{exc.strerror or exc}{where}; {state}"))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # the cleanup below runs to its end

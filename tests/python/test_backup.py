@@ -371,3 +371,25 @@ def test_the_space_asked_for_is_what_the_method_writes(tmp_path, monkeypatch):
     assert copy_refused.value.code == EX_FAIL
     assert "not enough free space" in copy_refused.value.message
     assert _files(dest) == before
+
+
+def test_a_signal_during_pruning_does_not_say_pruning_did_not_run(tmp_path, monkeypatch,
+                                                                  capsys):
+    """Pruning removes one file after another: cut short, some may be gone,
+    and the message must not say it never ran."""
+    import signal
+
+    from sqlite_ops.common import Settings
+
+    db = make_db(tmp_path / "app.db")
+    settings = backup.settings_from(Settings({}), str(db), str(tmp_path / "backups"),
+                                    prog="backup_database.sh")
+
+    def cut_short(settings, dry_run=False):
+        raise backup.Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(backup, "prune", cut_short)
+    assert backup.run(settings) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "was published; pruning was cut short" in err
+    assert "did not run" not in err

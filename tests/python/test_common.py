@@ -380,3 +380,24 @@ def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):
     conn = sqlite3.connect(readonly_uri(db), uri=True)
     assert conn.execute("SELECT count(*) FROM t WHERE v = zeroblob(400)").fetchone() == (1000,)
     conn.close()
+
+
+def test_a_lock_taken_on_a_full_disk_still_locks(tmp_path, monkeypatch):
+    """Writing who holds the lock is a courtesy to the next run's message: a
+    full disk loses only that, never the lock (it said "No space left on
+    device" and nothing else, before the free-space check could say more)."""
+    import errno
+
+    db = tmp_path / "a.db"
+    db.write_bytes(b"")
+    real_write = os.write
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
+    monkeypatch.setattr(os, "write", full)
+    with OpsLock(str(db), what="restore"):
+        monkeypatch.setattr(os, "write", real_write)
+        probe = subprocess.run(["flock", "-n", lock_path_for(str(db)), "true"])
+        assert probe.returncode == 1  # held

@@ -507,6 +507,10 @@ def test_the_free_space_check_counts_what_this_user_may_write(tmp_path, monkeypa
     assert info.value.message == (
         f"not enough free space in {tmp_path} for the decompressed copy: need about 4.0 KiB, "
         "have 1.0 KiB; nothing was changed (--verify and --drill use TMPDIR)")
+    monkeypatch.setattr(restore.tempfile, "gettempdir", lambda: "/nonexistent-tmpdir")
+    with pytest.raises(OpsError) as info:  # not TMPDIR (--to's target directory): no hint
+        restore._check_free_space(str(tmp_path), 4096, "the decompressed copy")
+    assert info.value.message.endswith("have 1.0 KiB; nothing was changed")
     monkeypatch.setattr(restore, "free_bytes", lambda directory: None)  # unknown: go ahead
     restore._check_free_space(str(tmp_path), 4096, "the decompressed copy")
 

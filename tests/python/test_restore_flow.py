@@ -538,3 +538,22 @@ def test_each_action_reads_what_it_needs_of_the_content(world, monkeypatch, acti
     assert restore_flow.run_action(options(db, tmp_path, action=action)) == 0
     assert (outs[0] is not None) == written
     assert bool(counts) == counted
+
+
+def test_an_error_no_step_foresaw_says_what_it_left(world, monkeypatch, capsys):
+    """An OSError no step turned into its own message (a full disk where none
+    was expected): the error, the file if known, and what the run left, not
+    the action's name as if it were a file."""
+    import errno
+
+    db, _, tmp_path = world
+    before = content_digest(db)
+
+    def full(run):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(restore_flow, "resolve", full)
+    assert restore_flow.run_action(options(db, tmp_path)) == EX_FAIL
+    err = capsys.readouterr().err
+    assert err == "restore_database.sh: No space left on device; nothing was changed\n"
+    assert content_digest(db) == before
