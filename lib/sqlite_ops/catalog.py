@@ -540,7 +540,8 @@ def plan_prune(
     old = [b for b in ordered
            if id(b) not in protected and b.created_at < cutoff and b.manifest is not None]
     prune = [b for b in old if b.path.name not in pending]
-    keep = [b for b in ordered if b not in prune]
+    pruned = {id(b) for b in prune}  # (not `b in prune`: that compares manifests, n² times)
+    keep = [b for b in ordered if id(b) not in pruned]
     waiting = len(old) - len(prune)
     return PrunePlan(prune, keep, f"{len(prune)} older than {retention_days} days "
                                   f"beyond the newest {keep_min} verified"
