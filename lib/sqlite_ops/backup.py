@@ -432,7 +432,9 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
              f"in {time.time() - settings.start:.3f} s")
     settings.pruning = True
     try:
-        for line in prune(settings):
+        pruned = prune(settings)
+        settings.pruning = False  # done: what follows is only its log lines
+        for line in pruned:
             log.info(line)
     except (OSError, OpsError) as exc:
         log.warn(f"pruning failed ({getattr(exc, 'message', exc)}); the backup itself was "

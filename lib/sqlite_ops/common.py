@@ -287,9 +287,15 @@ def holders(paths: list[str], include_self: bool = False,
     replace a file under, db_metrics counts them (sqlite_open_processes). A
     descriptor is matched by the file it is open on (device and inode), not
     only by its path: an application that opened the same file through a bind
-    mount or a container's volume holds it as much as one that used ``paths``."""
+    mount or a container's volume (the same name in another directory) holds
+    it as much as one that used ``paths``."""
     wanted = {os.path.realpath(p) for p in paths}
     wanted_files = {found for p in paths if (found := file_key(p)) is not None}
+    # Only a descriptor whose path ends in one of the names is stat()ed: a
+    # stat reaches the file system, and one of a stopped FUSE daemon or a dead
+    # NFS server would hang the scan. (A mount shows the same file under the
+    # same name in another directory.)
+    names = {os.path.basename(p) for p in wanted}
     me, found, complete = os.getpid(), [], True
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -310,7 +316,7 @@ def holders(paths: list[str], include_self: bool = False,
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target in wanted or (target.startswith("/") and wanted_files
+            if target in wanted or (os.path.basename(target) in names and wanted_files
                                     and file_key(f"/proc/{pid}/fd/{fd}") in wanted_files):
                 found.append((pid, _command_of(pid)))
                 break
@@ -452,30 +458,40 @@ def _journal_identity(journal: str) -> tuple[int, bytes] | None:
 
 
 def writer_lock_held(db: str) -> bool | None:
-    """Whether any process holds a lock on ``db``'s RESERVED or PENDING byte
-    (a live writer mid-transaction), read from /proc/locks: the database file
-    itself is never opened here, as a second descriptor of it closed would
-    drop this process's own locks on it. None when /proc/locks cannot be read."""
+    """Whether any process holds a lock on ``db``'s RESERVED byte, or a write
+    lock on its PENDING byte (a live writer mid-transaction, or a process
+    rolling the journal back; a reader takes PENDING only as a read lock, for
+    a moment), read from /proc/locks: the database file itself is never
+    opened here, as a second descriptor of it closed would drop this process's
+    own locks on it. None when /proc/locks cannot be read.
+
+    Matched by inode number alone: btrfs and overlayfs report another device
+    number in stat() than /proc/locks prints, and another file with the same
+    inode number holding SQLite's lock bytes at the same moment only makes
+    this answer "held" (the caller then leaves the journal to SQLite). Locks of
+    processes in another PID namespace are not listed: sqlite-ops must run in
+    the application's (or the host's), as for the holder scan."""
     try:
-        info = os.stat(db)
+        inode = os.stat(db).st_ino
         with open("/proc/locks", encoding="ascii", errors="replace") as file:
             lines = file.read().splitlines()
     except OSError:
         return None
-    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
     for line in lines:  # "1: POSIX  ADVISORY  WRITE 1958 fe:00:2146320 1073741825 1073741825"
         fields = line.split()
         if len(fields) < 8 or fields[1] not in ("POSIX", "OFDLCK"):
             continue  # "->" marks a process waiting for the lock, not holding it
         try:
-            major, minor, inode = fields[5].split(":")
-            if (int(major, 16), int(minor, 16), int(inode)) != wanted:
+            if int(fields[5].rsplit(":", 1)[1]) != inode:
                 continue
             start, end = int(fields[6]), fields[7]
-            if start <= RESERVED_BYTE and (end == "EOF" or int(end) >= PENDING_BYTE):
-                return True
-        except ValueError:
+            stop = None if end == "EOF" else int(end)
+        except (ValueError, IndexError):
             continue
+        reserved = start <= RESERVED_BYTE and (stop is None or stop >= RESERVED_BYTE)
+        pending = start <= PENDING_BYTE and (stop is None or stop >= PENDING_BYTE)
+        if reserved or (pending and fields[3] == "WRITE"):
+            return True
     return False
 
 
@@ -484,7 +500,9 @@ def hot_journal(path: str | os.PathLike[str]) -> bool:
     mid-transaction left (SQLite's own test: a journal with a header and no
     process holding the database's RESERVED lock). A live writer's journal is
     not hot: it is checked before and after the locks are read, so a writer
-    that committed in between and began again is not taken for a killed one."""
+    that committed in between and began again is not taken for a killed one.
+    Where /proc/locks cannot be read, a journal with a header counts as hot,
+    and SQLite's own test decides at the read-write open."""
     db = os.path.abspath(os.fspath(path))
     seen = _journal_identity(db + "-journal")
     if seen is None or writer_lock_held(db):

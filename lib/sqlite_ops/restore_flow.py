@@ -651,14 +651,16 @@ def take_safety_backup(run: Run) -> None:
         # configuration error, say) stops here: a raw cp of a healthy live
         # database is no backup.
         why = exc.message.split("; nothing was published", 1)[0]
+        changed = ("nothing was restored (only its hot journal was rolled back)"
+                   if run.rolled_back else "nothing was changed")
         if exc.code == EX_INTEGRITY or (exc.code == EX_USAGE and not is_sqlite_file(db)):
             raw_copy(run, why)
         elif exc.code == EX_USAGE:
-            raise OpsError(EX_FAIL, f"the safety backup of {db} was refused ({why}); nothing "
-                                    "was changed") from None
+            raise OpsError(EX_FAIL, f"the safety backup of {db} was refused ({why}); "
+                                    f"{changed}") from None
         else:
-            raise OpsError(EX_FAIL, f"the safety backup of {db} failed ({why}); nothing was "
-                                    "changed") from None
+            raise OpsError(EX_FAIL, f"the safety backup of {db} failed ({why}); "
+                                    f"{changed}") from None
     else:
         for line in result.warnings:  # foreign-key violations, say: they still count
             warn(opts, line)

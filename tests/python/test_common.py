@@ -21,6 +21,7 @@ from sqlite_ops.common import (
     dir_problem,
     fail,
     free_bytes,
+    hot_journal,
     is_sqlite_file,
     lock_path_for,
     parse_config_file,
@@ -401,3 +402,42 @@ def test_a_lock_taken_on_a_full_disk_still_locks(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "write", real_write)
         probe = subprocess.run(["flock", "-n", lock_path_for(str(db)), "true"])
         assert probe.returncode == 1  # held
+
+
+LOCKER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX if sys.argv[2] == "write" else fcntl.LOCK_SH, 1, int(sys.argv[3]))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind, byte, hot", [
+    ("read", 0x40000000, True),    # a reader taking its shared lock: the journal stays hot
+    ("write", 0x40000000, False),  # PENDING as a writer holds it
+    ("read", 0x40000001, False),   # RESERVED of any kind: a live writer
+    ("write", 0x40000001, False),
+])
+def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, kind, byte, hot):
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
+                 "INSERT INTO t(v) SELECT zeroblob(400) FROM n")
+    conn.close()
+    writer = subprocess.Popen([sys.executable, "-c", HOT_WRITER, str(db)], stdout=subprocess.PIPE,
+                              text=True)
+    assert writer.stdout.readline() == "ready\n"
+    writer.kill()
+    writer.wait()
+    assert hot_journal(db)  # a killed writer's, and nobody holds a lock
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline() == "ready\n"
+        assert hot_journal(db) is hot
+    finally:
+        locker.kill()
+        locker.wait()

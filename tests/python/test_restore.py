@@ -624,11 +624,12 @@ def test_a_process_holding_the_file_by_another_path_gets_the_restore_through_sql
     """A container's volume or a bind mount shows the application the same file
     under another path. The restore must still see it there and write through
     SQLite: renaming a new file into place would leave the application on the
-    old, unlinked one, and its writes lost. (A hard link names the same file by
-    another path too, without the privileges a mount needs.)"""
+    old, unlinked one, and its writes lost. (A hard link of the same name in
+    another directory is what a mount shows, without the privileges a mount
+    needs.)"""
     db, _, tmp_path = world
     report = _verified(world)
-    other = tmp_path / "volume" / "seen-by-the-app.db"
+    other = tmp_path / "volume" / db.name
     other.parent.mkdir()
     os.link(db, other)
     conn = sqlite3.connect(db, isolation_level=None)
