@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -361,7 +362,8 @@ time.sleep(600)
 """
 
 
-def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):
+def rollback_db(tmp_path) -> Path:
+    """A DELETE-mode database of 1000 zeroblob rows, committed."""
     db = tmp_path / "a.db"
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=DELETE")
@@ -369,13 +371,23 @@ def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):
     conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
                  "INSERT INTO t(v) SELECT zeroblob(400) FROM n")
     conn.close()
-    assert roll_back_hot_journal(db) is False  # no journal: nothing opened
+    return db
+
+
+def kill_writer_mid_transaction(db: Path) -> None:
+    """HOT_WRITER, killed with its transaction half in the file: a hot journal."""
     writer = subprocess.Popen([sys.executable, "-c", HOT_WRITER, str(db)], stdout=subprocess.PIPE,
                               text=True)
     assert writer.stdout.readline() == "ready\n"
     writer.kill()
     writer.wait()
     assert os.path.getsize(f"{db}-journal") > 0
+
+
+def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):
+    db = rollback_db(tmp_path)
+    assert roll_back_hot_journal(db) is False  # no journal: nothing opened
+    kill_writer_mid_transaction(db)
     assert roll_back_hot_journal(db) is True
     assert not os.path.exists(f"{db}-journal")
     conn = sqlite3.connect(readonly_uri(db), uri=True)
@@ -420,18 +432,8 @@ time.sleep(600)
     ("write", 0x40000001, False),
 ])
 def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, kind, byte, hot):
-    db = tmp_path / "a.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
-                 "INSERT INTO t(v) SELECT zeroblob(400) FROM n")
-    conn.close()
-    writer = subprocess.Popen([sys.executable, "-c", HOT_WRITER, str(db)], stdout=subprocess.PIPE,
-                              text=True)
-    assert writer.stdout.readline() == "ready\n"
-    writer.kill()
-    writer.wait()
+    db = rollback_db(tmp_path)
+    kill_writer_mid_transaction(db)
     assert hot_journal(db)  # a killed writer's, and nobody holds a lock
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
                               stdout=subprocess.PIPE, text=True)
