@@ -52,7 +52,6 @@ import grp
 import json
 import os
 import pwd
-import shlex
 import shutil
 import sqlite3
 import stat
@@ -85,6 +84,7 @@ from sqlite_ops.common import (
     hot_journal,
     quote_ident,
     readonly_uri,
+    shell_command,
     sqlite_error_code,
     tool_complaint,
 )
@@ -1173,14 +1173,14 @@ def _back_to_wal(dst: sqlite3.Connection, target: str) -> None:
     if mode != "wal":
         print(f"{PROG}: warning: {target} was switched from WAL to delete mode for the copy, "
               f"and SQLite did not switch it back (it is in {mode} mode): set it when nothing "
-              f"has it open: sqlite3 {shlex.quote(target)} 'PRAGMA journal_mode=WAL'",
+              f"has it open: {shell_command('sqlite3', target, 'PRAGMA journal_mode=WAL')}",
               file=sys.stderr)
 
 
 def maintain_check_command(target: str) -> str:
     """The command that checks a database by hand, ready to paste."""
     script = os.path.join(REPO_ROOT_STR, "scripts", "maintain_database.sh")
-    return " ".join(shlex.quote(w) for w in (script, "--db", target, "quick-check"))
+    return shell_command(script, "--db", target, "quick-check")
 
 
 def _move_aside(target: str, aside_dir: str, progress: ApplyState) -> list[str]:
