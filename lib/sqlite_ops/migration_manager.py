@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Callable
 
 from .common import (
@@ -33,6 +34,7 @@ from .common import (
     EX_INTEGRITY,
     EX_USAGE,
     EX_VERIFY,
+    HOT_JOURNAL_ROLLED_BACK,
     OpsError,
     OpsLock,
     is_sqlite_file,
@@ -234,7 +236,9 @@ class Migrator:
         busy = max(float(self.lock_timeout), 5.0)
         try:
             if readonly:
-                roll_back_hot_journal(self.db_path)
+                if roll_back_hot_journal(self.db_path):  # said, as backup and restore say it
+                    print(f"migrate: warning: {HOT_JOURNAL_ROLLED_BACK.format(db=self.db_path)}",
+                          file=sys.stderr)
                 conn = sqlite3.connect(readonly_uri(self.db_path), uri=True,
                                        isolation_level=None, timeout=busy)
             else:

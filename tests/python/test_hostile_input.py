@@ -410,6 +410,7 @@ def test_migrate_reads_a_database_with_a_hot_journal(tmp_path):
     status = run("migrate", "status", env=env)
     assert status.returncode == 0, status.stderr
     assert "pending" in status.stdout
+    assert "migrate: warning: rolled back the hot journal" in status.stderr  # never silently
     assert content_digest(db) == committed
     kill_writer_mid_transaction(db)
     # The journal is rolled back before migrate reads the schema; this
