@@ -11,6 +11,7 @@ crashed writers") lists them.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -390,8 +391,8 @@ def test_a_cancelled_restore_leaves_a_hot_journal_as_it_found_it(tmp_path):
     kill_writer_mid_transaction(db)
     journal = Path(f"{db}-journal")
     before = (db.read_bytes(), journal.read_bytes())
-    restore = str(SCRIPTS / "restore_database.sh")
-    asked = subprocess.run(["script", "-qec", f"'{restore}' latest", "/dev/null"], input="no\n",
+    restore = shlex.quote(str(SCRIPTS / "restore_database.sh"))
+    asked = subprocess.run(["script", "-qec", f"{restore} latest", "/dev/null"], input="no\n",
                            env=env, capture_output=True, text=True, timeout=120)
     assert asked.returncode == 1, asked.stdout
     assert "has a hot rollback journal (a writer was killed mid-transaction)" in asked.stdout
