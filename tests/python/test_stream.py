@@ -7,6 +7,9 @@ connection may change what it reads."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -343,3 +346,33 @@ def test_a_read_error_mid_stream_publishes_nothing(tmp_path, monkeypatch, compre
     seen = compressor_inputs(monkeypatch)
     assert f"cannot read {src}: Input/output error" in refused_backup(src, tmp_path)
     assert seen == [compressor_reads]
+
+
+@pytest.mark.parametrize("method", ["file", "backup-api"])
+def test_the_compressor_runs_nicer_than_the_checks_beside_it(tmp_path, monkeypatch, method):
+    """On a machine with fewer cores than busy threads, the single-threaded
+    check must not wait behind zstd's workers: zstd runs at a higher
+    niceness than this process, streamed or through the temp copy, and a
+    failure is still reported under zstd's name."""
+    real = shutil.which("zstd")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    seen = tmp_path / "niceness"
+    wrapper = tools / "zstd"
+    wrapper.write_text(f'#!/bin/sh\nnice >> {shlex.quote(str(seen))}\n'
+                       f'exec {shlex.quote(real)} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    src = make_db(tmp_path / "live.db", 500)
+    if method == "backup-api":
+        monkeypatch.setattr(snapshot, "_pin", lambda *args: False)
+    (tmp_path / "backups").mkdir(mode=0o700)
+    result = backup.take_backup(str(src), str(tmp_path / "backups"), compression="zstd")
+    assert result.manifest["snapshot_method"] == method
+    runs = [int(line) for line in seen.read_text().split()]
+    assert runs and all(level == os.nice(0) + snapshot.COMPRESSOR_NICENESS for level in runs)
+
+    wrapper.write_text("#!/bin/sh\necho 'out of frames' >&2\nexit 3\n")
+    with pytest.raises(OpsError) as caught:
+        backup.take_backup(str(src), str(tmp_path / "backups"), compression="zstd")
+    assert caught.value.message.startswith("zstd failed: out of frames")
