@@ -701,6 +701,17 @@ _BUSY_WORDS = ("locked", "busy")
 _DAMAGED_WORDS = ("malformed", "not a database", "corrupt")
 
 
+def abort_when_busy(status: int, remaining: int, total: int) -> None:
+    """Backup-API progress callback, called after every step: stop at a lock
+    the busy timeout did not outlast. Python's ``Connection.backup`` would
+    otherwise sleep and retry for as long as the lock stays (an exception here
+    aborts the copy, as does the one a signal handler raises here)."""
+    if status in SQLITE_BUSY_CODES:
+        import sqlite3  # already loaded: only a backup-API copy calls this
+
+        raise sqlite3.OperationalError("database is locked")
+
+
 def sqlite_error_code(exc: Exception) -> int:
     """The contract's exit code for an sqlite3 error: EX_BUSY when the database
     stayed locked past the busy timeout, EX_INTEGRITY when the file is damaged

@@ -74,10 +74,10 @@ from sqlite_ops.common import (
     EX_USAGE,
     EX_VERIFY,
     REPO_ROOT_STR,
-    SQLITE_BUSY_CODES,
     SQLITE_HEADER,
     OpsError,
     Writeback,
+    abort_when_busy,
     free_bytes,
     fsync_path,
     holders,
@@ -948,14 +948,6 @@ class _Unusable(Exception):
 COPY_STEP_PAGES = 4096
 
 
-def _abort_when_busy(status: int, remaining: int, total: int) -> None:
-    """Backup-API progress callback, called between steps: stop instead of
-    retrying forever on a lock (an exception here aborts the copy, as does
-    the one a signal handler raises here)."""
-    if status in SQLITE_BUSY_CODES:
-        raise sqlite3.OperationalError("database is locked")
-
-
 def set_journal_mode(path: str, mode: str) -> str:
     """Set ``mode`` (wal or delete) on a private file; returns the resulting mode."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -1151,7 +1143,7 @@ def _copy_in_steps(src: sqlite3.Connection, dst: sqlite3.Connection, target: str
     try:
         with Progress("writing into the database", grow, prog=PROG, quiet=quiet,
                       probe=file_size_probe(log)) as bar:
-            src.backup(dst, pages=COPY_STEP_PAGES, progress=_abort_when_busy)
+            src.backup(dst, pages=COPY_STEP_PAGES, progress=abort_when_busy)
             bar.complete()
     except sqlite3.Error as exc:
         if sqlite_error_code(exc) == EX_BUSY:

@@ -56,6 +56,7 @@ from sqlite_ops.common import (
     EX_USAGE,
     HOT_JOURNAL_ROLLED_BACK,
     OpsError,
+    abort_when_busy,
     file_uri,
     fsync_path,
     quote_ident,
@@ -152,7 +153,9 @@ def take_snapshot(source: str | os.PathLike[str], dest: str | os.PathLike[str],
             # One step reports nothing until it ends: progress watches the copy grow.
             with Progress("snapshot", pages * page_size, prog=PROG, quiet=quiet,
                           probe=file_size_probe(dest)) as bar:
-                src.backup(dst)  # pages=-1: the whole database in one step
+                # pages=-1: the whole database in one step, once the source's
+                # shared lock is had within the busy timeout
+                src.backup(dst, progress=abort_when_busy)
                 bar.complete()
         except sqlite3.Error as exc:
             raise _classify(exc, f"snapshot of {source} failed") from None

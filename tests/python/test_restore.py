@@ -973,7 +973,7 @@ def test_an_interrupted_copy_that_changes_the_page_size_leaves_wal_mode_as_it_wa
     before = content(db)
     report = restore.verify_backup(backup, tmp_path / "work.db")
     monkeypatch.setattr(restore, "COPY_STEP_PAGES", 1)
-    monkeypatch.setattr(restore, "_abort_when_busy",
+    monkeypatch.setattr(restore, "abort_when_busy",
                         lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with open_elsewhere(db):  # so the restore writes through SQLite
         code, err = _apply(report, db, tmp_path)
@@ -996,7 +996,7 @@ def test_interrupted_during_the_copy_finds_out_from_the_schema_cookie(world, mon
     def progress_interrupted(status, remaining, total):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(restore, "_abort_when_busy", progress_interrupted)
+    monkeypatch.setattr(restore, "abort_when_busy", progress_interrupted)
     with held(db):
         code, err = _apply(report, db, tmp_path)
     assert code == 130

@@ -342,7 +342,7 @@ def test_a_signal_during_the_copy_into_an_open_database_stops_it_and_rolls_it_ba
     db, taken, tmp_path = world
     before = content_digest(db)
     monkeypatch.setattr(restore, "COPY_STEP_PAGES", 1)  # a step per page: many steps
-    _signal_in(monkeypatch, restore, "_abort_when_busy", signal.SIGINT)
+    _signal_in(monkeypatch, restore, "abort_when_busy", signal.SIGINT)
     err = _interrupted_while_open(db, tmp_path, capsys)
     assert f"interrupted during the copy: SQLite rolled it back, so {db} is as it was" in err
     assert content_digest(db) == before and devices(db) == 57

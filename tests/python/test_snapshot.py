@@ -245,3 +245,39 @@ def test_a_manifest_that_breaks_its_schema_is_never_published(tmp_path):
                     "db_size_bytes": 1}])
     assert raised.value.code == EX_FAIL
     assert "sha256 is \"not hex\", not a hex SHA-256" in raised.value.message
+
+
+def test_a_lock_taken_just_before_the_copy_ends_it_at_the_busy_timeout(tmp_path, monkeypatch):
+    """A writer that takes the rollback-journal database between the snapshot's
+    first reads and its copy, and keeps it: the copy gives up after the busy
+    timeout with a message that says so, instead of retrying for as long as
+    the lock stays (a cron backup that never ends)."""
+    src = make_db(tmp_path / "live.db", 50, "delete")
+    writer = sqlite3.connect(src, isolation_level=None, check_same_thread=False)
+    real_progress = snapshot.Progress
+
+    def lock_then_progress(*args, **kwargs):
+        writer.execute("BEGIN EXCLUSIVE")
+        return real_progress(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot, "Progress", lock_then_progress)
+    ended: dict[str, BaseException | None] = {}
+
+    def copy() -> None:
+        try:
+            snapshot.take_snapshot(src, tmp_path / "snap.db", busy_timeout_ms=200, quiet=True)
+            ended["error"] = None
+        except BaseException as exc:
+            ended["error"] = exc
+
+    copier = threading.Thread(target=copy, daemon=True)
+    copier.start()
+    copier.join(30)
+    still_copying = copier.is_alive()
+    writer.execute("ROLLBACK")  # lets a copy that kept retrying finish
+    copier.join(30)
+    writer.close()
+    assert not still_copying, "the copy kept retrying the lock for 30 s"
+    error = ended["error"]
+    assert isinstance(error, OpsError) and error.code == EX_FAIL
+    assert "locked" in error.message and "busy timeout" in error.message
