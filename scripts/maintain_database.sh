@@ -48,10 +48,12 @@
 #
 # Exit codes:
 #   0   done (a vacuum skipped below the threshold is done)
-#   1   failed (a task failed, or not enough free space to vacuum)
+#   1   failed (a task failed, a check could not run, or not enough free
+#       space to vacuum)
 #   2   usage: unknown task or option, missing, non-regular or non-SQLite
 #       database, a lock file that is a link (someone planted it); nothing done
-#   4   check or quick-check found a problem; the tasks after it were not run
+#   4   check or quick-check found a problem (rows of it, or SQLite calling the
+#       file damaged); the tasks after it were not run
 #   75  busy: another sqlite-ops run holds the lock, or a reader held back the
 #       checkpoint, or the database stayed locked; retry later
 
@@ -175,6 +177,11 @@ is_busy_error() {
   [[ $1 == *"database is locked"* || $1 == *"database table is locked"* || $1 == *SQLITE_BUSY* ]]
 }
 
+# is_damage_error TEXT: true when sqlite3 stopped because the file is damaged.
+is_damage_error() {
+  [[ $1 == *malformed* || $1 == *"not a database"* || $1 == *corrupt* ]]
+}
+
 # sql_run SQL...: run SQL read-write; output (or error) in SQL_OUT.
 # Returns 0, EX_BUSY when the database stayed locked, or EX_FAIL.
 sql_run() {
@@ -219,8 +226,10 @@ task_check() {
     check_failed integrity_check "$rows"
     return
   fi
-  if ! rows=$(foreign_keys_ok "$DB" "$FK_ACCEPT"); then
-    check_failed foreign_key_check "$rows"
+  local rc=0
+  rows=$(foreign_keys_ok "$DB" "$FK_ACCEPT") || rc=$?
+  if ((rc)); then
+    check_failed foreign_key_check "$rows" "$rc"
     return
   fi
   INTEGRITY=1
@@ -242,18 +251,28 @@ task_quick_check() {
   TASK_DETAIL="quick_check ok"
 }
 
-# check_failed PRAGMA ROWS: report a failed check; returns 4 (or 75 when locked).
+# check_failed PRAGMA ROWS [RC]: report a check that did not say "ok". RC is
+# the exit code of a check that gives one (fkcheck: 4 problem, 75 locked);
+# the sqlite3 CLI's is read from its words. Returns 4 when it found a problem
+# (rows of it, or SQLite calling the file damaged), 75 when the database
+# stayed locked, 1 when it could not run for another reason (a hot journal a
+# read-only open may not roll back, an I/O error): nothing was found then,
+# and nothing ruled out.
 check_failed() {
-  local what=$1 rows=$2
-  if is_busy_error "$rows"; then
+  local what=$1 rows=$2 rc=${3:-}
+  if [[ $rc == "$EX_BUSY" ]] || { [[ -z $rc ]] && is_busy_error "$rows"; }; then
     TASK_DETAIL="$what could not read the database: it stayed locked"
     return "$EX_BUSY"
   fi
-  INTEGRITY=0
-  PROBLEM_ROWS=$rows
   # The CLI's own "Error: ..." line (SQLite stopped the check) is no row of it.
   local found stopped=""
   found=$(printf '%s\n' "$rows" | grep -vc '^Error: ') || true
+  if [[ -n $rc && $rc != "$EX_INTEGRITY" ]] || { [[ -z $rc ]] && ((found == 0)) && ! is_damage_error "$rows"; }; then
+    TASK_DETAIL="$what could not run, so it neither found nor ruled out a problem: $(printf '%s' "${rows#Error: }" | tr '\n' ' ')"
+    return "$EX_FAIL"
+  fi
+  INTEGRITY=0
+  PROBLEM_ROWS=$rows
   printf '%s\n' "$rows" | grep -q '^Error: ' && stopped=", then SQLite stopped it with an error"
   TASK_DETAIL="$what found a problem ($found rows$stopped; the first follow)"
   return "$EX_INTEGRITY"

@@ -41,7 +41,9 @@ CLI (``maintain_database.sh check``): ``python3 -m sqlite_ops.fkcheck
 [--accept FK_ACCEPT] DB`` prints the rows of the problems
 (``table|rowid|parent|fkid``, as the sqlite3 CLI prints the PRAGMA) and exits
 4 when there is any; else it exits 0, printing the line on the orphans it
-accepted, if any.
+accepted, if any. When SQLite stops it, it prints SQLite's message and exits
+4 for a damaged file, 75 for a lock held past the timeout, 1 for anything
+else (the check could not run: nothing found, nothing ruled out).
 """
 
 from __future__ import annotations
@@ -52,7 +54,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, OpsError, fail, quote_ident
+from sqlite_ops.common import (
+    EX_INTEGRITY,
+    EX_OK,
+    EX_USAGE,
+    OpsError,
+    fail,
+    quote_ident,
+    sqlite_error_code,
+)
 
 PROG = "maintain_database.sh"
 
@@ -223,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             conn.close()
     except OpsError as exc:
         return fail(args.prog, exc)
-    except sqlite3.Error as exc:
+    except sqlite3.Error as exc:  # damaged: 4; locked past the timeout: 75; else 1
         print(str(exc))
-        return EX_FAIL
+        return sqlite_error_code(exc)
     note = describe_accepted(report, accepted)
     if problems:
         if note:

@@ -328,11 +328,45 @@ open(sys.argv[2], "w").write("ready\n"); time.sleep(20)' "$DB" "$WORK/ready" &
   assert_contains "$output" "journal_mode is delete"
 }
 
+@test "check: a check that cannot run is a failure, not a problem found" {
+  # A writer killed mid-transaction after the run's own rollback leaves a hot
+  # journal that a read-only open may not roll back: SQLite says "attempt to
+  # write a readonly database", which says nothing about the database's health.
+  make_db "$DB" 5000 delete
+  python3 - "$DB" <<'PY' || true # it kills itself
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=1")  # the change spills into the file: the journal is needed
+conn.execute("BEGIN")
+conn.execute("UPDATE devices SET hostname = hostname || '-changed'")
+os._exit(9)
+PY
+  [[ -s $DB-journal ]]
+  local db=$DB rc
+  # shellcheck source=scripts/maintain_database.sh
+  source "$MAINTAIN" || true
+  DB=$db FK_ACCEPT=""
+  rc=0
+  task_check || rc=$? # as run_tasks calls it
+  assert_equal "$rc" 1
+  assert_contains "$TASK_DETAIL" "integrity_check could not run, so it neither found nor ruled out a problem: "
+  assert_contains "$TASK_DETAIL" "readonly"
+  assert_equal "$PROBLEM_ROWS" ""
+  rc=0
+  task_quick_check || rc=$?
+  assert_equal "$rc" 1
+  assert_contains "$TASK_DETAIL" "quick_check could not run"
+  pragma_ok() { return 0; } # the integrity check passes; the foreign-key check cannot open it
+  rc=0
+  task_check || rc=$?
+  assert_equal "$rc" 1
+  assert_contains "$TASK_DETAIL" "foreign_key_check could not run"
+}
+
 @test "analyze picks the statement by SQLite version (optimize 0x10002 on 3.46+)" {
   make_db "$DB"
   # shellcheck source=scripts/maintain_database.sh
   source "$MAINTAIN" || true # the main guard is false when sourced
-  set +e
   DRY_RUN=1 ANALYSIS_LIMIT=500
   sqlite_version_number() { echo 3046000; }
   task_analyze

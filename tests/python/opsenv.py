@@ -17,6 +17,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -69,6 +70,42 @@ def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096
     conn.execute("COMMIT")
     conn.close()
     return path
+
+
+HOT_WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=10")  # spill to the file: the journal must be hot
+conn.execute("BEGIN")
+conn.execute("UPDATE t SET v = randomblob(500)")
+conn.execute("INSERT INTO t(v) SELECT randomblob(500) FROM t")
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def kill_writer_mid_transaction(db: Path | str) -> None:
+    """A real writer of the rollback-journal database ``db`` (rows in a table
+    ``t(id INTEGER PRIMARY KEY, v BLOB)``), killed with SIGKILL with half its
+    transaction in the file: a hot journal, which a read-only open refuses."""
+    proc = subprocess.Popen([sys.executable, "-c", HOT_WRITER, str(db)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    journal = Path(f"{db}-journal")
+    assert journal.exists() and journal.stat().st_size > 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        try:
+            conn.execute("SELECT count(*) FROM t").fetchone()
+        except sqlite3.OperationalError as exc:
+            assert "readonly" in str(exc)
+        else:
+            raise AssertionError("a read-only open read a database with a hot journal")
+    finally:
+        conn.close()
 
 
 def index_out_of_step(db: Path) -> Path:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from opsenv import kill_writer_mid_transaction
 
 from sqlite_ops import common
 from sqlite_ops.common import (
@@ -351,17 +352,6 @@ def test_dir_problem(tmp_path):
     assert dir_problem("/") == ""
 
 
-HOT_WRITER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("PRAGMA cache_size=10")
-conn.execute("BEGIN")
-conn.execute("UPDATE t SET v = randomblob(400)")
-print("ready", flush=True)
-time.sleep(600)
-"""
-
-
 def rollback_db(tmp_path) -> Path:
     """A DELETE-mode database of 1000 zeroblob rows, committed."""
     db = tmp_path / "a.db"
@@ -372,16 +362,6 @@ def rollback_db(tmp_path) -> Path:
                  "INSERT INTO t(v) SELECT zeroblob(400) FROM n")
     conn.close()
     return db
-
-
-def kill_writer_mid_transaction(db: Path) -> None:
-    """HOT_WRITER, killed with its transaction half in the file: a hot journal."""
-    writer = subprocess.Popen([sys.executable, "-c", HOT_WRITER, str(db)], stdout=subprocess.PIPE,
-                              text=True)
-    assert writer.stdout.readline() == "ready\n"
-    writer.kill()
-    writer.wait()
-    assert os.path.getsize(f"{db}-journal") > 0
 
 
 def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):

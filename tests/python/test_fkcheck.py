@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opsenv import kill_writer_mid_transaction, make_db
 
 from sqlite_ops import fkcheck
-from sqlite_ops.common import EX_INTEGRITY, EX_OK, EX_USAGE, REPO_ROOT, OpsError
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, REPO_ROOT, OpsError
 
 # Values chosen where affinity and collation decide: 1 / 1.0 / '1' / '01' / x'31',
 # 'a' / 'A' / 'a ' (NOCASE, RTRIM), NULL.
@@ -297,3 +298,28 @@ def test_agrees_with_the_pragma_across_several_tables(parts):
         assert report.count is None
     else:
         assert (report.count, report.by_table) == (sum(expected.values()), dict(expected))
+
+
+def test_cli_tells_a_damaged_file_from_a_check_that_could_not_run(tmp_path):
+    """SQLite stopping the check is exit 4 only when it calls the file damaged;
+    a hot journal a read-only open may not roll back says nothing about the
+    database's health: exit 1, SQLite's words, no rows."""
+    damaged = tmp_path / "damaged.db"
+    make_db(damaged, 2000, "delete")
+    data = bytearray(damaged.read_bytes())
+    data[4096:8 * 4096] = b"\xff" * (7 * 4096)  # pages 2-8: the tables' root pages
+    damaged.write_bytes(bytes(data))
+    proc = run_cli(str(damaged))
+    assert proc.returncode == EX_INTEGRITY, proc.stdout
+    assert "malformed" in proc.stdout
+
+    hot = tmp_path / "hot.db"
+    conn = sqlite3.connect(hot, isolation_level=None)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+                 "INSERT INTO t(v) SELECT randomblob(500) FROM n")
+    conn.close()
+    kill_writer_mid_transaction(hot)
+    proc = run_cli(str(hot))
+    assert proc.returncode == EX_FAIL
+    assert proc.stdout == "attempt to write a readonly database\n"

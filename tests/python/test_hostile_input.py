@@ -27,6 +27,7 @@ from opsenv import (
     content_digest,
     default_signals,
     integrity_ok,
+    kill_writer_mid_transaction,
     ops_env,
     run,
     wait_for_group_end,
@@ -249,36 +250,6 @@ def test_metrics_directory_owned_by_another_user_is_warned_about(tmp_path):
 # ---------------------------------------------------------------------------
 # Item 3: a hot rollback journal left by a writer killed mid-transaction
 # ---------------------------------------------------------------------------
-
-WRITER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("PRAGMA cache_size=10")  # spill to the file: the journal must be hot
-conn.execute("BEGIN")
-conn.execute("UPDATE t SET v = randomblob(500)")
-conn.execute("INSERT INTO t(v) SELECT randomblob(500) FROM t")
-print("ready", flush=True)
-time.sleep(600)
-"""
-
-
-def kill_writer_mid_transaction(db: Path) -> None:
-    """A real writer, killed with SIGKILL with half its transaction in the file."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    proc.kill()
-    proc.wait()
-    journal = Path(f"{db}-journal")
-    assert journal.exists() and journal.stat().st_size > 0
-    # The file itself holds uncommitted pages now: a read-only reader refuses it.
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            conn.execute("SELECT count(*) FROM t").fetchone()
-        finally:
-            conn.close()
-
 
 def test_backup_rolls_back_a_hot_journal_and_holds_the_last_committed_state(tmp_path):
     db, env = world(tmp_path)
