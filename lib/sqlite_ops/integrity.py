@@ -40,6 +40,7 @@ import time
 from typing import Any
 
 from sqlite_ops.catalog import iso_utc
+from sqlite_ops.common import EX_INTEGRITY, OpsError, sqlite_error_code
 
 # With mmap, integrity_check costs CPU only, not a pread() per page (measured:
 # 14.5 s -> 8.8 s for 800 MB), but the mapped file counts in the process's
@@ -56,9 +57,12 @@ def recorded_phrase(checked_by: str = "backup") -> str:
 
 
 def run_check(path: str, uri: bool = False, mmap: bool = False,
-              pragma: str = "integrity_check") -> list[str]:
+              pragma: str = "integrity_check", name: str | None = None) -> list[str]:
     """The rows of ``PRAGMA integrity_check`` (or ``quick_check``) on ``path``
-    (["ok"] when sound); an SQLite error becomes the one row that says so."""
+    (["ok"] when sound). SQLite stopping it because the file is damaged is a
+    finding too: the one row that says so. Any other error (an I/O error, a
+    file that cannot be opened, a lock) says nothing about the bytes:
+    OpsError, exit 1 (75 for a lock), naming the file as ``name``."""
     if pragma not in ("integrity_check", "quick_check"):
         raise ValueError(f"not an integrity pragma: {pragma!r}")
     try:
@@ -70,27 +74,38 @@ def run_check(path: str, uri: bool = False, mmap: bool = False,
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        return [str(exc)]
+        code = sqlite_error_code(exc)
+        if code == EX_INTEGRITY:
+            return [str(exc)]
+        raise OpsError(code, f"PRAGMA {pragma} could not run on {name or path}: {exc}; it "
+                             "neither found nor ruled out a problem") from None
 
 
 class Background:
     """``run_check`` in a thread (SQLite releases the GIL: it uses the other core)."""
 
     def __init__(self, path: str, uri: bool = False, mmap: bool = False,
-                 pragma: str = "integrity_check") -> None:
+                 pragma: str = "integrity_check", name: str | None = None) -> None:
         self.rows: list[str] = []
-        self._thread = threading.Thread(target=self._run, args=(path, uri, mmap, pragma),
+        self.error: OpsError | None = None
+        self._thread = threading.Thread(target=self._run, args=(path, uri, mmap, pragma, name),
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, path: str, uri: bool, mmap: bool, pragma: str) -> None:
-        self.rows = run_check(path, uri, mmap, pragma)
+    def _run(self, path: str, uri: bool, mmap: bool, pragma: str, name: str | None) -> None:
+        try:
+            self.rows = run_check(path, uri, mmap, pragma, name)
+        except OpsError as exc:
+            self.error = exc
 
     def done(self) -> bool:
         return not self._thread.is_alive()
 
     def result(self) -> list[str]:
+        """run_check's rows, once it ends; its OpsError raised here."""
         self._thread.join()
+        if self.error is not None:
+            raise self.error
         return self.rows
 
 

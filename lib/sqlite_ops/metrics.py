@@ -628,6 +628,20 @@ def own_check(directory: str, report: Report) -> list[tuple[float, bool | None]]
     return [] if when is None else [(when, None if ok is None else ok == 1)]
 
 
+def _quick_check(conn: sqlite3.Connection | None, report: Report) -> list[str] | None:
+    """PRAGMA quick_check's rows; SQLite calling the file damaged is a row too.
+    None, with a note, when it could not run (a lock held past the busy
+    timeout, an I/O error): no verdict either way, so the last one stands."""
+    assert conn is not None
+    try:
+        return [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        if sqlite_error_code(exc) == EX_INTEGRITY:
+            return [str(exc)]
+        report.notes.append(f"PRAGMA quick_check could not run ({exc}): no verdict this time")
+        return None
+
+
 def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: Options,
                       damage: str | None) -> None:
     """sqlite_integrity_probe_ok (this scrape's probe, this run's quick_check, and the
@@ -635,12 +649,8 @@ def collect_integrity(report: Report, conn: sqlite3.Connection | None, options: 
     checking = options.integrity_check and conn is not None and damage is None
     checks = recorded_checks(report, options.records_dir) if options.records_dir else []
     now = time.time()
-    if checking:
-        assert conn is not None
-        try:
-            rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            rows = [str(exc)]
+    rows = _quick_check(conn, report) if checking else None
+    if rows is not None:
         passed = rows == ["ok"]
         if not passed:
             lines = [line for row in rows for line in str(row).splitlines()

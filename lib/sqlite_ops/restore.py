@@ -444,6 +444,9 @@ def _contents(path: str, result: dict[str, Any], check_fk: bool = True,
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        if sqlite_error_code(exc) != EX_INTEGRITY:  # a lock, an I/O error: no verdict on the bytes
+            raise OpsError(EX_FAIL, f"cannot read the backup's content in {path}: {exc}; the "
+                                    "backup was not judged") from None
         result["error"] = str(exc)
 
 
@@ -458,10 +461,13 @@ def structural_checks(path: str, check_integrity: bool = True, quiet: bool = Tru
     label = ("integrity_check" if check_integrity else
              "foreign keys and row counts" if check_fk or count_rows else "reading the schema")
     with Progress(label, prog=PROG, quiet=quiet):
-        check = integrity.Background(path, mmap=True) if check_integrity else None
-        _contents(path, result, check_fk, count_rows)
-        if check is not None:
-            result["integrity"] = check.result()
+        check = (integrity.Background(path, mmap=True, name=f"the backup's content in {path}")
+                 if check_integrity else None)
+        try:
+            _contents(path, result, check_fk, count_rows)
+        finally:
+            if check is not None:  # its OpsError (it could not run) is raised here
+                result["integrity"] = check.result()
     return result
 
 
@@ -1380,6 +1386,16 @@ def require_unchanged(work: str, proven: tuple[int, ...]) -> None:
                                 "restore again")
 
 
+def _check_stopped(shown: str, exc: Exception) -> OpsError:
+    """The error that stopped a check of the restored ``shown``: damage (exit
+    4) only when SQLite calls the file damaged. A lock, an I/O error or a file
+    that cannot be opened is no verdict on the bytes: exit 1."""
+    if isinstance(exc, sqlite3.Error) and sqlite_error_code(exc) == EX_INTEGRITY:
+        return OpsError(EX_INTEGRITY, f"the restored {shown} cannot be read ({exc})")
+    return OpsError(EX_FAIL, f"cannot check the restored {shown} ({exc}): the check neither "
+                             "passed nor failed")
+
+
 def check_proven(target: str, expected: dict[str, int], size: int,
                  shown: str | None = None) -> None:
     """The check of a private work file whose bytes verify proved to be the
@@ -1400,7 +1416,7 @@ def check_proven(target: str, expected: dict[str, int], size: int,
             conn.close()
         have = os.path.getsize(target)
     except (sqlite3.Error, OSError) as exc:
-        raise OpsError(EX_INTEGRITY, f"the restored {shown} cannot be read ({exc})") from None
+        raise _check_stopped(shown, exc) from None
     problem = compare_tables(expected, names)
     if have != size or pages * page_size != size:
         problem = (f"it has {have} bytes, {pages} pages of {page_size} by its header, "
@@ -1429,7 +1445,7 @@ def check_restored(target: str, expected: dict[str, int], shown: str | None = No
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        rows, counts = [str(exc)], {}
+        raise _check_stopped(shown, exc) from None
     if rows != ["ok"]:
         raise OpsError(EX_INTEGRITY, f"the restored {shown} failed PRAGMA quick_check "
                                      f"({'; '.join(rows[:3])})")

@@ -322,7 +322,8 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
     """
     snapshot = os.fspath(snapshot)
     pragma = CHECK_PRAGMA[check]
-    checker = integrity.Background(readonly_uri(snapshot), uri=True, pragma=pragma)
+    checker = integrity.Background(readonly_uri(snapshot), uri=True, pragma=pragma,
+                                   name=f"the snapshot {snapshot}")
     total = os.path.getsize(snapshot)
     if compression == "none":
         if os.path.abspath(os.fspath(out)) != os.path.abspath(snapshot):

@@ -450,3 +450,30 @@ def test_the_last_maintenance_check_is_read_back(tmp_path: Path) -> None:
     none = metrics.collect(str(db))
     assert none.value("sqlite_integrity_check_age_seconds") is None
     assert any("no full integrity check on record" in note for note in none.notes)
+
+
+def test_a_quick_check_that_cannot_run_is_no_verdict_of_damage(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A writer that takes the rollback-journal database between the scrape's
+    probe and its quick_check, past the busy timeout: "database is locked" says
+    nothing about the pages. No damage, no quick_check_ok 0 (an alert that
+    pages someone for a lock), and a note that says why there is no verdict."""
+    db = make_db(tmp_path / "app.db", journal_mode="delete")
+    writer = sqlite3.connect(db, isolation_level=None)
+    real = metrics.collect_integrity
+
+    def locked_first(*args, **kwargs):
+        writer.execute("BEGIN EXCLUSIVE")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "collect_integrity", locked_first)
+    try:
+        report = metrics.collect(str(db), metrics.Options(integrity_check=True, busy_timeout=0.1))
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert report.damage is None
+    assert report.value("sqlite_integrity_probe_ok") == 1
+    assert report.value("sqlite_integrity_quick_check_ok") is None
+    assert any("PRAGMA quick_check could not run (database is locked)" in note
+               for note in report.notes), report.notes
