@@ -598,7 +598,7 @@ pragma_ok() {
 # On success, stdout holds the line on the accepted orphans, if any. Exit
 # status: 4 a problem, 75 the database stayed locked, 1 the check could not run.
 foreign_keys_ok() {
-  py_ops fkcheck --prog "$PROG" --accept "${2:-}" -- "$1" 2>&1
+  py_ops fkcheck --prog "$PROG" --accept "${2:-}" --busy-timeout-ms "${SQLITE_BUSY_TIMEOUT_MS:-5000}" -- "$1" 2>&1
 }
 
 # ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ ceiling: ``network_changes`` (any number of its rows) or
 than the ceiling, are still problems.
 
 CLI (``maintain_database.sh check``): ``python3 -m sqlite_ops.fkcheck
-[--accept FK_ACCEPT] DB`` prints the rows of the problems
+[--accept FK_ACCEPT] [--busy-timeout-ms N] DB`` prints the rows of the problems
 (``table|rowid|parent|fkid``, as the sqlite3 CLI prints the PRAGMA) and exits
 4 when there is any; else it exits 0, printing the line on the orphans it
 accepted, if any. When SQLite stops it, it prints SQLite's message and exits
@@ -210,6 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("db")
     parser.add_argument("--accept", default="", help="FK_ACCEPT: TABLE[:N],...")
     parser.add_argument("--prog", default=PROG)
+    parser.add_argument("--busy-timeout-ms", type=int, default=5000,
+                        help="how long to wait for a lock (SQLITE_BUSY_TIMEOUT_MS)")
     return parser
 
 
@@ -219,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         accepted = parse_accept(args.accept)
-        conn = sqlite3.connect(readonly_uri(args.db), uri=True, isolation_level=None, timeout=5)
+        conn = sqlite3.connect(readonly_uri(args.db), uri=True, isolation_level=None,
+                               timeout=args.busy_timeout_ms / 1000)
         try:
             report = check(conn)
             if report.count is None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from opsenv import kill_writer_mid_transaction, make_db
 
 from sqlite_ops import fkcheck
-from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, REPO_ROOT, OpsError
+from sqlite_ops.common import EX_BUSY, EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, REPO_ROOT, OpsError
 
 # Values chosen where affinity and collation decide: 1 / 1.0 / '1' / '01' / x'31',
 # 'a' / 'A' / 'a ' (NOCASE, RTRIM), NULL.
@@ -323,3 +323,18 @@ def test_cli_tells_a_damaged_file_from_a_check_that_could_not_run(tmp_path):
     proc = run_cli(str(hot))
     assert proc.returncode == EX_FAIL
     assert proc.stdout == "attempt to write a readonly database\n"
+
+
+def test_cli_under_a_lock_held_past_the_busy_timeout_says_busy(tmp_path):
+    """A writer holding the rollback-journal database past the busy timeout it
+    is given: exit 75 (retry later), neither a problem nor a failure."""
+    db = make_db(tmp_path / "app.db", 50, "delete")
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN EXCLUSIVE")
+    try:
+        proc = run_cli("--busy-timeout-ms", "100", str(db))
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert proc.returncode == EX_BUSY, proc.stdout
+    assert proc.stdout == "database is locked\n"
