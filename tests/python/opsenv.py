@@ -72,6 +72,19 @@ def make_db(path: Path, rows: int = 50, mode: str = "wal", page_size: int = 4096
     return path
 
 
+def blob_db(path: Path, rows: int = 2000, mode: str = "delete") -> Path:
+    """A database of ``rows`` random 500-byte blobs in ``t(id, v)``, in journal
+    mode ``mode``: large enough that a transaction over it spills into the
+    file (:func:`kill_writer_mid_transaction`)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode={mode}")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                 "INSERT INTO t(v) SELECT randomblob(500) FROM n", (rows,))
+    conn.close()
+    return path
+
+
 HOT_WRITER = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)

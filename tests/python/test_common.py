@@ -7,10 +7,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from opsenv import kill_writer_mid_transaction
+from opsenv import blob_db, content_digest, kill_writer_mid_transaction
 
 from sqlite_ops import common
 from sqlite_ops.common import (
@@ -352,27 +351,14 @@ def test_dir_problem(tmp_path):
     assert dir_problem("/") == ""
 
 
-def rollback_db(tmp_path) -> Path:
-    """A DELETE-mode database of 1000 zeroblob rows, committed."""
-    db = tmp_path / "a.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
-                 "INSERT INTO t(v) SELECT zeroblob(400) FROM n")
-    conn.close()
-    return db
-
-
 def test_roll_back_hot_journal_restores_the_last_committed_state(tmp_path):
-    db = rollback_db(tmp_path)
+    db = blob_db(tmp_path / "a.db", 1000)
+    committed = content_digest(db)
     assert roll_back_hot_journal(db) is False  # no journal: nothing opened
     kill_writer_mid_transaction(db)
     assert roll_back_hot_journal(db) is True
     assert not os.path.exists(f"{db}-journal")
-    conn = sqlite3.connect(readonly_uri(db), uri=True)
-    assert conn.execute("SELECT count(*) FROM t WHERE v = zeroblob(400)").fetchone() == (1000,)
-    conn.close()
+    assert content_digest(db) == committed  # every row as committed, none of the killed ones
 
 
 def test_a_lock_taken_on_a_full_disk_still_locks(tmp_path, monkeypatch):
@@ -412,7 +398,7 @@ time.sleep(600)
     ("write", 0x40000001, False),
 ])
 def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, kind, byte, hot):
-    db = rollback_db(tmp_path)
+    db = blob_db(tmp_path / "a.db", 1000)
     kill_writer_mid_transaction(db)
     assert hot_journal(db)  # a killed writer's, and nobody holds a lock
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],

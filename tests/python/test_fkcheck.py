@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opsenv import kill_writer_mid_transaction, make_db
+from opsenv import blob_db, kill_writer_mid_transaction, make_db
 
 from sqlite_ops import fkcheck
 from sqlite_ops.common import EX_BUSY, EX_FAIL, EX_INTEGRITY, EX_OK, EX_USAGE, REPO_ROOT, OpsError
@@ -313,12 +313,7 @@ def test_cli_tells_a_damaged_file_from_a_check_that_could_not_run(tmp_path):
     assert proc.returncode == EX_INTEGRITY, proc.stdout
     assert "malformed" in proc.stdout
 
-    hot = tmp_path / "hot.db"
-    conn = sqlite3.connect(hot, isolation_level=None)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
-                 "INSERT INTO t(v) SELECT randomblob(500) FROM n")
-    conn.close()
+    hot = blob_db(tmp_path / "hot.db")
     kill_writer_mid_transaction(hot)
     proc = run_cli(str(hot))
     assert proc.returncode == EX_FAIL

@@ -24,6 +24,7 @@ import pytest
 from opsenv import (
     REPO,
     SCRIPTS,
+    blob_db,
     content_digest,
     default_signals,
     integrity_ok,
@@ -37,20 +38,11 @@ ROOT = os.geteuid() == 0
 VICTIM_TEXT = "precious: must never be truncated or written by sqlite-ops\n"
 
 
-def make_db(db: Path, rows: int = 2000, mode: str = "delete") -> None:
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute(f"PRAGMA journal_mode={mode}")
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-                 "INSERT INTO t(v) SELECT randomblob(500) FROM n", (rows,))
-    conn.close()
-
-
 def world(tmp_path: Path, mode: str = "delete") -> tuple[Path, dict[str, str]]:
     data = tmp_path / "data"
     data.mkdir()
     db = data / "live.db"
-    make_db(db, mode=mode)
+    blob_db(db, mode=mode)
     env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"))
     return db, env
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
-from opsenv import kill_writer_mid_transaction
+from opsenv import blob_db, kill_writer_mid_transaction
 
 from sqlite_ops import integrity
 from sqlite_ops.common import EX_FAIL, OpsError, readonly_uri
@@ -90,17 +89,8 @@ def test_a_deferred_check_without_its_record_runs_now_and_says_why():
     assert not ok and "left the full check to the drill" in why
 
 
-def rollback_db(path: Path) -> Path:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
-                 "INSERT INTO t(v) SELECT randomblob(500) FROM n")
-    conn.close()
-    return path
-
-
 def test_a_file_sqlite_calls_damaged_is_a_finding(tmp_path):
-    db = rollback_db(tmp_path / "a.db")
+    db = blob_db(tmp_path / "a.db")
     data = bytearray(db.read_bytes())
     data[100:4096] = b"\xff" * (4096 - 100)  # page 1's b-tree: the schema is unreadable
     db.write_bytes(bytes(data))
@@ -114,7 +104,7 @@ def test_a_check_that_cannot_run_is_no_finding(tmp_path, pragma):
     readonly database") says nothing about the bytes: exit 1 naming the file,
     never a row a caller would report as damage (exit 4, or "do not use this
     backup")."""
-    db = rollback_db(tmp_path / "a.db")
+    db = blob_db(tmp_path / "a.db")
     kill_writer_mid_transaction(db)
     with pytest.raises(OpsError) as caught:
         integrity.run_check(readonly_uri(db), uri=True, pragma=pragma, name="the copy")

@@ -35,7 +35,9 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def make_db(path: Path, rows: int = 50, journal_mode: str = "wal") -> Path:
+def odd_names_db(path: Path, rows: int = 50, journal_mode: str = "wal") -> Path:
+    """``rows`` devices with two indexes, and a table with an index for every
+    name in ODD_NAMES: what a scrape must label and escape."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(f"PRAGMA journal_mode = {journal_mode}")
     conn.execute("PRAGMA synchronous = off")
@@ -66,7 +68,7 @@ def scrape(db: Path, **options) -> dict[str, list]:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return make_db(tmp_path / "dash.db")
+    return odd_names_db(tmp_path / "dash.db")
 
 
 def test_file_figures_match_the_database(db: Path) -> None:
@@ -179,7 +181,7 @@ def test_table_and_index_sizes_from_dbstat(db: Path) -> None:
 
 
 def test_a_scrape_changes_nothing(tmp_path: Path) -> None:
-    db = make_db(tmp_path / "dash.db", journal_mode="delete")
+    db = odd_names_db(tmp_path / "dash.db", journal_mode="delete")
     before = hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns
     scrape(db, exact_counts=True, table_sizes=True)
     assert (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns) == before
@@ -190,7 +192,7 @@ def test_a_scrape_changes_nothing(tmp_path: Path) -> None:
                                   "it's \"quoted\".db", "100%.db", "ünï.db"])
 def test_paths_with_uri_characters_open_the_right_file_read_only(tmp_path: Path,
                                                                  name: str) -> None:
-    db = make_db(tmp_path / name, rows=3, journal_mode="delete")
+    db = odd_names_db(tmp_path / name, rows=3, journal_mode="delete")
     conn = metrics.connect_readonly(str(db))
     assert conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 3
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
@@ -294,7 +296,7 @@ def release(proc: subprocess.Popen) -> None:
 
 @pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_write_lock_held_is_seen_without_taking_it(tmp_path: Path, journal_mode: str) -> None:
-    db = make_db(tmp_path / "dash.db", journal_mode=journal_mode)
+    db = odd_names_db(tmp_path / "dash.db", journal_mode=journal_mode)
     assert scrape(db)["sqlite_write_lock_held"][0][1] == 0
     writer = hold(db, "BEGIN IMMEDIATE; INSERT INTO devices (ip) VALUES ('x')")
     try:
@@ -458,7 +460,7 @@ def test_a_quick_check_that_cannot_run_is_no_verdict_of_damage(tmp_path: Path,
     probe and its quick_check, past the busy timeout: "database is locked" says
     nothing about the pages. No damage, no quick_check_ok 0 (an alert that
     pages someone for a lock), and a note that says why there is no verdict."""
-    db = make_db(tmp_path / "app.db", journal_mode="delete")
+    db = odd_names_db(tmp_path / "app.db", journal_mode="delete")
     writer = sqlite3.connect(db, isolation_level=None)
     real = metrics.collect_integrity
 

@@ -19,7 +19,8 @@ from sqlite_ops.common import REPO_ROOT, SOPS_DEFAULTS
 DB_METRICS = REPO_ROOT / "scripts" / "db_metrics"
 
 
-def make_db(path: Path) -> Path:
+def order_details_db(path: Path) -> Path:
+    """One table whose name holds a space (Northwind's "Order Details"), WAL."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = wal")
     conn.execute('CREATE TABLE "Order Details" (id INTEGER PRIMARY KEY, qty INTEGER)')
@@ -38,7 +39,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return make_db(tmp_path / "shop.db")
+    return order_details_db(tmp_path / "shop.db")
 
 
 def test_prints_prometheus_text_with_exact_counts(db: Path) -> None:
@@ -51,7 +52,7 @@ def test_prints_prometheus_text_with_exact_counts(db: Path) -> None:
 
 @pytest.mark.parametrize("name", ["-lead.db", "--.db", "new\nline.db"], ids=repr)
 def test_a_database_named_like_an_option_is_the_value_of_db(tmp_path: Path, name: str) -> None:
-    make_db(tmp_path / name)
+    order_details_db(tmp_path / name)
     result = subprocess.run([str(DB_METRICS), "--db", name, "--exact-counts"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
@@ -127,7 +128,7 @@ def test_a_failed_scrape_replaces_the_last_good_textfile(db: Path, tmp_path: Pat
         good["sqlite_integrity_check_timestamp_seconds"]
     db.unlink()
     Path(f"{db}-wal").unlink(missing_ok=True)
-    make_db(db)  # restored: a good scrape clears the verdict; then the file goes
+    order_details_db(db)  # restored: a good scrape clears the verdict; then the file goes
     assert run("--db", str(db), "--textfile", str(out)).returncode == 0
     db.unlink()
     Path(f"{db}-wal").unlink(missing_ok=True)

@@ -46,7 +46,9 @@ def _tools():
     require_tools()
 
 
-def make_db(path: Path, rows: int = 50, blob_bytes: int = 0) -> Path:
+def secret_db(path: Path, rows: int = 50, blob_bytes: int = 0) -> Path:
+    """A table and rows named SECRET_TABLE and SECRET_ROW (what a crypt remote's
+    stored bytes must not show), each row padded with ``blob_bytes`` random bytes."""
     conn = sqlite3.connect(path)
     conn.execute(f"CREATE TABLE {SECRET_TABLE}(id INTEGER PRIMARY KEY, note TEXT, pad BLOB)")
     conn.executemany(f"INSERT INTO {SECRET_TABLE}(note, pad) VALUES (?, ?)",
@@ -125,7 +127,7 @@ def remote_files(root: Path) -> list[str]:
 @pytest.fixture
 def world(tmp_path) -> World:
     w = World(tmp_path)
-    make_db(w.db)
+    secret_db(w.db)
     return w
 
 
@@ -138,7 +140,7 @@ def sshd(tmp_path):
 
 def sftp_world(tmp_path: Path, server: SSHServer, **kw) -> World:
     w = World(tmp_path, extra_env=server.rclone_env("nas"), **kw)
-    make_db(w.db)
+    secret_db(w.db)
     return w
 
 
@@ -174,7 +176,7 @@ def test_an_upload_and_a_download_show_progress_on_a_terminal_only(tmp_path):
     """The transfer's bytes come from rclone itself (its job's stats; the
     size of what it has written so far): the last line says 100%."""
     w = World(tmp_path)
-    make_db(w.db, rows=200, blob_bytes=20000)  # a few MiB: the zstd-less gzip backup
+    secret_db(w.db, rows=200, blob_bytes=20000)  # a few MiB: the zstd-less gzip backup
     backup = w.backup()
     remote = tmp_path / "remote"
     script = str(SCRIPTS / "offsite_sync.sh")
@@ -419,7 +421,7 @@ def test_the_drills_record_reaches_the_remote_manifest_without_sending_the_data_
     only it; a restore from the remote copy then trusts the check instead of
     running it in the incident; the sync after that sends nothing."""
     world, remote, store = drill_world
-    make_db(world.db)
+    secret_db(world.db)
     backup = world.backup(INTEGRITY_CHECK="drill")
     first = world.sync("--remote", remote)
     assert first.returncode == 0, first.stderr
@@ -700,7 +702,7 @@ def throttled_sync_under_way(tmp_path, sshd):
     to 1 MB/s, returned once its upload has begun: (world, backup, store,
     remote target, the running sync)."""
     w = sftp_world(tmp_path, sshd)
-    make_db(w.db.with_name("big.db"), rows=400, blob_bytes=16384)  # ~6.5 MB, incompressible
+    secret_db(w.db.with_name("big.db"), rows=400, blob_bytes=16384)  # ~6.5 MB, incompressible
     w.db.unlink()
     w.db.with_name("big.db").rename(w.db)
     backup = w.backup()
@@ -840,7 +842,7 @@ def test_a_full_remote_is_a_clear_failure_and_the_copy_never_counts(tmp_path, ss
                     "CAP_SYS_ADMIN); only the full-disk case is skipped")
     try:
         w = sftp_world(tmp_path, sshd)
-        make_db(w.db.with_name("big.db"), rows=200, blob_bytes=16384)  # ~3 MB > 1 MB
+        secret_db(w.db.with_name("big.db"), rows=200, blob_bytes=16384)  # ~3 MB > 1 MB
         w.db.unlink()
         w.db.with_name("big.db").rename(w.db)
         backup = w.backup()
@@ -875,7 +877,7 @@ def test_crypt_the_storage_never_sees_a_table_name_a_row_or_a_file_name(tmp_path
     store = tmp_path / "nas-store"
     store.mkdir()
     w = crypt_world(tmp_path, sshd, store, "correct horse battery staple")
-    make_db(w.db.with_name("plain.db"))
+    secret_db(w.db.with_name("plain.db"))
     shutil.copyfile(w.db.with_name("plain.db"), w.db)
     w.backup(COMPRESS="none")  # uncompressed: the plaintext would show if stored as is
     proc = w.sync("--remote", "secret:")

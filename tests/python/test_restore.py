@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import kill_writer_mid_transaction, make_db
+from opsenv import blob_db, kill_writer_mid_transaction, make_db
 
 from sqlite_ops import catalog, common, hashing, restore, restore_flow
 from sqlite_ops.common import EX_BUSY, EX_FAIL, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
@@ -657,12 +657,7 @@ def test_a_check_of_restored_content_that_cannot_run_is_no_verdict(tmp_path):
     be opened: the checks of restored content say they could not run (exit 1),
     never "failed PRAGMA quick_check" (exit 4) or "cannot be read" (exit 3,
     "do not use this backup": a person would give up on a sound backup)."""
-    db = tmp_path / "copy.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
-                 "INSERT INTO t(v) SELECT randomblob(500) FROM n")
-    conn.close()
+    db = blob_db(tmp_path / "copy.db")
     size = db.stat().st_size
     kill_writer_mid_transaction(db)
     for check in (lambda: restore.check_restored(str(db), {"t": 2000}, shown="live.db"),
