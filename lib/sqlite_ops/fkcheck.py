@@ -41,7 +41,8 @@ CLI (``maintain_database.sh check``): ``python3 -m sqlite_ops.fkcheck
 [--accept FK_ACCEPT] [--busy-timeout-ms N] DB`` prints the rows of the problems
 (``table|rowid|parent|fkid``, as the sqlite3 CLI prints the PRAGMA) and exits
 4 when there is any; else it exits 0, printing the line on the orphans it
-accepted, if any. When SQLite stops it, it prints SQLite's message and exits
+accepted, if any. When SQLite stops it, it prints ``Error: `` and SQLite's
+message, and exits
 4 for a damaged file, 75 for a lock held past the timeout, 1 for anything
 else (the check could not run: nothing found, nothing ruled out).
 """
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except OpsError as exc:
         return fail(args.prog, exc)
     except sqlite3.Error as exc:  # damaged: 4; locked past the timeout: 75; else 1
-        print(str(exc))
+        print(f"Error: {exc}")  # as the sqlite3 CLI says it: no row of the check
         return sqlite_error_code(exc)
     note = describe_accepted(report, accepted)
     if problems:

@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from sqlite_ops.catalog import iso_utc
-from sqlite_ops.common import EX_INTEGRITY, OpsError, sqlite_error_code
+from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError, sqlite_error_code
 
 # With mmap, integrity_check costs CPU only, not a pread() per page (measured:
 # 14.5 s -> 8.8 s for 800 MB), but the mapped file counts in the process's
@@ -62,51 +62,78 @@ def run_check(path: str, uri: bool = False, mmap: bool = False,
     (["ok"] when sound). SQLite stopping it because the file is damaged is a
     finding too: the one row that says so. Any other error (an I/O error, a
     file that cannot be opened, a lock) says nothing about the bytes:
-    OpsError, exit 1 (75 for a lock), naming the file as ``name``."""
-    if pragma not in ("integrity_check", "quick_check"):
-        raise ValueError(f"not an integrity pragma: {pragma!r}")
-    try:
-        conn = sqlite3.connect(path, uri=uri, isolation_level=None)
-        try:
-            if mmap:
-                conn.execute(MMAP).fetchall()
-            return [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        code = sqlite_error_code(exc)
-        if code == EX_INTEGRITY:
-            return [str(exc)]
-        raise OpsError(code, f"PRAGMA {pragma} could not run on {name or path}: {exc}; it "
-                             "neither found nor ruled out a problem") from None
+    OpsError, exit 1, naming the file as ``name``. The files checked here are
+    private copies: a lock on one is no reason to retry later."""
+    return Background(path, uri, mmap, pragma, name, thread=False).result()
 
 
 class Background:
-    """``run_check`` in a thread (SQLite releases the GIL: it uses the other core)."""
+    """``run_check`` in a thread (SQLite releases the GIL: it uses the other
+    core); ``thread=False`` runs it here and now."""
 
     def __init__(self, path: str, uri: bool = False, mmap: bool = False,
-                 pragma: str = "integrity_check", name: str | None = None) -> None:
-        self.rows: list[str] = []
-        self.error: OpsError | None = None
-        self._thread = threading.Thread(target=self._run, args=(path, uri, mmap, pragma, name),
-                                        daemon=True)
-        self._thread.start()
+                 pragma: str = "integrity_check", name: str | None = None,
+                 thread: bool = True) -> None:
+        if pragma not in ("integrity_check", "quick_check"):
+            raise ValueError(f"not an integrity pragma: {pragma!r}")
+        self.rows: list[str] | None = None
+        self.error: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._cancelled = False
+        args = (path, uri, mmap, pragma, name or path)
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True)
+        if thread:
+            self._thread.start()
+        else:
+            self._run(*args)
 
-    def _run(self, path: str, uri: bool, mmap: bool, pragma: str, name: str | None) -> None:
+    def _run(self, path: str, uri: bool, mmap: bool, pragma: str, name: str) -> None:
         try:
-            self.rows = run_check(path, uri, mmap, pragma, name)
-        except OpsError as exc:
+            conn = sqlite3.connect(path, uri=uri, isolation_level=None, check_same_thread=False)
+            self._conn = conn
+            try:
+                if mmap:
+                    conn.execute(MMAP).fetchall()
+                if self._cancelled:
+                    raise sqlite3.OperationalError("interrupted")  # as an interrupt ends it
+                self.rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+            finally:
+                self._conn = None
+                conn.close()
+        except sqlite3.Error as exc:
+            if sqlite_error_code(exc) == EX_INTEGRITY:
+                self.rows = [str(exc)]
+            else:
+                self.error = OpsError(EX_FAIL, f"PRAGMA {pragma} could not run on {name}: "
+                                               f"{exc}; it neither found nor ruled out a problem")
+        except BaseException as exc:  # raised by result(): never an empty verdict
             self.error = exc
 
     def done(self) -> bool:
         return not self._thread.is_alive()
 
     def result(self) -> list[str]:
-        """run_check's rows, once it ends; its OpsError raised here."""
-        self._thread.join()
+        """The check's rows, once it ends; what stopped it is raised here."""
+        if self._thread.ident is not None:
+            self._thread.join()
         if self.error is not None:
             raise self.error
+        assert self.rows is not None
         return self.rows
+
+    def cancel(self) -> None:
+        """Stop the check (its caller is failing: nobody waits for its
+        verdict, and the file may be about to be removed) and wait for its
+        thread to end."""
+        self._cancelled = True
+        while self._thread.is_alive():
+            conn = self._conn
+            if conn is not None:
+                try:
+                    conn.interrupt()
+                except sqlite3.Error:
+                    pass  # closed meanwhile: the thread is ending
+            self._thread.join(0.05)
 
 
 def summary(rows: list[str], limit: int = 3) -> str:

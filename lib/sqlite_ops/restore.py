@@ -446,7 +446,7 @@ def _contents(path: str, result: dict[str, Any], check_fk: bool = True,
     except sqlite3.Error as exc:
         if sqlite_error_code(exc) != EX_INTEGRITY:  # a lock, an I/O error: no verdict on the bytes
             raise OpsError(EX_FAIL, f"cannot read the backup's content in {path}: {exc}; the "
-                                    "backup was not judged") from None
+                                    "backup was not judged, and nothing was changed") from None
         result["error"] = str(exc)
 
 
@@ -465,9 +465,12 @@ def structural_checks(path: str, check_integrity: bool = True, quiet: bool = Tru
                  if check_integrity else None)
         try:
             _contents(path, result, check_fk, count_rows)
-        finally:
-            if check is not None:  # its OpsError (it could not run) is raised here
-                result["integrity"] = check.result()
+        except BaseException:
+            if check is not None:  # nobody waits for its verdict: stop it, keep this error
+                check.cancel()
+            raise
+        if check is not None:  # its OpsError (it could not run) is raised here
+            result["integrity"] = check.result()
     return result
 
 
@@ -1393,7 +1396,7 @@ def _check_stopped(shown: str, exc: Exception) -> OpsError:
     if isinstance(exc, sqlite3.Error) and sqlite_error_code(exc) == EX_INTEGRITY:
         return OpsError(EX_INTEGRITY, f"the restored {shown} cannot be read ({exc})")
     return OpsError(EX_FAIL, f"cannot check the restored {shown} ({exc}): the check neither "
-                             "passed nor failed")
+                             "passed nor failed; nothing was changed")
 
 
 def check_proven(target: str, expected: dict[str, int], size: int,

@@ -324,19 +324,26 @@ def pack(snapshot: str | os.PathLike[str], out: str | os.PathLike[str],
     pragma = CHECK_PRAGMA[check]
     checker = integrity.Background(readonly_uri(snapshot), uri=True, pragma=pragma,
                                    name=f"the snapshot {snapshot}")
-    total = os.path.getsize(snapshot)
-    if compression == "none":
-        if os.path.abspath(os.fspath(out)) != os.path.abspath(snapshot):
-            shutil.copyfile(snapshot, out)
-        with Progress("hashing", total, prog=PROG, quiet=quiet) as bar:
-            digest, size = hashing.sha256_file_size(out, bar.advance)
-        fsync_path(out)
-        facts = {"sha256": digest, "size_bytes": size, "db_sha256": digest,
-                 "db_size_bytes": size}
-    else:
-        facts = _compress(snapshot, out, compression, total, quiet)
+    try:
+        total = os.path.getsize(snapshot)
+        if compression == "none":
+            if os.path.abspath(os.fspath(out)) != os.path.abspath(snapshot):
+                shutil.copyfile(snapshot, out)
+            with Progress("hashing", total, prog=PROG, quiet=quiet) as bar:
+                digest, size = hashing.sha256_file_size(out, bar.advance)
+            fsync_path(out)
+            facts = {"sha256": digest, "size_bytes": size, "db_sha256": digest,
+                     "db_size_bytes": size}
+        else:
+            facts = _compress(snapshot, out, compression, total, quiet)
+    except BaseException:
+        checker.cancel()  # the snapshot is about to be removed: no check goes on reading it
+        raise
     with Progress(pragma, prog=PROG, quiet=quiet or checker.done()):
-        rows = checker.result()
+        try:
+            rows = checker.result()
+        except OpsError as exc:
+            raise OpsError(exc.code, f"{exc.message}; nothing was published") from None
     if rows != ["ok"]:
         raise _check_failed(source or snapshot, rows, pragma)
     if check == "full":

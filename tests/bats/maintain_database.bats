@@ -363,6 +363,27 @@ PY
   assert_contains "$TASK_DETAIL" "foreign_key_check could not run"
 }
 
+@test "check: only SQLite's own words on its Error line call the file damaged, never a path" {
+  # shellcheck source=scripts/maintain_database.sh
+  source "$MAINTAIN" || true
+  is_damage_error 'Error: in prepare, database disk image is malformed (11)'
+  is_damage_error 'Error: in prepare, file is not a database (26)'
+  is_damage_error 'Error: stepping, database disk image is malformed (779)' # SQLITE_CORRUPT_INDEX
+  is_damage_error 'Error: in prepare, malformed database schema (ix) - invalid rootpage (11)'
+  is_damage_error 'Error: database disk image is malformed' # a CLI that prints no code
+  not_damage() { if is_damage_error "$1"; then echo "called damage: $1" >&2; return 1; fi; }
+  not_damage 'Error: unable to open database "/srv/corrupt malformed.db": unable to open database file (14)'
+  not_damage 'Error: in prepare, attempt to write a readonly database (8)'
+  not_damage 'database disk image is malformed' # a row of the check, not its error line
+}
+
+@test "check: a malformed FK_ACCEPT is a usage error (2), not a check that could not run" {
+  make_db "$DB"
+  FK_ACCEPT='services:many' run --separate-stderr "$MAINTAIN" --db "$DB" check
+  assert_status 2
+  assert_contains "$output" "FK_ACCEPT"
+}
+
 @test "analyze picks the statement by SQLite version (optimize 0x10002 on 3.46+)" {
   make_db "$DB"
   # shellcheck source=scripts/maintain_database.sh

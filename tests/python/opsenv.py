@@ -85,6 +85,20 @@ def blob_db(path: Path, rows: int = 2000, mode: str = "delete") -> Path:
     return path
 
 
+def slow_sqlite(monkeypatch) -> None:
+    """Every SQLite connection opened from now on runs its statements slowly
+    (a progress handler that sleeps), so a check is still running when its
+    caller gives up: what the caller does then can be seen."""
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.set_progress_handler(lambda: time.sleep(0.001), 100)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
 HOT_WRITER = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)

@@ -317,7 +317,7 @@ def test_cli_tells_a_damaged_file_from_a_check_that_could_not_run(tmp_path):
     kill_writer_mid_transaction(hot)
     proc = run_cli(str(hot))
     assert proc.returncode == EX_FAIL
-    assert proc.stdout == "attempt to write a readonly database\n"
+    assert proc.stdout == "Error: attempt to write a readonly database\n"
 
 
 def test_cli_under_a_lock_held_past_the_busy_timeout_says_busy(tmp_path):
@@ -332,4 +332,4 @@ def test_cli_under_a_lock_held_past_the_busy_timeout_says_busy(tmp_path):
         writer.execute("ROLLBACK")
         writer.close()
     assert proc.returncode == EX_BUSY, proc.stdout
-    assert proc.stdout == "database is locked\n"
+    assert proc.stdout == "Error: database is locked\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from opsenv import blob_db, kill_writer_mid_transaction
+from opsenv import blob_db, kill_writer_mid_transaction, slow_sqlite
 
 from sqlite_ops import integrity
 from sqlite_ops.common import EX_FAIL, OpsError, readonly_uri
@@ -112,5 +112,33 @@ def test_a_check_that_cannot_run_is_no_finding(tmp_path, pragma):
     assert caught.value.message.startswith(f"PRAGMA {pragma} could not run on the copy: "
                                            "attempt to write a readonly database")
     checker = integrity.Background(readonly_uri(db), uri=True, pragma=pragma)
+    with pytest.raises(OpsError):
+        checker.result()
+
+
+def test_a_check_that_dies_of_anything_else_raises_it_never_an_empty_verdict(tmp_path,
+                                                                           monkeypatch):
+    """No rows is no verdict: what stopped the check is raised (a caller would
+    otherwise report "failed PRAGMA integrity_check (no result)" of a sound
+    file)."""
+    db = blob_db(tmp_path / "a.db", 10)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(sqlite3, "connect", out_of_memory)
+    with pytest.raises(MemoryError):
+        integrity.Background(readonly_uri(db), uri=True).result()
+
+
+def test_a_cancelled_check_stops_reading(tmp_path, monkeypatch):
+    """cancel() interrupts the check and waits for its thread: nothing goes on
+    reading a file its caller is about to remove."""
+    db = blob_db(tmp_path / "a.db", 5000)
+    slow_sqlite(monkeypatch)
+    checker = integrity.Background(readonly_uri(db), uri=True)
+    checker.cancel()
+    assert checker.done()
+    assert checker.rows is None  # stopped before its verdict
     with pytest.raises(OpsError):
         checker.result()

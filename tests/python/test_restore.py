@@ -406,8 +406,9 @@ def edit_manifest(backup: Path, change) -> None:
 def test_verify_trusts_the_integrity_record_of_the_same_bytes(world, tmp_path, monkeypatch):
     _, backup, _ = world
     ran = []
-    real = restore.integrity.run_check
-    monkeypatch.setattr(restore.integrity, "run_check", lambda *a: ran.append(a) or real(*a))
+    real = restore.integrity.Background
+    monkeypatch.setattr(restore.integrity, "Background",
+                        lambda *a, **k: ran.append(a) or real(*a, **k))
     report = restore.verify_backup(backup, tmp_path / "work.db")
     assert report.integrity.startswith("recorded at backup, same bytes")
     assert ran == []  # the check's time is not spent again
@@ -427,8 +428,9 @@ def test_verify_checks_now_when_the_record_cannot_stand(world, tmp_path, monkeyp
     _, backup, _ = world
     edit_manifest(backup, change)
     ran = []
-    real = restore.integrity.run_check
-    monkeypatch.setattr(restore.integrity, "run_check", lambda *a: ran.append(a) or real(*a))
+    real = restore.integrity.Background
+    monkeypatch.setattr(restore.integrity, "Background",
+                        lambda *a, **k: ran.append(a) or real(*a, **k))
     report = restore.verify_backup(backup, tmp_path / "work.db")
     assert report.integrity.startswith("checked now (integrity_check ok; ")
     assert why in report.integrity
@@ -672,8 +674,8 @@ def test_a_check_of_restored_content_that_cannot_run_is_no_verdict(tmp_path):
     with pytest.raises(OpsError) as caught:
         restore.structural_checks(str(unopenable))
     assert caught.value.code == EX_FAIL
-    assert caught.value.message.startswith(
-        "PRAGMA integrity_check could not run on the backup's content in ")
+    assert caught.value.message.startswith("cannot read the backup's content in ")
+    assert caught.value.message.endswith("the backup was not judged, and nothing was changed")
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import index_out_of_step, make_db
+from opsenv import blob_db, index_out_of_step, make_db, slow_sqlite
 
 from sqlite_ops import catalog, snapshot
 from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError
@@ -281,3 +281,26 @@ def test_a_lock_taken_just_before_the_copy_ends_it_at_the_busy_timeout(tmp_path,
     error = ended["error"]
     assert isinstance(error, OpsError) and error.code == EX_FAIL
     assert "locked" in error.message and "busy timeout" in error.message
+
+
+def test_a_failed_compression_stops_the_check_beside_it(tmp_path, monkeypatch):
+    """pack gives up (the compressor failed): the integrity_check on the
+    snapshot is stopped before pack returns, not left reading a file its
+    caller removes next."""
+    snap = blob_db(tmp_path / "snap.db", 5000)
+    slow_sqlite(monkeypatch)
+    checkers = []
+    real = snapshot.integrity.Background
+
+    def recorded(*args, **kwargs):
+        checkers.append(real(*args, **kwargs))
+        return checkers[-1]
+
+    def compressor_fails(*args, **kwargs):
+        raise OpsError(EX_FAIL, "zstd failed: out of frames")
+
+    monkeypatch.setattr(snapshot.integrity, "Background", recorded)
+    monkeypatch.setattr(snapshot, "_compress", compressor_fails)
+    with pytest.raises(OpsError, match="out of frames"):
+        snapshot.pack(snap, tmp_path / "out.zst", "zstd")
+    assert len(checkers) == 1 and checkers[0].done() and checkers[0].rows is None

@@ -370,7 +370,8 @@ def test_the_compressor_runs_nicer_than_the_checks_beside_it(tmp_path, monkeypat
     result = backup.take_backup(str(src), str(tmp_path / "backups"), compression="zstd")
     assert result.manifest["snapshot_method"] == method
     runs = [int(line) for line in seen.read_text().split()]
-    assert runs and all(level == os.nice(0) + snapshot.COMPRESSOR_NICENESS for level in runs)
+    nicer = min(19, os.nice(0) + snapshot.COMPRESSOR_NICENESS)  # the kernel stops at 19
+    assert runs and all(level == nicer for level in runs)
 
     wrapper.write_text("#!/bin/sh\necho 'out of frames' >&2\nexit 3\n")
     with pytest.raises(OpsError) as caught:
