@@ -177,9 +177,24 @@ is_busy_error() {
   [[ $1 == *"database is locked"* || $1 == *"database table is locked"* || $1 == *SQLITE_BUSY* ]]
 }
 
-# is_damage_error TEXT: true when sqlite3 stopped because the file is damaged.
+# is_damage_error TEXT: true when the CLI's own "Error:" line says SQLite
+# stopped because the file is damaged: result code SQLITE_CORRUPT or
+# SQLITE_NOTADB at the line's end, "(11)" or "(26)" (an extended code keeps
+# them in its low byte), or, from a CLI that prints no code, SQLite's own
+# words. Only that line, and only SQLite's words: a path may hold any word.
 is_damage_error() {
-  [[ $1 == *malformed* || $1 == *"not a database"* || $1 == *corrupt* ]]
+  local line code
+  while IFS= read -r line; do
+    [[ $line == "Error: "* ]] || continue
+    if [[ $line =~ \(([0-9]+)\)$ ]]; then
+      code=$((BASH_REMATCH[1] & 255))
+      ((code == 11 || code == 26)) && return 0
+      continue
+    fi
+    [[ $line == *": database disk image is malformed" || $line == *": file is not a database" ||
+      $line == *": malformed database schema ("* ]] && return 0
+  done <<<"$1"
+  return 1
 }
 
 # sql_run SQL...: run SQL read-write; output (or error) in SQL_OUT.
@@ -267,12 +282,23 @@ check_failed() {
   # The CLI's own "Error: ..." line (SQLite stopped the check) is no row of it.
   local found stopped=""
   found=$(printf '%s\n' "$rows" | grep -vc '^Error: ') || true
+  if [[ $rc == "$EX_USAGE" ]]; then # fkcheck refused its arguments (FK_ACCEPT)
+    TASK_DETAIL="$what: $(printf '%s' "$rows" | tr '\n' ' ')"
+    return "$EX_USAGE"
+  fi
   if [[ -n $rc && $rc != "$EX_INTEGRITY" ]] || { [[ -z $rc ]] && ((found == 0)) && ! is_damage_error "$rows"; }; then
     TASK_DETAIL="$what could not run, so it neither found nor ruled out a problem: $(printf '%s' "${rows#Error: }" | tr '\n' ' ')"
+    if [[ $rows == *readonly* && -s $DB-journal ]]; then
+      TASK_DETAIL+=" (a writer was killed mid-transaction after this run rolled back its journal: the next run rolls this one back)"
+    fi
     return "$EX_FAIL"
   fi
   INTEGRITY=0
   PROBLEM_ROWS=$rows
+  if ((found == 0)); then
+    TASK_DETAIL="$what: SQLite calls the file damaged (${rows#Error: })"
+    return "$EX_INTEGRITY"
+  fi
   printf '%s\n' "$rows" | grep -q '^Error: ' && stopped=", then SQLite stopped it with an error"
   TASK_DETAIL="$what found a problem ($found rows$stopped; the first follow)"
   return "$EX_INTEGRITY"
