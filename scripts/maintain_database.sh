@@ -275,33 +275,44 @@ task_quick_check() {
 # and nothing ruled out.
 check_failed() {
   local what=$1 rows=$2 rc=${3:-}
-  if [[ $rc == "$EX_BUSY" ]] || { [[ -z $rc ]] && is_busy_error "$rows"; }; then
-    TASK_DETAIL="$what could not read the database: it stayed locked"
-    return "$EX_BUSY"
-  fi
   # The CLI's own "Error: ..." line (SQLite stopped the check) is no row of it.
   local found stopped=""
   found=$(printf '%s\n' "$rows" | grep -vc '^Error: ') || true
-  if [[ $rc == "$EX_USAGE" ]]; then # fkcheck refused its arguments (FK_ACCEPT)
-    TASK_DETAIL="$what: $(printf '%s' "$rows" | tr '\n' ' ')"
-    return "$EX_USAGE"
-  fi
-  if [[ -n $rc && $rc != "$EX_INTEGRITY" ]] || { [[ -z $rc ]] && ((found == 0)) && ! is_damage_error "$rows"; }; then
-    TASK_DETAIL="$what could not run, so it neither found nor ruled out a problem: $(printf '%s' "${rows#Error: }" | tr '\n' ' ')"
-    if [[ $rows == *readonly* && -s $DB-journal ]]; then
-      TASK_DETAIL+=" (a writer was killed mid-transaction after this run rolled back its journal: the next run rolls this one back)"
+  if [[ -z $rc ]]; then # the sqlite3 CLI: its words say which
+    if is_busy_error "$rows"; then
+      rc=$EX_BUSY
+    elif ((found > 0)) || is_damage_error "$rows"; then
+      rc=$EX_INTEGRITY
+    else
+      rc=$EX_FAIL
     fi
-    return "$EX_FAIL"
   fi
-  INTEGRITY=0
-  PROBLEM_ROWS=$rows
-  if ((found == 0)); then
-    TASK_DETAIL="$what: SQLite calls the file damaged (${rows#Error: })"
-    return "$EX_INTEGRITY"
-  fi
-  printf '%s\n' "$rows" | grep -q '^Error: ' && stopped=", then SQLite stopped it with an error"
-  TASK_DETAIL="$what found a problem ($found rows$stopped; the first follow)"
-  return "$EX_INTEGRITY"
+  case $rc in
+    "$EX_BUSY")
+      TASK_DETAIL="$what could not read the database: it stayed locked"
+      ;;
+    "$EX_USAGE") # fkcheck refused its arguments (FK_ACCEPT)
+      TASK_DETAIL="$what: $(printf '%s' "$rows" | tr '\n' ' ')"
+      ;;
+    "$EX_INTEGRITY")
+      INTEGRITY=0
+      PROBLEM_ROWS=$rows
+      if ((found == 0)); then
+        TASK_DETAIL="$what: SQLite calls the file damaged (${rows#Error: })"
+      else
+        printf '%s\n' "$rows" | grep -q '^Error: ' && stopped=", then SQLite stopped it with an error"
+        TASK_DETAIL="$what found a problem ($found rows$stopped; the first follow)"
+      fi
+      ;;
+    *)
+      TASK_DETAIL="$what could not run, so it neither found nor ruled out a problem: $(printf '%s' "${rows#Error: }" | tr '\n' ' ')"
+      if [[ $rows == *readonly* && -s $DB-journal ]]; then
+        TASK_DETAIL+=" (a writer was killed mid-transaction after this run rolled back its journal: the next run rolls this one back)"
+      fi
+      rc=$EX_FAIL
+      ;;
+  esac
+  return "$rc"
 }
 
 task_checkpoint() {

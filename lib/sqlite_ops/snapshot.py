@@ -256,11 +256,6 @@ def compressor_command(compression: str) -> list[str]:
     return ["nice", "-n", str(COMPRESSOR_NICENESS), *command]
 
 
-def _tool(command: list[str]) -> str:
-    """The compressor's name in a compressor_command (after any ``nice``)."""
-    return command[3] if command[0] == "nice" else command[0]
-
-
 def _read_position(pid: int, path: str) -> Callable[[], int]:
     """A progress probe: how far process ``pid`` has read into ``path`` (its
     file offset, from /proc); 0 where /proc does not tell."""
@@ -411,7 +406,7 @@ def _run_compressor(command: list[str], out: str | os.PathLike[str], compression
             proc.wait()
             helper.join()
     if proc.returncode != 0:
-        raise OpsError(EX_FAIL, f"{_tool(command)} failed: "
+        raise OpsError(EX_FAIL, f"{COMPRESSORS[compression][0]} failed: "
                                 f"{tool_complaint(stderr, proc.returncode)}")
     return {"sha256": out_digest.hexdigest(), "size_bytes": out_size}
 
@@ -683,7 +678,7 @@ def _compress_file(pages: _Pages, source: str, out: str | os.PathLike[str], comp
     command = compressor_command(compression)
     first = subprocess.run(command, input=pages.first, capture_output=True, check=False)
     if first.returncode != 0:
-        raise OpsError(EX_FAIL, f"{_tool(command)} failed: "
+        raise OpsError(EX_FAIL, f"{COMPRESSORS[compression][0]} failed: "
                                 f"{tool_complaint(first.stderr, first.returncode)}")
     # The descriptor the pages are read from: closing any other descriptor of
     # the file would drop the read transaction's locks. pread never moves its
