@@ -82,7 +82,7 @@ COMPRESSOR_PACKAGE = {"zstd": "zstd", "gzip": "gzip"}
 # cores than busy threads (zstd's workers, the hash, the check's one thread),
 # the check, the backup's longest single-threaded chain, then runs first and
 # zstd fills the gaps: on 2 cores the drill-mode backup of a database with
-# foreign keys takes about a tenth less time (docs/performance.md). The
+# foreign keys takes 0.82x the time (tests/perf/bench_nice.py). The
 # application the backup runs beside keeps its CPU too.
 COMPRESSOR_NICENESS = 10
 
