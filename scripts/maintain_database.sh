@@ -172,29 +172,44 @@ sqlite_version_number() {
 # journal_mode
 journal_mode() { sqlite_ro "$DB" "PRAGMA journal_mode;"; }
 
-# is_busy_error TEXT: true when sqlite3 gave up because of a lock.
-is_busy_error() {
-  [[ $1 == *"database is locked"* || $1 == *"database table is locked"* || $1 == *SQLITE_BUSY* ]]
-}
-
-# is_damage_error TEXT: true when the CLI's own "Error:" line says SQLite
-# stopped because the file is damaged: result code SQLITE_CORRUPT or
-# SQLITE_NOTADB at the line's end, "(11)" or "(26)" (an extended code keeps
-# them in its low byte), or, from a CLI that prints no code, SQLite's own
-# words. Only that line, and only SQLite's words: a path may hold any word.
-is_damage_error() {
-  local line code
+# cli_error_code TEXT: print the primary SQLite result code of the sqlite3
+# CLI's own error line in TEXT ("Error: ...", or "Parse error near line N:"
+# for SQL it read from a pipe): the "(N)" at the line's end (an extended code
+# keeps it in its low byte), or, from a CLI that prints no code, the code of
+# SQLite's own message ending the line. Fails when TEXT holds no such line.
+# Only that line, and only SQLite's words: a path may hold any word.
+cli_error_code() {
+  local line
   while IFS= read -r line; do
-    [[ $line == "Error: "* ]] || continue
+    [[ $line == "Error: "* || $line =~ ^(Parse|Runtime)\ error\ near\ line\ [0-9]+:\  ]] || continue
     if [[ $line =~ \(([0-9]+)\)$ ]]; then
-      code=$((BASH_REMATCH[1] & 255))
-      ((code == 11 || code == 26)) && return 0
-      continue
+      echo $((BASH_REMATCH[1] & 255))
+      return 0
     fi
-    [[ $line == *": database disk image is malformed" || $line == *": file is not a database" ||
-      $line == *": malformed database schema ("* ]] && return 0
+    case $line in
+      *": database is locked") echo 5 ;;
+      *": database table is locked" | *": database table is locked: "* | *": database schema is locked: "*) echo 6 ;;
+      *": database disk image is malformed" | *": malformed database schema ("*) echo 11 ;;
+      *": file is not a database") echo 26 ;;
+      *) echo 1 ;;
+    esac
+    return 0
   done <<<"$1"
   return 1
+}
+
+# is_busy_error TEXT: true when the sqlite3 CLI gave up because the database
+# stayed locked: SQLITE_BUSY (5) or SQLITE_LOCKED (6).
+is_busy_error() {
+  local code
+  code=$(cli_error_code "$1") && ((code == 5 || code == 6))
+}
+
+# is_damage_error TEXT: true when the sqlite3 CLI stopped because the file is
+# damaged: SQLITE_CORRUPT (11) or SQLITE_NOTADB (26).
+is_damage_error() {
+  local code
+  code=$(cli_error_code "$1") && ((code == 11 || code == 26))
 }
 
 # sql_run SQL...: run SQL read-write; output (or error) in SQL_OUT.

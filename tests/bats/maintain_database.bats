@@ -375,6 +375,33 @@ PY
   not_damage 'Error: unable to open database "/srv/corrupt malformed.db": unable to open database file (14)'
   not_damage 'Error: in prepare, attempt to write a readonly database (8)'
   not_damage 'database disk image is malformed' # a row of the check, not its error line
+  not_damage 'Parse error near line 2: database is locked (5)'
+  is_damage_error 'Runtime error near line 1: database disk image is malformed (11)' # SQL from a pipe
+}
+
+@test "check: only SQLite's own code or words on its Error line call the database locked, never a path" {
+  # shellcheck source=scripts/maintain_database.sh
+  source "$MAINTAIN" || true
+  is_busy_error 'Error: in prepare, database is locked (5)'
+  is_busy_error 'Error: stepping, database is locked (517)' # SQLITE_BUSY_SNAPSHOT
+  is_busy_error 'Error: in prepare, database table is locked (6)'
+  is_busy_error 'Error: database is locked' # a CLI that prints no code
+  is_busy_error 'Parse error near line 2: database is locked (5)'
+  not_busy() { if is_busy_error "$1"; then echo "called locked: $1" >&2; return 1; fi; }
+  not_busy 'Error: unable to open database "/srv/database is locked": unable to open database file (14)'
+  not_busy 'Error: unable to open database "/srv/SQLITE_BUSY database is locked": unable to open database file'
+  not_busy 'Error: in prepare, database disk image is malformed (11)'
+  not_busy 'database is locked' # a value the statement printed, not its error line
+}
+
+@test "check: a database that cannot be opened, at a path holding SQLite's lock words, is exit 1, not 75" {
+  # The CLI's real words: Error: unable to open database "<path>": unable to open database file
+  # shellcheck source=scripts/maintain_database.sh
+  source "$MAINTAIN" || true
+  DB="$BATS_TEST_TMPDIR/gone/database is locked" rc=0
+  task_quick_check || rc=$?
+  assert_equal "$rc" 1
+  assert_contains "$TASK_DETAIL" "quick_check could not run"
 }
 
 @test "check: a malformed FK_ACCEPT is a usage error (2), not a check that could not run" {
