@@ -19,6 +19,10 @@ import stat
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3  # imported where a connection is made: start-up stays small
 
 # Exit codes from the contract.
 EX_OK = 0
@@ -727,6 +731,28 @@ def sqlite_error_code(exc: Exception) -> int:
     if any(word in text for word in _BUSY_WORDS):
         return EX_BUSY
     return EX_INTEGRITY if any(word in text for word in _DAMAGED_WORDS) else EX_FAIL
+
+
+def check_rows(conn: sqlite3.Connection, pragma: str = "quick_check") -> list[str]:
+    """The rows of ``PRAGMA integrity_check`` or ``quick_check`` on ``conn``
+    (["ok"] when sound), read to their end. SQLite stopping the check because
+    the file is damaged is a row too. So are the rows of damage the check had
+    already given when any other error stopped it (an I/O error on a damaged
+    page, an interrupt): what it found stands, with the error as its last row.
+    Any other error is raised: the check found nothing and ruled nothing out."""
+    import sqlite3  # already loaded: the caller holds a connection
+
+    if pragma not in ("integrity_check", "quick_check"):
+        raise ValueError(f"not an integrity pragma: {pragma!r}")
+    rows: list[str] = []
+    try:
+        for row in conn.execute(f"PRAGMA {pragma}"):
+            rows.append(str(row[0]))
+    except sqlite3.Error as exc:
+        if sqlite_error_code(exc) == EX_INTEGRITY or rows not in ([], ["ok"]):
+            return rows + [f"{pragma} stopped: {exc}" if rows else str(exc)]
+        raise
+    return rows
 
 
 def is_sqlite_file(path: str | os.PathLike[str]) -> bool:

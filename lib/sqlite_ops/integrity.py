@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from sqlite_ops.catalog import iso_utc
-from sqlite_ops.common import EX_FAIL, EX_INTEGRITY, OpsError, sqlite_error_code
+from sqlite_ops.common import EX_FAIL, OpsError, check_rows
 
 # With mmap, integrity_check costs CPU only, not a pread() per page (measured:
 # 14.5 s -> 8.8 s for 800 MB), but the mapped file counts in the process's
@@ -96,16 +96,13 @@ class Background:
                     conn.execute(MMAP).fetchall()
                 if self._cancelled:
                     raise sqlite3.OperationalError("interrupted")  # as an interrupt ends it
-                self.rows = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+                self.rows = check_rows(conn, pragma)
             finally:
                 self._conn = None
                 conn.close()
-        except sqlite3.Error as exc:
-            if sqlite_error_code(exc) == EX_INTEGRITY:
-                self.rows = [str(exc)]
-            else:
-                self.error = OpsError(EX_FAIL, f"PRAGMA {pragma} could not run on {name}: "
-                                               f"{exc}; it neither found nor ruled out a problem")
+        except sqlite3.Error as exc:  # damage is a row of check_rows: this found nothing
+            self.error = OpsError(EX_FAIL, f"PRAGMA {pragma} could not run on {name}: "
+                                           f"{exc}; it neither found nor ruled out a problem")
         except BaseException as exc:  # raised by result(): never an empty verdict
             self.error = exc
 

@@ -37,6 +37,7 @@ from .common import (
     EX_INTEGRITY,
     EX_USAGE,
     OpsError,
+    check_rows,
     dir_problem,
     holders,
     hot_journal,
@@ -634,10 +635,8 @@ def _quick_check(conn: sqlite3.Connection | None, report: Report) -> list[str] |
     timeout, an I/O error): no verdict either way, so the last one stands."""
     assert conn is not None
     try:
-        return [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-    except sqlite3.DatabaseError as exc:
-        if sqlite_error_code(exc) == EX_INTEGRITY:
-            return [str(exc)]
+        return check_rows(conn)
+    except sqlite3.Error as exc:
         report.notes.append(f"PRAGMA quick_check could not run ({exc}): no verdict this time")
         return None
 
@@ -837,7 +836,7 @@ def health(db_path: str, quick_check: bool = False,
                 "SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
             info["journal_mode"] = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if quick_check:
-                rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+                rows = check_rows(conn)
                 info["quick_check"] = rows[:10]
                 if rows != ["ok"]:
                     info["status"] = "error"

@@ -78,6 +78,7 @@ from sqlite_ops.common import (
     OpsError,
     Writeback,
     abort_when_busy,
+    check_rows,
     free_bytes,
     fsync_path,
     holders,
@@ -1025,7 +1026,7 @@ def _check_own_copy(dst: sqlite3.Connection, target: str, expected: dict[str, in
     try:
         _one(dst, "SELECT count(*) FROM sqlite_schema")  # starts the read snapshot
         others = _one(dst, "PRAGMA data_version") != version_before
-        rows = [r[0] for r in dst.execute("PRAGMA quick_check").fetchall()]
+        rows = check_rows(dst)
         counts = table_counts(dst) if rows == ["ok"] else {}
     finally:
         dst.execute("COMMIT")
@@ -1443,7 +1444,7 @@ def check_restored(target: str, expected: dict[str, int], shown: str | None = No
     try:
         conn = sqlite3.connect(readonly_uri(target), uri=True, isolation_level=None)
         try:
-            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            rows = check_rows(conn)
             counts = table_counts(conn) if rows == ["ok"] else {}
         finally:
             conn.close()

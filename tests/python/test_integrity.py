@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from opsenv import blob_db, kill_writer_mid_transaction, slow_sqlite
+from opsenv import blob_db, index_out_of_step, kill_writer_mid_transaction, slow_sqlite
 
 from sqlite_ops import integrity
-from sqlite_ops.common import EX_FAIL, OpsError, readonly_uri
+from sqlite_ops.common import EX_FAIL, OpsError, check_rows, readonly_uri
 
 SHA = "a" * 64
 
@@ -142,3 +142,60 @@ def test_a_cancelled_check_stops_reading(tmp_path, monkeypatch):
     assert checker.rows is None  # stopped before its verdict
     with pytest.raises(OpsError):
         checker.result()
+
+
+class _InterruptedAfterFirstRow:
+    """A connection whose check is interrupted once it has given one row, as
+    an error after the first finding would stop it (an I/O error on the
+    damaged page, a signal)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str):
+        for row in self.conn.execute(sql):
+            yield row
+            self.conn.interrupt()
+
+    def __getattr__(self, name: str):
+        return getattr(self.conn, name)
+
+
+def test_damage_the_check_found_stands_when_an_error_then_stops_it(tmp_path):
+    """Rows of damage are the verdict, whatever stops the check after them:
+    dropping them for the error would make a damaged file "could not run"
+    (exit 1, retry) instead of damage (exit 4, do not use it)."""
+    db = index_out_of_step(tmp_path / "a.db")
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert len(check_rows(conn, "integrity_check")) > 1  # more was still to come
+        rows = check_rows(_InterruptedAfterFirstRow(conn), "integrity_check")
+    finally:
+        conn.close()
+    assert rows == ["row 3 missing from index t_v", "integrity_check stopped: interrupted"]
+    assert "missing from index" in integrity.summary(rows)
+
+
+def test_the_backups_check_keeps_damage_found_before_an_error_stopped_it(tmp_path,
+                                                                        monkeypatch):
+    """The check beside a backup's compression (and the drill's, verify's):
+    the damage it found is its verdict, not "could not run"."""
+    db = index_out_of_step(tmp_path / "a.db")
+    real = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect",
+                        lambda *args, **kwargs: _InterruptedAfterFirstRow(real(*args, **kwargs)))
+    rows = integrity.Background(str(db)).result()
+    assert rows[0] == "row 3 missing from index t_v" and "stopped: interrupted" in rows[-1]
+
+
+def test_a_check_stopped_before_any_finding_is_raised(tmp_path):
+    """The same error before any row found nothing: it is raised, for the
+    caller to say the check could not run."""
+    db = blob_db(tmp_path / "a.db", 10)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.set_progress_handler(lambda: 1, 1)  # interrupted at its first step
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+            check_rows(conn)
+    finally:
+        conn.close()
