@@ -439,9 +439,100 @@ def file_uri(path: str | os.PathLike[str], mode: str) -> str:
 # SQLite's lock bytes in the database file (os_unix.c): a writer holds a lock
 # on RESERVED (and PENDING on its way to EXCLUSIVE) from its first write to its
 # commit, so while any process holds either, a -journal beside the file is
-# that live writer's, not a killed one's.
+# that live writer's, not a killed one's. In WAL mode the writer holds the
+# WAL write lock in the -shm file instead.
 PENDING_BYTE = 0x40000000
 RESERVED_BYTE = PENDING_BYTE + 1
+WAL_WRITE_LOCK_BYTE = 120
+
+
+def _listed_locks(inode: int) -> list[tuple[int, str, int, int | None]] | None:
+    """The POSIX and OFD locks /proc/locks lists on the file ``inode``:
+    (pid, "READ" or "WRITE", first byte, last byte or None for EOF). None
+    when /proc/locks cannot be read. Only this PID namespace's processes are
+    listed. Matched by inode number alone: btrfs and overlayfs report another
+    device number in stat() than /proc/locks prints."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:  # "1: POSIX  ADVISORY  WRITE 1958 fe:00:2146320 1073741825 1073741825"
+        fields = line.split()
+        if len(fields) < 8 or fields[1] not in ("POSIX", "OFDLCK"):
+            continue  # "->" marks a process waiting for the lock, not holding it
+        try:
+            if int(fields[5].rsplit(":", 1)[1]) != inode:
+                continue
+            found.append((int(fields[4]), fields[3], int(fields[6]),
+                          None if fields[7] == "EOF" else int(fields[7])))
+        except (ValueError, IndexError):
+            continue
+    return found
+
+
+def _covers(lock: tuple[int, str, int, int | None], offset: int) -> bool:
+    return lock[2] <= offset and (lock[3] is None or lock[3] >= offset)
+
+
+def lock_held(path: str, offset: int, write_only: bool = False) -> bool | None:
+    """Whether another process holds a lock (with ``write_only``, a write
+    lock) on byte ``offset`` of ``path``, asked of the kernel with F_GETLK,
+    which answers for every process, in any PID namespace (a sidecar
+    container's application; /proc/locks lists only this namespace's). It only
+    asks; it never takes a lock.
+
+    Closing the descriptor it asks through drops every POSIX lock this process
+    holds on the file (SQLite's own connections' too). So where /proc/locks
+    shows this process holding one, it is not asked: None, as when the file
+    does not exist or cannot be opened."""
+    import struct
+
+    try:
+        inode = os.stat(path).st_ino
+        mine = [lock for lock in _listed_locks(inode) or [] if lock[0] == os.getpid()]
+        if mine:
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        # struct flock on Linux: short l_type, short l_whence, off_t l_start,
+        # off_t l_len, pid_t l_pid (+ padding).
+        kind = fcntl.F_RDLCK if write_only else fcntl.F_WRLCK  # what a lock there would clash with
+        query = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def writer_lock_held(db: str) -> bool | None:
+    """Whether any process holds a lock on ``db``'s RESERVED byte, or a write
+    lock on its PENDING byte (a live writer mid-transaction, or a process
+    rolling the journal back; a reader takes PENDING only as a read lock, for
+    a moment). Read from /proc/locks, which lists this process's own locks
+    too, then asked of the kernel (:func:`lock_held`), which sees a writer in
+    another PID namespace. None when neither can tell.
+
+    Another file with the same inode number holding SQLite's lock bytes at
+    the same moment only makes this answer "held" (the caller then leaves the
+    journal to SQLite)."""
+    try:
+        listed = _listed_locks(os.stat(db).st_ino)
+    except OSError:
+        return None
+    if any(_covers(lock, RESERVED_BYTE) or (_covers(lock, PENDING_BYTE) and lock[1] == "WRITE")
+           for lock in listed or []):
+        return True
+    asked = [lock_held(db, RESERVED_BYTE), lock_held(db, PENDING_BYTE, write_only=True)]
+    if any(asked):
+        return True
+    return False if listed is not None or None not in asked else None
+
 
 HOT_JOURNAL_ROLLED_BACK = ("rolled back the hot journal of {db} (a writer was killed "
                            "mid-transaction; its uncommitted changes were discarded, as SQLite "
@@ -459,44 +550,6 @@ def _journal_identity(journal: str) -> tuple[int, bytes] | None:
     except OSError:
         return None
     return (inode, header) if header[:1] not in (b"", b"\0") else None
-
-
-def writer_lock_held(db: str) -> bool | None:
-    """Whether any process holds a lock on ``db``'s RESERVED byte, or a write
-    lock on its PENDING byte (a live writer mid-transaction, or a process
-    rolling the journal back; a reader takes PENDING only as a read lock, for
-    a moment), read from /proc/locks: the database file itself is never
-    opened here, as a second descriptor of it closed would drop this process's
-    own locks on it. None when /proc/locks cannot be read.
-
-    Matched by inode number alone: btrfs and overlayfs report another device
-    number in stat() than /proc/locks prints, and another file with the same
-    inode number holding SQLite's lock bytes at the same moment only makes
-    this answer "held" (the caller then leaves the journal to SQLite). Locks of
-    processes in another PID namespace are not listed: sqlite-ops must run in
-    the application's (or the host's), as for the holder scan."""
-    try:
-        inode = os.stat(db).st_ino
-        with open("/proc/locks", encoding="ascii", errors="replace") as file:
-            lines = file.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:  # "1: POSIX  ADVISORY  WRITE 1958 fe:00:2146320 1073741825 1073741825"
-        fields = line.split()
-        if len(fields) < 8 or fields[1] not in ("POSIX", "OFDLCK"):
-            continue  # "->" marks a process waiting for the lock, not holding it
-        try:
-            if int(fields[5].rsplit(":", 1)[1]) != inode:
-                continue
-            start, end = int(fields[6]), fields[7]
-            stop = None if end == "EOF" else int(end)
-        except (ValueError, IndexError):
-            continue
-        reserved = start <= RESERVED_BYTE and (stop is None or stop >= RESERVED_BYTE)
-        pending = start <= PENDING_BYTE and (stop is None or stop >= PENDING_BYTE)
-        if reserved or (pending and fields[3] == "WRITE"):
-            return True
-    return False
 
 
 def hot_journal(path: str | os.PathLike[str]) -> bool:

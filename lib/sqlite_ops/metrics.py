@@ -36,12 +36,15 @@ from .common import (
     EX_FAIL,
     EX_INTEGRITY,
     EX_USAGE,
+    RESERVED_BYTE,
+    WAL_WRITE_LOCK_BYTE,
     OpsError,
     check_rows,
     dir_problem,
     holders,
     hot_journal,
     is_sqlite_file,
+    lock_held,
     quote_ident,
     readonly_uri,
     require_database,
@@ -105,12 +108,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "sqlite_integrity_quick_check_ok": (
         "gauge", "1 when the last db_metrics --integrity-check passed, 0 when it did not."),
 }
-
-# SQLite's lock bytes (os_unix.c): the write lock of a rollback-journal database
-# is the RESERVED byte of the database file; in WAL mode it is the first lock
-# slot of the -shm file.
-RESERVED_BYTE = 0x40000000 + 1
-WAL_WRITE_LOCK_BYTE = 120
 
 DEFAULT_QUERY_RUNS = 3
 DEFAULT_QUERY_TIME_LIMIT = 2.0  # seconds per query run; a slower run is cut short
@@ -695,30 +692,6 @@ def collect_processes(report: Report) -> None:
     if not complete:
         report.notes.append("processes of other users could not be inspected "
                             "(run as the application's user or root to count them)")
-
-
-def lock_held(path: str, offset: int) -> bool | None:
-    """True when another process holds a POSIX lock on byte ``offset`` of ``path``.
-
-    F_GETLK only asks; it never takes a lock. None when the file does not exist.
-    Must not run while this process holds SQLite locks on ``path``: closing the
-    descriptor would release them (POSIX lock semantics).
-    """
-    import fcntl
-    import struct
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        # struct flock on Linux: short l_type, short l_whence, off_t l_start,
-        # off_t l_len, pid_t l_pid (+ padding).
-        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
-    finally:
-        os.close(fd)
 
 
 def write_lock_held(db_path: str) -> bool:

@@ -55,6 +55,7 @@ from sqlite_ops.common import (
     EX_INTEGRITY,
     EX_USAGE,
     HOT_JOURNAL_ROLLED_BACK,
+    PENDING_BYTE,  # the page holding it is never used; a copy has zeros there
     OpsError,
     abort_when_busy,
     file_uri,
@@ -442,7 +443,6 @@ SNAPSHOT_METHODS = ("file", "backup-api")
 PIN_ATTEMPTS = 5
 _WAL_INDEX_BYTES = 136  # two 48-byte header copies, then the checkpoint info
 _WAL_INDEX_VERSION = 3007000
-PENDING_BYTE = 0x40000000  # the page holding it is never used; a copy has zeros there
 
 
 def _wal_index(shm_fd: int) -> tuple[bytes, int, int] | None:

@@ -409,3 +409,73 @@ def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, ki
     finally:
         locker.kill()
         locker.wait()
+
+
+def _in_a_pid_namespace_of_its_own(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` in a new PID namespace with its own /proc, as a
+    sidecar container runs beside the application: it sees none of this
+    namespace's processes, nor their locks in /proc/locks. Skipped, saying
+    why, where the kernel or the user may not make one."""
+    env = dict(os.environ, PYTHONPATH=common.REPO_ROOT_STR + "/lib")
+    for unshare in (["unshare", "--pid", "--fork", "--mount-proc"],
+                    ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]):
+        try:
+            proc = subprocess.run([*unshare, sys.executable, "-c", code, *args], env=env,
+                                  capture_output=True, text=True, timeout=60)
+        except FileNotFoundError:
+            pytest.skip("no unshare (util-linux): cannot make a PID namespace")
+        if proc.returncode == 0 or "Traceback" in proc.stderr:
+            return proc
+        why = proc.stderr.strip()
+    pytest.skip(f"cannot make a PID namespace here: {why}")
+
+
+@pytest.mark.parametrize("kind, byte, hot", [
+    ("read", 0x40000000, True),
+    ("write", 0x40000000, False),
+    ("read", 0x40000001, False),
+    ("write", 0x40000001, False),
+])
+def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind, byte, hot):
+    """A backup run from a sidecar container, whose /proc lists none of the
+    application's locks: the kernel still answers F_GETLK for every process,
+    so a live writer's journal is not taken for a killed one's (which a backup
+    would report as "rolled back the hot journal" after the writer's commit)."""
+    db = blob_db(tmp_path / "a.db", 1000)
+    kill_writer_mid_transaction(db)
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline() == "ready\n"
+        seen = _in_a_pid_namespace_of_its_own(
+            "import sys\nfrom sqlite_ops.common import _listed_locks, hot_journal\n"
+            "import os\nprint(len(_listed_locks(os.stat(sys.argv[1]).st_ino)), "
+            "hot_journal(sys.argv[1]))", str(db))
+    finally:
+        locker.kill()
+        locker.wait()
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split() == ["0", str(hot)]  # /proc/locks listed nothing; F_GETLK saw it
+
+
+def test_asking_for_locks_never_drops_this_process_own(tmp_path):
+    """Closing a second descriptor of a file drops every POSIX lock this
+    process holds on it: asking F_GETLK while one of this process's
+    connections holds a lock must not, or another process could then
+    checkpoint away the WAL it is reading."""
+    db = blob_db(tmp_path / "a.db", 100)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM t").fetchone()  # a read lock, held
+        inode = os.stat(db).st_ino
+        before = [lock for lock in common._listed_locks(inode) if lock[0] == os.getpid()]
+        assert before
+        assert common.lock_held(str(db), common.RESERVED_BYTE) is None  # not asked
+        assert common.writer_lock_held(str(db)) is False  # /proc/locks answered
+        after = [lock for lock in common._listed_locks(inode) if lock[0] == os.getpid()]
+        assert after == before
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
