@@ -443,6 +443,7 @@ def file_uri(path: str | os.PathLike[str], mode: str) -> str:
 # WAL write lock in the -shm file instead.
 PENDING_BYTE = 0x40000000
 RESERVED_BYTE = PENDING_BYTE + 1
+SHARED_SIZE = 510  # the readers' bytes, after RESERVED
 WAL_WRITE_LOCK_BYTE = 120
 
 
@@ -476,12 +477,12 @@ def _covers(lock: tuple[int, str, int, int | None], offset: int) -> bool:
     return lock[2] <= offset and (lock[3] is None or lock[3] >= offset)
 
 
-def lock_held(path: str, offset: int, write_only: bool = False) -> bool | None:
+def lock_held(path: str, offset: int, length: int = 1, write_only: bool = False) -> bool | None:
     """Whether another process holds a lock (with ``write_only``, a write
-    lock) on byte ``offset`` of ``path``, asked of the kernel with F_GETLK,
-    which answers for every process, in any PID namespace (a sidecar
-    container's application; /proc/locks lists only this namespace's). It only
-    asks; it never takes a lock.
+    lock) on ``length`` bytes of ``path`` from ``offset`` (0: to its end),
+    asked of the kernel with F_GETLK, which answers for every process, in any
+    PID namespace (a sidecar container's application; /proc/locks lists only
+    this namespace's). It only asks; it never takes a lock.
 
     Closing the descriptor it asks through drops every POSIX lock this process
     holds on the file (SQLite's own connections' too). So where /proc/locks
@@ -501,13 +502,24 @@ def lock_held(path: str, offset: int, write_only: bool = False) -> bool | None:
         # struct flock on Linux: short l_type, short l_whence, off_t l_start,
         # off_t l_len, pid_t l_pid (+ padding).
         kind = fcntl.F_RDLCK if write_only else fcntl.F_WRLCK  # what a lock there would clash with
-        query = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, 1, 0)
+        query = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, length, 0)
         answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
         return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def locked_elsewhere(db: str) -> bool:
+    """Whether another process, in any PID namespace, holds one of SQLite's
+    locks on ``db``: any of its lock bytes (a transaction under way), or any
+    byte of its -shm file, which a WAL-mode connection holds for as long as it
+    is open. The /proc scan (:func:`holders`) sees only this PID namespace; an
+    idle connection to a rollback-journal database holds no lock, and only
+    that scan finds it."""
+    return bool(lock_held(db, PENDING_BYTE, 2 + SHARED_SIZE)
+                or lock_held(db + "-shm", 0, 0))
 
 
 def writer_lock_held(db: str) -> bool | None:

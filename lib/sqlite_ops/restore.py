@@ -83,6 +83,7 @@ from sqlite_ops.common import (
     fsync_path,
     holders,
     hot_journal,
+    locked_elsewhere,
     quote_ident,
     readonly_uri,
     shell_command,
@@ -931,10 +932,16 @@ def prune_incident(backup_dir: str, db: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 
 
+UNSEEN_HOLDER = ("a process this one cannot see holds its locks (another PID namespace: "
+                 "a container)")
+
+
 def describe_holders(db: str) -> str:
     found, complete = holders([db] + [db + s for s in COMPANIONS])
     if found:
         text = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found)
+    elif locked_elsewhere(db):
+        text = UNSEEN_HOLDER
     else:
         text = "no process found"
     if not complete:
@@ -1307,7 +1314,7 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     progress.work_inode = (work_st.st_dev, work_st.st_ino)
     # Last, right before the rename: the narrowest window for a late opener.
     found, complete = holders([target] + [target + s for s in COMPANIONS])
-    if found:
+    if found or locked_elsewhere(target):
         raise OpsError(EX_BUSY, f"{target} cannot be restored into with SQLite and is open in "
                                 f"{describe_holders(target)}: replacing a file under an open "
                                 "process is undefined behaviour. Stop them and retry; nothing "
@@ -1343,10 +1350,12 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
         if not os.path.isfile(target):
             raise OpsError(EX_USAGE, f"not a regular file: {target}")
         # This process too: a connection it still has would keep the old file.
+        # And one this process cannot see: an application in another PID
+        # namespace (a container beside this one) shows only in its locks.
         found, complete = holders([target] + [target + s for s in COMPANIONS],
                                   include_self=True)
         try:
-            if found or not complete:
+            if found or not complete or locked_elsewhere(target):
                 applied = restore_into(report.work, target, busy_ms, expected, wanted_mode,
                                        progress, quiet)
             else:
@@ -1546,10 +1555,13 @@ def _open_in(db: str) -> list[str]:
     """Plan lines naming the processes that have ``db`` open, if any."""
     found, complete = holders([db] + [db + s for s in COMPANIONS])
     unseen = "" if complete else "; other users' processes unseen (only root sees them)"
-    if not found:
+    if not found and locked_elsewhere(db):
+        names, more = UNSEEN_HOLDER, ""
+    elif not found:
         return [] if complete else [f"  open in:  none of yours{unseen}"]
-    names = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found[:5])
-    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    else:
+        names = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
     return [f"  open in:  {names}{more}{unseen}",
             "            they read the restored data on their next query; anything they "
             "write after the safety backup is in neither it nor the restored database: "

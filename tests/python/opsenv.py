@@ -111,6 +111,28 @@ time.sleep(600)
 """
 
 
+def in_a_pid_namespace_of_its_own(argv: list[str], env: dict[str, str],
+                                  timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a new PID namespace with its own /proc, as a sidecar
+    container runs beside the application: it sees none of this namespace's
+    processes, in /proc/*/fd or in /proc/locks. Skipped, saying why, where the
+    kernel or the user may not make one (unprivileged, and no user namespaces)."""
+    import pytest
+
+    why = ""
+    for unshare in (["unshare", "--pid", "--fork", "--mount-proc"],
+                    ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]):
+        try:
+            probe = subprocess.run([*unshare, "true"], capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            pytest.skip("no unshare (util-linux): cannot make a PID namespace")
+        if probe.returncode == 0:
+            return subprocess.run([*unshare, *argv], env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+        why = probe.stderr.strip()
+    pytest.skip(f"cannot make a PID namespace here: {why}")
+
+
 def kill_writer_mid_transaction(db: Path | str) -> None:
     """A real writer of the rollback-journal database ``db`` (rows in a table
     ``t(id INTEGER PRIMARY KEY, v BLOB)``), killed with SIGKILL with half its

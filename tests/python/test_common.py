@@ -9,7 +9,12 @@ import sys
 import time
 
 import pytest
-from opsenv import blob_db, content_digest, kill_writer_mid_transaction
+from opsenv import (
+    blob_db,
+    content_digest,
+    in_a_pid_namespace_of_its_own,
+    kill_writer_mid_transaction,
+)
 
 from sqlite_ops import common
 from sqlite_ops.common import (
@@ -411,25 +416,6 @@ def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, ki
         locker.wait()
 
 
-def _in_a_pid_namespace_of_its_own(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` in a new PID namespace with its own /proc, as a
-    sidecar container runs beside the application: it sees none of this
-    namespace's processes, nor their locks in /proc/locks. Skipped, saying
-    why, where the kernel or the user may not make one."""
-    env = dict(os.environ, PYTHONPATH=common.REPO_ROOT_STR + "/lib")
-    for unshare in (["unshare", "--pid", "--fork", "--mount-proc"],
-                    ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]):
-        try:
-            proc = subprocess.run([*unshare, sys.executable, "-c", code, *args], env=env,
-                                  capture_output=True, text=True, timeout=60)
-        except FileNotFoundError:
-            pytest.skip("no unshare (util-linux): cannot make a PID namespace")
-        if proc.returncode == 0 or "Traceback" in proc.stderr:
-            return proc
-        why = proc.stderr.strip()
-    pytest.skip(f"cannot make a PID namespace here: {why}")
-
-
 @pytest.mark.parametrize("kind, byte, hot", [
     ("read", 0x40000000, True),
     ("write", 0x40000000, False),
@@ -447,10 +433,11 @@ def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind
                               stdout=subprocess.PIPE, text=True)
     try:
         assert locker.stdout.readline() == "ready\n"
-        seen = _in_a_pid_namespace_of_its_own(
-            "import sys\nfrom sqlite_ops.common import _listed_locks, hot_journal\n"
-            "import os\nprint(len(_listed_locks(os.stat(sys.argv[1]).st_ino)), "
-            "hot_journal(sys.argv[1]))", str(db))
+        seen = in_a_pid_namespace_of_its_own(
+            [sys.executable, "-c", "import os, sys\n"
+             "from sqlite_ops.common import _listed_locks, hot_journal\n"
+             "print(len(_listed_locks(os.stat(sys.argv[1]).st_ino)), hot_journal(sys.argv[1]))",
+             str(db)], dict(os.environ, PYTHONPATH=common.REPO_ROOT_STR + "/lib"))
     finally:
         locker.kill()
         locker.wait()

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import blob_db, kill_writer_mid_transaction, make_db
+from opsenv import (
+    SCRIPTS,
+    blob_db,
+    in_a_pid_namespace_of_its_own,
+    kill_writer_mid_transaction,
+    make_db,
+    ops_env,
+    run,
+)
 
 from sqlite_ops import catalog, common, hashing, restore, restore_flow
 from sqlite_ops.common import EX_BUSY, EX_FAIL, EX_USAGE, EX_VERIFY, REPO_ROOT, OpsError
@@ -1244,6 +1252,61 @@ def test_an_application_with_it_open_keeps_its_file(world):
     finally:
         app.kill()
     assert seen.strip() == "50"  # the application's own connection sees the restore
+
+
+APP = """
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('SELECT 1 FROM devices').fetchall()
+print('open', flush=True)
+sys.stdin.readline()
+print(c.execute('SELECT count(*) FROM devices').fetchone()[0])
+"""
+
+
+def test_a_restore_from_a_container_of_its_own_keeps_the_applications_file(tmp_path):
+    """restore_database.sh run in a PID namespace of its own (a sidecar
+    container) sees no process with the database open in /proc, but the
+    application's WAL connection holds its locks: the restore writes into that
+    very file, never renames a new one under it (where the application would
+    go on reading, and writing, the replaced file)."""
+    db = make_db(tmp_path / "app.db")
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"))
+    proc = run("backup_database.sh", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stderr
+    subprocess.run(["sqlite3", str(db), "DELETE FROM services; DELETE FROM devices;"], check=True)
+    app = subprocess.Popen([sys.executable, "-c", APP, str(db)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "open"
+        before = os.stat(db).st_ino
+        proc = in_a_pid_namespace_of_its_own(
+            [str(SCRIPTS / "restore_database.sh"), "--yes", "--quiet", "latest"], env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert os.stat(db).st_ino == before
+        seen, _ = app.communicate("\n", timeout=30)
+    finally:
+        app.kill()
+    assert seen.strip() == "50"  # the application's own connection sees the restore
+
+
+def test_the_plan_says_an_application_it_cannot_see_has_the_database_open(tmp_path,
+                                                                         monkeypatch):
+    """What the operator is shown before yes, from a container of its own
+    (the /proc scan finds nobody): the database is open all the same."""
+    db = make_db(tmp_path / "app.db")
+    monkeypatch.setattr(restore, "holders", lambda paths, include_self=False: ([], True))
+    assert restore._open_in(str(db)) == []
+    app = subprocess.Popen([sys.executable, "-c", APP, str(db)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "open"
+        lines = restore._open_in(str(db))
+        assert "another PID namespace" in restore.describe_holders(str(db))
+    finally:
+        app.kill()
+        app.wait()
+    assert lines[0] == f"  open in:  {restore.UNSEEN_HOLDER}"
 
 
 def test_a_process_that_opens_the_old_file_mid_replace_is_named(world, monkeypatch):
