@@ -45,6 +45,7 @@ from .common import (
     hot_journal,
     is_sqlite_file,
     lock_held,
+    locked_elsewhere,
     quote_ident,
     readonly_uri,
     require_database,
@@ -692,6 +693,9 @@ def collect_processes(report: Report) -> None:
     if not complete:
         report.notes.append("processes of other users could not be inspected "
                             "(run as the application's user or root to count them)")
+    if not found and locked_elsewhere(db):
+        report.notes.append("a process in another PID namespace (a container) holds the "
+                            "database's locks: sqlite_open_processes counts only this one's")
 
 
 def write_lock_held(db_path: str) -> bool:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from opsenv import in_a_pid_namespace_of_its_own
 from promparse import prom_samples
 
 from sqlite_ops import metrics
@@ -314,6 +315,34 @@ def test_open_processes_are_counted(db: Path) -> None:
     finally:
         for reader in readers:
             release(reader)
+
+
+SCRAPE_HERE = """
+import json, sys
+from sqlite_ops import metrics
+report = metrics.collect(sys.argv[1])
+print(json.dumps([report.value("sqlite_open_processes"), report.value("sqlite_write_lock_held"),
+                  report.notes]))
+"""
+
+
+def test_a_scrape_from_a_container_of_its_own_still_sees_the_applications_locks(
+        tmp_path: Path) -> None:
+    """A scrape in a PID namespace of its own counts none of the application's
+    processes (/proc shows none of them) but sees its write lock, and says why
+    the count is 0."""
+    db = odd_names_db(tmp_path / "dash.db")
+    writer = hold(db, "BEGIN IMMEDIATE; INSERT INTO devices (ip) VALUES ('x')")
+    try:
+        proc = in_a_pid_namespace_of_its_own(
+            [sys.executable, "-c", SCRAPE_HERE, str(db)],
+            dict(os.environ, PYTHONPATH=str(REPO_ROOT / "lib")))
+    finally:
+        release(writer)
+    assert proc.returncode == 0, proc.stderr
+    processes, write_lock, notes = json.loads(proc.stdout)
+    assert (processes, write_lock) == (0, 1)
+    assert any("another PID namespace" in note for note in notes), notes
 
 
 def test_missing_and_non_sqlite_files_are_usage_errors(tmp_path: Path) -> None:
