@@ -58,6 +58,7 @@ from sqlite_ops.common import (
     PENDING_BYTE,  # the page holding it is never used; a copy has zeros there
     OpsError,
     abort_when_busy,
+    check_rows,
     file_uri,
     fsync_path,
     quote_ident,
@@ -592,7 +593,7 @@ def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
 
     def examine() -> None:
         try:
-            found["rows"] = [row[0] for row in conn.execute(f"PRAGMA {pragma}")]
+            found["rows"] = check_rows(conn, pragma)
             if found["rows"] == ["ok"]:
                 found["described"] = describe_connection(conn, fk_accept,
                                                          f"cannot read {source}")
