@@ -491,11 +491,13 @@ def lock_held(path: str, offset: int, length: int = 1, write_only: bool = False)
     import struct
 
     try:
-        inode = os.stat(path).st_ino
-        mine = [lock for lock in _listed_locks(inode) or [] if lock[0] == os.getpid()]
-        if mine:
+        st = os.stat(path)
+        mine = [lock for lock in _listed_locks(st.st_ino) or [] if lock[0] == os.getpid()]
+        if mine or not stat.S_ISREG(st.st_mode):
             return None
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # (a symlink is followed, as SQLite follows it; a FIFO planted there
+        # must not block the open)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         return None
     try:

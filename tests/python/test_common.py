@@ -445,6 +445,26 @@ def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind
     assert seen.stdout.split() == ["0", str(hot)]  # /proc/locks listed nothing; F_GETLK saw it
 
 
+def test_a_lock_is_asked_through_a_symlink_and_never_of_a_fifo(tmp_path):
+    """DB_PATH is often a symlink into a volume: its locks are the target's. A
+    FIFO planted at a path is no database, and opening it must not hang."""
+    db = blob_db(tmp_path / "a.db", 10)
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), "write",
+                               str(common.RESERVED_BYTE)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline() == "ready\n"
+        assert common.lock_held(str(link), common.RESERVED_BYTE) is True
+        assert common.writer_lock_held(str(link)) is True
+    finally:
+        locker.kill()
+        locker.wait()
+    assert common.lock_held(str(link), common.RESERVED_BYTE) is False
+    os.mkfifo(tmp_path / "fifo")
+    assert common.lock_held(str(tmp_path / "fifo"), 0) is None
+
+
 def test_asking_for_locks_never_drops_this_process_own(tmp_path):
     """Closing a second descriptor of a file drops every POSIX lock this
     process holds on it: asking F_GETLK while one of this process's
