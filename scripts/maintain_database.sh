@@ -178,19 +178,22 @@ journal_mode() { sqlite_ro "$DB" "PRAGMA journal_mode;"; }
 # keeps it in its low byte), or, from a CLI that prints no code, the code of
 # SQLite's own message ending the line. Fails when TEXT holds no such line.
 # Only that line, and only SQLite's words: a path may hold any word.
+CLI_ERROR_LINE='^(Error: |(Parse|Runtime) error near line [0-9]+: )'
 cli_error_code() {
   local line
   while IFS= read -r line; do
-    [[ $line == "Error: "* || $line =~ ^(Parse|Runtime)\ error\ near\ line\ [0-9]+:\  ]] || continue
+    [[ $line =~ $CLI_ERROR_LINE ]] || continue
     if [[ $line =~ \(([0-9]+)\)$ ]]; then
       echo $((BASH_REMATCH[1] & 255))
       return 0
     fi
     case $line in
+      *'unable to open database "'*) echo 14 ;; # SQLITE_CANTOPEN: the rest is a path's
       *": database is locked") echo 5 ;;
       *": database table is locked" | *": database table is locked: "* | *": database schema is locked: "*) echo 6 ;;
       *": database disk image is malformed" | *": malformed database schema ("*) echo 11 ;;
       *": file is not a database") echo 26 ;;
+      *": attempt to write a readonly database") echo 8 ;;
       *) echo 1 ;;
     esac
     return 0
@@ -292,12 +295,13 @@ check_failed() {
   local what=$1 rows=$2 rc=${3:-}
   # The CLI's own "Error: ..." line (SQLite stopped the check) is no row of it.
   local found stopped=""
-  found=$(printf '%s\n' "$rows" | grep -vc '^Error: ') || true
+  found=$(printf '%s\n' "$rows" | grep -vcE "$CLI_ERROR_LINE") || true
   if [[ -z $rc ]]; then # the sqlite3 CLI: its words say which
-    if is_busy_error "$rows"; then
-      rc=$EX_BUSY
-    elif ((found > 0)) || is_damage_error "$rows"; then
+    # Rows of damage stand whatever error then stopped the check (a lock too).
+    if ((found > 0)) || is_damage_error "$rows"; then
       rc=$EX_INTEGRITY
+    elif is_busy_error "$rows"; then
+      rc=$EX_BUSY
     else
       rc=$EX_FAIL
     fi
@@ -315,13 +319,13 @@ check_failed() {
       if ((found == 0)); then
         TASK_DETAIL="$what: SQLite calls the file damaged (${rows#Error: })"
       else
-        printf '%s\n' "$rows" | grep -q '^Error: ' && stopped=", then SQLite stopped it with an error"
+        cli_error_code "$rows" >/dev/null && stopped=", then SQLite stopped it with an error"
         TASK_DETAIL="$what found a problem ($found rows$stopped; the first follow)"
       fi
       ;;
     *)
       TASK_DETAIL="$what could not run, so it neither found nor ruled out a problem: $(printf '%s' "${rows#Error: }" | tr '\n' ' ')"
-      if [[ $rows == *readonly* && -s $DB-journal ]]; then
+      if [[ $(cli_error_code "$rows") == 8 && -s $DB-journal ]]; then # SQLITE_READONLY
         TASK_DETAIL+=" (a writer was killed mid-transaction after this run rolled back its journal: the next run rolls this one back)"
       fi
       rc=$EX_FAIL

@@ -392,6 +392,18 @@ PY
   not_busy 'Error: unable to open database "/srv/SQLITE_BUSY database is locked": unable to open database file'
   not_busy 'Error: in prepare, database disk image is malformed (11)'
   not_busy 'database is locked' # a value the statement printed, not its error line
+  not_busy 'Error: unable to open database "/srv/x: database table is locked: t": unable to open database file'
+  not_damage() { if is_damage_error "$1"; then echo "called damage: $1" >&2; return 1; fi; }
+  not_damage 'Error: unable to open database "/srv/x: malformed database schema (y": disk I/O error'
+}
+
+@test "check: rows of damage stand when a lock then stops the check (4, not 75)" {
+  # shellcheck source=scripts/maintain_database.sh
+  source "$MAINTAIN" || true
+  local rc=0
+  check_failed integrity_check $'row 3 missing from index t_v\nError: stepping, database is locked (5)' || rc=$?
+  assert_equal "$rc" 4
+  assert_contains "$TASK_DETAIL" "integrity_check found a problem (1 rows, then SQLite stopped it with an error"
 }
 
 @test "check: a database that cannot be opened, at a path holding SQLite's lock words, is exit 1, not 75" {
