@@ -120,6 +120,11 @@ RCLONE_DEFAULTS = (
 _UNREACHABLE = ("dial tcp", "connection refused", "no route to host", "i/o timeout",
                 "no such host", "connection reset", "connection lost", "broken pipe",
                 "network is unreachable", "eof", "timeout", "temporary failure")
+# What is not there (a listing of it is empty, a deletion of it is done). Not
+# rclone's notice 'Config file "..." not found - using defaults'.
+_MISSING = ("directory not found", "object not found", "file not found", "404 not found")
+# A name that cannot be resolved now says nothing else about the remote.
+_UNREACHABLE_FIRST = ("temporary failure in name resolution",)
 _CREDENTIALS = ("unable to authenticate", "permission denied (publickey",
                 "authentication failed", "access denied", "invalidaccesskeyid",
                 "signaturedoesnotmatch", "unauthorized", "403 forbidden",
@@ -128,7 +133,7 @@ _CONFIG = ("didn't find section in config file", "config file not found",
            "unknown backend", "failed to load config")
 _HOST_KEY = ("knownhosts", "key mismatch", "host key")
 _FULL = ("no space left", "quota", "disk full", "insufficient storage", "507",
-         "ssh_fx_failure", "failure")
+         "ssh_fx_failure")
 _SECRET_KEY = re.compile(r"^RCLONE_CONFIG_\w*(PASS|PASSWORD|SECRET|KEY|TOKEN|SALT)\w*$")
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_. -]*$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -210,26 +215,49 @@ def _last_error(stderr: str) -> str:
     return re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+", "", scrub(text))
 
 
+def _said(words: tuple[str, ...], text: str) -> bool:
+    """Whether ``text`` holds one of ``words`` as a word of its own: "eof" is
+    not in "geofence", nor "507" in a backup named ``..._20260507_...``."""
+    return re.search(r"(?<![a-z0-9_])(?:" + "|".join(map(re.escape, words)) + r")(?![a-z0-9_])",
+                     text) is not None
+
+
+def _rclones_words(stderr: str) -> str:
+    """rclone's own words in its messages, lowercased: without the names it
+    quotes (``"remote:path"``) or logs a line about (``ERROR : name: ...``),
+    which are the user's and may hold any word ("timeout", "failure")."""
+    lines = []
+    for line in stderr.lower().splitlines():
+        line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+", "", line)
+        line = re.sub(r"^(error|notice|info|debug|critical)\s*: [^:]*: ", r"\1 : ", line)
+        lines.append(re.sub(r'"[^"]*"', '""', line))
+    return "\n".join(lines)
+
+
 def classify(remote: str, what: str, stderr: str, code: int) -> OpsError:
-    """An rclone failure as the contract's exit code and one clear line."""
+    """An rclone failure as the contract's exit code and one clear line, told
+    from rclone's own words in it, never from a file or remote name."""
     detail = _last_error(stderr)
-    lowered = stderr.lower()
+    lowered = _rclones_words(stderr)
+    if _said(_UNREACHABLE_FIRST, lowered):
+        return Unreachable(f"{remote}: {what}: cannot reach the remote ({detail}); nothing "
+                           "local was changed; the next run catches up")
     if any(word in lowered for word in _CONFIG):
         return OpsError(EX_USAGE, f"{remote}: {what}: {detail}; check the remote's name in "
                                   "OFFSITE_REMOTES and rclone's config (RCLONE_CONFIG, "
                                   "`rclone config file`)")
-    if any(word in lowered for word in _HOST_KEY):
+    if _said(_HOST_KEY, lowered):
         return OpsError(EX_USAGE, f"{remote}: {what}: the server's host key is not the one "
                                   f"known for it ({detail}); check that it is the right "
                                   "server before trusting its new key; nothing was sent")
-    if any(word in lowered for word in _CREDENTIALS):
+    if _said(_CREDENTIALS, lowered):
         return OpsError(EX_USAGE, f"{remote}: {what}: the remote refused the credentials "
                                   f"({detail}); fix them with `rclone config`; nothing "
                                   "local was changed")
-    if any(word in lowered for word in _FULL) and "connection" not in lowered:
+    if _said(_FULL, lowered) and "connection" not in lowered:
         return OpsError(EX_FAIL, f"{remote}: {what}: {detail} (is the remote full?); the "
                                  "half-written copy never counts; nothing local was changed")
-    if any(word in lowered for word in _UNREACHABLE) or code == 5:
+    if _said(_UNREACHABLE, lowered) or code == 5:
         return Unreachable(f"{remote}: {what}: cannot reach the remote ({detail}); nothing "
                            "local was changed; the next run catches up")
     return OpsError(EX_FAIL, f"{remote}: {what}: rclone exit {code}: {detail}; nothing local "
@@ -267,7 +295,7 @@ class Rclone:
         if proc.returncode == 0:
             return proc
         # 3: directory not found, 4: file not found.
-        if missing_ok and (proc.returncode in (3, 4) or "not found" in stderr.lower()):
+        if missing_ok and (proc.returncode in (3, 4) or _said(_MISSING, _rclones_words(stderr))):
             return proc
         raise classify(remote, what, stderr, proc.returncode)
 
@@ -498,7 +526,7 @@ class RcloneDaemon(Rclone):
             raise OpsError(EX_FAIL, f"{remote}: {what}: rclone's remote control stopped "
                                     f"answering ({getattr(exc, 'reason', exc)}; "
                                     f"{_last_error(log)}); nothing local was changed") from None
-        if missing_ok and (status == 404 or "not found" in message.lower()):
+        if missing_ok and (status == 404 or _said(_MISSING, _rclones_words(message))):
             return None
         raise classify(remote, what, message, 1)
 

@@ -762,6 +762,54 @@ def test_sftp_copy_is_checked_with_the_backends_strongest_hash(tmp_path, sshd):
     assert (store / w.host / DB_NAME / backup.name).read_bytes() == backup.read_bytes()
 
 
+LOGGED = "2026/12/03 10:00:00 ERROR : "
+
+
+@pytest.mark.parametrize("stderr, code, said", [
+    # A name holding a word of rclone's never decides: the files are the user's.
+    (LOGGED + "geofence_20261203_100000.db.zst: Failed to copy: permission denied", 1,
+     "rclone exit 1"),
+    (LOGGED + "dash_20260507_101010.db.zst: Failed to copy: ssh: unexpected packet", 1,
+     "rclone exit 1"),
+    ('Failed to create file system for "nas:backups/failure": bad', 1, "rclone exit 1"),
+    (LOGGED + "timeout quota.db.zst: Failed to copy: object not writable", 1, "rclone exit 1"),
+    # rclone's own words do.
+    (LOGGED + "Attempt 1/1 failed with 1 errors and: dial tcp: lookup nas.example: "
+     "Temporary failure in name resolution", 75, "cannot reach the remote"),
+    (LOGGED + "dash.db.zst: Failed to copy: unexpected EOF", 75, "cannot reach the remote"),
+    (LOGGED + 'dash.db.zst: Failed to copy: sftp: "Failure" (SSH_FX_FAILURE)', 1,
+     "is the remote full?"),
+    (LOGGED + "dash.db.zst: Failed to copy: 507 Insufficient Storage", 1, "is the remote full?"),
+])
+def test_an_rclone_failure_is_told_by_rclones_words_never_by_a_name(stderr, code, said):
+    """An unreachable remote is exit 75, which the units count as success (the
+    next run catches up): a backup named for a word of rclone's ("geofence"
+    holds "eof") must not turn a refused upload into one, nor a date holding
+    "507" into "is the remote full?"."""
+    error = offsite.classify("nas", "upload", stderr, 1)
+    assert (error.code, said in error.message) == (code, True), error.message
+
+
+def test_a_failed_listing_is_never_read_as_an_empty_remote(tmp_path, monkeypatch):
+    """rclone says 'Config file "..." not found - using defaults' whenever the
+    remotes come from RCLONE_CONFIG_* variables: that is no missing directory,
+    and a listing that then failed must fail, not read as a remote holding
+    nothing (the sync would send every backup again, and count deletions of
+    files it never reached as done)."""
+    fake = tmp_path / "rclone"
+    fake.write_text("#!/bin/sh\n"
+                    "echo '2026/12/03 10:00:00 NOTICE: Config file \"/root/.config/rclone/"
+                    "rclone.conf\" not found - using defaults' >&2\n"
+                    "echo '2026/12/03 10:00:01 ERROR : : error listing: ssh: handshake failed: "
+                    "knownhosts: key mismatch' >&2\nexit \"${FAKE_EXIT:-1}\"\n")
+    fake.chmod(0o755)
+    with pytest.raises(offsite.OpsError) as caught:
+        offsite.Rclone(str(fake)).listing("nas", "sqlite-ops/host")
+    assert "host key" in caught.value.message
+    monkeypatch.setenv("FAKE_EXIT", "3")  # rclone's own "directory not found"
+    assert offsite.Rclone(str(fake)).listing("nas", "sqlite-ops/host") == {}
+
+
 def test_an_unreachable_remote_is_exit_75_and_touches_nothing_local(tmp_path, sshd):
     w = sftp_world(tmp_path, sshd)
     w.backup()
