@@ -473,79 +473,112 @@ def _listed_locks(inode: int) -> list[tuple[int, str, int, int | None]] | None:
     return found
 
 
-def _covers(lock: tuple[int, str, int, int | None], offset: int) -> bool:
-    return lock[2] <= offset and (lock[3] is None or lock[3] >= offset)
+def _self_pid() -> int:
+    """This process's PID as /proc (and so /proc/locks) numbers it, which is
+    not os.getpid() where /proc belongs to another PID namespace."""
+    try:
+        return int(os.readlink("/proc/self"))
+    except (OSError, ValueError):
+        return os.getpid()
 
 
-def lock_held(path: str, offset: int, length: int = 1, write_only: bool = False) -> bool | None:
-    """Whether another process holds a lock (with ``write_only``, a write
-    lock) on ``length`` bytes of ``path`` from ``offset`` (0: to its end),
-    asked of the kernel with F_GETLK, which answers for every process, in any
+# A lock span asked about: (first byte, length (0: to the end), write locks only).
+Span = tuple[int, int, bool]
+
+
+def _overlaps(lock: tuple[int, str, int, int | None], span: Span) -> bool:
+    offset, length, write_only = span
+    if write_only and lock[1] != "WRITE":
+        return False
+    return ((length == 0 or lock[2] <= offset + length - 1)
+            and (lock[3] is None or lock[3] >= offset))
+
+
+# Descriptors that must never be closed (see locks_held).
+_KEPT_OPEN: list[int] = []
+
+
+def locks_held(path: str, spans: list[Span]) -> bool | None:
+    """Whether another process holds a lock on any of ``spans`` of ``path``
+    (with a span's write_only, a write lock): first from /proc/locks, then
+    asked of the kernel with F_GETLK, which answers for every process in any
     PID namespace (a sidecar container's application; /proc/locks lists only
     this namespace's). It only asks; it never takes a lock.
 
-    Closing the descriptor it asks through drops every POSIX lock this process
-    holds on the file (SQLite's own connections' too). So where /proc/locks
-    shows this process holding one, it is not asked: None, as when the file
-    does not exist or cannot be opened."""
+    Asking means opening the file, and closing that descriptor drops every
+    POSIX lock this process holds on it (SQLite's own connections' too). So
+    where /proc/locks shows this process holding one, only the listing
+    answers; where it cannot be read (this process's locks unknown), None, as
+    for a file that does not exist or is no regular file. No other thread of
+    this process may open the file meanwhile (the callers: one operation, or
+    the metrics server's one reader at a time)."""
     import struct
 
     try:
-        st = os.stat(path)
-        mine = [lock for lock in _listed_locks(st.st_ino) or [] if lock[0] == os.getpid()]
-        if mine or not stat.S_ISREG(st.st_mode):
-            return None
-        # (a symlink is followed, as SQLite follows it; a FIFO planted there
+        before = os.stat(path)
+    except OSError:
+        return None
+    listed = _listed_locks(before.st_ino) if stat.S_ISREG(before.st_mode) else None
+    if listed is None:
+        return None
+    me = _self_pid()
+    if any(lock[0] != me and _overlaps(lock, span) for lock in listed for span in spans):
+        return True
+    if any(lock[0] == me for lock in listed):
+        return False  # the listing's answer: asking could drop this process's locks
+    try:
+        # (a symlink is followed, as SQLite follows it; a FIFO swapped in
         # must not block the open)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
-        return None
+        return False
     try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
+            _KEPT_OPEN.append(fd)  # replaced meanwhile: this process may hold locks on it
+            fd = -1
+            return False
         # struct flock on Linux: short l_type, short l_whence, off_t l_start,
         # off_t l_len, pid_t l_pid (+ padding).
-        kind = fcntl.F_RDLCK if write_only else fcntl.F_WRLCK  # what a lock there would clash with
-        query = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, length, 0)
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+        for offset, length, write_only in spans:
+            kind = fcntl.F_RDLCK if write_only else fcntl.F_WRLCK  # what would clash with it
+            query = struct.pack("hhqqi4x", kind, os.SEEK_SET, offset, length, 0)
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+            if struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK:
+                return True
+        return False
     except OSError:
-        return None
+        return False
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
 
 
-def locked_elsewhere(db: str) -> bool:
+def sqlite_locks_held(db: str) -> bool | None:
     """Whether another process, in any PID namespace, holds one of SQLite's
     locks on ``db``: any of its lock bytes (a transaction under way), or any
     byte of its -shm file, which a WAL-mode connection holds for as long as it
-    is open. The /proc scan (:func:`holders`) sees only this PID namespace; an
+    is open. What the /proc scan (:func:`holders`) cannot see: a process in
+    another PID namespace, or another user's when this one is not root. An
     idle connection to a rollback-journal database holds no lock, and only
     that scan finds it."""
-    return bool(lock_held(db, PENDING_BYTE, 2 + SHARED_SIZE)
-                or lock_held(db + "-shm", 0, 0))
+    in_file = locks_held(db, [(PENDING_BYTE, 2 + SHARED_SIZE, False)])
+    if in_file or locks_held(db + "-shm", [(0, 0, False)]):  # (no -shm: not in WAL mode)
+        return True
+    return in_file
 
 
 def writer_lock_held(db: str) -> bool | None:
-    """Whether any process holds a lock on ``db``'s RESERVED byte, or a write
-    lock on its PENDING byte (a live writer mid-transaction, or a process
-    rolling the journal back; a reader takes PENDING only as a read lock, for
-    a moment). Read from /proc/locks, which lists this process's own locks
-    too, then asked of the kernel (:func:`lock_held`), which sees a writer in
-    another PID namespace. None when neither can tell.
+    """Whether any other process holds a lock on ``db``'s RESERVED byte, or a
+    write lock on its PENDING byte (a live writer mid-transaction, or a
+    process rolling the journal back; a reader takes PENDING only as a read
+    lock, for a moment), in any PID namespace (:func:`locks_held`). None when
+    it cannot be told.
 
-    Another file with the same inode number holding SQLite's lock bytes at
-    the same moment only makes this answer "held" (the caller then leaves the
-    journal to SQLite)."""
-    try:
-        listed = _listed_locks(os.stat(db).st_ino)
-    except OSError:
-        return None
-    if any(_covers(lock, RESERVED_BYTE) or (_covers(lock, PENDING_BYTE) and lock[1] == "WRITE")
-           for lock in listed or []):
-        return True
-    asked = [lock_held(db, RESERVED_BYTE), lock_held(db, PENDING_BYTE, write_only=True)]
-    if any(asked):
-        return True
-    return False if listed is not None or None not in asked else None
+    /proc/locks matches by inode number alone: another file with the same
+    inode number holding SQLite's lock bytes at the same moment only makes
+    this answer "held" (the caller then leaves the journal to SQLite)."""
+    return locks_held(db, [(RESERVED_BYTE, 1, False), (PENDING_BYTE, 1, True)])
 
 
 HOT_JOURNAL_ROLLED_BACK = ("rolled back the hot journal of {db} (a writer was killed "

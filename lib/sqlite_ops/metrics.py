@@ -44,12 +44,12 @@ from .common import (
     holders,
     hot_journal,
     is_sqlite_file,
-    lock_held,
-    locked_elsewhere,
+    locks_held,
     quote_ident,
     readonly_uri,
     require_database,
     sqlite_error_code,
+    sqlite_locks_held,
 )
 from .promfile import escape_label, family
 
@@ -693,22 +693,27 @@ def collect_processes(report: Report) -> None:
     if not complete:
         report.notes.append("processes of other users could not be inspected "
                             "(run as the application's user or root to count them)")
-    if not found and locked_elsewhere(db):
-        report.notes.append("a process in another PID namespace (a container) holds the "
-                            "database's locks: sqlite_open_processes counts only this one's")
+    if not found and sqlite_locks_held(db):
+        who = "in another PID namespace (a container)" if complete else "this scrape cannot see"
+        report.notes.append(f"a process {who} holds the database's SQLite locks: "
+                            "sqlite_open_processes counts only the processes it can see")
 
 
-def write_lock_held(db_path: str) -> bool:
-    """A writer is active: the WAL write lock (-shm) or the RESERVED byte is held."""
-    return bool(lock_held(db_path + "-shm", WAL_WRITE_LOCK_BYTE)
-                or lock_held(db_path, RESERVED_BYTE))
+def write_lock_held(db_path: str) -> bool | None:
+    """A writer is active: the WAL write lock (-shm) or the RESERVED byte is
+    held. None when it cannot be told (the database's answer is unknown)."""
+    if locks_held(db_path + "-shm", [(WAL_WRITE_LOCK_BYTE, 1, False)]):
+        return True
+    return locks_held(db_path, [(RESERVED_BYTE, 1, False)])
 
 
 def collect_write_lock(report: Report) -> None:
-    try:
-        report.add("sqlite_write_lock_held", int(write_lock_held(report.db_path)))
-    except OSError as exc:
-        report.notes.append(f"write lock not probed: {exc}")
+    held = write_lock_held(report.db_path)
+    if held is None:
+        report.notes.append("write lock not probed: /proc/locks cannot be read, or the "
+                            "database is no regular file")
+        return
+    report.add("sqlite_write_lock_held", int(held))
 
 
 # ---------------------------------------------------------------------------

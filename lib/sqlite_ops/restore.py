@@ -83,11 +83,11 @@ from sqlite_ops.common import (
     fsync_path,
     holders,
     hot_journal,
-    locked_elsewhere,
     quote_ident,
     readonly_uri,
     shell_command,
     sqlite_error_code,
+    sqlite_locks_held,
     tool_complaint,
 )
 from sqlite_ops.migration_files import parse_filename
@@ -932,16 +932,19 @@ def prune_incident(backup_dir: str, db: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------
 
 
-UNSEEN_HOLDER = ("a process this one cannot see holds its locks (another PID namespace: "
-                 "a container)")
+def unseen_holder(complete: bool) -> str:
+    """Who holds the database's SQLite locks when the /proc scan found nobody."""
+    who = ("one in another PID namespace: a container" if complete else
+           "another user's, or one in another PID namespace: a container")
+    return f"a process this run cannot see ({who}), which holds its SQLite locks"
 
 
 def describe_holders(db: str) -> str:
     found, complete = holders([db] + [db + s for s in COMPANIONS])
     if found:
         text = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found)
-    elif locked_elsewhere(db):
-        text = UNSEEN_HOLDER
+    elif sqlite_locks_held(db):
+        return unseen_holder(complete)
     else:
         text = "no process found"
     if not complete:
@@ -1314,7 +1317,7 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     progress.work_inode = (work_st.st_dev, work_st.st_ino)
     # Last, right before the rename: the narrowest window for a late opener.
     found, complete = holders([target] + [target + s for s in COMPANIONS])
-    if found or locked_elsewhere(target):
+    if found or sqlite_locks_held(target):
         raise OpsError(EX_BUSY, f"{target} cannot be restored into with SQLite and is open in "
                                 f"{describe_holders(target)}: replacing a file under an open "
                                 "process is undefined behaviour. Stop them and retry; nothing "
@@ -1355,7 +1358,7 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
         found, complete = holders([target] + [target + s for s in COMPANIONS],
                                   include_self=True)
         try:
-            if found or not complete or locked_elsewhere(target):
+            if found or not complete or sqlite_locks_held(target):
                 applied = restore_into(report.work, target, busy_ms, expected, wanted_mode,
                                        progress, quiet)
             else:
@@ -1555,8 +1558,8 @@ def _open_in(db: str) -> list[str]:
     """Plan lines naming the processes that have ``db`` open, if any."""
     found, complete = holders([db] + [db + s for s in COMPANIONS])
     unseen = "" if complete else "; other users' processes unseen (only root sees them)"
-    if not found and locked_elsewhere(db):
-        names, more = UNSEEN_HOLDER, ""
+    if not found and sqlite_locks_held(db):
+        names, more, unseen = unseen_holder(complete), "", ""
     elif not found:
         return [] if complete else [f"  open in:  none of yours{unseen}"]
     else:
@@ -1602,7 +1605,8 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
                          "" if to else " (open connections see the restored data on their "
                          "next read)"),
            "rename": "verified file renamed into place" + (
-                     " (no process had it open)" if applied.get("idle") else "")
+                     " (no process this restore could see had it open)"
+                     if applied.get("idle") else "")
            }.get(applied.get("method"), "?")
     lines = [
         f"Restore completed: {target}",

@@ -133,6 +133,25 @@ def in_a_pid_namespace_of_its_own(argv: list[str], env: dict[str, str],
     pytest.skip(f"cannot make a PID namespace here: {why}")
 
 
+def seen_as_from_a_pid_namespace_of_its_own(monkeypatch, *modules) -> None:
+    """What a process in a PID namespace of its own sees, without making one
+    (a container may forbid it): /proc/locks lists only this process's own
+    locks, and the /proc/*/fd scan (``holders``, as each of ``modules``
+    imported it) finds nobody. The kernel's F_GETLK answers are real."""
+    from sqlite_ops import common
+
+    real = common._listed_locks
+
+    def own_only(inode: int):
+        listed = real(inode)
+        return None if listed is None else [lock for lock in listed
+                                            if lock[0] == common._self_pid()]
+
+    monkeypatch.setattr(common, "_listed_locks", own_only)
+    for module in modules:
+        monkeypatch.setattr(module, "holders", lambda paths, include_self=False: ([], True))
+
+
 def kill_writer_mid_transaction(db: Path | str) -> None:
     """A real writer of the rollback-journal database ``db`` (rows in a table
     ``t(id INTEGER PRIMARY KEY, v BLOB)``), killed with SIGKILL with half its

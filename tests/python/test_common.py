@@ -14,6 +14,7 @@ from opsenv import (
     content_digest,
     in_a_pid_namespace_of_its_own,
     kill_writer_mid_transaction,
+    seen_as_from_a_pid_namespace_of_its_own,
 )
 
 from sqlite_ops import common
@@ -445,6 +446,46 @@ def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind
     assert seen.stdout.split() == ["0", str(hot)]  # /proc/locks listed nothing; F_GETLK saw it
 
 
+RESERVED = [(common.RESERVED_BYTE, 1, False)]
+
+
+@pytest.mark.parametrize("kind, byte, hot", [
+    ("read", 0x40000000, True),
+    ("write", 0x40000000, False),
+    ("read", 0x40000001, False),
+    ("write", 0x40000001, False),
+])
+def test_a_writer_that_proc_locks_does_not_list_keeps_its_journal_live(tmp_path, monkeypatch,
+                                                                       kind, byte, hot):
+    """The same, without making a namespace (which a container may forbid):
+    /proc/locks lists none of the locker's locks; F_GETLK still sees them."""
+    db = blob_db(tmp_path / "a.db", 1000)
+    kill_writer_mid_transaction(db)
+    seen_as_from_a_pid_namespace_of_its_own(monkeypatch)
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline() == "ready\n"
+        assert common._listed_locks(os.stat(db).st_ino) == []
+        assert hot_journal(db) is hot
+    finally:
+        locker.kill()
+        locker.wait()
+
+
+def test_locks_are_not_asked_when_this_process_locks_cannot_be_listed(tmp_path, monkeypatch):
+    """Without /proc/locks this process's own locks are unknown, and asking
+    could drop them: no answer rather than a guess."""
+    db = blob_db(tmp_path / "a.db", 10)
+    monkeypatch.setattr(common, "_listed_locks", lambda inode: None)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    assert common.locks_held(str(db), RESERVED) is None
+    assert common.writer_lock_held(str(db)) is None
+    assert opened == []
+
+
 def test_a_lock_is_asked_through_a_symlink_and_never_of_a_fifo(tmp_path):
     """DB_PATH is often a symlink into a volume: its locks are the target's. A
     FIFO planted at a path is no database, and opening it must not hang."""
@@ -455,14 +496,14 @@ def test_a_lock_is_asked_through_a_symlink_and_never_of_a_fifo(tmp_path):
                                str(common.RESERVED_BYTE)], stdout=subprocess.PIPE, text=True)
     try:
         assert locker.stdout.readline() == "ready\n"
-        assert common.lock_held(str(link), common.RESERVED_BYTE) is True
+        assert common.locks_held(str(link), RESERVED) is True
         assert common.writer_lock_held(str(link)) is True
     finally:
         locker.kill()
         locker.wait()
-    assert common.lock_held(str(link), common.RESERVED_BYTE) is False
+    assert common.locks_held(str(link), RESERVED) is False
     os.mkfifo(tmp_path / "fifo")
-    assert common.lock_held(str(tmp_path / "fifo"), 0) is None
+    assert common.locks_held(str(tmp_path / "fifo"), [(0, 0, False)]) is None
 
 
 def test_asking_for_locks_never_drops_this_process_own(tmp_path):
@@ -479,8 +520,8 @@ def test_asking_for_locks_never_drops_this_process_own(tmp_path):
         inode = os.stat(db).st_ino
         before = [lock for lock in common._listed_locks(inode) if lock[0] == os.getpid()]
         assert before
-        assert common.lock_held(str(db), common.RESERVED_BYTE) is None  # not asked
-        assert common.writer_lock_held(str(db)) is False  # /proc/locks answered
+        assert common.locks_held(str(db), RESERVED) is False  # /proc/locks answered
+        assert common.writer_lock_held(str(db)) is False
         after = [lock for lock in common._listed_locks(inode) if lock[0] == os.getpid()]
         assert after == before
         conn.execute("COMMIT")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from opsenv import in_a_pid_namespace_of_its_own
+from opsenv import in_a_pid_namespace_of_its_own, seen_as_from_a_pid_namespace_of_its_own
 from promparse import prom_samples
 
 from sqlite_ops import metrics
@@ -343,6 +343,21 @@ def test_a_scrape_from_a_container_of_its_own_still_sees_the_applications_locks(
     processes, write_lock, notes = json.loads(proc.stdout)
     assert (processes, write_lock) == (0, 1)
     assert any("another PID namespace" in note for note in notes), notes
+
+
+def test_a_scrape_that_sees_only_the_applications_locks_says_so(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """The same without making a namespace (a container may forbid it)."""
+    db = odd_names_db(tmp_path / "dash.db")
+    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, metrics)
+    writer = hold(db, "BEGIN IMMEDIATE; INSERT INTO devices (ip) VALUES ('x')")
+    try:
+        report = metrics.collect(str(db))
+    finally:
+        release(writer)
+    assert report.value("sqlite_open_processes") == 0
+    assert report.value("sqlite_write_lock_held") == 1
+    assert any("in another PID namespace" in note for note in report.notes), report.notes
 
 
 def test_missing_and_non_sqlite_files_are_usage_errors(tmp_path: Path) -> None:

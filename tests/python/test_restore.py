@@ -22,6 +22,7 @@ from opsenv import (
     make_db,
     ops_env,
     run,
+    seen_as_from_a_pid_namespace_of_its_own,
 )
 
 from sqlite_ops import catalog, common, hashing, restore, restore_flow
@@ -1290,23 +1291,48 @@ def test_a_restore_from_a_container_of_its_own_keeps_the_applications_file(tmp_p
     assert seen.strip() == "50"  # the application's own connection sees the restore
 
 
+def test_an_application_only_its_locks_show_keeps_its_file(world, monkeypatch):
+    """The same without making a namespace (a container may forbid it): /proc
+    shows nobody, the application's WAL connection holds its locks."""
+    db, _, tmp_path = world
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DELETE FROM services")
+    conn.execute("DELETE FROM devices")
+    conn.close()
+    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
+    app = subprocess.Popen([sys.executable, "-c", APP, str(db)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "open"
+        before = os.stat(db).st_ino
+        applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
+        assert applied["method"] == "backup-api"
+        assert os.stat(db).st_ino == before
+        seen, _ = app.communicate("\n", timeout=30)
+    finally:
+        app.kill()
+    assert seen.strip() == "50"
+
+
 def test_the_plan_says_an_application_it_cannot_see_has_the_database_open(tmp_path,
                                                                          monkeypatch):
     """What the operator is shown before yes, from a container of its own
     (the /proc scan finds nobody): the database is open all the same."""
     db = make_db(tmp_path / "app.db")
-    monkeypatch.setattr(restore, "holders", lambda paths, include_self=False: ([], True))
+    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
     assert restore._open_in(str(db)) == []
     app = subprocess.Popen([sys.executable, "-c", APP, str(db)], stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE, text=True)
     try:
         assert app.stdout.readline().strip() == "open"
         lines = restore._open_in(str(db))
-        assert "another PID namespace" in restore.describe_holders(str(db))
+        described = restore.describe_holders(str(db))
     finally:
         app.kill()
         app.wait()
-    assert lines[0] == f"  open in:  {restore.UNSEEN_HOLDER}"
+    assert lines[0] == f"  open in:  {restore.unseen_holder(True)}"
+    assert described == ("a process this run cannot see (one in another PID namespace: a "
+                         "container), which holds its SQLite locks")
 
 
 def test_a_process_that_opens_the_old_file_mid_replace_is_named(world, monkeypatch):
