@@ -833,6 +833,9 @@ def sqlite_error_code(exc: Exception) -> int:
     return EX_INTEGRITY if any(word in text for word in _DAMAGED_WORDS) else EX_FAIL
 
 
+INTEGRITY_PRAGMAS = ("integrity_check", "quick_check")
+
+
 def check_rows(conn: sqlite3.Connection, pragma: str = "quick_check") -> list[str]:
     """The rows of ``PRAGMA integrity_check`` or ``quick_check`` on ``conn``
     (["ok"] when sound), read to their end. SQLite stopping the check because
@@ -842,7 +845,7 @@ def check_rows(conn: sqlite3.Connection, pragma: str = "quick_check") -> list[st
     Any other error is raised: the check found nothing and ruled nothing out."""
     import sqlite3  # already loaded: the caller holds a connection
 
-    if pragma not in ("integrity_check", "quick_check"):
+    if pragma not in INTEGRITY_PRAGMAS:
         raise ValueError(f"not an integrity pragma: {pragma!r}")
     rows: list[str] = []
     try:

@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlite_ops.common import readonly_uri
 
     args = _parser().parse_args(argv)
+    problems: dict[str, int] = {}
     try:
         accepted = parse_accept(args.accept)
         conn = sqlite3.connect(readonly_uri(args.db), uri=True, isolation_level=None,
@@ -239,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(args.prog, exc)
     except sqlite3.Error as exc:  # damaged: 4; locked past the timeout: 75; else 1
         print(f"Error: {exc}")  # as the sqlite3 CLI says it: no row of the check
-        return sqlite_error_code(exc)
+        # Violations counted before the error stopped their listing stand.
+        return EX_INTEGRITY if problems else sqlite_error_code(exc)
     note = describe_accepted(report, accepted)
     if problems:
         if note:

@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from sqlite_ops.catalog import iso_utc
-from sqlite_ops.common import EX_FAIL, OpsError, check_rows
+from sqlite_ops.common import EX_FAIL, INTEGRITY_PRAGMAS, OpsError, check_rows
 
 # With mmap, integrity_check costs CPU only, not a pread() per page (measured:
 # 14.5 s -> 8.8 s for 800 MB), but the mapped file counts in the process's
@@ -74,7 +74,7 @@ class Background:
     def __init__(self, path: str, uri: bool = False, mmap: bool = False,
                  pragma: str = "integrity_check", name: str | None = None,
                  thread: bool = True) -> None:
-        if pragma not in ("integrity_check", "quick_check"):
+        if pragma not in INTEGRITY_PRAGMAS:  # said here, not in the thread
             raise ValueError(f"not an integrity pragma: {pragma!r}")
         self.rows: list[str] | None = None
         self.error: BaseException | None = None

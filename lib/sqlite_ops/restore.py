@@ -34,7 +34,8 @@ swapped under an open file, and an old -wal or -journal can never be replayed
 onto the result (its frames are superseded by the transaction; a hot journal
 is rolled back before it starts). When the target does not exist, is too
 damaged for SQLite to write into, or no process has it open (a complete
-``/proc`` scan), the verified file is renamed into place instead (its data
+``/proc`` scan, and no SQLite lock on it or its -shm held by a process that
+scan cannot see), the verified file is renamed into place instead (its data
 written once, not twice through the WAL), after moving any stale
 -wal/-shm/-journal aside; never while a process has the file open, and a
 process that opened it between the scan and the rename is named afterwards.

@@ -320,6 +320,30 @@ def test_cli_tells_a_damaged_file_from_a_check_that_could_not_run(tmp_path):
     assert proc.stdout == "Error: attempt to write a readonly database\n"
 
 
+def test_violations_found_stand_when_an_error_then_stops_their_listing(tmp_path, monkeypatch,
+                                                                       capsys):
+    """Counted, then a lock stops the PRAGMA that lists their rows: still a
+    problem found (4), never "locked, retry" (75)."""
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript("CREATE TABLE p(id INTEGER PRIMARY KEY);"
+                       "CREATE TABLE c(id INTEGER PRIMARY KEY, p REFERENCES p);"
+                       "INSERT INTO c(p) VALUES (7);")
+    conn.close()
+    counted = fkcheck.unaccepted
+
+    def then_locked(report, accepted):
+        monkeypatch.setattr(fkcheck, "quote_ident", locked)
+        return counted(report, accepted)
+
+    def locked(name):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(fkcheck, "unaccepted", then_locked)
+    assert fkcheck.main([str(db)]) == EX_INTEGRITY
+    assert capsys.readouterr().out == "Error: database is locked\n"
+
+
 def test_cli_under_a_lock_held_past_the_busy_timeout_says_busy(tmp_path):
     """A writer holding the rollback-journal database past the busy timeout it
     is given: exit 75 (retry later), neither a problem nor a failure."""
