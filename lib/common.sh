@@ -498,13 +498,29 @@ lock_acquire() {
   SOPS_LOCK_FD=$fd
   if ! flock -w "$timeout" "$SOPS_LOCK_FD"; then
     holder=$(head -c 200 <&"$SOPS_LOCK_FD" 2>/dev/null | tr -d '\n')
-    die "$EX_BUSY" "another sqlite-ops run holds the lock on $db${holder:+ (pid $holder)}; retry later or set LOCK_TIMEOUT to wait"
+    die "$EX_BUSY" "another sqlite-ops run holds the lock on $db$(holder_text "$holder"); retry later or set LOCK_TIMEOUT to wait"
   fi
   # Written through the descriptor just checked (reopened by the kernel, not
   # by name), so a link swapped in since then is never followed. Informative
   # only: a lock file we may read but not write still locks.
-  { printf '%s %s\n' "$$" "$what" >"/proc/self/fd/$SOPS_LOCK_FD"; } 2>/dev/null || true
+  { printf '%s %s %s\n' "$$" "$what" "$(readlink /proc/$$/ns/pid)" >"/proc/self/fd/$SOPS_LOCK_FD"; } 2>/dev/null || true
   export SQLITE_OPS_LOCK_HELD=$path
+}
+
+# holder_text RECORDED: " (pid N WHAT)" from a lock file's "N WHAT [pid:[NS]]",
+# saying when N is a PID of another PID namespace (a container, or the host),
+# which is not the process of that number here. As common.py's holder_text.
+holder_text() {
+  local text=$1 namespace head
+  [[ -n $text ]] || return 0
+  namespace=${text##* } head=${text% *}
+  if [[ $namespace != pid:\[*\] || $head == "$text" ]]; then
+    printf ' (pid %s)' "$text"
+  elif [[ $namespace == "$(readlink "/proc/$$/ns/pid" 2>/dev/null)" ]]; then
+    printf ' (pid %s)' "$head"
+  else
+    printf ' (pid %s, in another PID namespace: a container or the host, where that number is not this one'"'"'s process)' "$head"
+  fi
 }
 
 # lock_refuse_unsafe PATH: exit 2 when PATH is a symlink or not a regular file.

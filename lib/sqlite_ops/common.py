@@ -225,7 +225,7 @@ class OpsLock:
                 time.sleep(0.05)
         try:  # who holds it, for the next run's message: on a full disk, only that is lost
             os.ftruncate(fd, 0)  # the file checked above, by descriptor: no name is followed
-            os.write(fd, f"{os.getpid()} {self.what}\n".encode())
+            os.write(fd, f"{os.getpid()} {self.what} {_pid_namespace()}\n".encode())
         except OSError:
             pass
         self._fd = fd
@@ -788,12 +788,37 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
     return call
 
 
-def _read_holder(fd: int) -> str:
+def _pid_namespace() -> str:
+    """This process's PID namespace ("pid:[4026531836]"), recorded beside its
+    PID in the lock file: a PID means nothing in another namespace."""
     try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
-    return f" (pid {text})" if text else ""
+
+
+def holder_text(recorded: str) -> str:
+    """" (pid N WHAT)" from a lock file's "N WHAT [pid:[NS]]", saying when N is
+    a PID of another PID namespace (a container, or the host), which is not
+    the process of that number here: nobody should kill that one. "" when
+    nothing is recorded. lib/common.sh's lock_acquire says it the same way."""
+    text = recorded.strip()
+    if not text:
+        return ""
+    head, _, namespace = text.rpartition(" ")
+    if not (namespace.startswith("pid:[") and head):
+        return f" (pid {text})"
+    if namespace == _pid_namespace():
+        return f" (pid {head})"
+    return (f" (pid {head}, in another PID namespace: a container or the host, where that "
+            "number is not this one's process)")
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return holder_text(os.pread(fd, 200, 0).decode(errors="replace"))
+    except OSError:
+        return ""
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 database

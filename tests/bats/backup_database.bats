@@ -617,6 +617,22 @@ assert_no_trace() {
 
 # --- concurrency ---------------------------------------------------------------
 
+@test "pitfall 6: a lock held from another PID namespace says its pid is not one of ours" {
+  make_db "$DB" 5
+  # What a run in a container beside this one records: its pid, its task, its PID namespace.
+  printf '4242 backup pid:[1]\n' >"$DB.sqlite-ops.lock"
+  chmod 600 "$DB.sqlite-ops.lock"
+  hold_lock "$DB.sqlite-ops.lock" 3
+  BG_PIDS="$HOLDER_PID"
+  backup
+  assert_status 75
+  assert_contains "$stderr" "(pid 4242 backup, in another PID namespace: a container or the host, where that number is not this one's process)"
+  printf '4242 backup %s\n' "$(readlink /proc/self/ns/pid)" >"$DB.sqlite-ops.lock"
+  backup
+  assert_status 75
+  assert_contains "$stderr" "(pid 4242 backup);"
+}
+
 @test "pitfall 6: while another run holds the lock: exit 75 at once, or wait with LOCK_TIMEOUT" {
   make_db "$DB" 5
   hold_lock "$DB.sqlite-ops.lock" 3

@@ -147,6 +147,18 @@ def test_lock_is_exclusive_while_held_and_free_after(tmp_path, monkeypatch):
     assert subprocess.run(probe).returncode == 0
 
 
+def test_a_lock_holder_of_another_pid_namespace_is_said_to_be_one():
+    """A pid recorded by a run in a container beside this one is not this
+    namespace's process of that number: an operator must not kill that one."""
+    here = common._pid_namespace()
+    assert common.holder_text(f"4242 migrate {here}\n") == " (pid 4242 migrate)"
+    assert common.holder_text("4242 migrate pid:[1]") == (
+        " (pid 4242 migrate, in another PID namespace: a container or the host, where that "
+        "number is not this one's process)")
+    assert common.holder_text("4242 migrate") == " (pid 4242 migrate)"  # an older run's record
+    assert common.holder_text("") == ""
+
+
 def test_lock_held_by_another_process_gives_75_naming_it(tmp_path, monkeypatch):
     monkeypatch.delenv(LOCK_HELD_ENV, raising=False)
     db = tmp_path / "a.db"
@@ -331,7 +343,7 @@ def test_lock_file_of_a_stranger_is_refused_the_database_owners_is_used(tmp_path
             pass
     os.chown(db, 65534, 65534)  # the application's user owns the database and its lock
     with OpsLock(db, what="root's cron"):
-        assert lock.read_text().endswith(" root's cron\n")
+        assert lock.read_text() == f"{os.getpid()} root's cron {common._pid_namespace()}\n"
 
 
 def test_require_regular_file(tmp_path):
