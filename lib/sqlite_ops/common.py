@@ -494,6 +494,9 @@ def _overlaps(lock: tuple[int, str, int, int | None], span: Span) -> bool:
             and (lock[3] is None or lock[3] >= offset))
 
 
+# Every lock byte SQLite takes in a database file: PENDING, RESERVED, SHARED.
+SQLITE_LOCK_BYTES: list[Span] = [(PENDING_BYTE, 2 + SHARED_SIZE, False)]
+
 # Descriptors that must never be closed (see locks_held).
 _KEPT_OPEN: list[int] = []
 
@@ -562,7 +565,7 @@ def sqlite_locks_held(db: str) -> bool | None:
     another PID namespace, or another user's when this one is not root. An
     idle connection to a rollback-journal database holds no lock, and only
     that scan finds it."""
-    in_file = locks_held(db, [(PENDING_BYTE, 2 + SHARED_SIZE, False)])
+    in_file = locks_held(db, SQLITE_LOCK_BYTES)
     if in_file or locks_held(db + "-shm", [(0, 0, False)]):  # (no -shm: not in WAL mode)
         return True
     return in_file

@@ -76,6 +76,7 @@ from sqlite_ops.common import (
     EX_VERIFY,
     REPO_ROOT_STR,
     SQLITE_HEADER,
+    SQLITE_LOCK_BYTES,
     OpsError,
     Writeback,
     abort_when_busy,
@@ -84,6 +85,7 @@ from sqlite_ops.common import (
     fsync_path,
     holders,
     hot_journal,
+    locks_held,
     quote_ident,
     readonly_uri,
     shell_command,
@@ -1316,6 +1318,23 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
         check_restored(work, expected, shown=target)
     work_st = os.stat(work)
     progress.work_inode = (work_st.st_dev, work_st.st_ino)
+    # The file about to be replaced, held open to ask after the rename who
+    # holds SQLite locks on it (nobody in this process: no connection has it).
+    try:
+        old = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        old = -1  # missing: nothing to replace
+    try:
+        return _rename_into_place(work, target, aside_dir, progress, mode, old)
+    finally:
+        if old >= 0:
+            os.close(old)
+
+
+def _rename_into_place(work: str, target: str, aside_dir: str, progress: ApplyState, mode: str,
+                       old: int) -> dict[str, Any]:
+    """place_file's last steps: the verified ``work`` renamed over ``target``,
+    whose replaced file is open as ``old`` (-1: there was none)."""
     # Last, right before the rename: the narrowest window for a late opener.
     found, complete = holders([target] + [target + s for s in COMPANIONS])
     if found or sqlite_locks_held(target):
@@ -1337,6 +1356,9 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     if late:
         note = (f"{', '.join(f'{cmd} (pid {pid})' for pid, cmd in late)} opened {target} "
                 "while it was being replaced and still has the old file: restart it")
+    elif old >= 0 and locks_held(f"/proc/self/fd/{old}", SQLITE_LOCK_BYTES):
+        note = (f"{unseen_holder(complete)} opened {target} while it was being replaced and "
+                "still has the old file: restart the application")
     return {"method": "rename", "journal_mode": mode, "moved_aside": moved, "note": note}
 
 

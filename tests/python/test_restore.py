@@ -1335,6 +1335,35 @@ def test_the_plan_says_an_application_it_cannot_see_has_the_database_open(tmp_pa
                          "container), which holds its SQLite locks")
 
 
+def test_an_application_it_cannot_see_that_opens_the_old_file_mid_replace_is_said(
+        world, monkeypatch):
+    """The same from a container of its own: no /proc scan finds the late
+    opener, but its SQLite locks on the replaced file show it."""
+    db, _, tmp_path = world
+    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
+    late = []
+    real_replace = os.replace
+
+    def replace_after_an_open(src, dst):
+        if os.fspath(dst) == str(db) and not late:
+            late.append(subprocess.Popen([sys.executable, "-c", APP, str(db)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True))
+            assert late[0].stdout.readline().strip() == "open"
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_an_open)
+    try:
+        applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
+    finally:
+        for proc in late:
+            proc.kill()
+            proc.wait()
+    assert applied["method"] == "rename"
+    assert applied["note"] == (f"{restore.unseen_holder(True)} opened {db} while it was being "
+                               "replaced and still has the old file: restart the application")
+
+
 def test_a_process_that_opens_the_old_file_mid_replace_is_named(world, monkeypatch):
     """Between the check that nothing has it open and the rename, a process
     opens the database: it is left holding the old file, and the receipt's note
