@@ -1228,21 +1228,32 @@ def test_a_database_nothing_has_open_gets_the_verified_file_itself(world, mode):
     conn.close()
 
 
-def test_an_application_with_it_open_keeps_its_file(world):
+APP = """
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('SELECT 1 FROM devices').fetchall()
+print('open', flush=True)
+sys.stdin.readline()
+print(c.execute('SELECT count(*) FROM devices').fetchone()[0])
+"""
+
+
+@pytest.mark.parametrize("seen_from", ["this PID namespace", "one of its own"])
+def test_an_application_with_it_open_keeps_its_file(world, monkeypatch, seen_from):
     """Another process has the database open: the restore writes into that very
-    file through SQLite, so the application reads the restored rows."""
+    file through SQLite, so the application reads the restored rows. Also where
+    the /proc scan cannot see it (a restore from a container of its own, made
+    here without a namespace, which a container may forbid): its WAL
+    connection's SQLite locks show it."""
     db, _, tmp_path = world
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DELETE FROM services")
     conn.execute("DELETE FROM devices")
     conn.close()
-    app = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys\n"
-                            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-                            "c.execute('SELECT 1 FROM devices').fetchall()\n"
-                            "print('open', flush=True)\n"
-                            "sys.stdin.readline()\n"
-                            "print(c.execute('SELECT count(*) FROM devices').fetchone()[0])\n",
-                            str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if seen_from == "one of its own":
+        seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
+    app = subprocess.Popen([sys.executable, "-c", APP, str(db)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
     try:
         assert app.stdout.readline().strip() == "open"
         before = os.stat(db).st_ino
@@ -1255,14 +1266,6 @@ def test_an_application_with_it_open_keeps_its_file(world):
     assert seen.strip() == "50"  # the application's own connection sees the restore
 
 
-APP = """
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute('SELECT 1 FROM devices').fetchall()
-print('open', flush=True)
-sys.stdin.readline()
-print(c.execute('SELECT count(*) FROM devices').fetchone()[0])
-"""
 
 
 def test_a_restore_from_a_container_of_its_own_keeps_the_applications_file(tmp_path):
@@ -1291,29 +1294,6 @@ def test_a_restore_from_a_container_of_its_own_keeps_the_applications_file(tmp_p
     assert seen.strip() == "50"  # the application's own connection sees the restore
 
 
-def test_an_application_only_its_locks_show_keeps_its_file(world, monkeypatch):
-    """The same without making a namespace (a container may forbid it): /proc
-    shows nobody, the application's WAL connection holds its locks."""
-    db, _, tmp_path = world
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("DELETE FROM services")
-    conn.execute("DELETE FROM devices")
-    conn.close()
-    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
-    app = subprocess.Popen([sys.executable, "-c", APP, str(db)], stdin=subprocess.PIPE,
-                           stdout=subprocess.PIPE, text=True)
-    try:
-        assert app.stdout.readline().strip() == "open"
-        before = os.stat(db).st_ino
-        applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
-        assert applied["method"] == "backup-api"
-        assert os.stat(db).st_ino == before
-        seen, _ = app.communicate("\n", timeout=30)
-    finally:
-        app.kill()
-    assert seen.strip() == "50"
-
-
 def test_the_plan_says_an_application_it_cannot_see_has_the_database_open(tmp_path,
                                                                          monkeypatch):
     """What the operator is shown before yes, from a container of its own
@@ -1335,18 +1315,17 @@ def test_the_plan_says_an_application_it_cannot_see_has_the_database_open(tmp_pa
                          "container), which holds its SQLite locks")
 
 
-def test_an_application_it_cannot_see_that_opens_the_old_file_mid_replace_is_said(
-        world, monkeypatch):
-    """The same from a container of its own: no /proc scan finds the late
-    opener, but its SQLite locks on the replaced file show it."""
+def _restore_with_a_late_opener(world, monkeypatch, code: str) -> tuple[dict, int]:
+    """apply_restore, with a process that runs ``code`` on the database (and
+    prints "open") started between the last check and the rename: (what was
+    applied, its pid)."""
     db, _, tmp_path = world
-    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
     late = []
     real_replace = os.replace
 
     def replace_after_an_open(src, dst):
         if os.fspath(dst) == str(db) and not late:
-            late.append(subprocess.Popen([sys.executable, "-c", APP, str(db)],
+            late.append(subprocess.Popen([sys.executable, "-c", code, str(db)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          text=True))
             assert late[0].stdout.readline().strip() == "open"
@@ -1360,34 +1339,26 @@ def test_an_application_it_cannot_see_that_opens_the_old_file_mid_replace_is_sai
             proc.kill()
             proc.wait()
     assert applied["method"] == "rename"
-    assert applied["note"] == (f"{restore.unseen_holder(True)} opened {db} while it was being "
-                               "replaced and still has the old file: restart the application")
+    return applied, late[0].pid
 
 
 def test_a_process_that_opens_the_old_file_mid_replace_is_named(world, monkeypatch):
     """Between the check that nothing has it open and the rename, a process
     opens the database: it is left holding the old file, and the receipt's note
     names it and says to restart it."""
-    db, _, tmp_path = world
-    late = []
-    real_replace = os.replace
-
-    def replace_after_an_open(src, dst):
-        if os.fspath(dst) == str(db) and not late:
-            late.append(subprocess.Popen(
-                [sys.executable, "-c", "import sys, time\nf = open(sys.argv[1], 'rb')\n"
-                 "print('open', flush=True)\ntime.sleep(60)\n", str(db)],
-                stdout=subprocess.PIPE, text=True))
-            assert late[0].stdout.readline().strip() == "open"
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace_after_an_open)
-    try:
-        applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
-    finally:
-        for proc in late:
-            proc.kill()
-            proc.wait()
-    assert applied["method"] == "rename"
-    assert f"(pid {late[0].pid}) opened {db} while it was being replaced and still has the " \
+    applied, pid = _restore_with_a_late_opener(
+        world, monkeypatch, "import sys, time\nf = open(sys.argv[1], 'rb')\n"
+                            "print('open', flush=True)\ntime.sleep(60)\n")
+    assert f"(pid {pid}) opened {world[0]} while it was being replaced and still has the " \
            "old file: restart it" in applied["note"]
+
+
+def test_an_application_it_cannot_see_that_opens_the_old_file_mid_replace_is_said(
+        world, monkeypatch):
+    """The same from a container of its own: no /proc scan finds the late
+    opener, but its SQLite locks on the replaced file show it."""
+    seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
+    applied, _ = _restore_with_a_late_opener(world, monkeypatch, APP)
+    assert applied["note"] == (f"{restore.unseen_holder(True)} opened {world[0]} while it was "
+                               "being replaced and still has the old file: restart the "
+                               "application")
