@@ -503,7 +503,7 @@ lock_acquire() {
   # Written through the descriptor just checked (reopened by the kernel, not
   # by name), so a link swapped in since then is never followed. Informative
   # only: a lock file we may read but not write still locks.
-  { printf '%s %s %s\n' "$$" "$what" "$(readlink /proc/$$/ns/pid)" >"/proc/self/fd/$SOPS_LOCK_FD"; } 2>/dev/null || true
+  { printf '%s %s %s\n' "$$" "$what" "$(readlink /proc/self/ns/pid)" >"/proc/self/fd/$SOPS_LOCK_FD"; } 2>/dev/null || true
   export SQLITE_OPS_LOCK_HELD=$path
 }
 
@@ -511,12 +511,14 @@ lock_acquire() {
 # saying when N is a PID of another PID namespace (a container, or the host),
 # which is not the process of that number here. As common.py's holder_text.
 holder_text() {
-  local text=$1 namespace head
+  local text=$1 namespace head ours
   [[ -n $text ]] || return 0
   namespace=${text##* } head=${text% *}
+  # (readlink runs in this shell's PID namespace: /proc/self is its own)
+  ours=$(readlink /proc/self/ns/pid 2>/dev/null) || ours=''
   if [[ $namespace != pid:\[*\] || $head == "$text" ]]; then
     printf ' (pid %s)' "$text"
-  elif [[ $namespace == "$(readlink "/proc/$$/ns/pid" 2>/dev/null)" ]]; then
+  elif [[ -z $ours || $namespace == "$ours" ]]; then
     printf ' (pid %s)' "$head"
   else
     printf ' (pid %s, in another PID namespace: a container or the host, where that number is not this one'"'"'s process)' "$head"
@@ -598,10 +600,14 @@ roll_back_hot_journal() {
 # 'ok' (the CLI can print error rows and still exit 0). Rows go to stdout.
 pragma_ok() {
   local out
-  out=$(sqlite_ro "$1" "PRAGMA $2;" 2>&1) || {
-    printf '%s\n' "${out:-sqlite3 failed}"
+  local rc=0
+  out=$(sqlite_ro "$1" "PRAGMA $2;" 2>&1) || rc=$?
+  if ((rc)); then
+    # sqlite3 killed (out of memory, a signal) says nothing: an error line of
+    # its own, never a row of the check, so it is no finding.
+    printf '%s\n' "${out:-Error: sqlite3 stopped with exit status $rc and no message}"
     return 1
-  }
+  fi
   [[ $out == ok ]] && return 0
   printf '%s\n' "$out"
   return 1

@@ -300,7 +300,7 @@ def holders(paths: list[str], include_self: bool = False,
     # NFS server would hang the scan. (A mount shows the same file under the
     # same name in another directory.)
     names = {os.path.basename(p) for p in wanted}
-    me, found, complete = os.getpid(), [], True
+    me, found, complete = _self_pid(), [], True  # /proc's number for this process
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -510,15 +510,19 @@ def locks_held(path: str, spans: list[Span]) -> bool | None:
 
     Asking means opening the file, and closing that descriptor drops every
     POSIX lock this process holds on it (SQLite's own connections' too). So
-    where /proc/locks shows this process holding one, only the listing
-    answers; where it cannot be read (this process's locks unknown), None, as
-    for a file that does not exist or is no regular file. No other thread of
+    where /proc/locks shows this process holding one, or cannot be read (this
+    process's locks unknown), it is not asked. None whenever the answer is not
+    known for every process (not asked, the open or F_GETLK refused, the file
+    replaced meanwhile, no regular file); False only when the kernel said no
+    or the file is gone. No other thread of
     this process may open the file meanwhile (the callers: one operation, or
     the metrics server's one reader at a time)."""
     import struct
 
     try:
         before = os.stat(path)
+    except FileNotFoundError:
+        return False  # nobody holds a lock on a file that is not there
     except OSError:
         return None
     listed = _listed_locks(before.st_ino) if stat.S_ISREG(before.st_mode) else None
@@ -528,19 +532,21 @@ def locks_held(path: str, spans: list[Span]) -> bool | None:
     if any(lock[0] != me and _overlaps(lock, span) for lock in listed for span in spans):
         return True
     if any(lock[0] == me for lock in listed):
-        return False  # the listing's answer: asking could drop this process's locks
+        return None  # asking could drop this process's locks: this namespace's answer only
     try:
         # (a symlink is followed, as SQLite follows it; a FIFO swapped in
         # must not block the open)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError:
+        return None
     try:
         now = os.fstat(fd)
         if (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
             _KEPT_OPEN.append(fd)  # replaced meanwhile: this process may hold locks on it
             fd = -1
-            return False
+            return None
         # struct flock on Linux: short l_type, short l_whence, off_t l_start,
         # off_t l_len, pid_t l_pid (+ padding).
         for offset, length, write_only in spans:
@@ -551,7 +557,7 @@ def locks_held(path: str, spans: list[Span]) -> bool | None:
                 return True
         return False
     except OSError:
-        return False
+        return None
     finally:
         if fd >= 0:
             os.close(fd)
@@ -565,10 +571,10 @@ def sqlite_locks_held(db: str) -> bool | None:
     another PID namespace, or another user's when this one is not root. An
     idle connection to a rollback-journal database holds no lock, and only
     that scan finds it."""
-    in_file = locks_held(db, SQLITE_LOCK_BYTES)
-    if in_file or locks_held(db + "-shm", [(0, 0, False)]):  # (no -shm: not in WAL mode)
+    answers = (locks_held(db, SQLITE_LOCK_BYTES), locks_held(db + "-shm", [(0, 0, False)]))
+    if any(answers):
         return True
-    return in_file
+    return None if None in answers else False
 
 
 def writer_lock_held(db: str) -> bool | None:
@@ -811,7 +817,7 @@ def holder_text(recorded: str) -> str:
     head, _, namespace = text.rpartition(" ")
     if not (namespace.startswith("pid:[") and head):
         return f" (pid {text})"
-    if namespace == _pid_namespace():
+    if namespace == _pid_namespace() or not _pid_namespace():  # (ours unknown: no claim)
         return f" (pid {head})"
     return (f" (pid {head}, in another PID namespace: a container or the host, where that "
             "number is not this one's process)")

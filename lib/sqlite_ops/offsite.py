@@ -124,7 +124,8 @@ _UNREACHABLE = ("dial tcp", "connection refused", "no route to host", "i/o timeo
 # rclone's notice 'Config file "..." not found - using defaults'.
 _MISSING = ("directory not found", "object not found", "file not found", "404 not found")
 # A name that cannot be resolved now says nothing else about the remote.
-_UNREACHABLE_FIRST = ("temporary failure in name resolution",)
+# (Go's resolver names the host unquoted: "lookup quota-nas: no such host".)
+_UNREACHABLE_FIRST = ("temporary failure in name resolution", "no such host", "dial tcp")
 _CREDENTIALS = ("unable to authenticate", "permission denied (publickey",
                 "authentication failed", "access denied", "invalidaccesskeyid",
                 "signaturedoesnotmatch", "unauthorized", "403 forbidden",
@@ -132,8 +133,8 @@ _CREDENTIALS = ("unable to authenticate", "permission denied (publickey",
 _CONFIG = ("didn't find section in config file", "config file not found",
            "unknown backend", "failed to load config")
 _HOST_KEY = ("knownhosts", "key mismatch", "host key")
-_FULL = ("no space left", "quota", "disk full", "insufficient storage", "507",
-         "ssh_fx_failure")
+_FULL = ("no space left", "quota", "quotaexceeded", "disk full", "insufficient storage", "507",
+         "ssh_fx_failure", "storagefull")
 _SECRET_KEY = re.compile(r"^RCLONE_CONFIG_\w*(PASS|PASSWORD|SECRET|KEY|TOKEN|SALT)\w*$")
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_. -]*$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -1331,6 +1331,14 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
             os.close(old)
 
 
+# A process left on the replaced file may have made a -wal/-shm beside the new
+# one, which every later opener of the new file would share with it. A second
+# restore, with it stopped, moves those aside before anything reads them.
+LATE_OPENER_ADVICE = ("stop it now, before anything else opens the database, run the same "
+                      "restore again (it moves aside any -wal/-shm the process left), then "
+                      "start it again")
+
+
 def _rename_into_place(work: str, target: str, aside_dir: str, progress: ApplyState, mode: str,
                        old: int) -> dict[str, Any]:
     """place_file's last steps: the verified ``work`` renamed over ``target``,
@@ -1355,10 +1363,10 @@ def _rename_into_place(work: str, target: str, aside_dir: str, progress: ApplySt
     late, _ = holders([os.path.realpath(target) + " (deleted)"])
     if late:
         note = (f"{', '.join(f'{cmd} (pid {pid})' for pid, cmd in late)} opened {target} "
-                "while it was being replaced and still has the old file: restart it")
+                f"while it was being replaced and still has the old file: {LATE_OPENER_ADVICE}")
     elif old >= 0 and locks_held(f"/proc/self/fd/{old}", SQLITE_LOCK_BYTES):
         note = (f"{unseen_holder(complete)} opened {target} while it was being replaced and "
-                "still has the old file: restart the application")
+                f"still has the old file: {LATE_OPENER_ADVICE}")
     return {"method": "rename", "journal_mode": mode, "moved_aside": moved, "note": note}
 
 
@@ -1381,7 +1389,8 @@ def apply_restore(report: Report, target: str, aside_dir: str, busy_ms: int = 50
         found, complete = holders([target] + [target + s for s in COMPANIONS],
                                   include_self=True)
         try:
-            if found or not complete or sqlite_locks_held(target):
+            # (a holder that cannot be told apart from none counts as one)
+            if found or not complete or sqlite_locks_held(target) is not False:
                 applied = restore_into(report.work, target, busy_ms, expected, wanted_mode,
                                        progress, quiet)
             else:

@@ -369,7 +369,7 @@ setup() {
   make_db "$WORK/t.db" 1
   lock_acquire "$WORK/t.db" 0 test
   assert_equal "$(file_mode "$WORK/t.db.sqlite-ops.lock")" 600
-  assert_equal "$(cat "$WORK/t.db.sqlite-ops.lock")" "$$ test $(readlink /proc/$$/ns/pid)"
+  assert_equal "$(cat "$WORK/t.db.sqlite-ops.lock")" "$$ test $(readlink /proc/self/ns/pid)"
   [[ ! -L $WORK/t.db.sqlite-ops.lock ]]
 }
 

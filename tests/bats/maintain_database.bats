@@ -397,6 +397,18 @@ PY
   not_damage 'Error: unable to open database "/srv/x: malformed database schema (y": disk I/O error'
 }
 
+@test "check: a sqlite3 killed without a word is no finding (1, not 4)" {
+  make_db "$DB"
+  # shellcheck source=scripts/maintain_database.sh
+  source "$MAINTAIN" || true
+  sqlite_ro() { return 137; } # killed by the OOM killer: no output at all
+  local rc=0
+  task_quick_check || rc=$?
+  assert_equal "$rc" 1
+  assert_contains "$TASK_DETAIL" "quick_check could not run"
+  assert_equal "$PROBLEM_ROWS" ""
+}
+
 @test "check: rows of damage stand when a lock then stops the check (4, not 75)" {
   # shellcheck source=scripts/maintain_database.sh
   source "$MAINTAIN" || true

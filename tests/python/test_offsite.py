@@ -780,6 +780,10 @@ LOGGED = "2026/12/03 10:00:00 ERROR : "
     (LOGGED + 'dash.db.zst: Failed to copy: sftp: "Failure" (SSH_FX_FAILURE)', 1,
      "is the remote full?"),
     (LOGGED + "dash.db.zst: Failed to copy: 507 Insufficient Storage", 1, "is the remote full?"),
+    (LOGGED + "dash.db.zst: Failed to copy: api error QuotaExceeded: bucket over quota", 1,
+     "is the remote full?"),
+    (LOGGED + "error listing: dial tcp: lookup quota-nas.example on 10.0.0.1:53: no such host",
+     75, "cannot reach the remote"),
 ])
 def test_an_rclone_failure_is_told_by_rclones_words_never_by_a_name(stderr, code, said):
     """An unreachable remote is exit 75, which the units count as success (the

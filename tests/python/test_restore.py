@@ -1350,7 +1350,7 @@ def test_a_process_that_opens_the_old_file_mid_replace_is_named(world, monkeypat
         world, monkeypatch, "import sys, time\nf = open(sys.argv[1], 'rb')\n"
                             "print('open', flush=True)\ntime.sleep(60)\n")
     assert f"(pid {pid}) opened {world[0]} while it was being replaced and still has the " \
-           "old file: restart it" in applied["note"]
+           f"old file: {restore.LATE_OPENER_ADVICE}" in applied["note"]
 
 
 def test_an_application_it_cannot_see_that_opens_the_old_file_mid_replace_is_said(
@@ -1360,5 +1360,17 @@ def test_an_application_it_cannot_see_that_opens_the_old_file_mid_replace_is_sai
     seen_as_from_a_pid_namespace_of_its_own(monkeypatch, restore)
     applied, _ = _restore_with_a_late_opener(world, monkeypatch, APP)
     assert applied["note"] == (f"{restore.unseen_holder(True)} opened {world[0]} while it was "
-                               "being replaced and still has the old file: restart the "
-                               "application")
+                               "being replaced and still has the old file: "
+                               f"{restore.LATE_OPENER_ADVICE}")
+
+
+def test_the_restore_is_not_its_own_holder_where_proc_numbers_it_otherwise(world,
+                                                                          monkeypatch):
+    """Run in a PID namespace whose /proc is another's (unshare without
+    --mount-proc), this process is not os.getpid() in /proc: the restore
+    holds the replaced file open across the rename, and must not find itself
+    there and refuse, nor tell the operator to restart itself."""
+    db, _, tmp_path = world
+    monkeypatch.setattr(os, "getpid", lambda: 1)
+    applied = restore.apply_restore(_verified(world), str(db), str(tmp_path / "aside"))
+    assert applied["method"] == "rename" and applied["note"] is None
