@@ -204,6 +204,9 @@ def scrub(text: str, env: dict[str, str] | None = None) -> str:
     return text
 
 
+_LOG_DATE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+")  # rclone's "2026/01/01 12:00:00 "
+
+
 def _last_error(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in reversed(lines):
@@ -212,8 +215,7 @@ def _last_error(stderr: str) -> str:
             break
     else:
         text = lines[-1] if lines else "no message"
-    # Drop rclone's "2026/01/01 12:00:00 " prefix.
-    return re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+", "", scrub(text))
+    return _LOG_DATE.sub("", scrub(text))
 
 
 def _said(words: tuple[str, ...], text: str) -> bool:
@@ -229,7 +231,7 @@ def _rclones_words(stderr: str) -> str:
     which are the user's and may hold any word ("timeout", "failure")."""
     lines = []
     for line in stderr.lower().splitlines():
-        line = re.sub(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+", "", line)
+        line = _LOG_DATE.sub("", line)
         line = re.sub(r"^(error|notice|info|debug|critical)\s*: [^:]*: ", r"\1 : ", line)
         lines.append(re.sub(r'"[^"]*"', '""', line))
     return "\n".join(lines)
@@ -240,9 +242,10 @@ def classify(remote: str, what: str, stderr: str, code: int) -> OpsError:
     from rclone's own words in it, never from a file or remote name."""
     detail = _last_error(stderr)
     lowered = _rclones_words(stderr)
+    unreachable = Unreachable(f"{remote}: {what}: cannot reach the remote ({detail}); nothing "
+                              "local was changed; the next run catches up")
     if _said(_UNREACHABLE_FIRST, lowered):
-        return Unreachable(f"{remote}: {what}: cannot reach the remote ({detail}); nothing "
-                           "local was changed; the next run catches up")
+        return unreachable
     if any(word in lowered for word in _CONFIG):
         return OpsError(EX_USAGE, f"{remote}: {what}: {detail}; check the remote's name in "
                                   "OFFSITE_REMOTES and rclone's config (RCLONE_CONFIG, "
@@ -259,8 +262,7 @@ def classify(remote: str, what: str, stderr: str, code: int) -> OpsError:
         return OpsError(EX_FAIL, f"{remote}: {what}: {detail} (is the remote full?); the "
                                  "half-written copy never counts; nothing local was changed")
     if _said(_UNREACHABLE, lowered) or code == 5:
-        return Unreachable(f"{remote}: {what}: cannot reach the remote ({detail}); nothing "
-                           "local was changed; the next run catches up")
+        return unreachable
     return OpsError(EX_FAIL, f"{remote}: {what}: rclone exit {code}: {detail}; nothing local "
                              "was changed")
 
