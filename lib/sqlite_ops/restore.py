@@ -942,11 +942,15 @@ def unseen_holder(complete: bool) -> str:
     return f"a process this run cannot see ({who}), which holds its SQLite locks"
 
 
-def describe_holders(db: str) -> str:
-    found, complete = holders([db] + [db + s for s in COMPANIONS])
+def describe_holders(db: str, scan: tuple[list[tuple[int, str]], bool] | None = None,
+                     locked: bool | None = None) -> str:
+    """Who has ``db`` open, for a message; ``scan`` (holders' answer) and
+    ``locked`` (sqlite_locks_held's) when the caller already has them, so the
+    message says what the decision was made on."""
+    found, complete = scan or holders([db] + [db + s for s in COMPANIONS])
     if found:
         text = ", ".join(f"pid {pid} ({cmd})" for pid, cmd in found)
-    elif sqlite_locks_held(db):
+    elif sqlite_locks_held(db) if locked is None else locked:
         return unseen_holder(complete)
     else:
         text = "no process found"
@@ -1323,7 +1327,7 @@ def place_file(work: str, target: str, journal_mode: str, aside_dir: str,
     try:
         old = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
-        old = -1  # missing: nothing to replace
+        old = -1  # missing (nothing to replace) or unreadable: nothing to ask afterwards
     try:
         return _rename_into_place(work, target, aside_dir, progress, mode, old)
     finally:
@@ -1345,11 +1349,12 @@ def _rename_into_place(work: str, target: str, aside_dir: str, progress: ApplySt
     whose replaced file is open as ``old`` (-1: there was none)."""
     # Last, right before the rename: the narrowest window for a late opener.
     found, complete = holders([target] + [target + s for s in COMPANIONS])
-    if found or sqlite_locks_held(target):
+    locked = not found and sqlite_locks_held(target)
+    if found or locked:
+        who = describe_holders(target, (found, complete), locked)
         raise OpsError(EX_BUSY, f"{target} cannot be restored into with SQLite and is open in "
-                                f"{describe_holders(target)}: replacing a file under an open "
-                                "process is undefined behaviour. Stop them and retry; nothing "
-                                "was changed")
+                                f"{who}: replacing a file under an open process is undefined "
+                                "behaviour. Stop them and retry; nothing was changed")
     progress.step = "moving-aside"
     moved = _move_aside(target, aside_dir, progress)
     fsync_path(work)
