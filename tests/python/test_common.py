@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -408,33 +409,39 @@ print("ready", flush=True)
 time.sleep(600)
 """
 
-
-@pytest.mark.parametrize("kind, byte, hot", [
+# (kind of lock another process holds, on which byte, whether a journal stays hot)
+LOCK_CASES = [
     ("read", 0x40000000, True),    # a reader taking its shared lock: the journal stays hot
     ("write", 0x40000000, False),  # PENDING as a writer holds it
     ("read", 0x40000001, False),   # RESERVED of any kind: a live writer
     ("write", 0x40000001, False),
-])
-def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, kind, byte, hot):
-    db = blob_db(tmp_path / "a.db", 1000)
-    kill_writer_mid_transaction(db)
-    assert hot_journal(db)  # a killed writer's, and nobody holds a lock
+]
+
+
+@contextlib.contextmanager
+def held_by_another_process(db, kind: str, byte: int):
+    """Another process holds a ``kind`` ("read" or "write") lock on ``byte`` of ``db``."""
     locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert locker.stdout.readline() == "ready\n"
-        assert hot_journal(db) is hot
+        yield
     finally:
         locker.kill()
         locker.wait()
+        locker.stdout.close()
 
 
-@pytest.mark.parametrize("kind, byte, hot", [
-    ("read", 0x40000000, True),
-    ("write", 0x40000000, False),
-    ("read", 0x40000001, False),
-    ("write", 0x40000001, False),
-])
+@pytest.mark.parametrize("kind, byte, hot", LOCK_CASES)
+def test_a_journal_is_hot_unless_a_writer_holds_reserved_or_pending(tmp_path, kind, byte, hot):
+    db = blob_db(tmp_path / "a.db", 1000)
+    kill_writer_mid_transaction(db)
+    assert hot_journal(db)  # a killed writer's, and nobody holds a lock
+    with held_by_another_process(db, kind, byte):
+        assert hot_journal(db) is hot
+
+
+@pytest.mark.parametrize("kind, byte, hot", LOCK_CASES)
 def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind, byte, hot):
     """A backup run from a sidecar container, whose /proc lists none of the
     application's locks: the kernel still answers F_GETLK for every process,
@@ -442,18 +449,12 @@ def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind
     would report as "rolled back the hot journal" after the writer's commit)."""
     db = blob_db(tmp_path / "a.db", 1000)
     kill_writer_mid_transaction(db)
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert locker.stdout.readline() == "ready\n"
+    with held_by_another_process(db, kind, byte):
         seen = in_a_pid_namespace_of_its_own(
             [sys.executable, "-c", "import os, sys\n"
              "from sqlite_ops.common import _listed_locks, hot_journal\n"
              "print(len(_listed_locks(os.stat(sys.argv[1]).st_ino)), hot_journal(sys.argv[1]))",
              str(db)], dict(os.environ, PYTHONPATH=common.REPO_ROOT_STR + "/lib"))
-    finally:
-        locker.kill()
-        locker.wait()
     assert seen.returncode == 0, seen.stderr
     assert seen.stdout.split() == ["0", str(hot)]  # /proc/locks listed nothing; F_GETLK saw it
 
@@ -461,12 +462,7 @@ def test_a_writer_in_another_pid_namespace_keeps_its_journal_live(tmp_path, kind
 RESERVED = [(common.RESERVED_BYTE, 1, False)]
 
 
-@pytest.mark.parametrize("kind, byte, hot", [
-    ("read", 0x40000000, True),
-    ("write", 0x40000000, False),
-    ("read", 0x40000001, False),
-    ("write", 0x40000001, False),
-])
+@pytest.mark.parametrize("kind, byte, hot", LOCK_CASES)
 def test_a_writer_that_proc_locks_does_not_list_keeps_its_journal_live(tmp_path, monkeypatch,
                                                                        kind, byte, hot):
     """The same, without making a namespace (which a container may forbid):
@@ -474,15 +470,9 @@ def test_a_writer_that_proc_locks_does_not_list_keeps_its_journal_live(tmp_path,
     db = blob_db(tmp_path / "a.db", 1000)
     kill_writer_mid_transaction(db)
     seen_as_from_a_pid_namespace_of_its_own(monkeypatch)
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), kind, str(byte)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert locker.stdout.readline() == "ready\n"
+    with held_by_another_process(db, kind, byte):
         assert common._listed_locks(os.stat(db).st_ino) == []
         assert hot_journal(db) is hot
-    finally:
-        locker.kill()
-        locker.wait()
 
 
 def test_locks_are_not_asked_when_this_process_locks_cannot_be_listed(tmp_path, monkeypatch):
@@ -504,15 +494,9 @@ def test_a_lock_is_asked_through_a_symlink_and_never_of_a_fifo(tmp_path):
     db = blob_db(tmp_path / "a.db", 10)
     link = tmp_path / "link.db"
     link.symlink_to(db)
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(db), "write",
-                               str(common.RESERVED_BYTE)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert locker.stdout.readline() == "ready\n"
+    with held_by_another_process(db, "write", common.RESERVED_BYTE):
         assert common.locks_held(str(link), RESERVED) is True
         assert common.writer_lock_held(str(link)) is True
-    finally:
-        locker.kill()
-        locker.wait()
     assert common.locks_held(str(link), RESERVED) is False
     os.mkfifo(tmp_path / "fifo")
     assert common.locks_held(str(tmp_path / "fifo"), [(0, 0, False)]) is None
