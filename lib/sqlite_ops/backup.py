@@ -7,10 +7,11 @@ pre-migration backup, a restore's safety backup):
 
 1. read one snapshot of the live database and pack it: compress and hash in
    one pass while PRAGMA integrity_check (or, for ``integrity="quick"``,
-   quick_check), the row counts and the foreign-key count run beside it. A
-   WAL database's own file is read inside one read transaction when it holds
-   the whole snapshot (``snapshot.stream``); else SQLite's backup API copies
-   it into a temp file first (``snapshot.take_snapshot``, ``snapshot.pack``);
+   quick_check), the row counts and (unless the drill is to count it) the
+   foreign-key count run beside it. A WAL database's own file is read inside
+   one read transaction when it holds the whole snapshot
+   (``snapshot.stream``); else SQLite's backup API copies it into a temp file
+   first (``snapshot.take_snapshot``, ``snapshot.pack``);
 2. build the manifest (row counts, foreign-key count, schema version, host,
    the file's owner and mode, the integrity record, the snapshot method);
 3. publish the manifest, then the backup file: each fsynced, renamed without
@@ -63,9 +64,11 @@ from sqlite_ops.progress import human_bytes
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 INTEGRITY_CHECKS = ("full", "quick")
 # INTEGRITY_CHECK: where a backup run's full integrity_check runs. "backup":
-# in the backup (integrity="full"). "drill": the backup runs quick_check and
-# marks the manifest "integrity_check_deferred"; the drill right after runs
-# the full check and records it (restore_flow.record_drill_check).
+# in the backup (integrity="full"). "drill": the backup runs quick_check (its
+# damage still refuses the backup) and leaves the two checks that only record
+# to the drill right after, marking the manifest "integrity_check_deferred"
+# and "foreign_key_check_deferred": the drill runs the full check, counts the
+# foreign keys and records both (restore_flow.record_drill_check).
 WHERE_CHECKED = ("backup", "drill")
 
 
@@ -97,8 +100,10 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
     ``integrity="full"`` runs PRAGMA integrity_check and records it in the
     manifest against the content's SHA-256; ``"quick"`` runs only quick_check
     and records nothing (a restore of that backup runs the full check itself);
-    with ``deferred`` too, the manifest says ``"integrity_check_deferred":
-    true``: the full check is left to the drill that follows the backup.
+    with ``deferred`` too, the full check and the foreign-key count are left to
+    the drill that follows the backup: the manifest says
+    ``"integrity_check_deferred": true`` and ``"foreign_key_check_deferred":
+    true`` and records no count.
     Failure is OpsError: 4 when the database fails its check, 2 when it is
     missing or not an SQLite database, 1 otherwise; nothing is published then.
     A signal arriving during the publication is held until the pair is out,
@@ -125,11 +130,13 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
         # A WAL database's own file, in one read transaction, when it holds the
         # whole snapshot; else the backup API's temp copy, then packing it.
         facts = snapshot.stream(db, packed, compression, busy_timeout_ms=busy_timeout_ms,
-                                quiet=quiet, check=integrity, fk_accept=fk_accept)
+                                quiet=quiet, check=integrity, fk_accept=fk_accept,
+                                count_fks=not deferred)
         if facts is None:
             check_free_space(db, dest_dir, compression, copy=True)
             facts = _copy_and_pack(db, data, packed, compression, busy_timeout_ms=busy_timeout_ms,
-                                   quiet=quiet, check=integrity, fk_accept=fk_accept)
+                                   quiet=quiet, check=integrity, fk_accept=fk_accept,
+                                   count_fks=not deferred)
         if deferred:
             facts["integrity_check_deferred"] = True
         manifest = snapshot.build_manifest(
@@ -160,7 +167,7 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
 
 def _copy_and_pack(db: str, data: str, packed: str, compression: str, *,
                    busy_timeout_ms: int, quiet: bool, check: str,
-                   fk_accept: str) -> dict[str, Any]:
+                   fk_accept: str, count_fks: bool) -> dict[str, Any]:
     """The backup API's copy of ``db`` into ``data``, packed into ``packed``
     (the same file for ``none``), with describe's facts of the copy."""
     source_facts = snapshot.take_snapshot(db, data, busy_timeout_ms, quiet)
@@ -169,7 +176,7 @@ def _copy_and_pack(db: str, data: str, packed: str, compression: str, *,
     # the page cache, and the manifest waits for neither step alone.
     # A failed packing wins: leaving the block waits for the reading to end.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        described = pool.submit(snapshot.describe, data, fk_accept)
+        described = pool.submit(snapshot.describe, data, fk_accept, count_fks=count_fks)
         pack_facts = snapshot.pack(data, packed, compression, source=db, quiet=quiet,
                                    check=check)
         description = described.result()
@@ -181,7 +188,7 @@ def _copy_and_pack(db: str, data: str, packed: str, compression: str, *,
 def foreign_key_lines(db: str, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(warnings, infos) about the foreign-key violations a manifest records:
     they are copied as they are (a backup never edits data); say so now, not
-    first during an incident."""
+    first during an incident. A drill-mode backup counted none: its drill says."""
     count = manifest.get("foreign_key_violations", 0)
     accepted = manifest.get("foreign_key_violations_accepted", 0)
     if count is None:
@@ -413,8 +420,8 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
     sweep_temps(dest, db_name(db))
     check_free_space(db, dest, settings.compression)
     deferred = settings.integrity_check == "drill"
-    check = ("PRAGMA quick_check (the full integrity_check is left to the drill: "
-             "INTEGRITY_CHECK=drill)" if deferred else "PRAGMA integrity_check")
+    check = ("PRAGMA quick_check (the full integrity_check and the foreign-key count are "
+             "left to the drill: INTEGRITY_CHECK=drill)" if deferred else "PRAGMA integrity_check")
     packing = ("copying it uncompressed" if settings.compression == "none"
                else f"packing with {settings.compression}")
     log.info(f"snapshot of {db}; {check} and {packing}")

@@ -258,7 +258,10 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     # True: taken with INTEGRITY_CHECK=drill, quick_check only; the full check
     # is the drill's, which then adds integrity_check (checked_by "drill").
     "integrity_check_deferred": (FLAG, OPTIONAL),
-    "foreign_key_violations": (nullable(COUNT), WRITTEN),  # null: the check cannot run
+    # null: the check cannot run. Drill-mode backups lack it (and the three
+    # below) until the drill adds them: they say foreign_key_check_deferred.
+    "foreign_key_violations": (nullable(COUNT), OPTIONAL),
+    "foreign_key_check_deferred": (FLAG, OPTIONAL),  # True: the count is the drill's
     "foreign_key_check_error": (TEXT, OPTIONAL),  # why, when it cannot
     "foreign_key_violations_by_table": (ROW_COUNTS, OPTIONAL),  # with violations
     "foreign_key_violations_accepted": (COUNT, OPTIONAL),  # of them, in FK_ACCEPT's tables
@@ -269,6 +272,19 @@ MANIFEST_SCHEMA: dict[str, tuple[Kind, str]] = {
     "group": (COUNT, WRITTEN),
     "mode": (FILE_MODE, WRITTEN),
 }
+
+# What fkcheck.manifest_fields records.
+FK_FIELDS = ("foreign_key_violations", "foreign_key_check_error",
+             "foreign_key_violations_by_table", "foreign_key_violations_accepted")
+
+
+def drill_fields(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """What a drill may add to ``manifest`` after the backup (add_drill_records;
+    offsite sends such a manifest again): the integrity_check record, and the
+    foreign-key fields when the backup left the count to the drill."""
+    if manifest.get("foreign_key_check_deferred") is True:
+        return ("integrity_check", *FK_FIELDS)
+    return ("integrity_check",)
 
 MANIFEST_MAX_BYTES = 16 << 20  # far above any real manifest (a table name per line)
 
@@ -362,7 +378,8 @@ def restore_command(db: str, backup_dir: str, backup: str, *, script: str = "",
 def records_fk_problems(manifest: dict[str, Any] | None) -> bool:
     """The manifest says the database had foreign-key violations (or that the
     check could not run) when the backup was taken, beyond the orphans FK_ACCEPT
-    accepted then: restoring it needs --force."""
+    accepted then: restoring it needs --force. A count left to the drill
+    (foreign_key_check_deferred) and not yet recorded says nothing."""
     found = (manifest or {}).get("foreign_key_violations", 0)
     # Orphans FK_ACCEPT accepted when the backup was taken are no problem.
     return found != 0 and found != (manifest or {}).get("foreign_key_violations_accepted")
@@ -437,14 +454,17 @@ def file_identity(path: str | os.PathLike[str]) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def add_integrity_record(backup: str | os.PathLike[str], seen: dict[str, Any],
-                         identity: tuple[int, ...], record: dict[str, Any]) -> str | None:
-    """Add the ``integrity_check`` record of a check run after the backup (the
-    drill's) to its manifest, atomically (temp, fsync, rename, fsync the
-    directory); only when the backup file is still the one checked
-    (``identity``) and its manifest still ``seen``, and the record is of the
-    manifest's ``db_sha256``. None when written, else why not. The caller
-    holds the database's lock."""
+def add_drill_records(backup: str | os.PathLike[str], seen: dict[str, Any],
+                      identity: tuple[int, ...], records: dict[str, Any]) -> str | None:
+    """Add what a drill established after the backup to its manifest: the
+    ``integrity_check`` record of the check it ran, and the foreign-key count
+    when the backup left that to it (``records``: drill_fields only),
+    atomically (temp, fsync, rename, fsync the directory); only when the
+    backup file is still the one checked (``identity``) and its manifest still
+    ``seen``, and the record is of the manifest's ``db_sha256``. None when
+    written, else why not. The caller holds the database's lock."""
+    if not set(records) <= set(drill_fields(seen)):
+        raise ValueError(f"a drill records only {', '.join(drill_fields(seen))} here")
     path = Path(backup)
     try:
         if file_identity(path) != identity:
@@ -455,9 +475,9 @@ def add_integrity_record(backup: str | os.PathLike[str], seen: dict[str, Any],
     current, why = read_manifest(manifest_path)
     if current is None or current != seen:
         return f"its manifest changed since the drill read it ({why or 'other content'})"
-    if record.get("db_sha256") != current.get("db_sha256"):
+    if records.get("integrity_check", {}).get("db_sha256") != current.get("db_sha256"):
         return "the check was of other content than the manifest names"
-    updated = {**current, "integrity_check": record}
+    updated = {**current, **records}
     problem = manifest_problem(updated)
     if problem is not None:
         return f"internal error: the record does not match the manifest schema: {problem}"

@@ -190,6 +190,20 @@ def unaccepted(report: ForeignKeyReport, accepted: dict[str, int | None]) -> dic
     return problems
 
 
+def manifest_fields(report: ForeignKeyReport, accepted: dict[str, int | None]) -> dict[str, Any]:
+    """What a backup's manifest records of ``report`` (catalog.FK_FIELDS): the
+    count (None: the check cannot run, with the error); with violations, the
+    rows per child table and how many of them ``accepted`` (FK_ACCEPT) covers."""
+    found: dict[str, Any] = {"foreign_key_violations": report.count}
+    if report.count is None:
+        found["foreign_key_check_error"] = report.error
+    elif report.count:
+        found["foreign_key_violations_by_table"] = report.by_table
+        found["foreign_key_violations_accepted"] = (
+            report.count - sum(unaccepted(report, accepted).values()))
+    return found
+
+
 def describe_accepted(report: ForeignKeyReport, accepted: dict[str, int | None]) -> str | None:
     """One line on the orphans FK_ACCEPT accepted, or None."""
     problems = unaccepted(report, accepted)

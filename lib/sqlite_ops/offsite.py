@@ -101,9 +101,6 @@ from sqlite_ops.promfile import escape_label, family
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
 RECORD_FORMAT = 1
-# What the drill adds to a manifest after the backup (catalog.add_integrity_record):
-# the only change a sync sends again on its own.
-DRILL_FIELDS = ("integrity_check",)
 HASH_PREFERENCE = ("sha256", "sha1", "md5")  # strongest first
 
 # rclone settings this toolkit chooses unless the user set them (RCLONE_* variables
@@ -917,9 +914,11 @@ class Syncer:
 
     def manifest_digests(self, manifest: dict[str, Any]) -> dict[str, str]:
         """SHA-256 of the manifest text a remote gets, and of that text without
-        what the drill adds (DRILL_FIELDS): equal second digests mean the
-        manifests differ in the drill's record alone."""
-        without = {k: v for k, v in manifest.items() if k not in DRILL_FIELDS}
+        what the drill adds (catalog.drill_fields: the only change a sync sends
+        again on its own): equal second digests mean the manifests differ in
+        the drill's records alone."""
+        added = catalog.drill_fields(manifest)
+        without = {k: v for k, v in manifest.items() if k not in added}
         return {key: hashlib.sha256(self.manifest_text(m).encode()).hexdigest()
                 for key, m in (("manifest_sha256", manifest),
                                ("manifest_sha256_without_drill", without))}
@@ -951,7 +950,7 @@ class Syncer:
         elif (entry.get("manifest_sha256_without_drill")
               != digests["manifest_sha256_without_drill"] or not _drill_record(manifest)):
             self.log(f"warning: {backup.manifest_path} changed since it was uploaded, in "
-                     "more than the integrity_check record a drill adds; it is not sent "
+                     "more than the records a drill adds; it is not sent "
                      f"again: {dest} stays the manifest the copy was verified with (if the "
                      "change is intended, delete that remote manifest and the next sync "
                      "uploads the copy anew)")

@@ -250,6 +250,9 @@ class Report:
     # manifest): a restore that renames it into place checks it is unchanged.
     work_identity: tuple[int, ...] | None = None
     fk_note: str = ""  # the orphaned rows FK_ACCEPT accepted, if any
+    # The foreign-key fields a drill adds to a manifest that left the count to
+    # it (foreign_key_check_deferred), from the count made here; else empty.
+    fk_record: dict[str, Any] = field(default_factory=dict)
     applied: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -586,6 +589,9 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         raise _bad(path, f"cannot be read: {found['error']}")
     fks: fkcheck.ForeignKeyReport = found["fk"]
     fk_violations, first, fk_note = fks.count, fks.error, ""
+    fk_record = (fkcheck.manifest_fields(fks, accepted)
+                 if (manifest or {}).get("foreign_key_check_deferred") is True
+                 and "foreign_key_violations" not in (manifest or {}) else {})
     if fks.count:
         problems = fkcheck.unaccepted(fks, accepted)
         fk_violations = sum(problems.values())
@@ -621,6 +627,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         schema_version=found["schema_version"], tables=tables, fk_violations=fk_violations,
         owner=(manifest or {}).get("owner"), group=(manifest or {}).get("group"),
         mode=(manifest or {}).get("mode"), warnings=warnings, integrity=checked, fk_note=fk_note,
+        fk_record=fk_record,
         checked_now=not recorded, rows_recorded=rows_recorded, fk_recorded=fk_recorded,
         db_sha256=db_sha, manifest=manifest, identity=identity,
         work_identity=(catalog.file_identity(work) if manifest is not None and not hash_only
@@ -1707,7 +1714,10 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
     if catalog.records_fk_problems(backup.manifest):
         return "ok, foreign-key violations (restore needs --force)", True
     if integrity_state(backup.manifest) == "left to the drill":
-        return "ok (quick_check; the full integrity_check is left to the drill)", True
+        left = ("the full integrity_check and the foreign-key count are"
+                if "foreign_key_violations" not in backup.manifest
+                else "the full integrity_check is")
+        return f"ok (quick_check; {left} left to the drill)", True
     return "ok", True
 
 

@@ -272,32 +272,36 @@ def record_drill_check(run: Run, wait: float | None = None) -> None:
     """When the drill ran the full integrity_check itself (the local backup
     had no record that stood for its bytes: INTEGRITY_CHECK=drill, or an older
     backup) and it said ok, add that record to the backup's manifest, as the
-    backup would have (catalog.add_integrity_record: only if the backup and
-    its manifest are still the ones verified), under the database's lock
-    after a short wait (``RECORD_LOCK_WAIT``). Busy, or anything else in the
-    way: a warning, no record, never a failed drill. --verify and restores
-    never write: they check and leave the manifest as it is."""
+    backup would have, with the foreign-key count when the backup left it to
+    the drill (catalog.add_drill_records: only if the backup and its manifest
+    are still the ones verified), under the database's lock after a short
+    wait (``RECORD_LOCK_WAIT``). Busy, or anything else in the way: a
+    warning, no record, never a failed drill. --verify and restores never
+    write: they check and leave the manifest as it is."""
     opts, report = run.opts, run.report
     if opts.remote or report is None or not report.checked_now or report.manifest is None:
         return
     assert report.identity is not None
     manifest = run.backup + catalog.MANIFEST_SUFFIX
-    record = integrity.record(report.db_sha256, checked_by="drill")
+    records = {"integrity_check": integrity.record(report.db_sha256, checked_by="drill"),
+               **report.fk_record}
+    recorded, are, them = (("integrity_check and the foreign-key count", "are", "them")
+                           if report.fk_record else ("integrity_check", "is", "it"))
     try:
         with OpsLock(opts.db, RECORD_LOCK_WAIT if wait is None else wait, what="drill"):
-            why = catalog.add_integrity_record(run.backup, report.manifest, report.identity,
-                                               record)
+            why = catalog.add_drill_records(run.backup, report.manifest, report.identity,
+                                            records)
     except OpsError as exc:
         why = (f"another run held the lock on {opts.db}" if exc.code == EX_BUSY
                else exc.message)
     except OSError as exc:
         why = f"cannot write it: {exc.strerror or exc}"
     if why:
-        warn(opts, f"the integrity_check this drill ran is not recorded in {manifest} ({why}); "
-                   "a restore of that backup runs the check itself")
+        warn(opts, f"the {recorded} this drill ran {are} not recorded in {manifest} ({why}); "
+                   f"a restore of that backup runs {them} itself")
         return
-    info(opts, f"integrity_check recorded in {manifest} (checked_by drill, same bytes): "
-               "--verify and restores of this backup trust it")
+    info(opts, f"{recorded} recorded in {manifest} (checked_by drill, same bytes): "
+               f"--verify and restores of this backup trust {them}")
 
 
 ACTIONS = {"list": action_list, "verify": action_verify, "drill": action_drill,

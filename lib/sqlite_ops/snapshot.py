@@ -536,7 +536,7 @@ class _Pages:
 
 def stream(source: str, out: str | os.PathLike[str], compression: str, *,
            busy_timeout_ms: int = 5000, quiet: bool = True, check: str = "full",
-           fk_accept: str = "") -> dict[str, Any] | None:
+           fk_accept: str = "", count_fks: bool = True) -> dict[str, Any] | None:
     """Back up the live WAL database ``source`` into ``out`` without a temp
     copy, when its file holds a whole read transaction's snapshot (see above);
     None when it does not (nothing was written: take the copy instead).
@@ -570,7 +570,7 @@ def stream(source: str, out: str | os.PathLike[str], compression: str, *,
             raise _classify(exc, f"snapshot of {source} failed") from None
         pages = _Pages(held[0], page_size, page_count)
         facts = _pack_pinned(conn, pages, source, out, compression, quiet=quiet,
-                             check=check, fk_accept=fk_accept)
+                             check=check, fk_accept=fk_accept, count_fks=count_fks)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -583,7 +583,7 @@ def stream(source: str, out: str | os.PathLike[str], compression: str, *,
 
 def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
                  out: str | os.PathLike[str], compression: str, *, quiet: bool, check: str,
-                 fk_accept: str) -> dict[str, Any]:
+                 fk_accept: str, count_fks: bool) -> dict[str, Any]:
     """pack and describe for a pinned snapshot: the pages hashed, and read by
     the compressor from the file (or fed to it, or written straight into
     ``out`` for ``none``), while a thread runs the check, the row counts and
@@ -596,7 +596,8 @@ def _pack_pinned(conn: sqlite3.Connection, pages: _Pages, source: str,
             found["rows"] = check_rows(conn, pragma)
             if found["rows"] == ["ok"]:
                 found["described"] = describe_connection(conn, fk_accept,
-                                                         f"cannot read {source}")
+                                                         f"cannot read {source}",
+                                                         count_fks=count_fks)
         except BaseException as exc:  # reported below; an interrupt stops it
             found["error"] = exc
 
@@ -712,17 +713,20 @@ class _Unclosed:
 
 
 
-def describe(snapshot: str | os.PathLike[str], fk_accept: str = "") -> dict[str, Any]:
+def describe(snapshot: str | os.PathLike[str], fk_accept: str = "", *,
+             count_fks: bool = True) -> dict[str, Any]:
     """:func:`describe_connection` of the snapshot file ``snapshot``."""
     conn = sqlite3.connect(readonly_uri(snapshot), uri=True, isolation_level=None)
     try:  # no mmap: the backup's memory stays flat whatever the database's size
-        return describe_connection(conn, fk_accept, f"cannot read the snapshot {snapshot}")
+        return describe_connection(conn, fk_accept, f"cannot read the snapshot {snapshot}",
+                                   count_fks=count_fks)
     finally:
         conn.close()
 
 
 def describe_connection(conn: sqlite3.Connection, fk_accept: str = "",
-                        what: str = "cannot read the database") -> dict[str, Any]:
+                        what: str = "cannot read the database", *,
+                        count_fks: bool = True) -> dict[str, Any]:
     """Row counts per table, page size, schema version and the foreign-key
     violations (sqlite_ops.fkcheck: the rows PRAGMA foreign_key_check would
     report; None, with the error, when it cannot run) of what ``conn`` reads
@@ -730,7 +734,9 @@ def describe_connection(conn: sqlite3.Connection, fk_accept: str = "",
 
     With violations, ``foreign_key_violations_by_table`` names the child
     tables, and ``foreign_key_violations_accepted`` says how many of them
-    ``fk_accept`` (FK_ACCEPT) covers.
+    ``fk_accept`` (FK_ACCEPT) covers. Without ``count_fks`` (a drill-mode
+    backup) nothing is counted: ``foreign_key_check_deferred`` says the drill
+    counts them.
     """
     accepted = fkcheck.parse_accept(fk_accept)
     try:
@@ -739,17 +745,15 @@ def describe_connection(conn: sqlite3.Connection, fk_accept: str = "",
         version = schema_version(conn)
         # Recorded, not refused: a backup must copy the database as it is. A
         # restore then knows the violations are the database's own, not damage.
-        fks = fkcheck.check(conn)
+        fks = fkcheck.check(conn) if count_fks else None
     except sqlite3.Error as exc:
         raise _classify(exc, what) from None
     found: dict[str, Any] = {"tables": tables, "page_size": page_size,
-                             "schema_version": version, "foreign_key_violations": fks.count}
-    if fks.count is None:
-        found["foreign_key_check_error"] = fks.error
-    elif fks.count:
-        found["foreign_key_violations_by_table"] = fks.by_table
-        problems = fkcheck.unaccepted(fks, accepted)
-        found["foreign_key_violations_accepted"] = fks.count - sum(problems.values())
+                             "schema_version": version}
+    if fks is None:
+        found["foreign_key_check_deferred"] = True
+    else:
+        found.update(fkcheck.manifest_fields(fks, accepted))
     return found
 
 
@@ -801,6 +805,9 @@ def build_manifest(snapshot: str | os.PathLike[str], *, source: str, created: fl
     # The schema every reader checks (catalog.MANIFEST_SCHEMA): never publish
     # a manifest that the listing would call unreadable.
     problem = manifest_problem(manifest, WRITTEN)
+    if problem is None and "foreign_key_violations" not in manifest \
+            and manifest.get("foreign_key_check_deferred") is not True:
+        problem = "it has no foreign_key_violations and does not defer them"
     if problem:
         raise OpsError(EX_FAIL, f"internal error: the manifest does not match its schema: "
                                 f"{problem}")

@@ -354,21 +354,42 @@ def test_the_schema_knows_a_deferred_check_and_the_drills_record(tmp_path):
     assert catalog.manifest_problem(written, catalog.NEEDED) is None
 
 
-def test_add_integrity_record_writes_only_over_what_was_verified(tmp_path):
+def test_add_drill_records_writes_only_over_what_was_verified(tmp_path):
     path = fake_backup(tmp_path, "d", NOW)
     manifest_path = path.with_name(path.name + catalog.MANIFEST_SUFFIX)
     seen = good_manifest(path, integrity_check_deferred=True)
     identity = catalog.file_identity(path)
-    record = {"result": "ok", "sqlite_version": "3.40.1", "db_sha256": "1" * 64}
-    assert "other content" in catalog.add_integrity_record(path, seen, identity, record)
-    record["db_sha256"] = "0" * 64
-    assert "changed" in catalog.add_integrity_record(path, {**seen, "host": "x"}, identity,
-                                                     record)
-    assert "replaced" in catalog.add_integrity_record(path, seen, (0, 0, 0, 0), record)
+    record = {"integrity_check": {"result": "ok", "sqlite_version": "3.40.1",
+                                  "db_sha256": "1" * 64}}
+    assert "other content" in catalog.add_drill_records(path, seen, identity, record)
+    record["integrity_check"]["db_sha256"] = "0" * 64
+    assert "changed" in catalog.add_drill_records(path, {**seen, "host": "x"}, identity, record)
+    assert "replaced" in catalog.add_drill_records(path, seen, (0, 0, 0, 0), record)
+    # The count was the backup's: a drill never writes over it.
+    with pytest.raises(ValueError):
+        catalog.add_drill_records(path, seen, identity, {**record, "foreign_key_violations": 3})
     assert catalog.read_manifest(manifest_path)[0] == seen  # none of those wrote
-    assert catalog.add_integrity_record(path, seen, identity, record) is None
-    assert catalog.read_manifest(manifest_path)[0] == {**seen, "integrity_check": record}
+    assert catalog.add_drill_records(path, seen, identity, record) is None
+    assert catalog.read_manifest(manifest_path)[0] == {**seen, **record}
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, manifest_path.name]
+
+
+def test_a_drill_adds_the_foreign_key_count_a_drill_mode_backup_left_to_it(tmp_path):
+    path = fake_backup(tmp_path, "d", NOW)
+    manifest_path = path.with_name(path.name + catalog.MANIFEST_SUFFIX)
+    seen = good_manifest(path, integrity_check_deferred=True, foreign_key_check_deferred=True)
+    del seen["foreign_key_violations"]
+    catalog.write_json_atomic(manifest_path, seen)
+    assert catalog.read_manifest(manifest_path) == (seen, None)
+    assert not catalog.records_fk_problems(seen)  # not counted yet: nothing said
+    records = {"integrity_check": {"result": "ok", "sqlite_version": "3.40.1",
+                                   "db_sha256": "0" * 64},
+               "foreign_key_violations": 2, "foreign_key_violations_by_table": {"c": 2},
+               "foreign_key_violations_accepted": 0}
+    assert catalog.add_drill_records(path, seen, catalog.file_identity(path), records) is None
+    written = catalog.read_manifest(manifest_path)[0]
+    assert written == {**seen, **records} and catalog.records_fk_problems(written)
+    assert set(catalog.drill_fields(written)) == {"integrity_check", *catalog.FK_FIELDS}
 
 
 def test_a_manifest_that_is_a_fifo_or_a_symlink_is_unreadable_and_never_blocks(tmp_path):

@@ -427,12 +427,14 @@ def test_the_drills_record_reaches_the_remote_manifest_without_sending_the_data_
     assert first.returncode == 0, first.stderr
     here = store / world.host / DB_NAME
     data, manifest = here / backup.name, here / (backup.name + ".manifest.json")
-    assert "integrity_check" not in json.loads(manifest.read_text())
+    sent = json.loads(manifest.read_text())
+    assert "integrity_check" not in sent and "foreign_key_violations" not in sent
     data_before = touched(data)
     drill = world.restore("--drill")
     assert drill.returncode == 0, drill.stderr
     local = json.loads((backup.parent / (backup.name + ".manifest.json")).read_text())
     assert local["integrity_check"]["checked_by"] == "drill"
+    assert local["foreign_key_violations"] == 0  # the count the backup left to the drill
     proc = world.sync("--remote", remote)
     assert proc.returncode == 0, proc.stderr
     assert (f"Updated manifest: {remote_dir(world, remote)}/{backup.name}.manifest.json "
@@ -451,6 +453,7 @@ def test_the_drills_record_reaches_the_remote_manifest_without_sending_the_data_
     verify = world.restore("--from", remote, "--verify", "latest")
     assert verify.returncode == 0, verify.stderr
     assert "integrity: recorded at drill, same bytes" in verify.stdout
+    assert "foreign_key_check clean as recorded (same bytes)" in verify.stdout
     assert "checked now" not in verify.stdout
 
 

@@ -393,7 +393,8 @@ def test_a_sound_drill_mode_backup_gets_its_record_from_the_drill_and_verify_tru
     db = make_db(tmp_path / "app.db", 40)
     taken, manifest_path, env = _drill_world(tmp_path, db)
     before, _ = catalog.read_manifest(manifest_path)
-    assert "integrity_check" not in before
+    assert "integrity_check" not in before and "foreign_key_violations" not in before
+    assert before["foreign_key_check_deferred"] is True
     # --verify and a restore --to check it themselves, and never write.
     checked = _restore(env, "--verify", "latest")
     assert checked.returncode == 0, checked.stderr
@@ -404,10 +405,12 @@ def test_a_sound_drill_mode_backup_gets_its_record_from_the_drill_and_verify_tru
     assert catalog.read_manifest(manifest_path)[0] == before
     drill = _restore(env, "--drill")
     assert drill.returncode == 0, drill.stderr
-    assert f"integrity_check recorded in {manifest_path}" in drill.stderr
+    assert (f"integrity_check and the foreign-key count recorded in {manifest_path}"
+            in drill.stderr)
     after, why = catalog.read_manifest(manifest_path)
     assert why is None
     record = after.pop("integrity_check")
+    assert after.pop("foreign_key_violations") == 0
     assert after == before  # nothing else in the manifest changed
     assert record["checked_by"] == "drill" and record["result"] == "ok"
     assert record["db_sha256"] == before["db_sha256"]
@@ -415,6 +418,7 @@ def test_a_sound_drill_mode_backup_gets_its_record_from_the_drill_and_verify_tru
     trusted = _restore(env, "--verify", "latest")
     assert trusted.returncode == 0, trusted.stderr
     assert "integrity: recorded at drill, same bytes" in trusted.stdout
+    assert "foreign_key_check clean as recorded (same bytes)" in trusted.stdout
     again = _restore(env, "--drill")  # a record that stands is not written again
     assert again.returncode == 0 and "recorded in" not in again.stderr
     assert catalog.read_manifest(manifest_path)[0]["integrity_check"] == record
@@ -457,8 +461,8 @@ def test_a_busy_lock_means_a_warning_and_no_record_never_a_failed_drill(
         holder.wait()
     out, err = capsys.readouterr()
     assert "Drill passed:" in out
-    assert f"the integrity_check this drill ran is not recorded in {manifest_path} (another " \
-           "run held the lock" in err
+    assert (f"the integrity_check and the foreign-key count this drill ran are not recorded in "
+            f"{manifest_path} (another run held the lock") in err
     assert manifest_path.read_bytes() == before
 
 
@@ -482,7 +486,7 @@ def test_a_backup_or_manifest_changed_since_the_drill_verified_it_gets_no_record
     monkeypatch.setattr(restore_flow, "replace", meanwhile)
     assert restore_flow.run_action(_drill_options(db, tmp_path)) == 0
     err = capsys.readouterr().err
-    assert "is not recorded in" in err and "since the drill" in err
+    assert "are not recorded in" in err and "since the drill" in err
     assert "integrity_check" not in catalog.read_manifest(manifest_path)[0]
 
 
@@ -497,9 +501,59 @@ def test_list_shows_where_the_full_check_stands(tmp_path):
         [entry] = [e for e in json.loads(proc.stdout)["backups"] if e["kind"] == "backup"]
         return entry["integrity_check"]
     assert state() == "left to the drill"
-    assert "the full integrity_check is left to the drill" in _restore(env, "--list").stdout
+    assert ("the full integrity_check and the foreign-key count are left to the drill"
+            in _restore(env, "--list").stdout)
     assert _restore(env, "--drill").returncode == 0
     assert state() == "drill"
+
+
+def fk_fields(manifest: dict) -> dict:
+    return {k: manifest[k] for k in catalog.FK_FIELDS if k in manifest}
+
+
+def test_a_drill_mode_backup_leaves_the_foreign_key_count_to_the_drill_which_refuses_orphans(
+        tmp_path):
+    """INTEGRITY_CHECK=drill leaves the foreign-key count to the drill too:
+    the backup counts nothing and warns of nothing, yet an orphan is never out
+    of sight (--verify and the drill refuse it, exit 3), and the count a drill
+    records is exactly the one a default backup of the same bytes records."""
+    db = make_db(tmp_path / "app.db", 20)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
+    conn.close()
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  COMPRESS="gzip", INTEGRITY_CHECK="drill")
+    proc = subprocess.run([str(SCRIPTS / "backup_database.sh")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "foreign_key_check" not in proc.stderr and "orphaned" not in proc.stderr
+    assert "the foreign-key count are left to the drill" in proc.stderr
+    manifest_path = Path(proc.stdout.strip().rsplit("Backup completed: ", 1)[1]
+                         + catalog.MANIFEST_SUFFIX)
+    before, _ = catalog.read_manifest(manifest_path)
+    assert before["foreign_key_check_deferred"] is True and fk_fields(before) == {}
+    for action in (["--verify", "latest"], ["--drill"]):
+        refused = _restore(env, *action)
+        assert refused.returncode == EX_VERIFY, refused.stderr
+        assert "PRAGMA foreign_key_check failed: 1 row points to a missing parent row" in \
+            refused.stderr
+    assert catalog.read_manifest(manifest_path)[0] == before  # a failed drill records nothing
+
+    accepting = {**env, "FK_ACCEPT": "services"}
+    drill = _restore(accepting, "--drill")
+    assert drill.returncode == 0, drill.stderr
+    assert "integrity_check and the foreign-key count recorded in" in drill.stderr
+    after, _ = catalog.read_manifest(manifest_path)
+    recorded = fk_fields(after)
+    assert recorded == {"foreign_key_violations": 1,
+                        "foreign_key_violations_by_table": {"services": 1},
+                        "foreign_key_violations_accepted": 1}
+    assert {k: v for k, v in after.items() if k not in catalog.drill_fields(after)} == before
+    (tmp_path / "default").mkdir()
+    default = backup.take_backup(str(db), str(tmp_path / "default"), compression="gzip",
+                                 fk_accept="services")
+    assert fk_fields(default.manifest) == recorded
+    assert default.manifest["db_sha256"] == after["db_sha256"]  # of the same bytes
 
 
 # ---------------------------------------------------------------------------
