@@ -28,10 +28,11 @@
 # Where the full integrity_check runs (INTEGRITY_CHECK): "backup" (the
 # default) runs it here, as above. "drill", for a database too large for the
 # check to fit beside the compression: the backup runs only PRAGMA
-# quick_check (a damaged database is still refused, exit 4), marks the
-# manifest "integrity_check_deferred", and the drill run right after it
+# quick_check (a damaged database is still refused, exit 4) and counts no
+# foreign keys, marks the manifest "integrity_check_deferred" and
+# "foreign_key_check_deferred", and the drill run right after it
 # (backup_database.sh && restore_database.sh --drill) runs the full check and
-# records it in that manifest, against the same SHA-256.
+# the count, and records both in that manifest, against the same SHA-256.
 # This script settles the settings below; the run itself is one Python
 # process (lib/sqlite_ops/backup.py), which replaces it: a signal to this
 # script's PID reaches the run.
@@ -57,8 +58,8 @@
 #   --config FILE        KEY=value settings file (SQLITE_OPS_CONFIG; /etc/sqlite-ops.conf)
 #   --quiet              only warnings and errors on stderr (no progress line)
 #   --integrity-check WHERE
-#                        backup or drill: where the full integrity_check runs
-#                        (INTEGRITY_CHECK; backup)
+#                        backup or drill: where the full integrity_check and
+#                        the foreign-key count run (INTEGRITY_CHECK; backup)
 #
 # FK_ACCEPT (config or environment): child tables whose orphaned rows the
 # application makes by design, comma-separated, each TABLE or TABLE:N (at most
