@@ -127,13 +127,14 @@ class Writer(threading.Thread):
         conn.close()
 
 
-def under_writer(live: Path, env: dict[str, str], before) -> tuple[Timing, float, float, str]:
-    """(the backups' seconds, commits/s, p99 commit ms, the last backup's
-    snapshot_method) while Writer commits."""
+def under_writer(live: Path, env: dict[str, str], before,
+                 backup: tuple[str, ...] = (BACKUP, "--quiet")) -> tuple[Timing, float, float, str]:
+    """(the seconds of the ``backup`` command, commits/s, p99 commit ms, the
+    last backup's snapshot_method) while Writer commits."""
     writer = Writer(live)
     writer.start()
     time.sleep(0.5)
-    seconds = timings([BACKUP, "--quiet"], runs=RUNS, env=env, before=before)
+    seconds = timings(list(backup), runs=RUNS, env=env, before=before)
     writer.stop.set()
     writer.join()
     lat = sorted(writer.latencies)
@@ -181,6 +182,8 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     # drill right after, which records it (each drill gets a fresh backup).
     deferred = [BACKUP, "--quiet", "--integrity-check", "drill"]
     drill_mode_s = timings(deferred, runs=RUNS, env=env, before=clear)
+    drill_loaded_s, drill_rate, drill_p99, drill_method = under_writer(live, env, clear,
+                                                                       tuple(deferred))
 
     def fresh_deferred_backup() -> None:
         clear()
@@ -238,6 +241,8 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
         row(f"backup through the temp copy, writer at {copy_rate:.0f} commits/s "
             f"(p99 commit {copy_p99:.0f} ms)", copy_loaded_s),
         row("backup, INTEGRITY_CHECK=drill (quick_check), idle", drill_mode_s, 1.6),
+        row(f"backup, INTEGRITY_CHECK=drill, writer at {drill_rate:.0f} commits/s "
+            f"(p99 commit {drill_p99:.0f} ms; snapshot {drill_method})", drill_loaded_s, 1.6),
         row("drill that records the check (INTEGRITY_CHECK=drill)", recording_s),
         row("--verify latest", verify_s, 1.0),
         row("decompression floor: zstd -d -c backup > db; sync", unpack_floor),
