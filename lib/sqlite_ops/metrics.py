@@ -701,10 +701,14 @@ def collect_processes(report: Report) -> None:
 
 def write_lock_held(db_path: str) -> bool | None:
     """A writer is active: the WAL write lock (-shm) or the RESERVED byte is
-    held. None when it cannot be told (the database's answer is unknown)."""
-    if locks_held(db_path + "-shm", [(WAL_WRITE_LOCK_BYTE, 1, False)]):
+    held. None when it cannot be told: either answer unknown and neither
+    held (a WAL writer takes no lock on the database file, so the database's
+    "no" says nothing of an -shm that could not be asked)."""
+    shm = locks_held(db_path + "-shm", [(WAL_WRITE_LOCK_BYTE, 1, False)])
+    if shm:
         return True
-    return locks_held(db_path, [(RESERVED_BYTE, 1, False)])
+    held = locks_held(db_path, [(RESERVED_BYTE, 1, False)])
+    return None if held is None or (shm is None and not held) else held
 
 
 def collect_write_lock(report: Report) -> None:

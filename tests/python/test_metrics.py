@@ -307,6 +307,18 @@ def test_write_lock_held_is_seen_without_taking_it(tmp_path: Path, journal_mode:
     assert scrape(db)["sqlite_write_lock_held"][0][1] == 0
 
 
+def test_a_wal_write_lock_that_cannot_be_asked_is_not_probed_never_not_held(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In WAL mode a writer locks only the -shm: with that answer unknown, the
+    database file's "no" must not become sqlite_write_lock_held 0."""
+    asked = metrics.locks_held
+    monkeypatch.setattr(metrics, "locks_held", lambda path, spans: None
+                        if path.endswith("-shm") else asked(path, spans))
+    report = metrics.collect(str(db))
+    assert report.value("sqlite_write_lock_held") is None
+    assert any(note.startswith("write lock not probed") for note in report.notes)
+
+
 def test_open_processes_are_counted(db: Path) -> None:
     assert scrape(db)["sqlite_open_processes"][0][1] == 0
     readers = [hold(db, "SELECT count(*) FROM devices") for _ in range(2)]
