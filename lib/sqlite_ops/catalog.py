@@ -381,6 +381,8 @@ def records_fk_problems(manifest: dict[str, Any] | None) -> bool:
     accepted then: restoring it needs --force. A count left to the drill
     (foreign_key_check_deferred) and not yet recorded says nothing."""
     found = (manifest or {}).get("foreign_key_violations", 0)
+    if found is None:  # the check could not run: a restore needs --force
+        return True
     # Orphans FK_ACCEPT accepted when the backup was taken are no problem.
     return found != 0 and found != (manifest or {}).get("foreign_key_violations_accepted")
 

@@ -392,6 +392,19 @@ def test_a_drill_adds_the_foreign_key_count_a_drill_mode_backup_left_to_it(tmp_p
     assert set(catalog.drill_fields(written)) == {"integrity_check", *catalog.FK_FIELDS}
 
 
+def test_a_foreign_key_check_that_could_not_run_puts_force_in_the_printed_restore(tmp_path):
+    # The backup warned that restoring it needs --force (foreign_key_violations
+    # null, no accepted count): the command printed for it must carry --force.
+    path = fake_backup(tmp_path, "n", NOW)
+    manifest = good_manifest(path, foreign_key_violations=None,
+                             foreign_key_check_error="foreign key mismatch")
+    assert catalog.records_fk_problems(manifest)
+    assert "--force" in catalog.restore_command(str(tmp_path / "x.db"), str(tmp_path), str(path),
+                                                manifest=manifest).split()
+    assert "--force" not in catalog.restore_command(str(tmp_path / "x.db"), str(tmp_path),
+                                                    str(path), manifest=good_manifest(path)).split()
+
+
 def test_a_manifest_that_is_a_fifo_or_a_symlink_is_unreadable_and_never_blocks(tmp_path):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
