@@ -85,8 +85,10 @@
 #                      with METRICS_DIR, record the time it took. When it ran
 #                      the full integrity_check itself (INTEGRITY_CHECK=drill
 #                      backups) and it passed, it records it in that local
-#                      backup's manifest (against the same SHA-256), under the
-#                      database's lock; lock busy: a warning, no record
+#                      backup's manifest (against the same SHA-256) with the
+#                      foreign-key count the backup left to it (also when the
+#                      drill fails on orphans), under the database's lock;
+#                      lock busy: a warning, no record
 #   --from REMOTE      use the copies offsite_sync.sh put on an rclone remote
 #                      (REMOTE/<host>/<name>/): BACKUP is a file name as
 #                      --list --from shows it, `latest` the newest copy with its

@@ -92,7 +92,7 @@ class Interrupted(KeyboardInterrupt):
 
 def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = "",
                 host: str = "", busy_timeout_ms: int = 5000, quiet: bool = True,
-                integrity: str = "full", deferred: bool = False,
+                integrity: str = "full", deferred: bool = False, count_fks: bool = True,
                 prog: str = "backup_database.sh") -> BackupResult:
     """Back up the live database ``db`` into ``dest_dir`` and return what was published.
 
@@ -100,10 +100,10 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
     ``integrity="full"`` runs PRAGMA integrity_check and records it in the
     manifest against the content's SHA-256; ``"quick"`` runs only quick_check
     and records nothing (a restore of that backup runs the full check itself);
-    with ``deferred`` too, the full check and the foreign-key count are left to
-    the drill that follows the backup: the manifest says
-    ``"integrity_check_deferred": true`` and ``"foreign_key_check_deferred":
-    true`` and records no count.
+    with ``deferred`` too, the full check is left to the drill that follows the
+    backup (the manifest says ``"integrity_check_deferred": true``). Without
+    ``count_fks`` the foreign-key count is left to it as well: the manifest
+    says ``"foreign_key_check_deferred": true`` and records no count.
     Failure is OpsError: 4 when the database fails its check, 2 when it is
     missing or not an SQLite database, 1 otherwise; nothing is published then.
     A signal arriving during the publication is held until the pair is out,
@@ -113,6 +113,8 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
         raise ValueError(f"integrity must be 'full' or 'quick', not {integrity!r}")
     if deferred and integrity != "quick":
         raise ValueError("only a backup with integrity='quick' defers the full check")
+    if not (count_fks or deferred):
+        raise ValueError("only a backup that defers the full check defers the foreign-key count")
     start = time.monotonic()
     db = os.path.abspath(db)
     dest_dir = os.path.abspath(dest_dir)
@@ -131,12 +133,12 @@ def take_backup(db: str, dest_dir: str, *, compression: str, fk_accept: str = ""
         # whole snapshot; else the backup API's temp copy, then packing it.
         facts = snapshot.stream(db, packed, compression, busy_timeout_ms=busy_timeout_ms,
                                 quiet=quiet, check=integrity, fk_accept=fk_accept,
-                                count_fks=not deferred)
+                                count_fks=count_fks)
         if facts is None:
             check_free_space(db, dest_dir, compression, copy=True)
             facts = _copy_and_pack(db, data, packed, compression, busy_timeout_ms=busy_timeout_ms,
                                    quiet=quiet, check=integrity, fk_accept=fk_accept,
-                                   count_fks=not deferred)
+                                   count_fks=count_fks)
         if deferred:
             facts["integrity_check_deferred"] = True
         manifest = snapshot.build_manifest(
@@ -352,6 +354,10 @@ class Run:
     fk_accept: str = ""
     host: str = ""
     integrity_check: str = "backup"  # INTEGRITY_CHECK: WHERE_CHECKED
+    # The foreign-key count even when INTEGRITY_CHECK=drill leaves it to the
+    # drill: migrate's pre-migration backup, whose printed restore command
+    # carries --force by it, and which no drill follows.
+    count_fks: bool = False
     busy_timeout_ms: int = 5000
     remotes: list[str] = field(default_factory=list)
     offsite_retention_days: int = 30
@@ -420,8 +426,11 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
     sweep_temps(dest, db_name(db))
     check_free_space(db, dest, settings.compression)
     deferred = settings.integrity_check == "drill"
-    check = ("PRAGMA quick_check (the full integrity_check and the foreign-key count are "
-             "left to the drill: INTEGRITY_CHECK=drill)" if deferred else "PRAGMA integrity_check")
+    count_fks = settings.count_fks or not deferred
+    left = ("the full integrity_check is" if count_fks
+            else "the full integrity_check and the foreign-key count are")
+    check = (f"PRAGMA quick_check ({left} left to the drill: INTEGRITY_CHECK=drill)"
+             if deferred else "PRAGMA integrity_check")
     packing = ("copying it uncompressed" if settings.compression == "none"
                else f"packing with {settings.compression}")
     log.info(f"snapshot of {db}; {check} and {packing}")
@@ -429,7 +438,7 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
                          fk_accept=settings.fk_accept, host=settings.host,
                          busy_timeout_ms=settings.busy_timeout_ms, quiet=settings.quiet,
                          integrity="quick" if deferred else "full", deferred=deferred,
-                         prog=settings.prog)
+                         count_fks=count_fks, prog=settings.prog)
     settings.published = result.path
     for line in result.infos:
         log.info(line)

@@ -286,6 +286,14 @@ def drill_fields(manifest: dict[str, Any]) -> tuple[str, ...]:
         return ("integrity_check", *FK_FIELDS)
     return ("integrity_check",)
 
+
+def fk_count_pending(manifest: dict[str, Any] | None) -> bool:
+    """The backup left its foreign-key count to the drill, which has not
+    recorded it yet: whether restoring it needs --force is not known."""
+    return ((manifest or {}).get("foreign_key_check_deferred") is True
+            and "foreign_key_violations" not in (manifest or {}))
+
+
 MANIFEST_MAX_BYTES = 16 << 20  # far above any real manifest (a table name per line)
 
 
@@ -460,13 +468,14 @@ def add_drill_records(backup: str | os.PathLike[str], seen: dict[str, Any],
                       identity: tuple[int, ...], records: dict[str, Any]) -> str | None:
     """Add what a drill established after the backup to its manifest: the
     ``integrity_check`` record of the check it ran, and the foreign-key count
-    when the backup left that to it (``records``: drill_fields only),
+    when the backup left that to it and no drill recorded it yet,
     atomically (temp, fsync, rename, fsync the directory); only when the
     backup file is still the one checked (``identity``) and its manifest still
     ``seen``, and the record is of the manifest's ``db_sha256``. None when
     written, else why not. The caller holds the database's lock."""
-    if not set(records) <= set(drill_fields(seen)):
-        raise ValueError(f"a drill records only {', '.join(drill_fields(seen))} here")
+    allowed = drill_fields(seen) if fk_count_pending(seen) else ("integrity_check",)
+    if not set(records) <= set(allowed):
+        raise ValueError(f"a drill records only {', '.join(allowed)} here")
     path = Path(backup)
     try:
         if file_identity(path) != identity:

@@ -407,19 +407,22 @@ class Migrator:
                                          "application's user, and retry; nothing was changed")
         if create or not self.backup_dir:
             return
-        from .catalog import db_name, list_backups
+        from .catalog import db_name, fk_count_pending, list_backups
 
         backups = list_backups(self.backup_dir, db_name(self.db_path), source=self.db_path)
         if not backups:
             return
         newest = backups[0]
         what = "does not exist" if state == "missing" else "is empty (0 bytes)"
+        pending = (" (its foreign-key count was left to a drill that has not run: if that "
+                   "restore stops at foreign-key violations the database already had, add "
+                   "--force)" if fk_count_pending(newest.manifest) else "")
         raise OpsError(EX_USAGE, f"{self.db_path} {what}, but {self.backup_dir} holds "
                                  f"{len(backups)} backup(s) of it (newest: {newest.path.name}, "
                                  f"taken {newest.created_iso}): if it was lost, restore it: "
-                                 f"{self._restore_command(str(newest.path), yes=False)}; to "
-                                 "start a new, empty database instead, run 'migrate up "
-                                 "--create'; nothing was changed")
+                                 f"{self._restore_command(str(newest.path), yes=False)}"
+                                 f"{pending}; to start a new, empty database instead, run "
+                                 "'migrate up --create'; nothing was changed")
 
     def verify_adoption(self, conn: sqlite3.Connection) -> list[Migration]:
         """A database with tables but no history: the migrations its schema already has.
@@ -784,6 +787,7 @@ class Migrator:
         try:
             settings = backup.settings_from(Settings({}, prog="migrate"), self.db_path,
                                             self.backup_dir, prog="migrate")
+            settings.count_fks = True  # the undo command's --force is decided by it
             result = backup.backup_with_lock_held(settings, backup.Log("migrate", quiet=True))
         except OpsError as error:
             raise OpsError(EX_FAIL, f"the backup before migrating failed ({error.message}); "

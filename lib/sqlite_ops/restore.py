@@ -265,7 +265,11 @@ NOTHING_CHANGED = "; nothing was changed"
 
 class Forceable(OpsError):
     """A verification refusal that --force overrides: the backup is sound, and
-    its content is the database's own (foreign-key problems, no manifest)."""
+    its content is the database's own (foreign-key problems, no manifest).
+    ``report``: what the verification found out before refusing the database's
+    foreign-key violations, for a drill to record (None: no manifest)."""
+
+    report: Report | None = None
 
 
 def _bad(backup: Path, why: str, forceable: bool = False) -> OpsError:
@@ -589,24 +593,27 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         raise _bad(path, f"cannot be read: {found['error']}")
     fks: fkcheck.ForeignKeyReport = found["fk"]
     fk_violations, first, fk_note = fks.count, fks.error, ""
-    fk_record = (fkcheck.manifest_fields(fks, accepted)
-                 if (manifest or {}).get("foreign_key_check_deferred") is True
-                 and "foreign_key_violations" not in (manifest or {}) else {})
+    fk_record = (fkcheck.manifest_fields(fks, accepted) if catalog.fk_count_pending(manifest)
+                 else {})
     if fks.count:
         problems = fkcheck.unaccepted(fks, accepted)
         fk_violations = sum(problems.values())
         first = next((fks.firsts[t] for t in fks.firsts if t in problems), None)
         fk_note = fkcheck.describe_accepted(fks, accepted) or ""
+    # Violations are the database's own state, refused only once nothing else
+    # is wrong (--force would not help then), with what was found out.
+    refusal = None
     if fk_violations != 0:
         what = foreign_key_problem(fk_violations, first)
         if not force:
             origin = ("; the database already had this when the backup was taken (its "
                       "manifest says so): its own state, not damage"
                       if (manifest or {}).get("foreign_key_violations", 0) != 0 else "")
-            raise _bad(path, f"{what}{origin}; pass --force to accept the backup as it is "
-                             "(or, for orphans the application makes by design, list their "
-                             "table in FK_ACCEPT)", forceable=True)
-        warnings.append(f"{what}; accepted as it is (--force)")
+            refusal = _bad(path, f"{what}{origin}; pass --force to accept the backup as it "
+                                 "is (or, for orphans the application makes by design, list "
+                                 "their table in FK_ACCEPT)", forceable=True)
+        else:
+            warnings.append(f"{what}; accepted as it is (--force)")
     if rows_recorded:
         assert manifest is not None
         tables: dict[str, int] = dict(manifest["tables"])
@@ -618,7 +625,7 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         mismatch = compare_counts(manifest["tables"], tables) if manifest is not None else None
         if mismatch:
             raise _bad(path, f"row counts differ from its manifest: {mismatch}")
-    return Report(
+    report = Report(
         backup=str(path), work="" if hash_only else os.fspath(work),
         has_manifest=manifest is not None,
         created_at=(manifest or {}).get("created_at"), compression=compression,
@@ -632,6 +639,11 @@ def verify_backup(backup: str | os.PathLike[str], work: str | os.PathLike[str],
         db_sha256=db_sha, manifest=manifest, identity=identity,
         work_identity=(catalog.file_identity(work) if manifest is not None and not hash_only
                        else None))
+    if refusal is not None:
+        assert isinstance(refusal, Forceable)
+        refusal.report = report
+        raise refusal
+    return report
 
 
 def records_stand(manifest: dict[str, Any] | None, count_rows: bool = False) -> bool:
@@ -1715,8 +1727,7 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         return "ok, foreign-key violations (restore needs --force)", True
     if integrity_state(backup.manifest) == "left to the drill":
         left = ("the full integrity_check and the foreign-key count are"
-                if "foreign_key_violations" not in backup.manifest
-                else "the full integrity_check is")
+                if catalog.fk_count_pending(backup.manifest) else "the full integrity_check is")
         return f"ok (quick_check; {left} left to the drill)", True
     return "ok", True
 

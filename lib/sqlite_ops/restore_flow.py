@@ -203,8 +203,14 @@ def action_drill(run: Run) -> None:
         # 2. restored into a temp file and checked there
         replace(run, os.path.join(run.work_dir, "drill.db"), os.path.join(run.work_dir, "aside"),
                 scratch=True)
-    except BaseException:
+    except BaseException as exc:
         write_metrics(run, {"sqlite_restore_drill_last_run_success": 0})
+        if isinstance(exc, restore.Forceable) and exc.report is not None:
+            # Failed on the database's own orphans: the check it ran and the
+            # count it made still stand for the bytes (listings, printed
+            # commands and the next restore read them).
+            run.report = exc.report
+            record_drill_check(run)
         raise
     seconds = run.seconds()
     # 3. a full integrity_check it ran itself (INTEGRITY_CHECK=drill) recorded in the manifest
@@ -273,7 +279,9 @@ def record_drill_check(run: Run, wait: float | None = None) -> None:
     had no record that stood for its bytes: INTEGRITY_CHECK=drill, or an older
     backup) and it said ok, add that record to the backup's manifest, as the
     backup would have, with the foreign-key count when the backup left it to
-    the drill (catalog.add_drill_records: only if the backup and its manifest
+    the drill (also when the drill then fails on violations FK_ACCEPT does
+    not cover: they are facts about the bytes, not a verdict on them;
+    catalog.add_drill_records: only if the backup and its manifest
     are still the ones verified), under the database's lock after a short
     wait (``RECORD_LOCK_WAIT``). Busy, or anything else in the way: a
     warning, no record, never a failed drill. --verify and restores never

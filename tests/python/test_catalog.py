@@ -390,6 +390,11 @@ def test_a_drill_adds_the_foreign_key_count_a_drill_mode_backup_left_to_it(tmp_p
     written = catalog.read_manifest(manifest_path)[0]
     assert written == {**seen, **records} and catalog.records_fk_problems(written)
     assert set(catalog.drill_fields(written)) == {"integrity_check", *catalog.FK_FIELDS}
+    # Counted once, the count is the first drill's: never written over.
+    with pytest.raises(ValueError):
+        catalog.add_drill_records(path, written, catalog.file_identity(path),
+                                  {**records, "foreign_key_violations": 0})
+    assert catalog.read_manifest(manifest_path)[0] == written
 
 
 def test_a_foreign_key_check_that_could_not_run_puts_force_in_the_printed_restore(tmp_path):

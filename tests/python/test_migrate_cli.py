@@ -238,6 +238,36 @@ def test_up_on_a_lost_database_with_backups_refuses_unless_create(world, tmp_pat
     assert "--create" in migrate("up", "--help").stdout
 
 
+def test_a_lost_database_whose_newest_backup_awaits_its_drill_says_force_may_be_needed(
+        world, tmp_path):
+    """The restore command offered for a lost database decides --force by the
+    backup's foreign-key count; a drill-mode backup not yet drilled has none,
+    so the message says a restore stopping at violations needs --force, until
+    the drill records the count."""
+    db, migrations = world
+    backups = tmp_path / "backups"
+    env = {"BACKUP_DIR": str(backups), "INTEGRITY_CHECK": "drill", "COMPRESS": "gzip"}
+    assert migrate("--db", str(db), "--migrations", str(migrations), "up", "--no-backup",
+                   env=env).returncode == EX_OK
+    script = REPO_ROOT / "scripts"
+    run_env = {**os.environ, "SQLITE_OPS_CONFIG": os.devnull, **env}
+    subprocess.run([str(script / "backup_database.sh"), "--db", str(db)], env=run_env,
+                   check=True, capture_output=True)
+    lost = db.with_name("lost.db")
+    os.replace(db, lost)
+    pending = "its foreign-key count was left to a drill that has not run"
+    proc = migrate("--db", str(db), "--migrations", str(migrations), "up", env=env)
+    assert proc.returncode == EX_USAGE
+    assert_one_error_line(proc, "if it was lost, restore it", pending, "add --force")
+    os.replace(lost, db)
+    subprocess.run([str(script / "restore_database.sh"), "--db", str(db), "--drill"],
+                   env=run_env, check=True, capture_output=True)
+    os.replace(db, lost)
+    proc = migrate("--db", str(db), "--migrations", str(migrations), "up", env=env)
+    assert proc.returncode == EX_USAGE
+    assert pending not in proc.stderr, proc.stderr
+
+
 def test_a_database_in_a_missing_directory_is_a_usage_error_not_a_new_tree(tmp_path):
     """A wrong DB_PATH (a typo in the config file leaves the default) must not
     quietly create a directory tree and a new, empty database in it."""

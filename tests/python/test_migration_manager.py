@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sqlite3
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -537,6 +539,37 @@ def test_failure_message_names_the_backup_to_restore(tmp_path, make_migrations, 
     assert migrator(db, migrations)._undo(backup) == shlex.join(
         [script, "--db", str(db), "--dir", str(Path(backup).parent),
          "--migrations", str(migrations), "--yes", "--force", backup])
+
+
+def test_a_drill_mode_pre_migration_backup_still_counts_orphans_so_the_undo_carries_force(
+        tmp_path, make_migrations, stub_backup, monkeypatch):
+    """INTEGRITY_CHECK=drill leaves a cron backup's foreign-key count to the
+    drill that follows it; no drill follows migrate's backup, and the undo it
+    prints decides --force by that count. Unknown, the command printed ready to
+    paste stopped at the orphans (exit 3): pasted, it must restore."""
+    monkeypatch.setenv("INTEGRITY_CHECK", "drill")
+    migrations = make_migrations({"001_tables.sql": (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);\n"
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id));")})
+    db = tmp_path / "d.db"
+    migrator(db, migrations).up(backup=False)
+    with sqlite3.connect(db) as conn:  # foreign keys off, as the application runs
+        conn.execute("INSERT INTO child VALUES (1, 42)")
+    conn.close()
+    make_migrations({"002_good.sql": "CREATE TABLE t2 (x);",
+                     "003_bad.sql": "CREATE TABLE t2 (x);"})
+    with pytest.raises(OpsError) as raised:
+        migrator(db, migrations).up()
+    backup = str(stub_backup.backups()[0])
+    manifest = json.loads(Path(backup + ".manifest.json").read_text())
+    assert manifest["integrity_check_deferred"] is True  # the full check is still the drill's
+    assert manifest["foreign_key_violations"] == 1
+    assert "foreign_key_check_deferred" not in manifest
+    undo = raised.value.message.split("to return to the state before this run: ", 1)[1]
+    assert "--force" in shlex.split(undo)
+    pasted = subprocess.run(undo, shell=True, capture_output=True, text=True, check=False)
+    assert pasted.returncode == 0, pasted.stderr
+    assert table_names(db) == {"parent", "child", "schema_migrations"} and recorded(db) == [1]
 
 
 def test_lock_is_released_and_env_cleared_after_up(tmp_path, make_migrations):

@@ -515,45 +515,65 @@ def test_a_drill_mode_backup_leaves_the_foreign_key_count_to_the_drill_which_ref
         tmp_path):
     """INTEGRITY_CHECK=drill leaves the foreign-key count to the drill too:
     the backup counts nothing and warns of nothing, yet an orphan is never out
-    of sight (--verify and the drill refuse it, exit 3), and the count a drill
-    records is exactly the one a default backup of the same bytes records."""
+    of sight (--verify and the drill refuse it, exit 3). The drill records
+    what it found even so (the orphans are the bytes' own state, not a verdict
+    on them): exactly what a default backup of the same bytes records, so the
+    listing says the restore needs --force and no restore runs the check again."""
     db = make_db(tmp_path / "app.db", 20)
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
     conn.close()
     env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
                   COMPRESS="gzip", INTEGRITY_CHECK="drill")
-    proc = subprocess.run([str(SCRIPTS / "backup_database.sh")], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "foreign_key_check" not in proc.stderr and "orphaned" not in proc.stderr
-    assert "the foreign-key count are left to the drill" in proc.stderr
-    manifest_path = Path(proc.stdout.strip().rsplit("Backup completed: ", 1)[1]
-                         + catalog.MANIFEST_SUFFIX)
-    before, _ = catalog.read_manifest(manifest_path)
-    assert before["foreign_key_check_deferred"] is True and fk_fields(before) == {}
-    for action in (["--verify", "latest"], ["--drill"]):
-        refused = _restore(env, *action)
-        assert refused.returncode == EX_VERIFY, refused.stderr
+
+    def drill_mode_backup() -> tuple[Path, dict]:
+        proc = subprocess.run([str(SCRIPTS / "backup_database.sh")], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "foreign_key_check" not in proc.stderr and "orphaned" not in proc.stderr
+        assert "the foreign-key count are left to the drill" in proc.stderr
+        path = Path(proc.stdout.strip().rsplit("Backup completed: ", 1)[1]
+                    + catalog.MANIFEST_SUFFIX)
+        manifest, _ = catalog.read_manifest(path)
+        assert manifest["foreign_key_check_deferred"] is True and fk_fields(manifest) == {}
+        return path, manifest
+
+    def default_backup(name: str, fk_accept: str = "") -> dict:
+        (tmp_path / name).mkdir()
+        return backup.take_backup(str(db), str(tmp_path / name), compression="gzip",
+                                  fk_accept=fk_accept).manifest
+
+    manifest_path, before = drill_mode_backup()
+    refused = _restore(env, "--verify", "latest")
+    assert refused.returncode == EX_VERIFY, refused.stderr
+    assert catalog.read_manifest(manifest_path)[0] == before  # --verify never writes
+    for attempt in (1, 2):
+        refused = _restore(env, "--drill")
+        assert refused.returncode == EX_VERIFY, refused.stderr  # every drill, until accepted
         assert "PRAGMA foreign_key_check failed: 1 row points to a missing parent row" in \
             refused.stderr
-    assert catalog.read_manifest(manifest_path)[0] == before  # a failed drill records nothing
+        assert ("integrity_check and the foreign-key count recorded in" in refused.stderr) \
+            == (attempt == 1)  # the second drill trusts the first's check
+    after, _ = catalog.read_manifest(manifest_path)
+    assert after["integrity_check"]["checked_by"] == "drill"
+    assert {k: v for k, v in after.items() if k not in catalog.drill_fields(after)} == before
+    default = default_backup("default")
+    assert fk_fields(after) == fk_fields(default) == {
+        "foreign_key_violations": 1, "foreign_key_violations_by_table": {"services": 1},
+        "foreign_key_violations_accepted": 0}
+    assert default["db_sha256"] == after["db_sha256"]  # of the same bytes
+    assert "restore needs --force" in _restore(env, "--list").stdout
 
+    # Orphans FK_ACCEPT lists: the drill passes and records them as accepted.
+    manifest_path, before = drill_mode_backup()
     accepting = {**env, "FK_ACCEPT": "services"}
     drill = _restore(accepting, "--drill")
     assert drill.returncode == 0, drill.stderr
     assert "integrity_check and the foreign-key count recorded in" in drill.stderr
     after, _ = catalog.read_manifest(manifest_path)
-    recorded = fk_fields(after)
-    assert recorded == {"foreign_key_violations": 1,
-                        "foreign_key_violations_by_table": {"services": 1},
-                        "foreign_key_violations_accepted": 1}
-    assert {k: v for k, v in after.items() if k not in catalog.drill_fields(after)} == before
-    (tmp_path / "default").mkdir()
-    default = backup.take_backup(str(db), str(tmp_path / "default"), compression="gzip",
-                                 fk_accept="services")
-    assert fk_fields(default.manifest) == recorded
-    assert default.manifest["db_sha256"] == after["db_sha256"]  # of the same bytes
+    assert fk_fields(after) == fk_fields(default_backup("accepted", "services")) == {
+        "foreign_key_violations": 1, "foreign_key_violations_by_table": {"services": 1},
+        "foreign_key_violations_accepted": 1}
 
 
 # ---------------------------------------------------------------------------
