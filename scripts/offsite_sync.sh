@@ -17,9 +17,9 @@
 # a backup still pending upload. Idempotent and resumable: after an outage the
 # next run catches up everything missed, re-sending half-uploaded files.
 # When the drill (INTEGRITY_CHECK=drill) has added its integrity_check record
-# to a local manifest since the copy went offsite, the manifest alone is sent
-# again and read back ("Updated manifest: ..."); any other change to an
-# uploaded manifest is a warning, never sent.
+# and foreign-key count to a local manifest since the copy went offsite, the
+# manifest alone is sent again and read back ("Updated manifest: ..."); any
+# other change to an uploaded manifest is a warning, never sent.
 #
 # Remote retention follows the local rules with OFFSITE_RETENTION_DAYS and
 # OFFSITE_KEEP_MIN: never the newest OFFSITE_KEEP_MIN verified copies, nothing

@@ -715,7 +715,7 @@ def collect_write_lock(report: Report) -> None:
     held = write_lock_held(report.db_path)
     if held is None:
         report.notes.append("write lock not probed: /proc/locks cannot be read, or the "
-                            "database is no regular file")
+                            "database or its -shm cannot be opened or is no regular file")
         return
     report.add("sqlite_write_lock_held", int(held))
 

@@ -29,8 +29,9 @@ vouches for more than the remote shows. The local prune reads it: a backup not
 recorded on every remote is still pending and is never pruned.
 
 A copy counts by its data file's SHA-256 and size, not by its manifest. When the
-drill (INTEGRITY_CHECK=drill) adds its ``integrity_check`` record to the local
-manifest after the copy went offsite, the next sync sees the local manifest's
+drill (INTEGRITY_CHECK=drill) adds its ``integrity_check`` record and the
+foreign-key count (catalog.drill_fields) to the local manifest after the copy
+went offsite, the next sync sees the local manifest's
 hash differ from the recorded one (a local comparison: the nothing-to-do sync
 still costs one listing) and uploads the manifest again, never the data file, with
 the same read-back check. A manifest that changed in anything else is left as it
