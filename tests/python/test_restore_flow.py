@@ -554,6 +554,8 @@ def test_a_drill_mode_backup_leaves_the_foreign_key_count_to_the_drill_which_ref
             refused.stderr
         assert ("integrity_check and the foreign-key count recorded in" in refused.stderr) \
             == (attempt == 1)  # the second drill trusts the first's check
+        assert ("trust the integrity_check and count the foreign-key violations again"
+                in refused.stderr) == (attempt == 1)
     after, _ = catalog.read_manifest(manifest_path)
     assert after["integrity_check"]["checked_by"] == "drill"
     assert {k: v for k, v in after.items() if k not in catalog.drill_fields(after)} == before
