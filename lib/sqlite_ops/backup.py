@@ -357,7 +357,7 @@ class Run:
     # The foreign-key count even when INTEGRITY_CHECK=drill leaves it to the
     # drill: migrate's pre-migration backup, whose printed restore command
     # carries --force by it, and which no drill follows.
-    count_fks: bool = False
+    always_count_fks: bool = False
     busy_timeout_ms: int = 5000
     remotes: list[str] = field(default_factory=list)
     offsite_retention_days: int = 30
@@ -426,7 +426,7 @@ def backup_locked(settings: Run, log: Log) -> BackupResult:
     sweep_temps(dest, db_name(db))
     check_free_space(db, dest, settings.compression)
     deferred = settings.integrity_check == "drill"
-    count_fks = settings.count_fks or not deferred
+    count_fks = settings.always_count_fks or not deferred
     left = ("the full integrity_check is" if count_fks
             else "the full integrity_check and the foreign-key count are")
     check = (f"PRAGMA quick_check ({left} left to the drill: INTEGRITY_CHECK=drill)"

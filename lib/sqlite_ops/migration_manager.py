@@ -787,7 +787,7 @@ class Migrator:
         try:
             settings = backup.settings_from(Settings({}, prog="migrate"), self.db_path,
                                             self.backup_dir, prog="migrate")
-            settings.count_fks = True  # the undo command's --force is decided by it
+            settings.always_count_fks = True  # the undo command's --force is decided by it
             result = backup.backup_with_lock_held(settings, backup.Log("migrate", quiet=True))
         except OpsError as error:
             raise OpsError(EX_FAIL, f"the backup before migrating failed ({error.message}); "
