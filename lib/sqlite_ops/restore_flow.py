@@ -210,7 +210,7 @@ def action_drill(run: Run) -> None:
             # count it made still stand for the bytes (listings, printed
             # commands and the next restore read them).
             run.report = exc.report
-            record_drill_check(run)
+            record_refused_drill(run)
         raise
     seconds = run.seconds()
     # 3. a full integrity_check it ran itself (INTEGRITY_CHECK=drill) recorded in the manifest
@@ -314,6 +314,22 @@ def record_drill_check(run: Run, wait: float | None = None) -> None:
                else "the integrity_check and count the foreign-key violations again")
     info(opts, f"{recorded} recorded in {manifest} (checked_by drill, same bytes): "
                f"--verify and restores of this backup trust {trusted}")
+
+
+def record_refused_drill(run: Run) -> None:
+    """:func:`record_drill_check` for a drill refused on orphans. An interrupt
+    while it waits for the lock ends the wait, never the refusal (exit 3 stays
+    the answer); whether the record was written before it came is found out
+    from the manifest, not guessed."""
+    try:
+        record_drill_check(run)
+    except KeyboardInterrupt:
+        ignore_signals()  # the refusal is said to its end
+        assert run.report is not None
+        manifest = run.backup + catalog.MANIFEST_SUFFIX
+        written = integrity.trusted(catalog.read_manifest(manifest)[0], run.report.db_sha256)[0]
+        warn(run.opts, f"interrupted while recording the check this drill ran: "
+                       f"{'it is recorded' if written else 'not recorded'} in {manifest}")
 
 
 ACTIONS = {"list": action_list, "verify": action_verify, "drill": action_drill,
@@ -521,9 +537,7 @@ def apply(report: restore.Report, target: str, aside: str, busy_ms: int = 5000,
         return restore.apply_restore(report, target, aside, busy_ms, progress=progress,
                                      quiet=quiet)
     except KeyboardInterrupt:
-        # Whatever arrives now, the state below is found out before it is said.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        ignore_signals()  # whatever arrives now, the state below is found out before it is said
         if scratch:
             state = "interrupted; the drill's temp file is removed, nothing else was touched"
         else:
@@ -840,6 +854,12 @@ def pending_error(signum: int) -> OpsError:
                                   "finished and checked first (receipt above)")
 
 
+def ignore_signals() -> None:
+    """INT, TERM and HUP ignored from here on (what runs next runs to its end)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def install_signals(run: Run) -> None:
     """INT, TERM and HUP interrupt the step the run is in; once the restore
     was written and checked (its target holds the backup's content) they wait
@@ -916,8 +936,7 @@ def run_action(opts: Options) -> int:
                  f"check {target} with: {restore.maintain_check_command(target)}")
         return fail(PROG, OpsError(EX_FAIL, f"{exc.strerror or exc}{where}; {state}"))
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # the cleanup below runs to its end
+        ignore_signals()  # the cleanup below runs to its end
         release_lock(run)
         for path in [run.work_dir, *run.cleanup]:
             if path:

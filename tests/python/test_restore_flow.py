@@ -578,6 +578,54 @@ def test_a_drill_mode_backup_leaves_the_foreign_key_count_to_the_drill_which_ref
         "foreign_key_violations_accepted": 1}
 
 
+def _opened(pid: int, path: str) -> bool:
+    """Whether process ``pid`` holds ``path`` open (its /proc/PID/fd links)."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.path.realpath(fd) == path for fd in fds.iterdir())
+    except FileNotFoundError:  # an fd closed while it was read
+        return False
+
+
+def test_an_interrupt_while_a_refused_drill_waits_to_record_ends_the_wait_not_the_refusal(
+        tmp_path):
+    """A drill refused on orphans waits (RECORD_LOCK_WAIT) for the lock to
+    record what it found. Ctrl-C in that wait ends the wait: the answer is
+    still the refusal (exit 3, the violation named), and the message says the
+    record was not written, which the manifest bears out."""
+    db = make_db(tmp_path / "app.db", 20)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
+    conn.close()
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  INTEGRITY_CHECK="drill")
+    taken = subprocess.run([str(SCRIPTS / "backup_database.sh")], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 0, taken.stderr
+    manifest = Path(taken.stdout.strip().rsplit("Backup completed: ", 1)[1]
+                    + catalog.MANIFEST_SUFFIX)
+    before = manifest.read_bytes()
+    lock = lock_path_for(db)
+    holder = subprocess.Popen(["flock", lock, "sleep", "120"])
+    try:
+        while subprocess.run(["flock", "--nonblock", lock, "true"]).returncode == 0:
+            assert holder.poll() is None  # until the holder has the lock
+        drill = subprocess.Popen([RESTORE, "--drill"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        while not _opened(drill.pid, lock):  # it waits for the lock only to record
+            assert drill.poll() is None, drill.communicate()
+        drill.send_signal(signal.SIGINT)
+        out, err = drill.communicate(timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert drill.returncode == EX_VERIFY, err
+    assert "PRAGMA foreign_key_check failed: 1 row points to a missing parent row" in err
+    assert f"interrupted while recording the check this drill ran: not recorded in {manifest}" \
+        in err
+    assert manifest.read_bytes() == before
+
+
 # ---------------------------------------------------------------------------
 # The undo command
 # ---------------------------------------------------------------------------
