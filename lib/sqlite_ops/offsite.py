@@ -244,7 +244,7 @@ def classify(remote: str, what: str, stderr: str, code: int) -> OpsError:
                               "local was changed; the next run catches up")
     if _said(_UNREACHABLE_FIRST, lowered):
         return unreachable
-    if any(word in lowered for word in _CONFIG):
+    if _said(_CONFIG, lowered):
         return OpsError(EX_USAGE, f"{remote}: {what}: {detail}; check the remote's name in "
                                   "OFFSITE_REMOTES and rclone's config (RCLONE_CONFIG, "
                                   "`rclone config file`)")
