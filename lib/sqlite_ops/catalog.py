@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sqlite_ops import fkcheck
 from sqlite_ops.common import REPO_ROOT_STR, fsync_path, shell_command, shell_quote
 from sqlite_ops.hashing import sha256_file
 
@@ -370,29 +371,36 @@ def restore_command(db: str, backup_dir: str, backup: str, *, script: str = "",
     migrations directory (its schema check) and FK_ACCEPT (as an environment
     assignment: the script has no flag for it); --force when the backup's
     manifest (``manifest``, else read beside it) records foreign-key
-    violations beyond those FK_ACCEPT accepted."""
+    violations beyond those ``fk_accept`` covers."""
     if manifest is None:
         manifest, _ = read_manifest(backup + MANIFEST_SUFFIX)
     words = [script or os.path.join(REPO_ROOT_STR, "scripts", "restore_database.sh"),
              "--db", os.path.abspath(db), "--dir", os.path.abspath(backup_dir)]
     if migrations:
         words += ["--migrations", os.path.abspath(migrations)]
-    words += [*(["--yes"] if yes else []), *(["--force"] if records_fk_problems(manifest) else []),
+    force = records_fk_problems(manifest, fk_accept)
+    words += [*(["--yes"] if yes else []), *(["--force"] if force else []),
               os.path.abspath(backup)]
     line = shell_command(*words)
     return f"FK_ACCEPT={shell_quote(fk_accept)} {line}" if fk_accept else line
 
 
-def records_fk_problems(manifest: dict[str, Any] | None) -> bool:
-    """The manifest says the database had foreign-key violations (or that the
-    check could not run) when the backup was taken, beyond the orphans FK_ACCEPT
-    accepted then: restoring it needs --force. A count left to the drill
-    (foreign_key_check_deferred) and not yet recorded says nothing."""
+def records_fk_problems(manifest: dict[str, Any] | None, fk_accept: str = "") -> bool:
+    """The manifest records foreign-key violations (or that the check could not
+    run) beyond the orphans ``fk_accept`` (FK_ACCEPT, as the restore will read
+    it) covers: restoring it needs --force. Judged now, as the restore judges
+    them, not by the FK_ACCEPT of the backup's day. A count left to the drill
+    (foreign_key_check_deferred) and not yet recorded says nothing.
+    OpsError(EX_USAGE) for a malformed ``fk_accept``."""
     found = (manifest or {}).get("foreign_key_violations", 0)
     if found is None:  # the check could not run: a restore needs --force
         return True
-    # Orphans FK_ACCEPT accepted when the backup was taken are no problem.
-    return found != 0 and found != (manifest or {}).get("foreign_key_violations_accepted")
+    if found == 0:
+        return False
+    by_table = (manifest or {}).get("foreign_key_violations_by_table")
+    if by_table is None:  # an older manifest: only its day's verdict is known
+        return found != (manifest or {}).get("foreign_key_violations_accepted")
+    return bool(fkcheck.unaccepted_rows(by_table, fkcheck.parse_accept(fk_accept)))
 
 
 def from_other_database(manifest: dict[str, Any] | None,

@@ -180,8 +180,14 @@ def parse_accept(text: str | None) -> dict[str, int | None]:
 def unaccepted(report: ForeignKeyReport, accepted: dict[str, int | None]) -> dict[str, int]:
     """The violations FK_ACCEPT does not cover: {child table: rows}. A table over
     its ceiling counts with all its rows."""
+    return unaccepted_rows(report.by_table, accepted)
+
+
+def unaccepted_rows(by_table: dict[str, int], accepted: dict[str, int | None]) -> dict[str, int]:
+    """:func:`unaccepted` of a count per child table (a manifest's
+    ``foreign_key_violations_by_table``)."""
     problems = {}
-    for table, rows in report.by_table.items():
+    for table, rows in by_table.items():
         if table in accepted:
             ceiling = accepted[table]
             if ceiling is None or rows <= ceiling:

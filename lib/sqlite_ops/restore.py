@@ -1704,7 +1704,7 @@ def format_receipt(report: Report, target: str, *, safety: str, raw_copy: str,
 # ---------------------------------------------------------------------------
 
 
-def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
+def _status(backup: catalog.Backup, fk_accept: str) -> tuple[str, bool | None]:
     if backup.manifest is None:
         why = backup.manifest_error or "no manifest"
         if why == "no manifest":
@@ -1723,7 +1723,7 @@ def _status(backup: catalog.Backup) -> tuple[str, bool | None]:
         return f"cannot be read ({exc.strerror or exc})", False
     if not checksum_ok:
         return "CHECKSUM MISMATCH", False
-    if catalog.records_fk_problems(backup.manifest):
+    if catalog.records_fk_problems(backup.manifest, fk_accept):
         return "ok, foreign-key violations (restore needs --force)", True
     if integrity_state(backup.manifest) == "left to the drill":
         left = ("the full integrity_check and the foreign-key count are"
@@ -1744,8 +1744,10 @@ def integrity_state(manifest: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _entry(backup: catalog.Backup, kind: str, now: float) -> dict[str, Any]:
-    status, checksum = _status(backup)
+def _entry(backup: catalog.Backup, kind: str, now: float, fk_accept: str) -> dict[str, Any]:
+    """One listed backup; whether it needs --force is judged with ``fk_accept``
+    (FK_ACCEPT now), as a restore of it would judge it."""
+    status, checksum = _status(backup, fk_accept)
     notes = backup.oddities(now)
     if notes:
         status = "; ".join([status, *notes])
@@ -1799,12 +1801,14 @@ def require_backup_dir(root: Path) -> None:
         raise OpsError(EX_USAGE, f"backup directory not found: {root} (check --dir or BACKUP_DIR)")
 
 
-def list_entries(backup_dir: str | os.PathLike[str], db_path: str) -> list[dict[str, Any]]:
+def list_entries(backup_dir: str | os.PathLike[str], db_path: str,
+                 fk_accept: str = "") -> list[dict[str, Any]]:
     """Every backup of the database, newest first, then the pre-restore ones."""
     name, now, root = catalog.db_name(db_path), time.time(), Path(backup_dir)
-    entries = [_entry(b, "backup", now) for b in catalog.list_backups(root, name, db_path)]
+    entries = [_entry(b, "backup", now, fk_accept)
+               for b in catalog.list_backups(root, name, db_path)]
     pre = root / PRE_RESTORE_DIR
-    pre_entries = [_entry(b, "pre-restore", now)
+    pre_entries = [_entry(b, "pre-restore", now, fk_accept)
                    for b in catalog.list_backups(pre, name, db_path)]
     pre_entries += _raw_copies(pre, name, now)
     pre_entries.sort(key=lambda e: e["created_at"], reverse=True)
@@ -1818,11 +1822,12 @@ def _latest_path(backup_dir: str, db_path: str) -> str | None:
         return None
 
 
-def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
+def print_list(backup_dir: str, db_path: str, as_json: bool, fk_accept: str = "") -> int:
     require_backup_dir(Path(backup_dir))
+    fkcheck.parse_accept(fk_accept)  # a malformed FK_ACCEPT fails before the first line
     latest = _latest_path(backup_dir, db_path)
     if as_json:
-        entries = list_entries(backup_dir, db_path)
+        entries = list_entries(backup_dir, db_path, fk_accept)
         for entry in entries:
             entry["latest"] = entry["path"] == latest
         json.dump({"db": os.path.abspath(db_path), "name": catalog.db_name(db_path),
@@ -1835,11 +1840,11 @@ def print_list(backup_dir: str, db_path: str, as_json: bool) -> int:
     sections = [
         (f"Backups of '{printable(name)}' in {printable(str(root))} (newest first; "
          "`latest` is marked *):",
-         lambda: (_entry(b, "backup", now)
+         lambda: (_entry(b, "backup", now, fk_accept)
                   for b in catalog.list_backups(root, name, db_path))),
         (f"Pre-restore safety backups in {printable(str(root / PRE_RESTORE_DIR))} (taken "
          "before each restore; restore one by path to undo that restore):",
-         lambda: sorted([_entry(b, "pre-restore", now) for b in
+         lambda: sorted([_entry(b, "pre-restore", now, fk_accept) for b in
                          catalog.list_backups(root / PRE_RESTORE_DIR, name, db_path)]
                         + _raw_copies(root / PRE_RESTORE_DIR, name, now),
                         key=lambda e: e["created_at"], reverse=True)),

@@ -180,7 +180,7 @@ def action_list(run: Run) -> None:
             copies = offsite.remote_copies(offsite.Rclone(), remote, host, run.name, Path(tmp))
         offsite.print_copies(copies, offsite.remote_dir(remote, host, run.name), opts.json)
         return
-    restore.print_list(opts.backup_dir, opts.db, opts.json)
+    restore.print_list(opts.backup_dir, opts.db, opts.json, opts.fk_accept)
 
 
 def action_verify(run: Run) -> None:

@@ -578,6 +578,33 @@ def test_a_drill_mode_backup_leaves_the_foreign_key_count_to_the_drill_which_ref
         "foreign_key_violations_accepted": 1}
 
 
+@pytest.mark.parametrize("at_backup, now", [("", "services"), ("services", "")])
+def test_whether_a_restore_needs_force_is_judged_by_fk_accept_now_as_the_restore_judges_it(
+        tmp_path, at_backup, now):
+    """The listing and a printed restore command say "--force" exactly when
+    the restore will ask for it: by the FK_ACCEPT in force now, not the one
+    of the backup's day (orphans accepted since, or no longer accepted)."""
+    db = make_db(tmp_path / "app.db", 20)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("INSERT INTO services(device_id, port) VALUES (999, 80)")
+    conn.close()
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    taken = backup.take_backup(str(db), str(backups), compression="gzip", fk_accept=at_backup)
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(backups), FK_ACCEPT=now)
+    listed = _restore(env, "--list")
+    assert listed.returncode == 0, listed.stderr
+    needs_force = not now
+    assert ("restore needs --force" in listed.stdout) == needs_force
+    printed = catalog.restore_command(str(db), str(backups), taken.path, fk_accept=now)
+    assert (" --force " in printed) == needs_force
+    restored = _restore(env, "--yes", "latest")
+    assert restored.returncode == (EX_VERIFY if needs_force else 0), restored.stderr
+    if needs_force:
+        assert "pass --force" in restored.stderr
+        assert _restore(env, "--yes", "--force", "latest").returncode == 0
+
+
 def _opened(pid: int, path: str) -> bool:
     """Whether process ``pid`` holds ``path`` open (its /proc/PID/fd links)."""
     fds = Path(f"/proc/{pid}/fd")
