@@ -627,19 +627,63 @@ foreign_keys_ok() {
 # Python helpers in lib/sqlite_ops
 # ---------------------------------------------------------------------------
 
-# py_ops MODULE ARGS...: run a module of lib/sqlite_ops with the standard library only.
-py_ops() {
-  local module=$1
-  shift
-  PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m "sqlite_ops.$module" "$@"
+# interrupt_before_start NOTE: from here to the script's exec_py_ops, INT,
+# TERM and HUP end the script with one line, "PROG: interrupted by SIGINT
+# before it started; NOTE", and 128 + the signal. exec_py_ops hands the same
+# words to the Python step, which says them until its own handlers are set
+# (lib/sqlite_ops/start.py). A signal ignored on entry (nohup's HUP) stays
+# ignored: bash cannot trap it, and the Python step leaves it so.
+SOPS_START_NOTE="nothing was changed"
+interrupt_before_start() {
+  SOPS_START_NOTE=$1
+  local sig
+  for sig in INT TERM HUP; do
+    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
+    trap "_sops_before_start $sig" "$sig"
+  done
 }
 
-# exec_py_ops MODULE ARGS...: py_ops in place of this shell, as a script's
-# last step (its exit code and its signal handling become the script's).
+_sops_before_start() {
+  die $((128 + $(kill -l "$1"))) "interrupted by SIG$1 before it started; $SOPS_START_NOTE"
+}
+
+# py_ops MODULE ARGS...: run a module of lib/sqlite_ops with the standard library only
+# (python3 -S: no site-packages), through sqlite_ops.start: a signal while it
+# starts ends it quietly (exit 128 + the signal; the calling script speaks).
+py_ops() {
+  SOPS_START_NOTE='' _sops_python "$@"
+}
+
+# exec_py_ops MODULE ARGS...: the same in place of this shell, as a script's
+# last step (its exit code and its signal handling become the script's); a
+# signal while it starts says "interrupted by SIG... before it started;
+# SOPS_START_NOTE" (see interrupt_before_start).
 exec_py_ops() {
+  _sops_python_argv "$@"
+  exec "${SOPS_PY[@]}"
+}
+
+_sops_python() {
+  _sops_python_argv "$@"
+  "${SOPS_PY[@]}"
+}
+
+# The stop signals are blocked until sqlite_ops.start has its handlers (held,
+# not lost, while the interpreter starts) where env can block them
+# (coreutils 8.31 on; older ones start Python with them unblocked).
+SOPS_BLOCK=''
+if env --block-signal=INT true 2>/dev/null; then
+  SOPS_BLOCK=--block-signal=INT,TERM,HUP
+fi
+
+# _sops_python_argv MODULE ARGS...: SOPS_PY, the command line.
+_sops_python_argv() {
   local module=$1
   shift
-  PYTHONPATH="$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m "sqlite_ops.$module" "$@"
+  SOPS_PY=(env ${SOPS_BLOCK:+"$SOPS_BLOCK"}
+    "PYTHONPATH=$SQLITE_OPS_ROOT/lib${PYTHONPATH:+:$PYTHONPATH}"
+    python3 -S -c 'from sqlite_ops.start import main; main()'
+    "$PROG" "$SOPS_START_NOTE" "$module" "$@")
 }
 
 # ---------------------------------------------------------------------------

@@ -139,6 +139,7 @@ load_settings() {
 # signal sent to this script's PID reaches the run itself.
 main() {
   local start
+  interrupt_before_start "nothing was published"
   start=$(now_epoch)
   parse_args "$@"
   load_settings

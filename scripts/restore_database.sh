@@ -254,6 +254,7 @@ run_action() {
 }
 
 main() {
+  interrupt_before_start "nothing was changed"
   STARTED=$(now_epoch) # the time taken (receipt, drill metrics) counts from here
   parse_args "$@"
   load_settings

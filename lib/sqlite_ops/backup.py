@@ -60,8 +60,8 @@ from sqlite_ops.common import (
     sweep_own_temps,
 )
 from sqlite_ops.progress import human_bytes
+from sqlite_ops.start import on_stop_signals, stop_signals
 
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 INTEGRITY_CHECKS = ("full", "quick")
 # INTEGRITY_CHECK: where a backup run's full integrity_check runs. "backup":
 # in the backup (integrity="full"). "drill": the backup runs quick_check (its
@@ -306,10 +306,9 @@ def hold_signals() -> Iterator[_Held]:
     def hold(signum: int, frame: object) -> None:
         held.signum = held.signum or signum
 
-    previous = {sig: signal.getsignal(sig) for sig in HELD_SIGNALS}
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals()}
     try:
-        for sig in HELD_SIGNALS:
-            signal.signal(sig, hold)
+        on_stop_signals(hold)
     except ValueError:  # not the main thread
         previous = {}
     try:
@@ -669,8 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
-    for sig in HELD_SIGNALS:
-        signal.signal(sig, interrupt)
+    on_stop_signals(interrupt)
     return run(settings)
 
 

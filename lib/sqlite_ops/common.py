@@ -14,12 +14,13 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
-import signal
 import stat
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from sqlite_ops.start import on_stop_signals
 
 if TYPE_CHECKING:
     import sqlite3  # imported where a connection is made: start-up stays small
@@ -1022,8 +1023,7 @@ def run_interruptible(main: Callable[[], int]) -> int:
     calling script says what the interruption left behind."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
+    on_stop_signals(interrupt)  # (signals ignored at the start stay ignored)
     try:
         return main()
     except KeyboardInterrupt:

@@ -55,6 +55,7 @@ from sqlite_ops.common import (
     shell_command,
     sweep_own_temps,
 )
+from sqlite_ops.start import on_stop_signals
 
 PROG = restore.PROG
 CONFIRMED_LOCK_WAIT = 300  # seconds to wait for the lock once a person said yes
@@ -871,8 +872,7 @@ def install_signals(run: Run) -> None:
             run.pending = run.pending or signum
             return
         raise Interrupted(signum)  # the safety backup's own, so one kind is caught
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    on_stop_signals(on_signal)  # (one ignored at the start, nohup's HUP, stays ignored)
 
 
 # ---------------------------------------------------------------------------

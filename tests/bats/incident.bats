@@ -62,7 +62,7 @@ finish() {
 wait_until_copying() {
   local _ pid
   for _ in $(seq 400); do
-    for pid in $(pgrep -f 'sqlite_ops.restore_flow restore'); do
+    for pid in $(pgrep -f 'sqlite_ops[.]start .* restore_flow restore --db='); do
       [[ $(find "/proc/$pid/fd" -lname "$DB_PATH" 2>/dev/null) &&
         $(find "/proc/$pid/fd" -lname '*/restore.db' 2>/dev/null) ]] && return 0
     done
@@ -369,6 +369,37 @@ SQL
   assert_status 130
   assert_contains "$output" "restore cancelled; nothing was changed"
   assert_equal "$(sha256sum <"$DB_PATH")" "$before"
+}
+
+# pending_at_start SIG COMMAND...: run COMMAND with SIG already sent and held
+# (blocked) through the bash step and the interpreter's start; its default
+# disposition first, since a test runner may start the suite with SIGINT ignored.
+pending_at_start() {
+  local sig=$1
+  shift
+  # shellcheck disable=SC2016 # $$ and "$@" are the inner shell's
+  run --separate-stderr env --default-signal="$sig" --block-signal="$sig" \
+    bash -c 'kill -"$1" $$; shift; exec "$@"' _ "$sig" "$@"
+}
+
+@test "a signal while a script starts is held, never lost and never a traceback: one line, exit 128+n" {
+  local sig code b before
+  make_db "$DB_PATH" 20
+  b=$(backup_now)
+  sqlite3 "$DB_PATH" 'DELETE FROM devices WHERE id > 10'
+  before=$(sha256sum <"$DB_PATH")
+  for sig in INT TERM; do
+    code=$((128 + $(kill -l "$sig")))
+    pending_at_start "$sig" "$RESTORE" --yes latest
+    assert_status "$code"
+    assert_equal "$stderr" "restore_database.sh: interrupted by SIG$sig before it started; nothing was changed"
+    assert_equal "$(sha256sum <"$DB_PATH")" "$before" "live database"
+    [[ ! -e $BACKUP_DIR/pre-restore ]]
+    pending_at_start "$sig" "$SCRIPTS/backup_database.sh"
+    assert_status "$code"
+    assert_equal "$stderr" "backup_database.sh: interrupted by SIG$sig before it started; nothing was published"
+    assert_equal "$(ls "$BACKUP_DIR")" "$(basename "$b")"$'\n'"$(basename "$b").manifest.json"
+  done
 }
 
 @test "Ctrl-C during the safety backup: says the database was not touched, no traceback" {

@@ -144,9 +144,10 @@ def under_writer(live: Path, env: dict[str, str], before,
     return seconds, len(lat) / (sum(seconds.runs) + 0.5), p99, method
 
 
-def copy_only_path(work: Path) -> str:
-    """A PYTHONPATH whose sitecustomize turns the streaming off: every backup
-    takes the backup API's temp copy."""
+def copy_only_env(env: dict[str, str], work: Path) -> dict[str, str]:
+    """``env`` where every backup takes the backup API's temp copy: a
+    sitecustomize turns the streaming off. The scripts start Python with -S
+    (no site import), so a ``python3`` first on PATH starts it without."""
     site = work / "copy-only"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(
@@ -154,7 +155,11 @@ def copy_only_path(work: Path) -> str:
         f"sys.path.insert(0, {str(REPO / 'lib')!r})\n"
         "from sqlite_ops import snapshot\n"
         "snapshot.stream = lambda *args, **kwargs: None\n", encoding="utf-8")
-    return str(site)
+    shim = site / "python3"
+    shim.write_text(f'#!/bin/sh\n[ "$1" = -S ] && shift\nexec {sys.executable} "$@"\n',
+                    encoding="utf-8")
+    shim.chmod(0o755)
+    return {**env, "PYTHONPATH": str(site), "PATH": f"{site}:{env.get('PATH', os.defpath)}"}
 
 
 def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], dict]:
@@ -175,7 +180,7 @@ def measure(shape: str, source: Path, work: Path) -> tuple[list[list[object]], d
     loaded_s, rate, p99, method = under_writer(live, env, clear)
     # Side by side: the same backups through the backup API's temp copy (the
     # fallback, and the only method before the file was streamed).
-    copy_env = {**env, "PYTHONPATH": copy_only_path(work)}
+    copy_env = copy_only_env(env, work)
     copy_s = timings([BACKUP, "--quiet"], runs=RUNS, env=copy_env, before=clear)
     copy_loaded_s, copy_rate, copy_p99, _ = under_writer(live, copy_env, clear)
     # INTEGRITY_CHECK=drill: quick_check in the backup, the full check in the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,22 @@ def _no_leaked_settings(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SQLITE_OPS_CONFIG", os.devnull)
     monkeypatch.setenv("BACKUP_DIR", str(tmp_path / "backups"))
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_they_were():
+    """A test that runs an entry point in this process leaves its handlers
+    (an ended restore ignores INT, TERM and HUP); the next test's child
+    processes would inherit an ignored signal, which the toolkit leaves
+    ignored (nohup's HUP): every test starts with the suite's own. Also the
+    record of what was ignored at the start (sqlite_ops.start) starts over."""
+    from sqlite_ops import start
+
+    kept = {sig: signal.getsignal(sig) for sig in start.SIGNALS}
+    yield
+    for sig, handler in kept.items():
+        signal.signal(sig, handler)
+    start._ignored_at_start = None
 
 
 @pytest.fixture

@@ -653,6 +653,46 @@ def test_an_interrupt_while_a_refused_drill_waits_to_record_ends_the_wait_not_th
     assert manifest.read_bytes() == before
 
 
+@pytest.mark.parametrize("nohup", [False, True])
+def test_a_closed_session_interrupts_a_restore_unless_it_runs_under_nohup(tmp_path, nohup):
+    """SIGHUP (the ssh session closed) interrupts a restore and says what it
+    left; under nohup, which starts it with SIGHUP ignored, the restore keeps
+    running to its end, as the operator asked."""
+    db = make_db(tmp_path / "app.db", 20)
+    env = ops_env(tmp_path, DB_PATH=str(db), BACKUP_DIR=str(tmp_path / "backups"),
+                  LOCK_TIMEOUT="60")
+    taken = subprocess.run([str(SCRIPTS / "backup_database.sh"), "--quiet"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert taken.returncode == 0, taken.stderr
+    target = tmp_path / "restored.db"
+    lock = lock_path_for(target)
+    common.create_lock_file(lock)
+    # (--close: the lock is flock's own, so killing it frees the lock)
+    holder = subprocess.Popen(["flock", "--close", lock, "sleep", "120"], start_new_session=True)
+    try:
+        while subprocess.run(["flock", "--nonblock", lock, "true"]).returncode == 0:
+            assert holder.poll() is None  # until the holder has the lock
+        command = [RESTORE, "--to", str(target), "latest"]
+        restore_run = subprocess.Popen(["nohup", *command] if nohup else command, env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while not _opened(restore_run.pid, lock):  # it waits for the target's lock
+            assert restore_run.poll() is None, restore_run.communicate()
+        restore_run.send_signal(signal.SIGHUP)
+        if nohup:
+            holder.kill()  # flock's lock is gone: the restore goes on
+        out, err = restore_run.communicate(timeout=120)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    if nohup:
+        assert restore_run.returncode == 0, err
+        assert devices(target) == 20
+    else:
+        assert restore_run.returncode == 128 + signal.SIGHUP, err
+        assert "nothing was changed" in err and "Traceback" not in err
+        assert not target.exists()
+
+
 # ---------------------------------------------------------------------------
 # The undo command
 # ---------------------------------------------------------------------------
