@@ -478,3 +478,22 @@ def test_baseline_refuses_a_different_schema_and_force_prints_the_differences(wo
         "difference: table devices: column x not in the migrations through 001_devices.sql"]
     assert "recorded despite 1 difference(s)" in proc.stderr
     assert recorded(db) == [1]
+
+
+@pytest.mark.parametrize("script, note", [("migrate", "nothing was changed"),
+                                          ("db_metrics", "nothing was written")])
+@pytest.mark.parametrize("sig", ["INT", "TERM"])
+def test_a_signal_while_a_python_script_starts_is_one_line_not_a_traceback(
+        tmp_path, script, note, sig):
+    """The signal is sent before the interpreter starts and held (blocked) until
+    the script's first code can answer it: one line, exit 128 + the signal."""
+    db = tmp_path / "app.db"
+    sqlite3.connect(db).close()
+    held = ["env", f"--default-signal={sig}", f"--block-signal={sig}", "bash", "-c",
+            'kill -"$1" $$; shift; exec "$@"', "_", sig,
+            sys.executable, str(REPO_ROOT / "scripts" / script), "--db", str(db)]
+    proc = subprocess.run(held, capture_output=True, text=True, timeout=60)
+    number = {"INT": 2, "TERM": 15}[sig]
+    assert proc.returncode == 128 + number, proc.stderr
+    assert proc.stderr == f"{script}: interrupted by SIG{sig} before it started; {note}\n"
+    assert db.stat().st_size == 0  # nothing was written
