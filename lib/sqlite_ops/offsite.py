@@ -98,7 +98,6 @@ from sqlite_ops.common import (
 from sqlite_ops.progress import INTERVAL as PROGRESS_INTERVAL
 from sqlite_ops.progress import Progress, wanted
 from sqlite_ops.promfile import escape_label, family
-from sqlite_ops.start import stop_signals
 
 PROG = "offsite_sync.sh"
 STATE_DIR = ".offsite"  # in BACKUP_DIR: what each remote holds, and the offsite lock
@@ -1273,8 +1272,7 @@ def _interrupted(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = _parser().parse_args(argv)
-    if signal.SIGTERM in stop_signals():
-        signal.signal(signal.SIGTERM, _interrupted)  # stop the running rclone too
+    signal.signal(signal.SIGTERM, _interrupted)  # stop the running rclone too
     name = args.prog = os.environ.get("SQLITE_OPS_PROG", prog)  # who speaks: the script
     try:
         return args.func(args)
