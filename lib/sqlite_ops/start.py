@@ -80,7 +80,15 @@ def main() -> None:
     import importlib
 
     entry = importlib.import_module(f"sqlite_ops.{module}")
-    from sqlite_ops.common import run_interruptible  # its handlers replace the guard
-
     sys.argv = [entry.__file__ or module, *args]
+    if note:
+        # A script's own step (backup, restore) sets its handlers as it
+        # starts; until then the guard's line stays the true answer.
+        try:
+            code = entry.main()
+        except KeyboardInterrupt as exc:  # set by its handlers, before its own try
+            code = 128 + getattr(exc, "signum", signal.SIGINT)
+        sys.exit(code)
+    from sqlite_ops.common import run_interruptible  # a helper: its caller speaks
+
     sys.exit(run_interruptible(entry.main))
