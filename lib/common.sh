@@ -636,11 +636,8 @@ foreign_keys_ok() {
 SOPS_START_NOTE="nothing was changed"
 interrupt_before_start() {
   SOPS_START_NOTE=$1
-  local sig
-  for sig in INT TERM HUP; do
-    # shellcheck disable=SC2064 # the signal name is fixed now, on purpose
-    trap "_sops_before_start $sig" "$sig"
-  done
+  SOPS_SIGNAL_HANDLER=_sops_before_start
+  _sops_signal_traps
 }
 
 _sops_before_start() {
@@ -651,7 +648,8 @@ _sops_before_start() {
 # (python3 -S: no site-packages), through sqlite_ops.start: a signal while it
 # starts ends it quietly (exit 128 + the signal; the calling script speaks).
 py_ops() {
-  SOPS_START_NOTE='' _sops_python "$@"
+  SOPS_START_NOTE='' _sops_python_argv "$@"
+  "${SOPS_PY[@]}"
 }
 
 # exec_py_ops MODULE ARGS...: the same in place of this shell, as a script's
@@ -661,11 +659,6 @@ py_ops() {
 exec_py_ops() {
   _sops_python_argv "$@"
   exec "${SOPS_PY[@]}"
-}
-
-_sops_python() {
-  _sops_python_argv "$@"
-  "${SOPS_PY[@]}"
 }
 
 # The stop signals are blocked until sqlite_ops.start has its handlers (held,

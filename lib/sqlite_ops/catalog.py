@@ -392,14 +392,15 @@ def records_fk_problems(manifest: dict[str, Any] | None, fk_accept: str = "") ->
     them, not by the FK_ACCEPT of the backup's day. A count left to the drill
     (foreign_key_check_deferred) and not yet recorded says nothing.
     OpsError(EX_USAGE) for a malformed ``fk_accept``."""
-    found = (manifest or {}).get("foreign_key_violations", 0)
+    manifest = manifest or {}
+    found = manifest.get("foreign_key_violations", 0)
     if found is None:  # the check could not run: a restore needs --force
         return True
     if found == 0:
         return False
-    by_table = (manifest or {}).get("foreign_key_violations_by_table")
+    by_table = manifest.get("foreign_key_violations_by_table")
     if by_table is None:  # an older manifest: only its day's verdict is known
-        return found != (manifest or {}).get("foreign_key_violations_accepted")
+        return found != manifest.get("foreign_key_violations_accepted")
     return bool(fkcheck.unaccepted_rows(by_table, fkcheck.parse_accept(fk_accept)))
 
 

@@ -55,7 +55,7 @@ from sqlite_ops.common import (
     shell_command,
     sweep_own_temps,
 )
-from sqlite_ops.start import on_stop_signals
+from sqlite_ops.start import SIGNALS, on_stop_signals
 
 PROG = restore.PROG
 CONFIRMED_LOCK_WAIT = 300  # seconds to wait for the lock once a person said yes
@@ -857,7 +857,7 @@ def pending_error(signum: int) -> OpsError:
 
 def ignore_signals() -> None:
     """INT, TERM and HUP ignored from here on (what runs next runs to its end)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 
